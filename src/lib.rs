@@ -1,0 +1,17 @@
+//! The jsonkv API crate: the Rust code generated from `proto/jsonkv/v1/jsonkv.proto`, and the
+//! conversion between JSON (`serde_json::Value`) and the wire forms of a value.
+//!
+//! Layout:
+//! - [`pb`]: generated messages, the `JsonKv` client and the server trait.
+//! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors that reflection serves.
+//! - [`value`]: JSON <-> `google.protobuf.Value`, and lossless JSON text.
+
+pub mod value;
+
+/// Generated code for package `jsonkv.v1`.
+pub mod pb {
+    tonic::include_proto!("jsonkv.v1");
+}
+
+/// The encoded `FileDescriptorSet` of the jsonkv proto and its imports, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("jsonkv_descriptor");
