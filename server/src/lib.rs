@@ -1,1 +1,34 @@
+//! jsonkv-server: a JSON key-value store served over gRPC, with revisions and lossless watches.
+//!
+//! Layout (storage up to the wire):
+//! - [`database`]: the `Database`, a `BTreeMap` of key -> JSON value with revision metadata,
+//!   and the global revision counter. Produces an `Event` per change.
+//! - [`history`]: `HistoryRing`, the bounded window of recent events for replay and catch-up.
+//! - [`hub`]: `WatchHub`, per-key and per-prefix `broadcast` senders.
+//! - [`store`]: `Store`, the cheap-to-clone handle tying those together under one lock, and
+//!   `Subscription`, a watcher's gap-free, duplicate-free view of the events.
+//! - [`watch_stream`]: turns a `Subscription` into a gRPC response stream.
+//! - [`wire`]: request validation and conversion to protobuf messages.
+//! - [`service`]: the `jsonkv.v1.JsonKv` implementation.
+//! - [`error`]: the error type and its one mapping to `tonic::Status`.
+//! - [`server`]: serving, health, reflection and graceful shutdown; [`RunningServer`].
+//! - [`config`], [`shutdown`]: settings, and the signal every stream listens to.
+//!
+//! ARCHITECTURE.md at the repository root walks a request and a watch event through these.
 
+pub mod config;
+pub mod database;
+pub mod error;
+pub mod history;
+pub mod hub;
+pub mod server;
+pub mod service;
+pub mod shutdown;
+pub mod store;
+pub mod watch_stream;
+pub mod wire;
+
+pub use config::Config;
+pub use error::Error;
+pub use server::{run, RunningServer};
+pub use store::Store;

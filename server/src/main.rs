@@ -1,1 +1,106 @@
-fn main() {}
+//! The `jsonkv-server` binary: parses flags, sets up logging, and runs the server until Ctrl-C
+//! or SIGTERM.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use jsonkv_server::{run, Config, Store};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+/// jsonkv: a JSON key-value database served over gRPC.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address to serve gRPC on.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    /// Events kept in memory for watch replay (`start_revision`) and for slow watchers to catch
+    /// up; older revisions answer OUT_OF_RANGE.
+    #[arg(long, default_value_t = Config::default().history_size)]
+    history_size: usize,
+    /// Events buffered per watched key or prefix before a slow watcher must catch up from
+    /// history.
+    #[arg(long, default_value_t = Config::default().watch_buffer)]
+    watch_buffer: usize,
+    /// Longest key or prefix, in bytes.
+    #[arg(long, default_value_t = Config::default().max_key_bytes)]
+    max_key_bytes: usize,
+    /// Largest value, in bytes of compact JSON text.
+    #[arg(long, default_value_t = Config::default().max_value_bytes)]
+    max_value_bytes: usize,
+    /// Largest gRPC message received or sent, in bytes.
+    #[arg(long, default_value_t = Config::default().max_message_bytes)]
+    max_message_bytes: usize,
+    /// Milliseconds between progress notices on an idle watch (0: never).
+    #[arg(long, default_value_t = Config::default().progress_interval.as_millis() as u64)]
+    progress_interval_ms: u64,
+    /// Seconds in-flight calls get to finish after Ctrl-C or SIGTERM.
+    #[arg(long, default_value_t = Config::default().shutdown_grace.as_secs())]
+    shutdown_grace_secs: u64,
+}
+
+impl From<Args> for Config {
+    fn from(args: Args) -> Config {
+        Config {
+            listen: args.listen,
+            history_size: args.history_size,
+            watch_buffer: args.watch_buffer,
+            max_key_bytes: args.max_key_bytes,
+            max_value_bytes: args.max_value_bytes,
+            max_message_bytes: args.max_message_bytes,
+            progress_interval: Duration::from_millis(args.progress_interval_ms),
+            shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let config = Config::from(Args::parse());
+    let listener = match TcpListener::bind(config.listen).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("error: cannot listen on {}: {err}", config.listen);
+            std::process::exit(1);
+        }
+    };
+    tracing::info!(addr = %config.listen, "jsonkv-server listening");
+    let store = Store::new(&config);
+    if let Err(err) = run(config, listener, store, shutdown_signal()).await {
+        eprintln!("error: {err}");
+        std::process::exit(1);
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(%err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received Ctrl-C"),
+        () = terminate => tracing::info!("received SIGTERM"),
+    }
+}

@@ -1,0 +1,113 @@
+//! The server's one error type, and the one place it becomes a gRPC `Status`.
+//!
+//! Machine-readable facts travel as standard `google.rpc` details (BadRequest, ErrorInfo), so a
+//! client in any language can read, say, the current revision of a failed compare-and-swap.
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::database::Revision;
+
+/// The `ErrorInfo.domain` of every jsonkv error detail.
+pub const ERROR_DOMAIN: &str = "jsonkv.dev";
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// A request field is invalid; nothing was changed.
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument { field: &'static str, reason: String },
+
+    #[error("key not found: {0}")]
+    NotFound(String),
+
+    /// A compare-and-swap precondition failed; nothing was changed.
+    #[error("key {key:?} has mod revision {current}, expected {expected}")]
+    RevisionMismatch {
+        key: String,
+        expected: Revision,
+        current: Revision,
+    },
+
+    /// A watch needs history that was already discarded.
+    #[error("revision {requested} is no longer in history; the oldest available is {oldest}")]
+    Compacted {
+        requested: Revision,
+        oldest: Revision,
+    },
+
+    /// A watcher fell further behind the writers than history reaches back.
+    #[error("watch fell behind: events after revision {delivered} are no longer in history (the oldest available is {oldest}); start a new watch")]
+    WatcherLagged {
+        delivered: Revision,
+        oldest: Revision,
+    },
+
+    #[error("server is shutting down")]
+    ShuttingDown,
+
+    /// A broken invariant, reported rather than panicking inside a request.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Status {
+        let message = err.to_string();
+        match err {
+            Error::InvalidArgument { field, reason } => Status::with_error_details(
+                Code::InvalidArgument,
+                message,
+                ErrorDetails::with_bad_request_violation(field, reason),
+            ),
+            Error::NotFound(_) => Status::not_found(message),
+            Error::RevisionMismatch {
+                key,
+                expected,
+                current,
+            } => Status::with_error_details(
+                Code::FailedPrecondition,
+                message,
+                ErrorDetails::with_error_info(
+                    "REVISION_MISMATCH",
+                    ERROR_DOMAIN,
+                    HashMap::from([
+                        ("key".to_owned(), key),
+                        ("expected_mod_revision".to_owned(), expected.to_string()),
+                        ("current_mod_revision".to_owned(), current.to_string()),
+                    ]),
+                ),
+            ),
+            Error::Compacted { requested, oldest } => compacted(message, requested, oldest),
+            Error::WatcherLagged { delivered, oldest } => compacted(message, delivered + 1, oldest),
+            Error::ShuttingDown => Status::unavailable(message),
+            Error::Internal(_) => Status::internal(message),
+        }
+    }
+}
+
+/// OUT_OF_RANGE, naming the oldest revision a new watch could start from.
+fn compacted(message: String, requested: Revision, oldest: Revision) -> Status {
+    Status::with_error_details(
+        Code::OutOfRange,
+        message,
+        ErrorDetails::with_error_info(
+            "REVISION_COMPACTED",
+            ERROR_DOMAIN,
+            HashMap::from([
+                ("requested_revision".to_owned(), requested.to_string()),
+                ("oldest_revision".to_owned(), oldest.to_string()),
+            ]),
+        ),
+    )
+}

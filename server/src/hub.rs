@@ -1,0 +1,186 @@
+//! `WatchHub`: the `broadcast` senders that carry events to watchers, one per watched key and
+//! one per watched prefix, so a write reaches only the watchers it concerns.
+//!
+//! Cost for a writer: one hash lookup for the key, plus one per *distinct length* of watched
+//! prefix. Ten thousand watchers on other keys add nothing to that. A sender is removed as soon
+//! as its last receiver is released, so abandoned keys do not accumulate (mini-redis keeps them).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use crate::database::Event;
+
+/// What a watch covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchTarget {
+    Key(String),
+    Prefix(String),
+}
+
+impl WatchTarget {
+    pub fn matches(&self, key: &str) -> bool {
+        match self {
+            WatchTarget::Key(k) => k == key,
+            WatchTarget::Prefix(p) => key.starts_with(p.as_str()),
+        }
+    }
+}
+
+pub type EventSender = broadcast::Sender<Arc<Event>>;
+pub type EventReceiver = broadcast::Receiver<Arc<Event>>;
+
+#[derive(Debug)]
+pub struct WatchHub {
+    keys: HashMap<String, EventSender>,
+    prefixes: HashMap<String, EventSender>,
+    /// Byte length of each watched prefix -> how many watched prefixes have it.
+    prefix_lengths: BTreeMap<usize, usize>,
+    capacity: usize,
+}
+
+impl WatchHub {
+    /// `capacity` is each sender's buffer: how far a watcher may fall behind before it must
+    /// catch up from history.
+    pub fn new(capacity: usize) -> Self {
+        WatchHub {
+            keys: HashMap::new(),
+            prefixes: HashMap::new(),
+            prefix_lengths: BTreeMap::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    pub fn subscribe(&mut self, target: &WatchTarget) -> EventReceiver {
+        let capacity = self.capacity;
+        match target {
+            WatchTarget::Key(key) => self
+                .keys
+                .entry(key.clone())
+                .or_insert_with(|| broadcast::channel(capacity).0)
+                .subscribe(),
+            WatchTarget::Prefix(prefix) => {
+                if let Some(tx) = self.prefixes.get(prefix) {
+                    return tx.subscribe();
+                }
+                let (tx, rx) = broadcast::channel(capacity);
+                self.prefixes.insert(prefix.clone(), tx);
+                *self.prefix_lengths.entry(prefix.len()).or_default() += 1;
+                rx
+            }
+        }
+    }
+
+    /// Drops the sender for `target` if no receiver is left. Call after dropping a receiver.
+    pub fn release(&mut self, target: &WatchTarget) {
+        match target {
+            WatchTarget::Key(key) => {
+                if self
+                    .keys
+                    .get(key)
+                    .is_some_and(|tx| tx.receiver_count() == 0)
+                {
+                    self.keys.remove(key);
+                }
+            }
+            WatchTarget::Prefix(prefix) => {
+                if self
+                    .prefixes
+                    .get(prefix)
+                    .is_some_and(|tx| tx.receiver_count() == 0)
+                {
+                    self.prefixes.remove(prefix);
+                    if let Some(count) = self.prefix_lengths.get_mut(&prefix.len()) {
+                        *count -= 1;
+                        if *count == 0 {
+                            self.prefix_lengths.remove(&prefix.len());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends `event` to every watcher of its key and of every prefix of its key.
+    pub fn publish(&self, event: &Arc<Event>) {
+        let key = event.key.as_str();
+        if let Some(tx) = self.keys.get(key) {
+            // An error only means every receiver is gone; release() will drop the sender.
+            let _ = tx.send(Arc::clone(event));
+        }
+        for &len in self.prefix_lengths.keys() {
+            if len > key.len() {
+                break;
+            }
+            if !key.is_char_boundary(len) {
+                continue;
+            }
+            if let Some(tx) = self.prefixes.get(&key[..len]) {
+                let _ = tx.send(Arc::clone(event));
+            }
+        }
+    }
+
+    /// Number of live senders (keys and prefixes); for tests and metrics.
+    pub fn sender_count(&self) -> usize {
+        self.keys.len() + self.prefixes.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(revision: i64, key: &str) -> Arc<Event> {
+        Arc::new(Event {
+            revision,
+            key: key.into(),
+            entry: None,
+        })
+    }
+
+    #[test]
+    fn events_reach_key_and_prefix_watchers_only() {
+        let mut hub = WatchHub::new(16);
+        let mut key = hub.subscribe(&WatchTarget::Key("user/1".into()));
+        let mut users = hub.subscribe(&WatchTarget::Prefix("user/".into()));
+        let mut all = hub.subscribe(&WatchTarget::Prefix(String::new()));
+        let mut other = hub.subscribe(&WatchTarget::Key("user/2".into()));
+        let mut unicode = hub.subscribe(&WatchTarget::Prefix("é".into()));
+
+        hub.publish(&event(1, "user/1"));
+        hub.publish(&event(2, "team/1"));
+        hub.publish(&event(3, "éa"));
+
+        assert_eq!(key.try_recv().unwrap().revision, 1);
+        assert!(key.try_recv().is_err());
+        assert_eq!(users.try_recv().unwrap().revision, 1);
+        assert!(users.try_recv().is_err());
+        let got: Vec<_> = std::iter::from_fn(|| all.try_recv().ok())
+            .map(|e| e.revision)
+            .collect();
+        assert_eq!(got, [1, 2, 3]);
+        assert!(other.try_recv().is_err());
+        assert_eq!(unicode.try_recv().unwrap().revision, 3);
+    }
+
+    #[test]
+    fn senders_are_dropped_with_their_last_receiver() {
+        let mut hub = WatchHub::new(4);
+        let target = WatchTarget::Prefix("p".into());
+        let a = hub.subscribe(&target);
+        let b = hub.subscribe(&target);
+        let k = hub.subscribe(&WatchTarget::Key("k".into()));
+        assert_eq!(hub.sender_count(), 2);
+        drop(a);
+        hub.release(&target);
+        assert_eq!(hub.sender_count(), 2, "one receiver still listens");
+        drop(b);
+        hub.release(&target);
+        drop(k);
+        hub.release(&WatchTarget::Key("k".into()));
+        assert_eq!(hub.sender_count(), 0);
+        assert!(hub.prefix_lengths.is_empty());
+    }
+}

@@ -1,0 +1,195 @@
+//! The `jsonkv.v1.JsonKv` gRPC service: validates each request through [`crate::wire`], calls
+//! the [`Store`], and shapes the response. Errors become `Status` in one place
+//! (`impl From<Error> for Status`).
+
+use std::time::Duration;
+
+use jsonkv::pb::{self, json_kv_server::JsonKv};
+use tonic::{Request, Response, Status};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::hub::WatchTarget;
+use crate::shutdown::Shutdown;
+use crate::store::Store;
+use crate::watch_stream::{watch_stream, WatchStream};
+use crate::wire::{self, Limits};
+
+#[derive(Clone)]
+pub struct JsonKvService {
+    store: Store,
+    limits: Limits,
+    progress_interval: Duration,
+    shutdown: Shutdown,
+}
+
+impl JsonKvService {
+    pub fn new(store: Store, config: &Config, shutdown: Shutdown) -> Self {
+        JsonKvService {
+            store,
+            limits: Limits::from(config),
+            progress_interval: config.progress_interval,
+            shutdown,
+        }
+    }
+
+    fn get(&self, req: pb::GetRequest) -> Result<pb::GetResponse, Error> {
+        self.limits.key(&req.key)?;
+        let encoding = wire::encoding(req.value_encoding)?;
+        let (entry, revision) = self.store.get(&req.key);
+        let entry = entry.ok_or(Error::NotFound(req.key.clone()))?;
+        Ok(pb::GetResponse {
+            kv: Some(wire::key_value(&req.key, &entry, encoding, true)),
+            revision,
+        })
+    }
+
+    fn insert(&self, req: pb::InsertRequest) -> Result<pb::InsertResponse, Error> {
+        self.limits.key(&req.key)?;
+        let encoding = wire::encoding(req.value_encoding)?;
+        let expected = wire::expected_mod_revision(req.expected_mod_revision)?;
+        let value = self.limits.value(req.new_value)?;
+        let change = self.store.put(req.key, value, expected)?;
+        let entry = change
+            .event
+            .entry
+            .as_ref()
+            .expect("a put event has an entry");
+        Ok(pb::InsertResponse {
+            revision: change.event.revision,
+            previous: change
+                .previous
+                .filter(|_| req.return_previous)
+                .map(|prev| wire::key_value(&change.event.key, &prev, encoding, true)),
+            create_revision: entry.create_revision,
+            version: entry.version,
+        })
+    }
+
+    fn delete(&self, req: pb::DeleteRequest) -> Result<pb::DeleteResponse, Error> {
+        self.limits.key(&req.key)?;
+        let encoding = wire::encoding(req.value_encoding)?;
+        let expected = wire::expected_mod_revision(req.expected_mod_revision)?;
+        match self.store.delete(&req.key, expected)? {
+            Some(change) => Ok(pb::DeleteResponse {
+                revision: change.event.revision,
+                previous: change
+                    .previous
+                    .filter(|_| req.return_previous)
+                    .map(|prev| wire::key_value(&req.key, &prev, encoding, true)),
+                deleted: true,
+            }),
+            // Absent, and the caller said that is fine: "only if absent" or allow_missing.
+            None if expected == Some(0) || req.allow_missing => Ok(pb::DeleteResponse {
+                revision: self.store.revision(),
+                previous: None,
+                deleted: false,
+            }),
+            None => Err(Error::NotFound(req.key)),
+        }
+    }
+
+    fn list(&self, req: pb::ListRequest) -> Result<pb::ListResponse, Error> {
+        self.limits.prefix(&req.prefix)?;
+        let encoding = wire::encoding(req.value_encoding)?;
+        let page_size = wire::page_size(req.page_size)?;
+        let after = wire::decode_page_token(&req.page_token, &req.prefix)?;
+        let page = self.store.list(&req.prefix, after.as_deref(), page_size);
+        let next_page_token = match page.entries.last() {
+            Some((last, _)) if page.more => wire::encode_page_token(&req.prefix, last),
+            _ => String::new(),
+        };
+        Ok(pb::ListResponse {
+            kvs: page
+                .entries
+                .iter()
+                .map(|(k, e)| wire::key_value(k, e, encoding, !req.keys_only))
+                .collect(),
+            next_page_token,
+            revision: page.revision,
+        })
+    }
+
+    fn watch(
+        &self,
+        target: WatchTarget,
+        start_revision: i64,
+        value_encoding: i32,
+    ) -> Result<WatchStream, Error> {
+        let encoding = wire::encoding(value_encoding)?;
+        let start = wire::start_revision(start_revision)?;
+        let sub = self.store.watch(target, start)?;
+        Ok(watch_stream(
+            sub,
+            encoding,
+            self.progress_interval,
+            self.shutdown.clone(),
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl JsonKv for JsonKvService {
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        Ok(Response::new(JsonKvService::get(self, req.into_inner())?))
+    }
+
+    async fn insert(
+        &self,
+        req: Request<pb::InsertRequest>,
+    ) -> Result<Response<pb::InsertResponse>, Status> {
+        Ok(Response::new(JsonKvService::insert(
+            self,
+            req.into_inner(),
+        )?))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        Ok(Response::new(JsonKvService::delete(
+            self,
+            req.into_inner(),
+        )?))
+    }
+
+    async fn list(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        Ok(Response::new(JsonKvService::list(self, req.into_inner())?))
+    }
+
+    type WatchKeyStream = WatchStream;
+
+    async fn watch_key(
+        &self,
+        req: Request<pb::WatchKeyRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let req = req.into_inner();
+        self.limits.key(&req.key)?;
+        let target = WatchTarget::Key(req.key);
+        Ok(Response::new(self.watch(
+            target,
+            req.start_revision,
+            req.value_encoding,
+        )?))
+    }
+
+    type WatchPrefixStream = WatchStream;
+
+    async fn watch_prefix(
+        &self,
+        req: Request<pb::WatchPrefixRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let req = req.into_inner();
+        self.limits.prefix(&req.prefix)?;
+        let target = WatchTarget::Prefix(req.prefix);
+        Ok(Response::new(self.watch(
+            target,
+            req.start_revision,
+            req.value_encoding,
+        )?))
+    }
+}

@@ -1,0 +1,300 @@
+//! The boundary between protobuf messages and the store's types: request validation (every
+//! INVALID_ARGUMENT the service returns is decided here) and conversion of entries and events
+//! into response messages.
+
+use std::io;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonkv::pb::{self, insert_request::NewValue, ValueEncoding};
+use jsonkv::value;
+use prost::Message as _;
+use serde_json::Value as Json;
+
+use crate::config::Config;
+use crate::database::{Entry, Event, Revision};
+use crate::error::Error;
+
+/// The input limits that validation enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+}
+
+impl From<&Config> for Limits {
+    fn from(config: &Config) -> Self {
+        Limits {
+            max_key_bytes: config.max_key_bytes,
+            max_value_bytes: config.max_value_bytes,
+        }
+    }
+}
+
+impl Limits {
+    pub fn key(&self, key: &str) -> Result<(), Error> {
+        if key.is_empty() {
+            return Err(Error::invalid("key", "key must not be empty"));
+        }
+        self.prefix_like("key", key)
+    }
+
+    /// A prefix may be empty (it then covers every key) but no longer than a key.
+    pub fn prefix(&self, prefix: &str) -> Result<(), Error> {
+        self.prefix_like("prefix", prefix)
+    }
+
+    fn prefix_like(&self, field: &'static str, text: &str) -> Result<(), Error> {
+        if text.len() > self.max_key_bytes {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "{field} is {} bytes, over the limit of {} bytes",
+                    text.len(),
+                    self.max_key_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The JSON document of an insert, from whichever field carries it, within the size limit
+    /// (measured as compact JSON text).
+    pub fn value(&self, new_value: Option<NewValue>) -> Result<Json, Error> {
+        let (json, field) = match new_value {
+            None => {
+                return Err(Error::invalid(
+                    "value",
+                    "a value is required: set `value` (JSON) or `value_json` (JSON text)",
+                ))
+            }
+            Some(NewValue::Value(v)) => (
+                value::from_proto(&v).map_err(|e| Error::invalid("value", e.to_string()))?,
+                "value",
+            ),
+            Some(NewValue::ValueJson(text)) => {
+                let json = value::parse_json_text(&text)
+                    .map_err(|e| Error::invalid("value_json", e.to_string()))?;
+                // Compact text is never longer than the text it was parsed from.
+                if text.len() <= self.max_value_bytes {
+                    return Ok(json);
+                }
+                (json, "value_json")
+            }
+        };
+        let size = compact_len(&json);
+        if size > self.max_value_bytes {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "value is {size} bytes as JSON text, over the limit of {} bytes",
+                    self.max_value_bytes
+                ),
+            ));
+        }
+        Ok(json)
+    }
+}
+
+/// Length of the compact JSON text of `json`, without building the text.
+fn compact_len(json: &Json) -> usize {
+    struct Counter(usize);
+    impl io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    serde_json::to_writer(&mut counter, json).expect("counting never fails");
+    counter.0
+}
+
+pub fn encoding(raw: i32) -> Result<ValueEncoding, Error> {
+    ValueEncoding::try_from(raw)
+        .map_err(|_| Error::invalid("value_encoding", format!("unknown value encoding {raw}")))
+}
+
+pub fn expected_mod_revision(raw: Option<i64>) -> Result<Option<Revision>, Error> {
+    match raw {
+        Some(r) if r < 0 => Err(Error::invalid(
+            "expected_mod_revision",
+            format!("expected_mod_revision must not be negative, got {r}"),
+        )),
+        other => Ok(other),
+    }
+}
+
+pub fn start_revision(raw: i64) -> Result<Revision, Error> {
+    if raw < 0 {
+        return Err(Error::invalid(
+            "start_revision",
+            format!("start_revision must not be negative, got {raw}"),
+        ));
+    }
+    Ok(raw)
+}
+
+/// Default and maximum page sizes of List, as AIP-158 suggests.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+pub fn page_size(raw: i32) -> Result<usize, Error> {
+    match raw {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        n if n < 0 => Err(Error::invalid(
+            "page_size",
+            format!("page_size must not be negative, got {n}"),
+        )),
+        n => Ok((n as usize).min(MAX_PAGE_SIZE)),
+    }
+}
+
+/// What a List page token carries: where the previous page ended, and for which prefix.
+#[derive(Clone, PartialEq, prost::Message)]
+struct PageToken {
+    #[prost(string, tag = "1")]
+    prefix: String,
+    #[prost(string, tag = "2")]
+    last_key: String,
+}
+
+pub fn encode_page_token(prefix: &str, last_key: &str) -> String {
+    let token = PageToken {
+        prefix: prefix.to_owned(),
+        last_key: last_key.to_owned(),
+    };
+    URL_SAFE_NO_PAD.encode(token.encode_to_vec())
+}
+
+/// The key after which the page starts; `None` for the first page.
+pub fn decode_page_token(token: &str, prefix: &str) -> Result<Option<String>, Error> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let bad = |why: &str| Error::invalid("page_token", format!("page_token is invalid: {why}"));
+    let bytes = URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad("not a token returned by List"))?;
+    let token =
+        PageToken::decode(bytes.as_slice()).map_err(|_| bad("not a token returned by List"))?;
+    if token.prefix != prefix || !token.last_key.starts_with(prefix) || token.last_key.is_empty() {
+        return Err(bad("it was issued for a different prefix"));
+    }
+    Ok(Some(token.last_key))
+}
+
+/// A stored entry as a response message, its value in the asked-for encoding.
+pub fn key_value(
+    key: &str,
+    entry: &Entry,
+    encoding: ValueEncoding,
+    with_value: bool,
+) -> pb::KeyValue {
+    let mut kv = pb::KeyValue {
+        key: key.to_owned(),
+        value: None,
+        value_json: String::new(),
+        create_revision: entry.create_revision,
+        mod_revision: entry.mod_revision,
+        version: entry.version,
+    };
+    if with_value {
+        match encoding {
+            ValueEncoding::Json => kv.value_json = value::to_json_text(&entry.value),
+            ValueEncoding::Unspecified | ValueEncoding::Struct => {
+                kv.value = Some(value::to_proto(&entry.value))
+            }
+        }
+    }
+    kv
+}
+
+pub fn event(event: &Event, encoding: ValueEncoding) -> pb::Event {
+    use pb::event::EventType;
+    let (event_type, kv) = match &event.entry {
+        Some(entry) => (EventType::Put, key_value(&event.key, entry, encoding, true)),
+        None => (
+            EventType::Delete,
+            pb::KeyValue {
+                key: event.key.clone(),
+                mod_revision: event.revision,
+                ..Default::default()
+            },
+        ),
+    };
+    pb::Event {
+        r#type: event_type as i32,
+        kv: Some(kv),
+        revision: event.revision,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            max_key_bytes: 8,
+            max_value_bytes: 16,
+        }
+    }
+
+    #[test]
+    fn keys_must_be_non_empty_and_short() {
+        assert!(limits().key("abc").is_ok());
+        assert!(limits().key("12345678").is_ok());
+        let err = limits().key("").unwrap_err().to_string();
+        assert!(err.contains("must not be empty"), "{err}");
+        let err = limits().key("123456789").unwrap_err().to_string();
+        assert!(err.contains("9 bytes, over the limit of 8"), "{err}");
+        assert!(limits().prefix("").is_ok());
+    }
+
+    #[test]
+    fn values_are_checked_in_both_forms() {
+        let l = limits();
+        assert!(l.value(None).is_err());
+        assert!(l
+            .value(Some(NewValue::ValueJson("[1, 2".into())))
+            .unwrap_err()
+            .to_string()
+            .contains("malformed JSON"));
+        // Whitespace does not count against the limit: the compact form is measured.
+        let padded = format!("{:30}", "[1,2]");
+        assert!(l.value(Some(NewValue::ValueJson(padded))).is_ok());
+        let big = Some(NewValue::ValueJson("\"0123456789abcdef\"".into()));
+        assert!(l
+            .value(big)
+            .unwrap_err()
+            .to_string()
+            .contains("18 bytes as JSON text"));
+        let proto = jsonkv::value::to_proto(&serde_json::json!("0123456789abcdef"));
+        assert!(l.value(Some(NewValue::Value(proto))).is_err());
+    }
+
+    #[test]
+    fn page_tokens_round_trip_and_reject_forgeries() {
+        let token = encode_page_token("user/", "user/7");
+        assert_eq!(
+            decode_page_token(&token, "user/").unwrap().as_deref(),
+            Some("user/7")
+        );
+        assert_eq!(decode_page_token("", "user/").unwrap(), None);
+        assert!(decode_page_token(&token, "team/").is_err());
+        assert!(decode_page_token("%%%", "user/").is_err());
+        assert!(decode_page_token("AAAA", "user/").is_err());
+    }
+
+    #[test]
+    fn page_size_defaults_and_caps() {
+        assert_eq!(page_size(0).unwrap(), DEFAULT_PAGE_SIZE);
+        assert_eq!(page_size(5).unwrap(), 5);
+        assert_eq!(page_size(1_000_000).unwrap(), MAX_PAGE_SIZE);
+        assert!(page_size(-1).is_err());
+    }
+}
