@@ -11,6 +11,7 @@
 //!   non-blocking `broadcast::send`s only, never across an `.await`.
 //! - Lock order is `state`, then `hub`. Releasing a subscription takes only `hub`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -31,6 +32,8 @@ pub struct Store {
 struct Shared {
     state: RwLock<State>,
     hub: Mutex<WatchHub>,
+    /// How often a lagging watcher caught up from history (for metrics and tests).
+    catch_ups: AtomicU64,
 }
 
 struct State {
@@ -68,6 +71,7 @@ impl Store {
                     history: HistoryRing::new(config.history_size),
                 }),
                 hub: Mutex::new(WatchHub::new(config.watch_buffer)),
+                catch_ups: AtomicU64::new(0),
             }),
         }
     }
@@ -184,6 +188,11 @@ impl Store {
     pub fn watched_targets(&self) -> usize {
         self.shared.hub.lock().sender_count()
     }
+
+    /// How many times a lagging watcher has caught up from history.
+    pub fn catch_ups(&self) -> u64 {
+        self.shared.catch_ups.load(Ordering::Relaxed)
+    }
 }
 
 /// A watcher's place in the event flow. Yields every matching event after its start exactly
@@ -221,6 +230,7 @@ impl Subscription {
                     return Ok(vec![event]);
                 }
                 Err(RecvError::Lagged(_)) => {
+                    self.store.shared.catch_ups.fetch_add(1, Ordering::Relaxed);
                     let state = self.store.shared.state.read();
                     let current = state.db.revision();
                     let events = state

@@ -1,0 +1,545 @@
+//! The unary RPCs through the real server: values in both encodings, revisions, compare-and-swap,
+//! listing, NOT_FOUND, every INVALID_ARGUMENT case, health and reflection.
+
+mod common;
+
+use common::*;
+use jsonkv::pb::{self, insert_request::NewValue, ValueEncoding};
+use jsonkv::value;
+use serde_json::json;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+fn insert_json(key: &str, json: &str) -> pb::InsertRequest {
+    pb::InsertRequest {
+        key: key.into(),
+        new_value: Some(NewValue::ValueJson(json.into())),
+        ..Default::default()
+    }
+}
+
+async fn get(
+    client: &mut Client,
+    key: &str,
+    encoding: ValueEncoding,
+) -> Result<pb::GetResponse, tonic::Status> {
+    client
+        .get(pb::GetRequest {
+            key: key.into(),
+            value_encoding: encoding as i32,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn native_json_round_trip_with_metadata() {
+    let (_server, mut client) = start(config()).await;
+    let doc = json!({"hello": "wörld ✓", "n": 3, "nested": {"list": [1, 2.5, null, true]}});
+    let resp = client
+        .insert(pb::InsertRequest {
+            key: "greeting".into(),
+            new_value: Some(NewValue::Value(value::to_proto(&doc))),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (resp.revision, resp.create_revision, resp.version),
+        (1, 1, 1)
+    );
+
+    let got = get(&mut client, "greeting", ValueEncoding::Unspecified)
+        .await
+        .unwrap();
+    let kv = got.kv.unwrap();
+    assert_eq!(value::from_proto(kv.value.as_ref().unwrap()).unwrap(), doc);
+    assert!(
+        kv.value_json.is_empty(),
+        "only the asked-for encoding is sent"
+    );
+    assert_eq!(
+        (
+            kv.create_revision,
+            kv.mod_revision,
+            kv.version,
+            got.revision
+        ),
+        (1, 1, 1, 1)
+    );
+
+    // Replacing keeps the create revision and bumps the version.
+    put(&mut client, "other", "1").await;
+    let resp = client
+        .insert(pb::InsertRequest {
+            return_previous: true,
+            value_encoding: ValueEncoding::Json as i32,
+            ..insert_json("greeting", r#""bye""#)
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (resp.revision, resp.create_revision, resp.version),
+        (3, 1, 2)
+    );
+    let previous = resp.previous.unwrap();
+    assert_eq!(value::parse_json_text(&previous.value_json).unwrap(), doc);
+    assert_eq!(previous.mod_revision, 1);
+}
+
+#[tokio::test]
+async fn json_text_is_lossless_for_big_numbers() {
+    let (_server, mut client) = start(config()).await;
+    let text = r#"{"i64max":9223372036854775807,"u64max":18446744073709551615,"beyond":123456789012345678901234567890,"precise":0.10000000000000000555,"neg":-9007199254740993}"#;
+    client.insert(insert_json("big", text)).await.unwrap();
+    let kv = get(&mut client, "big", ValueEncoding::Json)
+        .await
+        .unwrap()
+        .kv
+        .unwrap();
+    // Keys come back sorted; every digit survives.
+    assert_eq!(
+        kv.value_json,
+        r#"{"beyond":123456789012345678901234567890,"i64max":9223372036854775807,"neg":-9007199254740993,"precise":0.10000000000000000555,"u64max":18446744073709551615}"#
+    );
+}
+
+#[tokio::test]
+async fn get_of_a_missing_key_is_not_found() {
+    let (_server, mut client) = start(config()).await;
+    let status = get(&mut client, "nope", ValueEncoding::Json)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(status.message(), "key not found: nope");
+}
+
+#[tokio::test]
+async fn compare_and_swap_on_insert_and_delete() {
+    let (server, mut client) = start(config()).await;
+    let created = client
+        .insert(pb::InsertRequest {
+            expected_mod_revision: Some(0),
+            ..insert_json("lock", r#""me""#)
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .revision;
+
+    // "Only if absent" fails now, names the current revision, and changes nothing.
+    let status = client
+        .insert(pb::InsertRequest {
+            expected_mod_revision: Some(0),
+            ..insert_json("lock", r#""you""#)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    let info = status.get_details_error_info().unwrap();
+    assert_eq!(info.reason, "REVISION_MISMATCH");
+    assert_eq!(detail(&status, "current_mod_revision"), created);
+    assert_eq!(detail(&status, "expected_mod_revision"), 0);
+    assert_eq!(server.store().revision(), created);
+
+    // A matching revision swaps.
+    let swapped = client
+        .insert(pb::InsertRequest {
+            expected_mod_revision: Some(created),
+            ..insert_json("lock", r#""you""#)
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .revision;
+    assert_eq!(swapped, created + 1);
+
+    // A stale revision on delete fails and leaves the value.
+    let status = client
+        .delete(pb::DeleteRequest {
+            key: "lock".into(),
+            expected_mod_revision: Some(created),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(detail(&status, "current_mod_revision"), swapped);
+    let kv = get(&mut client, "lock", ValueEncoding::Json)
+        .await
+        .unwrap()
+        .kv
+        .unwrap();
+    assert_eq!(kv.value_json, r#""you""#);
+
+    // The current revision deletes, returning the previous value.
+    let resp = client
+        .delete(pb::DeleteRequest {
+            key: "lock".into(),
+            expected_mod_revision: Some(swapped),
+            return_previous: true,
+            value_encoding: ValueEncoding::Json as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(resp.deleted);
+    assert_eq!(resp.revision, swapped + 1);
+    assert_eq!(resp.previous.unwrap().value_json, r#""you""#);
+
+    // Now absent: a revision precondition reports current 0.
+    let status = client
+        .insert(pb::InsertRequest {
+            expected_mod_revision: Some(swapped),
+            ..insert_json("lock", "1")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(detail(&status, "current_mod_revision"), 0);
+}
+
+#[tokio::test]
+async fn delete_of_a_missing_key() {
+    let (server, mut client) = start(config()).await;
+    put(&mut client, "x", "1").await;
+    let status = client
+        .delete(pb::DeleteRequest {
+            key: "missing".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+
+    for request in [
+        pb::DeleteRequest {
+            key: "missing".into(),
+            allow_missing: true,
+            ..Default::default()
+        },
+        pb::DeleteRequest {
+            key: "missing".into(),
+            expected_mod_revision: Some(0),
+            ..Default::default()
+        },
+    ] {
+        let resp = client.delete(request).await.unwrap().into_inner();
+        assert!(!resp.deleted);
+        assert_eq!(resp.revision, 1, "nothing deleted, no revision used");
+    }
+    assert_eq!(server.store().revision(), 1);
+}
+
+#[tokio::test]
+async fn list_pages_through_a_prefix_in_key_order() {
+    let (_server, mut client) = start(config()).await;
+    for i in (0..25).rev() {
+        put(
+            &mut client,
+            &format!("user/{i:02}"),
+            &format!(r#"{{"id":{i}}}"#),
+        )
+        .await;
+    }
+    put(&mut client, "users", "0").await;
+    put(&mut client, "team/1", "0").await;
+
+    let mut keys = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = client
+            .list(pb::ListRequest {
+                prefix: "user/".into(),
+                page_size: 10,
+                page_token: token.clone(),
+                value_encoding: ValueEncoding::Json as i32,
+                keys_only: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        pages += 1;
+        assert_eq!(page.revision, 27);
+        for kv in &page.kvs {
+            let id: u32 = kv.key["user/".len()..].parse().unwrap();
+            assert_eq!(kv.value_json, format!(r#"{{"id":{id}}}"#));
+        }
+        keys.extend(page.kvs.into_iter().map(|kv| kv.key));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(pages, 3);
+    let expected: Vec<_> = (0..25).map(|i| format!("user/{i:02}")).collect();
+    assert_eq!(keys, expected);
+
+    // keys_only leaves values out; an empty prefix lists everything.
+    let all = client
+        .list(pb::ListRequest {
+            keys_only: true,
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.kvs.len(), 27);
+    assert!(all
+        .kvs
+        .iter()
+        .all(|kv| kv.value.is_none() && kv.value_json.is_empty()));
+    assert!(all.next_page_token.is_empty());
+}
+
+#[tokio::test]
+async fn bad_input_is_invalid_argument_and_changes_nothing() {
+    let mut cfg = config();
+    cfg.max_key_bytes = 4 * 1024;
+    cfg.max_value_bytes = 1024 * 1024;
+    let (server, mut client) = start(cfg).await;
+    put(&mut client, "keep", r#""original""#).await;
+
+    let long_key = "k".repeat(4 * 1024 + 1);
+    let big_value = format!(r#""{}""#, "v".repeat(1024 * 1024));
+    let cases: Vec<(&str, pb::InsertRequest, &str)> = vec![
+        ("empty key", insert_json("", "1"), "key must not be empty"),
+        (
+            "long key",
+            insert_json(&long_key, "1"),
+            "4097 bytes, over the limit of 4096",
+        ),
+        (
+            "big value",
+            insert_json("keep", &big_value),
+            "over the limit of 1048576 bytes",
+        ),
+        (
+            "malformed JSON",
+            insert_json("keep", r#"{"a": }"#),
+            "malformed JSON text",
+        ),
+        (
+            "no value",
+            pb::InsertRequest {
+                key: "keep".into(),
+                ..Default::default()
+            },
+            "a value is required",
+        ),
+        (
+            "negative precondition",
+            pb::InsertRequest {
+                expected_mod_revision: Some(-1),
+                ..insert_json("keep", "1")
+            },
+            "must not be negative",
+        ),
+        (
+            "unknown encoding",
+            pb::InsertRequest {
+                value_encoding: 99,
+                ..insert_json("keep", "1")
+            },
+            "unknown value encoding",
+        ),
+    ];
+    for (what, request, message) in cases {
+        let status = client.insert(request).await.expect_err(what);
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+        assert!(
+            status.message().contains(message),
+            "{what}: {:?}",
+            status.message()
+        );
+        assert!(
+            status.get_details_bad_request().is_some(),
+            "{what}: names the field"
+        );
+    }
+    // The big value in native form is refused too.
+    let status = client
+        .insert(pb::InsertRequest {
+            key: "keep".into(),
+            new_value: Some(NewValue::Value(value::to_proto(&json!(
+                "v".repeat(1024 * 1024)
+            )))),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+
+    let status = get(&mut client, "", ValueEncoding::Json).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let status = client
+        .delete(pb::DeleteRequest {
+            key: long_key.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+
+    for token in ["not base64!", "AAAA", "Zm9v"] {
+        let status = client
+            .list(pb::ListRequest {
+                page_token: token.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "token {token:?}");
+        assert!(
+            status.message().contains("page_token is invalid"),
+            "{}",
+            status.message()
+        );
+    }
+    // A real token presented with another prefix is refused as well.
+    for i in 0..3 {
+        put(&mut client, &format!("p/{i}"), "0").await;
+    }
+    let token = client
+        .list(pb::ListRequest {
+            prefix: "p/".into(),
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .next_page_token;
+    let status = client
+        .list(pb::ListRequest {
+            prefix: "q/".into(),
+            page_token: token,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let status = client
+        .list(pb::ListRequest {
+            page_size: -5,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+
+    for status in [
+        watch_key(&mut client, "", 0).await.unwrap_err(),
+        watch_key(&mut client, "k", -1).await.unwrap_err(),
+        watch_prefix(&mut client, &long_key, 0).await.unwrap_err(),
+    ] {
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    }
+
+    // Nothing changed: same revision, same value.
+    assert_eq!(server.store().revision(), 4);
+    let kv = get(&mut client, "keep", ValueEncoding::Json)
+        .await
+        .unwrap()
+        .kv
+        .unwrap();
+    assert_eq!(kv.value_json, r#""original""#);
+}
+
+#[tokio::test]
+async fn limits_are_configurable() {
+    let mut cfg = config();
+    cfg.max_key_bytes = 3;
+    cfg.max_value_bytes = 5;
+    let (_server, mut client) = start(cfg).await;
+    client.insert(insert_json("abc", "12345")).await.unwrap();
+    let status = client.insert(insert_json("abcd", "1")).await.unwrap_err();
+    assert!(
+        status.message().contains("over the limit of 3"),
+        "{}",
+        status.message()
+    );
+    let status = client
+        .insert(insert_json("abc", "123456"))
+        .await
+        .unwrap_err();
+    assert!(
+        status.message().contains("over the limit of 5"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn health_and_both_reflection_versions_are_served() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let (server, _client) = start(config()).await;
+    let channel = tonic::transport::Endpoint::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel.clone());
+    for service in ["", "jsonkv.v1.JsonKv"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "service {service:?}");
+    }
+
+    let list_services = || tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            ),
+        ),
+    };
+    let mut v1 = tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(
+        channel.clone(),
+    );
+    let mut responses = v1
+        .server_reflection_info(futures::stream::iter([list_services()]))
+        .await
+        .unwrap()
+        .into_inner();
+    let resp = responses.message().await.unwrap().unwrap();
+    let names = format!("{:?}", resp.message_response);
+    assert!(names.contains("jsonkv.v1.JsonKv"), "{names}");
+    assert!(names.contains("grpc.health.v1.Health"), "{names}");
+
+    use tonic_reflection::pb::v1alpha as alpha;
+    let mut v1alpha = alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let request = alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "jsonkv.v1.JsonKv".into(),
+            ),
+        ),
+    };
+    let mut responses = v1alpha
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let resp = responses.message().await.unwrap().unwrap();
+    match resp.message_response.unwrap() {
+        alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(files) => {
+            assert!(!files.file_descriptor_proto.is_empty());
+        }
+        other => panic!("expected file descriptors, got {other:?}"),
+    }
+}

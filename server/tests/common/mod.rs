@@ -1,0 +1,198 @@
+//! Shared by the server's integration tests: start the real server in-process on port 0 and
+//! talk to it with the generated gRPC client, the same bytes any client sends.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::time::Duration;
+
+use jsonkv::pb::json_kv_client::JsonKvClient;
+use jsonkv::pb::{self, watch_response::Response as Msg, ValueEncoding};
+use jsonkv_server::{Config, RunningServer};
+use tonic::transport::Channel;
+use tonic::{Code, Status, Streaming};
+
+pub type Client = JsonKvClient<Channel>;
+
+/// A config for tests: port 0, fast progress notices.
+pub fn config() -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        progress_interval: Duration::from_millis(50),
+        shutdown_grace: Duration::from_secs(5),
+        ..Config::default()
+    }
+}
+
+pub async fn start(config: Config) -> (RunningServer, Client) {
+    let server = RunningServer::start(config).await.expect("server starts");
+    let client = connect(&server).await;
+    (server, client)
+}
+
+pub async fn connect(server: &RunningServer) -> Client {
+    JsonKvClient::connect(server.url())
+        .await
+        .expect("client connects")
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .max_encoding_message_size(64 * 1024 * 1024)
+}
+
+/// Bounds a test step that waits on the network, so a bug shows as a failure, not a hang.
+pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// Inserts JSON text through the lossless path and returns the new revision.
+pub async fn put(client: &mut Client, key: &str, json: &str) -> i64 {
+    client
+        .insert(pb::InsertRequest {
+            key: key.into(),
+            new_value: Some(pb::insert_request::NewValue::ValueJson(json.into())),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|s| panic!("insert {key} failed: {s}"))
+        .into_inner()
+        .revision
+}
+
+pub async fn del(client: &mut Client, key: &str) -> i64 {
+    client
+        .delete(pb::DeleteRequest {
+            key: key.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|s| panic!("delete {key} failed: {s}"))
+        .into_inner()
+        .revision
+}
+
+pub async fn watch_key(
+    client: &mut Client,
+    key: &str,
+    start_revision: i64,
+) -> Result<Streaming<pb::WatchResponse>, Status> {
+    client
+        .watch_key(pb::WatchKeyRequest {
+            key: key.into(),
+            start_revision,
+            value_encoding: ValueEncoding::Json as i32,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+pub async fn watch_prefix(
+    client: &mut Client,
+    prefix: &str,
+    start_revision: i64,
+) -> Result<Streaming<pb::WatchResponse>, Status> {
+    client
+        .watch_prefix(pb::WatchPrefixRequest {
+            prefix: prefix.into(),
+            start_revision,
+            value_encoding: ValueEncoding::Json as i32,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// One watch message, simplified for assertions.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Seen {
+    Snapshot {
+        revision: i64,
+        kvs: Vec<(String, String)>,
+        last: bool,
+    },
+    Put {
+        revision: i64,
+        key: String,
+        json: String,
+    },
+    Delete {
+        revision: i64,
+        key: String,
+    },
+    Progress(i64),
+}
+
+impl Seen {
+    /// The revision up to which this message proves the watcher is complete.
+    pub fn revision(&self) -> i64 {
+        match self {
+            Seen::Snapshot { revision, .. }
+            | Seen::Put { revision, .. }
+            | Seen::Delete { revision, .. }
+            | Seen::Progress(revision) => *revision,
+        }
+    }
+}
+
+pub fn seen(msg: pb::WatchResponse) -> Seen {
+    match msg.response.expect("a watch message has a body") {
+        Msg::Snapshot(s) => Seen::Snapshot {
+            revision: s.revision,
+            kvs: s
+                .kvs
+                .into_iter()
+                .map(|kv| (kv.key, kv.value_json))
+                .collect(),
+            last: s.last,
+        },
+        Msg::Event(e) => {
+            let kv = e.kv.expect("an event has a kv");
+            match pb::event::EventType::try_from(e.r#type).expect("known event type") {
+                pb::event::EventType::Put => Seen::Put {
+                    revision: e.revision,
+                    key: kv.key,
+                    json: kv.value_json,
+                },
+                pb::event::EventType::Delete => Seen::Delete {
+                    revision: e.revision,
+                    key: kv.key,
+                },
+                other => panic!("unexpected event type {other:?}"),
+            }
+        }
+        Msg::Progress(p) => Seen::Progress(p.revision),
+    }
+}
+
+/// Next message, or the status that ended the stream.
+pub async fn next(stream: &mut Streaming<pb::WatchResponse>) -> Result<Seen, Status> {
+    match within("a watch message", stream.message()).await {
+        Ok(Some(msg)) => Ok(seen(msg)),
+        Ok(None) => Err(Status::new(Code::Ok, "stream ended without a status")),
+        Err(status) => Err(status),
+    }
+}
+
+/// Reads until the watcher has proven completeness up to `revision` (an event or progress at
+/// or beyond it), returning everything except progress notices.
+pub async fn read_until(stream: &mut Streaming<pb::WatchResponse>, revision: i64) -> Vec<Seen> {
+    let mut out = Vec::new();
+    loop {
+        let msg = next(stream)
+            .await
+            .unwrap_or_else(|s| panic!("watch ended early: {s}"));
+        let done = msg.revision() >= revision && !matches!(msg, Seen::Snapshot { last: false, .. });
+        if !matches!(msg, Seen::Progress(_)) {
+            out.push(msg);
+        }
+        if done {
+            return out;
+        }
+    }
+}
+
+/// The ErrorInfo metadata value `key` of a status, parsed as a number.
+pub fn detail(status: &Status, key: &str) -> i64 {
+    use tonic_types::StatusExt;
+    let info = status
+        .get_details_error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    info.metadata[key].parse().expect("a decimal number")
+}
