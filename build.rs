@@ -21,6 +21,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // The descriptor set includes imports (struct.proto), which reflection clients need to
         // resolve google.protobuf.Value.
         .file_descriptor_set_path(out_dir.join("jsonkv_descriptor.bin"))
-        .compile_with_config(config, &[PathBuf::from(proto)], &[PathBuf::from("proto"), well_known])?;
+        .compile_with_config(
+            config,
+            &[PathBuf::from(proto)],
+            &[PathBuf::from("proto"), well_known],
+        )?;
     Ok(())
 }

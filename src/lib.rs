@@ -9,6 +9,8 @@
 pub mod value;
 
 /// Generated code for package `jsonkv.v1`.
+// Generated code: its doc comments are the proto's, formatted for protobuf, not rustdoc.
+#[allow(clippy::all)]
 pub mod pb {
     tonic::include_proto!("jsonkv.v1");
 }
