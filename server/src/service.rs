@@ -95,16 +95,24 @@ impl JsonKvService {
         let page_size = wire::page_size(req.page_size)?;
         let after = wire::decode_page_token(&req.page_token, &req.prefix)?;
         let page = self.store.list(&req.prefix, after.as_deref(), page_size);
-        let next_page_token = match page.entries.last() {
-            Some((last, _)) if page.more => wire::encode_page_token(&req.prefix, last),
+        // Cut the page short if its values are large, so it always fits in one message.
+        let mut kvs = Vec::with_capacity(page.entries.len());
+        let mut bytes = 0;
+        for (key, entry) in &page.entries {
+            if bytes >= wire::RESPONSE_BUDGET_BYTES {
+                break;
+            }
+            let kv = wire::key_value(key, entry, encoding, !req.keys_only);
+            bytes += prost::Message::encoded_len(&kv);
+            kvs.push(kv);
+        }
+        let more = page.more || kvs.len() < page.entries.len();
+        let next_page_token = match kvs.last() {
+            Some(last) if more => wire::encode_page_token(&req.prefix, &last.key),
             _ => String::new(),
         };
         Ok(pb::ListResponse {
-            kvs: page
-                .entries
-                .iter()
-                .map(|(k, e)| wire::key_value(k, e, encoding, !req.keys_only))
-                .collect(),
+            kvs,
             next_page_token,
             revision: page.revision,
         })

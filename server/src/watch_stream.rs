@@ -21,10 +21,6 @@ use crate::wire;
 
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
 
-/// Snapshot messages are cut at about this many encoded bytes, well under the 4 MiB that gRPC
-/// clients accept by default (a single larger entry still goes in one message).
-const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
-
 pub fn watch_stream(
     mut sub: Subscription,
     encoding: ValueEncoding,
@@ -93,7 +89,7 @@ fn snapshot_messages(
         let kv = wire::key_value(key, entry, encoding, true);
         bytes += kv.encoded_len();
         kvs.push(kv);
-        if bytes >= SNAPSHOT_CHUNK_BYTES {
+        if bytes >= wire::RESPONSE_BUDGET_BYTES {
             messages.push(pb::Snapshot {
                 revision,
                 kvs: std::mem::take(&mut kvs),

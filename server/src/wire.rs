@@ -138,6 +138,11 @@ pub fn start_revision(raw: i64) -> Result<Revision, Error> {
     Ok(raw)
 }
 
+/// Responses that carry many entries (List pages, watch snapshots) are cut once their entries
+/// reach about this many encoded bytes, well under the 4 MiB that gRPC clients accept by
+/// default. A single larger entry still travels alone.
+pub const RESPONSE_BUDGET_BYTES: usize = 1024 * 1024;
+
 /// Default and maximum page sizes of List, as AIP-158 suggests.
 pub const DEFAULT_PAGE_SIZE: usize = 100;
 pub const MAX_PAGE_SIZE: usize = 1000;

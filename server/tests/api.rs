@@ -543,3 +543,37 @@ async fn health_and_both_reflection_versions_are_served() {
         other => panic!("expected file descriptors, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_page_of_large_values_is_cut_to_fit_one_message() {
+    let (_server, mut client) = start(config()).await;
+    let blob = format!(r#""{}""#, "z".repeat(600 * 1024));
+    for i in 0..6 {
+        put(&mut client, &format!("blob/{i}"), &blob).await;
+    }
+    let mut token = String::new();
+    let mut pages = Vec::new();
+    loop {
+        let page = client
+            .list(pb::ListRequest {
+                prefix: "blob/".into(),
+                page_token: token,
+                value_encoding: ValueEncoding::Json as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.kvs.iter().all(|kv| kv.value_json == blob));
+        pages.push(page.kvs.len());
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert!(
+        pages.len() > 1,
+        "6 × 600 KiB should not come as one page: {pages:?}"
+    );
+    assert_eq!(pages.iter().sum::<usize>(), 6);
+}
