@@ -1,1 +1,48 @@
+//! `jsonkv-client`: a typed async client for a jsonkv server, and (in `main.rs`) the `jsonkv`
+//! command-line tool built on it.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), jsonkv_client::Error> {
+//! use futures::StreamExt;
+//! use jsonkv_client::{Client, Precondition, WatchEvent};
+//!
+//! let client = Client::connect("http://127.0.0.1:50051").await?;
+//! let put = client.insert_if("config/a", &serde_json::json!({"on": true}), Precondition::Absent).await?;
+//! let entry = client.get::<serde_json::Value>("config/a").await?.expect("just inserted");
+//! assert_eq!(entry.mod_revision, put.revision);
+//!
+//! let mut watch = client.watch_prefix::<serde_json::Value>("config/");
+//! while let Some(event) = watch.next().await {
+//!     match event? {
+//!         WatchEvent::Snapshot { entries, .. } => println!("{} keys", entries.len()),
+//!         WatchEvent::Put { entry, .. } => println!("{} = {}", entry.key, entry.value),
+//!         WatchEvent::Delete { key, .. } => println!("{key} deleted"),
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Values always travel as JSON text (`value_json`, `VALUE_ENCODING_JSON`), never as
+//! `google.protobuf.Value`, so numbers of any size or precision survive exactly.
+//!
+//! Layout:
+//! - [`client`]: [`Client`] (connect, get, insert, delete, list) and its small result types.
+//! - [`entry`]: [`Entry`], and decoding a wire `KeyValue` into one.
+//! - [`watch`]: [`WatchStream`], [`WatchEvent`] and the watch calls on [`Client`].
+//! - `reconnect`: resuming a broken watch without gaps or duplicates (the resume rule).
+//! - [`error`]: [`Error`], and the mapping from a gRPC status to it.
+//!
+//! A call flows `Client` method -> generated `JsonKvClient` -> server; its status comes back
+//! through `Error::from(Status)`. A watch flows `watch` -> `reconnect::resumable` (which
+//! (re)opens the server stream and filters it) -> typed decoding in `watch` -> the caller.
 
+pub mod client;
+pub mod entry;
+pub mod error;
+mod reconnect;
+pub mod watch;
+
+pub use client::{Client, InsertResult, ListPage, Precondition};
+pub use entry::Entry;
+pub use error::Error;
+pub use watch::{WatchEvent, WatchOptions, WatchStream, WatchTarget};

@@ -1,1 +1,342 @@
-fn main() {}
+//! `jsonkv`, the command-line tool: one subcommand per call of the client library, values and
+//! events printed as one compact JSON line each, errors as one line on stderr.
+
+use std::io::{self, Read, Write};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use futures::StreamExt;
+use jsonkv_client::{Client, Entry, Error, Precondition, WatchEvent, WatchOptions, WatchTarget};
+use serde::Serialize;
+use serde_json::Value;
+
+const EXIT_HELP: &str = "\
+Exit status: 0 on success; 1 when the key is not found or on any error; 2 for a usage error;
+3 when an --if-absent / --if-mod-revision condition did not hold.";
+
+/// Command-line client for a jsonkv server.
+#[derive(Debug, Parser)]
+#[command(name = "jsonkv", version, after_help = EXIT_HELP)]
+struct Cli {
+    /// Server address: http://HOST:PORT or HOST:PORT.
+    #[arg(
+        long,
+        global = true,
+        env = "JSONKV_ADDR",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    addr: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Set KEY to a JSON value; prints {"revision":N}.
+    Put {
+        key: String,
+        /// The value as JSON text, or - to read it from stdin.
+        json: String,
+        #[command(flatten)]
+        condition: Condition,
+    },
+    /// Print the value of KEY as compact JSON.
+    Get { key: String },
+    /// Delete KEY; prints {"revision":N}.
+    Del {
+        key: String,
+        /// Delete only if the key's mod revision is N.
+        #[arg(long, value_name = "N")]
+        if_mod_revision: Option<i64>,
+    },
+    /// Print every key under PREFIX (default: all keys), one JSON line each.
+    List {
+        #[arg(default_value = "")]
+        prefix: String,
+    },
+    /// Print KEY's (or --prefix's) snapshot, then every change, one JSON line each.
+    #[command(group = clap::ArgGroup::new("target").required(true))]
+    Watch {
+        /// The key to watch.
+        #[arg(group = "target")]
+        key: Option<String>,
+        /// Watch every key starting with P instead of one key ("" for all keys).
+        #[arg(long, value_name = "P", group = "target")]
+        prefix: Option<String>,
+        /// Replay changes from revision N (no snapshot) instead of starting with a snapshot.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        start_revision: i64,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Condition {
+    /// Write only if the key does not exist.
+    #[arg(long, conflicts_with = "if_mod_revision")]
+    if_absent: bool,
+    /// Write only if the key's mod revision is N.
+    #[arg(long, value_name = "N")]
+    if_mod_revision: Option<i64>,
+}
+
+impl Condition {
+    fn precondition(&self) -> Option<Precondition> {
+        match (self.if_absent, self.if_mod_revision) {
+            (true, _) => Some(Precondition::Absent),
+            (false, Some(revision)) => Some(Precondition::ModRevision(revision)),
+            (false, None) => None,
+        }
+    }
+}
+
+/// How the process ends when it does not succeed: the line for stderr and the exit status.
+/// Library errors, local input problems and "not found" all end up here, so that `main` is the
+/// one place that prints them.
+struct Exit {
+    /// `None` when there is nothing to say (stdout's reader went away).
+    line: Option<String>,
+    code: u8,
+}
+
+impl Exit {
+    fn not_found(key: &str) -> Exit {
+        Exit {
+            line: Some(format!("key not found: {key}")),
+            code: 1,
+        }
+    }
+
+    fn error(message: impl std::fmt::Display) -> Exit {
+        Exit {
+            line: Some(format!("error: {message}")),
+            code: 1,
+        }
+    }
+}
+
+impl From<Error> for Exit {
+    fn from(error: Error) -> Exit {
+        let code = match error {
+            Error::PreconditionFailed { .. } => 3,
+            _ => 1,
+        };
+        Exit {
+            code,
+            ..Exit::error(error)
+        }
+    }
+}
+
+impl From<io::Error> for Exit {
+    fn from(error: io::Error) -> Exit {
+        // A reader that went away (`jsonkv watch k | head -1`) is how such pipes normally end.
+        if error.kind() == io::ErrorKind::BrokenPipe {
+            return Exit {
+                line: None,
+                code: 0,
+            };
+        }
+        Exit::error(format!("cannot write output: {error}"))
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(exit) => {
+            if let Some(line) = exit.line {
+                eprintln!("{line}");
+            }
+            ExitCode::from(exit.code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Exit> {
+    // A bad value is rejected before any connection is made.
+    let value = match &cli.command {
+        Command::Put { json, .. } => Some(read_value(json)?),
+        _ => None,
+    };
+    let client = Client::connect(cli.addr).await?;
+    match cli.command {
+        Command::Put { key, condition, .. } => {
+            let value = value.unwrap_or_default();
+            let result = match condition.precondition() {
+                Some(precondition) => client.insert_if(&key, &value, precondition).await?,
+                None => client.insert(&key, &value).await?,
+            };
+            print_line(&RevisionLine {
+                revision: result.revision,
+            })
+        }
+        Command::Get { key } => match client.get::<Value>(&key).await? {
+            Some(entry) => print_line(&entry.value),
+            None => Err(Exit::not_found(&key)),
+        },
+        Command::Del {
+            key,
+            if_mod_revision,
+        } => {
+            let deleted = match if_mod_revision {
+                Some(revision) => {
+                    client
+                        .delete_if(&key, Precondition::ModRevision(revision))
+                        .await?
+                }
+                None => client.delete(&key).await?,
+            };
+            match deleted {
+                Some(revision) => print_line(&RevisionLine { revision }),
+                None => Err(Exit::not_found(&key)),
+            }
+        }
+        Command::List { prefix } => list(&client, &prefix).await,
+        Command::Watch {
+            key,
+            prefix,
+            start_revision,
+        } => {
+            let target = match (key, prefix) {
+                (_, Some(prefix)) => WatchTarget::Prefix(prefix),
+                (Some(key), None) => WatchTarget::Key(key),
+                // clap's required group rules this out.
+                (None, None) => return Err(Exit::error("give a KEY or --prefix")),
+            };
+            watch(&client, target, start_revision).await
+        }
+    }
+}
+
+/// The value argument of `put`: JSON text, or `-` for stdin.
+fn read_value(json: &str) -> Result<Value, Exit> {
+    let text = if json == "-" {
+        let mut text = String::new();
+        io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| Exit::error(format!("cannot read the value from stdin: {e}")))?;
+        text
+    } else {
+        json.to_owned()
+    };
+    // Lossless: with serde_json's arbitrary_precision every digit is kept.
+    jsonkv::value::parse_json_text(&text).map_err(Exit::error)
+}
+
+/// Prints page by page, so a large store starts printing at once and is never all in memory.
+async fn list(client: &Client, prefix: &str) -> Result<(), Exit> {
+    let mut token: Option<String> = None;
+    loop {
+        let page = client
+            .list_page::<Value>(prefix, 0, token.as_deref())
+            .await?;
+        for entry in &page.entries {
+            print_line(&EntryLine::from(entry))?;
+        }
+        match page.next_page_token {
+            Some(next) => token = Some(next),
+            None => return Ok(()),
+        }
+    }
+}
+
+async fn watch(client: &Client, target: WatchTarget, start_revision: i64) -> Result<(), Exit> {
+    let mut events = client.watch::<Value>(target, WatchOptions { start_revision });
+    while let Some(event) = events.next().await {
+        let event = event?;
+        let line = match &event {
+            WatchEvent::Snapshot { revision, entries } => EventLine::Snapshot {
+                revision: *revision,
+                kvs: entries.iter().map(SnapshotKv::from).collect(),
+            },
+            WatchEvent::Put { entry, revision } => EventLine::Put {
+                key: &entry.key,
+                value: &entry.value,
+                revision: *revision,
+            },
+            WatchEvent::Delete { key, revision } => EventLine::Delete {
+                key: key.as_str(),
+                revision: *revision,
+            },
+        };
+        print_line(&line)?;
+    }
+    // The stream retries transport failures forever, so it only ends with an error.
+    Ok(())
+}
+
+/// One compact JSON line on stdout, flushed at once so that a watch is seen as it happens.
+fn print_line(line: &impl Serialize) -> Result<(), Exit> {
+    let text = serde_json::to_string(line).map_err(Exit::error)?;
+    let mut stdout = io::stdout().lock();
+    writeln!(stdout, "{text}")?;
+    stdout.flush()?;
+    Ok(())
+}
+
+// The output lines. Structs rather than `json!` because they fix the field order (serde_json's
+// map sorts keys) and borrow the values instead of copying them.
+
+#[derive(Serialize)]
+struct RevisionLine {
+    revision: i64,
+}
+
+#[derive(Serialize)]
+struct EntryLine<'a> {
+    key: &'a str,
+    value: &'a Value,
+    create_revision: i64,
+    mod_revision: i64,
+    version: i64,
+}
+
+impl<'a> From<&'a Entry<Value>> for EntryLine<'a> {
+    fn from(entry: &'a Entry<Value>) -> Self {
+        EntryLine {
+            key: &entry.key,
+            value: &entry.value,
+            create_revision: entry.create_revision,
+            mod_revision: entry.mod_revision,
+            version: entry.version,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct SnapshotKv<'a> {
+    key: &'a str,
+    value: &'a Value,
+    mod_revision: i64,
+}
+
+impl<'a> From<&'a Entry<Value>> for SnapshotKv<'a> {
+    fn from(entry: &'a Entry<Value>) -> Self {
+        SnapshotKv {
+            key: &entry.key,
+            value: &entry.value,
+            mod_revision: entry.mod_revision,
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum EventLine<'a> {
+    Snapshot {
+        revision: i64,
+        kvs: Vec<SnapshotKv<'a>>,
+    },
+    Put {
+        key: &'a str,
+        value: &'a Value,
+        revision: i64,
+    },
+    Delete {
+        key: &'a str,
+        revision: i64,
+    },
+}

@@ -1,0 +1,262 @@
+//! [`Client`]: the connection to a jsonkv server and its request/response calls (get, insert,
+//! delete, list). Watches live in [`crate::watch`].
+
+use std::time::Duration;
+
+use jsonkv::pb::{self, insert_request::NewValue, json_kv_client::JsonKvClient};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+use crate::entry::decode_all;
+use crate::{Entry, Error};
+
+/// A value may be 1 MiB of JSON and a list page holds up to 1000 of them; tonic's 4 MiB default
+/// would reject such responses.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Bounds the eager connect, so that an address that drops packets fails instead of hanging.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Pings on an idle connection so that a watch on a server that vanished without closing the
+/// connection (host down, network cut) fails and reconnects instead of waiting forever.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Every response is asked for as JSON text: the `google.protobuf.Value` form rounds numbers.
+const JSON: i32 = pb::ValueEncoding::Json as i32;
+
+/// A connection to a jsonkv server. Cloning is cheap and every clone shares the connection.
+///
+/// Values go over the wire as JSON text in both directions, so any JSON number survives exactly.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub(crate) rpc: JsonKvClient<Channel>,
+}
+
+/// A compare-and-swap condition on a key's current mod revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// Only if the key does not exist.
+    Absent,
+    /// Only if the key's mod revision is exactly this.
+    ModRevision(i64),
+}
+
+impl Precondition {
+    /// The wire form: `expected_mod_revision`, where 0 means "absent".
+    fn expected_mod_revision(self) -> i64 {
+        match self {
+            Precondition::Absent => 0,
+            Precondition::ModRevision(revision) => revision,
+        }
+    }
+}
+
+/// What an insert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InsertResult {
+    /// The revision this insert created (the key's new mod revision).
+    pub revision: i64,
+    /// The key's create revision; equal to `revision` when this insert created the key.
+    pub create_revision: i64,
+    /// The key's version after the insert.
+    pub version: i64,
+}
+
+impl InsertResult {
+    /// Whether this insert created the key (rather than replacing a value).
+    pub fn created(&self) -> bool {
+        self.create_revision == self.revision
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListPage<T> {
+    /// Keys in ascending byte order.
+    pub entries: Vec<Entry<T>>,
+    /// Pass to the next [`Client::list_page`] call; `None` on the last page.
+    pub next_page_token: Option<String>,
+    /// The store revision this page was read at.
+    pub revision: i64,
+}
+
+impl Client {
+    /// Connects to `addr` (`http://host:port`, or bare `host:port`), failing now if the server
+    /// cannot be reached.
+    pub async fn connect(addr: impl Into<String>) -> Result<Client, Error> {
+        let mut addr = addr.into();
+        if !addr.contains("://") {
+            addr = format!("http://{addr}");
+        }
+        let connect_error = |addr: &str, source| Error::Connect {
+            addr: addr.to_owned(),
+            source,
+        };
+        let endpoint = Endpoint::from_shared(addr.clone())
+            .map_err(|e| connect_error(&addr, e))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| connect_error(&addr, e))?;
+        let rpc = JsonKvClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        Ok(Client { rpc })
+    }
+
+    /// Reads a key; `None` if it does not exist.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<Entry<T>>, Error> {
+        let request = pb::GetRequest {
+            key: key.to_owned(),
+            value_encoding: JSON,
+        };
+        let response = match self.rpc.clone().get(request).await {
+            Ok(response) => response.into_inner(),
+            Err(status) if status.code() == Code::NotFound => return Ok(None),
+            Err(status) => return Err(status.into()),
+        };
+        let kv = response
+            .kv
+            .ok_or_else(|| Error::Protocol(format!("Get of {key} returned no key-value")))?;
+        Entry::from_wire(kv).map(Some)
+    }
+
+    /// Creates or replaces a key's value.
+    pub async fn insert(&self, key: &str, value: &impl Serialize) -> Result<InsertResult, Error> {
+        let (result, _) = self.insert_request(key, value, None, false).await?;
+        Ok(result)
+    }
+
+    /// Creates or replaces a key's value only if `precondition` holds; otherwise
+    /// [`Error::PreconditionFailed`] with the key's current mod revision, and nothing changes.
+    pub async fn insert_if(
+        &self,
+        key: &str,
+        value: &impl Serialize,
+        precondition: Precondition,
+    ) -> Result<InsertResult, Error> {
+        let (result, _) = self
+            .insert_request(key, value, Some(precondition), false)
+            .await?;
+        Ok(result)
+    }
+
+    /// Like [`Client::insert_if`] (or [`Client::insert`] when `precondition` is `None`), and also
+    /// returns the key's previous entry, `None` if the key did not exist.
+    pub async fn insert_returning_previous<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        value: &impl Serialize,
+        precondition: Option<Precondition>,
+    ) -> Result<(InsertResult, Option<Entry<T>>), Error> {
+        let (result, previous) = self.insert_request(key, value, precondition, true).await?;
+        Ok((result, previous.map(Entry::from_wire).transpose()?))
+    }
+
+    async fn insert_request(
+        &self,
+        key: &str,
+        value: &impl Serialize,
+        precondition: Option<Precondition>,
+        return_previous: bool,
+    ) -> Result<(InsertResult, Option<pb::KeyValue>), Error> {
+        let value_json = serde_json::to_string(value).map_err(|source| Error::Json {
+            key: key.to_owned(),
+            source,
+        })?;
+        let request = pb::InsertRequest {
+            key: key.to_owned(),
+            new_value: Some(NewValue::ValueJson(value_json)),
+            expected_mod_revision: precondition.map(Precondition::expected_mod_revision),
+            return_previous,
+            value_encoding: JSON,
+        };
+        let response = self.rpc.clone().insert(request).await?.into_inner();
+        let result = InsertResult {
+            revision: response.revision,
+            create_revision: response.create_revision,
+            version: response.version,
+        };
+        Ok((result, response.previous))
+    }
+
+    /// Deletes a key: `Some(revision of the delete)`, or `None` if the key did not exist.
+    pub async fn delete(&self, key: &str) -> Result<Option<i64>, Error> {
+        self.delete_request(key, None).await
+    }
+
+    /// Deletes a key only if `precondition` holds; otherwise [`Error::PreconditionFailed`].
+    /// `Some(revision)` when a key was deleted; `None` when nothing was (which with
+    /// [`Precondition::Absent`] is the success case: the key does not exist).
+    pub async fn delete_if(
+        &self,
+        key: &str,
+        precondition: Precondition,
+    ) -> Result<Option<i64>, Error> {
+        self.delete_request(key, Some(precondition)).await
+    }
+
+    async fn delete_request(
+        &self,
+        key: &str,
+        precondition: Option<Precondition>,
+    ) -> Result<Option<i64>, Error> {
+        let request = pb::DeleteRequest {
+            key: key.to_owned(),
+            expected_mod_revision: precondition.map(Precondition::expected_mod_revision),
+            return_previous: false,
+            value_encoding: JSON,
+            // An absent key is an answer (`None`), not an error.
+            allow_missing: true,
+        };
+        let response = self.rpc.clone().delete(request).await?.into_inner();
+        Ok(response.deleted.then_some(response.revision))
+    }
+
+    /// Every key under `prefix` (empty: every key), in key order, following all pages. Each page
+    /// is read at its own revision, so this is not one atomic snapshot; a watch's snapshot is.
+    pub async fn list<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<Entry<T>>, Error> {
+        let mut entries = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            // 0 asks for the server's default page size.
+            let page = self.list_page(prefix, 0, token.as_deref()).await?;
+            entries.extend(page.entries);
+            match page.next_page_token {
+                Some(next) => token = Some(next),
+                None => return Ok(entries),
+            }
+        }
+    }
+
+    /// One page of the keys under `prefix`: at most `page_size` of them (0: the server's
+    /// default), starting where `page_token` (a previous page's `next_page_token`) says.
+    pub async fn list_page<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+        page_size: u32,
+        page_token: Option<&str>,
+    ) -> Result<ListPage<T>, Error> {
+        let request = pb::ListRequest {
+            prefix: prefix.to_owned(),
+            // The server reads anything above 1000 as 1000, so clamping changes nothing.
+            page_size: i32::try_from(page_size).unwrap_or(i32::MAX),
+            page_token: page_token.unwrap_or_default().to_owned(),
+            value_encoding: JSON,
+            keys_only: false,
+        };
+        let response = self.rpc.clone().list(request).await?.into_inner();
+        Ok(ListPage {
+            entries: decode_all(response.kvs)?,
+            next_page_token: Some(response.next_page_token).filter(|t| !t.is_empty()),
+            revision: response.revision,
+        })
+    }
+}

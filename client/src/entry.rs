@@ -1,0 +1,65 @@
+//! [`Entry`], a stored key with its typed value and revisions, and the decoding of the wire
+//! `KeyValue` into it.
+
+use jsonkv::pb;
+use serde::de::DeserializeOwned;
+
+use crate::Error;
+
+/// A key, its value as `T`, and its revision metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry<T> {
+    pub key: String,
+    pub value: T,
+    /// The revision that created the key (since it was last absent).
+    pub create_revision: i64,
+    /// The revision that last modified the key.
+    pub mod_revision: i64,
+    /// Modifications since creation: 1 after the insert that created the key.
+    pub version: i64,
+}
+
+impl<T: DeserializeOwned> Entry<T> {
+    /// Decodes a `KeyValue` that the server sent with `VALUE_ENCODING_JSON`.
+    pub(crate) fn from_wire(kv: pb::KeyValue) -> Result<Self, Error> {
+        let value = decode_value(&kv)?;
+        Ok(Entry {
+            key: kv.key,
+            value,
+            create_revision: kv.create_revision,
+            mod_revision: kv.mod_revision,
+            version: kv.version,
+        })
+    }
+}
+
+/// Parses `value_json` straight into `T`, so that with `T = serde_json::Value` every digit of a
+/// number survives. A server that ignored the requested encoding and sent `value` is still
+/// understood (that form has already rounded numbers beyond 2^53; nothing can restore them).
+fn decode_value<T: DeserializeOwned>(kv: &pb::KeyValue) -> Result<T, Error> {
+    let json_error = |source| Error::Json {
+        key: kv.key.clone(),
+        source,
+    };
+    if !kv.value_json.is_empty() {
+        return serde_json::from_str(&kv.value_json).map_err(json_error);
+    }
+    match &kv.value {
+        Some(value) => {
+            let json = jsonkv::value::from_proto(value)
+                .map_err(|e| Error::Protocol(format!("value of key {}: {e}", kv.key)))?;
+            serde_json::from_value(json).map_err(json_error)
+        }
+        None => Err(Error::Protocol(format!(
+            "the server sent key {} without a value",
+            kv.key
+        ))),
+    }
+}
+
+/// Every decoded entry, or the first failure.
+pub(crate) fn decode_all<T: DeserializeOwned>(
+    kvs: Vec<pb::KeyValue>,
+) -> Result<Vec<Entry<T>>, Error> {
+    kvs.into_iter().map(Entry::from_wire).collect()
+}

@@ -1,0 +1,253 @@
+//! The client's one error type, [`Error`], and the single place where a gRPC status from the
+//! server becomes one of its variants.
+
+use std::error::Error as StdError;
+
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+/// Everything that can go wrong talking to a jsonkv server. Each `Display` is one line that names
+/// the problem, fit to print after `error: `.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server could not be reached (or the address is not a valid URI).
+    #[error("cannot connect to {addr}: {}", root_cause(.source))]
+    Connect {
+        addr: String,
+        source: tonic::transport::Error,
+    },
+
+    /// NOT_FOUND where the API has no `Option` to say so.
+    #[error("not found: {}", one_line(.0))]
+    NotFound(String),
+
+    /// A compare-and-swap did not match: the key's mod revision is `current_mod_revision` (0 when
+    /// the key is absent). Nothing was changed.
+    #[error(
+        "precondition failed on key {key}: expected mod revision {expected_mod_revision}, \
+         current mod revision is {current_mod_revision}"
+    )]
+    PreconditionFailed {
+        key: String,
+        expected_mod_revision: i64,
+        current_mod_revision: i64,
+    },
+
+    /// The server rejected the request's input (empty or oversized key, oversized value, ...).
+    #[error("invalid argument: {}", one_line(.0))]
+    InvalidArgument(String),
+
+    /// A watch asked for (or fell behind to) a revision the server no longer keeps.
+    #[error("revision compacted: the oldest revision still in history is {oldest_revision}")]
+    OutOfRange { oldest_revision: i64 },
+
+    /// A value could not be turned into JSON, or the JSON of a stored value does not fit the
+    /// type it was asked as.
+    #[error("JSON error for key {key}: {}", one_line(&.source.to_string()))]
+    Json {
+        key: String,
+        source: serde_json::Error,
+    },
+
+    /// The server sent something the contract rules out (a response without its value, an event
+    /// before the snapshot, ...).
+    #[error("protocol error: {}", one_line(.0))]
+    Protocol(String),
+
+    /// Any other status: transport failures, UNAVAILABLE, INTERNAL, PERMISSION_DENIED, ...
+    #[error("{}", status_line(.0))]
+    Status(Status),
+}
+
+impl From<Status> for Error {
+    /// Maps a status by its code, reading the structured google.rpc.ErrorInfo detail the contract
+    /// promises for FAILED_PRECONDITION and OUT_OF_RANGE. A status whose detail is missing or
+    /// malformed stays an [`Error::Status`] rather than inventing revisions.
+    fn from(status: Status) -> Self {
+        match status.code() {
+            Code::NotFound => Error::NotFound(status.message().to_owned()),
+            Code::InvalidArgument => Error::InvalidArgument(status.message().to_owned()),
+            Code::FailedPrecondition => {
+                precondition_failed(&status).unwrap_or_else(|| Error::Status(status))
+            }
+            Code::OutOfRange => {
+                revision_compacted(&status).unwrap_or_else(|| Error::Status(status))
+            }
+            _ => Error::Status(status),
+        }
+    }
+}
+
+fn precondition_failed(status: &Status) -> Option<Error> {
+    let info = status.get_details_error_info()?;
+    if info.reason != "REVISION_MISMATCH" {
+        return None;
+    }
+    let number = |name: &str| info.metadata.get(name)?.parse::<i64>().ok();
+    Some(Error::PreconditionFailed {
+        key: info.metadata.get("key")?.clone(),
+        expected_mod_revision: number("expected_mod_revision")?,
+        current_mod_revision: number("current_mod_revision")?,
+    })
+}
+
+fn revision_compacted(status: &Status) -> Option<Error> {
+    let info = status.get_details_error_info()?;
+    if info.reason != "REVISION_COMPACTED" {
+        return None;
+    }
+    let oldest_revision = info.metadata.get("oldest_revision")?.parse().ok()?;
+    Some(Error::OutOfRange { oldest_revision })
+}
+
+/// `unavailable: <message> (<cause>)`: the status' code in words, its message, and for a status
+/// made locally from a transport failure, the underlying cause (e.g. "connection refused").
+fn status_line(status: &Status) -> String {
+    let mut line = code_name(status.code()).to_owned();
+    if !status.message().is_empty() {
+        line.push_str(": ");
+        line.push_str(&one_line(status.message()));
+    }
+    if let Some(source) = status.source() {
+        let cause = root_cause(source);
+        if !line.contains(&cause) {
+            line.push_str(&format!(" ({cause})"));
+        }
+    }
+    line
+}
+
+/// The most useful words in an error chain: the kind of the innermost I/O error when it has a
+/// specific one ("connection refused"), else the innermost message. Transport errors wrap that
+/// cause in layers ("transport error" > "tcp connect error" > ...) that say nothing to a user.
+pub(crate) fn root_cause(err: &(dyn StdError + 'static)) -> String {
+    let mut innermost = err;
+    let mut io_kind = None;
+    let mut current = Some(err);
+    while let Some(e) = current {
+        innermost = e;
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if !matches!(io.kind(), std::io::ErrorKind::Other) {
+                io_kind = Some(io.kind());
+            }
+        }
+        current = e.source();
+    }
+    match io_kind {
+        // ErrorKind's Display is a short lowercase phrase; the io::Error's own message would add
+        // an OS error number that helps nobody.
+        Some(kind) if kind.to_string() != "uncategorized error" => kind.to_string(),
+        _ => one_line(&innermost.to_string()),
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The gRPC code in lowercase words; `Code`'s own Display is a sentence meant for logs.
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "ok",
+        Code::Cancelled => "cancelled",
+        Code::Unknown => "unknown error",
+        Code::InvalidArgument => "invalid argument",
+        Code::DeadlineExceeded => "deadline exceeded",
+        Code::NotFound => "not found",
+        Code::AlreadyExists => "already exists",
+        Code::PermissionDenied => "permission denied",
+        Code::ResourceExhausted => "resource exhausted",
+        Code::FailedPrecondition => "failed precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out of range",
+        Code::Unimplemented => "unimplemented",
+        Code::Internal => "internal error",
+        Code::Unavailable => "server unavailable",
+        Code::DataLoss => "data loss",
+        Code::Unauthenticated => "unauthenticated",
+    }
+}
+
+impl Error {
+    /// The gRPC code behind this error, when it came from a status.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            Error::NotFound(_) => Some(Code::NotFound),
+            Error::PreconditionFailed { .. } => Some(Code::FailedPrecondition),
+            Error::InvalidArgument(_) => Some(Code::InvalidArgument),
+            Error::OutOfRange { .. } => Some(Code::OutOfRange),
+            Error::Status(status) => Some(status.code()),
+            Error::Connect { .. } | Error::Json { .. } | Error::Protocol(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use tonic_types::{ErrorDetails, StatusExt};
+
+    fn with_info(code: Code, reason: &str, metadata: &[(&str, &str)]) -> Status {
+        let metadata: HashMap<String, String> = metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Status::with_error_details(
+            code,
+            "message",
+            ErrorDetails::with_error_info(reason, "jsonkv.dev", metadata),
+        )
+    }
+
+    #[test]
+    fn revision_mismatch_detail_becomes_precondition_failed() {
+        let status = with_info(
+            Code::FailedPrecondition,
+            "REVISION_MISMATCH",
+            &[
+                ("key", "k"),
+                ("expected_mod_revision", "0"),
+                ("current_mod_revision", "17"),
+            ],
+        );
+        match Error::from(status) {
+            Error::PreconditionFailed {
+                key,
+                expected_mod_revision: 0,
+                current_mod_revision: 17,
+            } if key == "k" => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn compacted_detail_becomes_out_of_range() {
+        let status = with_info(
+            Code::OutOfRange,
+            "REVISION_COMPACTED",
+            &[("oldest_revision", "42")],
+        );
+        assert!(matches!(
+            Error::from(status),
+            Error::OutOfRange {
+                oldest_revision: 42
+            }
+        ));
+    }
+
+    #[test]
+    fn status_without_detail_stays_a_status() {
+        let err = Error::from(Status::failed_precondition("no detail"));
+        assert!(matches!(err, Error::Status(_)));
+        assert_eq!(err.to_string(), "failed precondition: no detail");
+    }
+
+    #[test]
+    fn messages_are_one_line() {
+        let err = Error::from(Status::invalid_argument("key must\nnot be empty"));
+        assert_eq!(err.to_string(), "invalid argument: key must not be empty");
+        let err = Error::from(Status::unavailable("shutting down"));
+        assert_eq!(err.to_string(), "server unavailable: shutting down");
+    }
+}

@@ -1,0 +1,540 @@
+//! Keeps one logical watch alive across broken streams, so that its caller sees every change
+//! exactly once, in order, and the snapshot once.
+//!
+//! # The resume rule
+//!
+//! The watch tracks a *watermark*: the highest revision up to which the caller has everything.
+//! It is the maximum of the snapshot's revision, the last delivered event's revision and the last
+//! progress notice's revision (a progress notice at R promises every matching event up to R has
+//! been sent, so a quiet watch moves forward too and does not fall out of the server's history).
+//! A watch started at `start_revision = N > 0` begins with the watermark at N - 1.
+//!
+//! When the stream fails with a retryable error (see [`is_retryable`]) or ends without a status
+//! (the contract says it never does), the watch is re-issued after an exponential backoff with
+//! `start_revision = watermark + 1`. The server then sends no snapshot and replays every change
+//! from that revision on, so nothing is missed. Any event at or below the watermark is dropped,
+//! so nothing is delivered twice either.
+//!
+//! Until the caller has its snapshot there is no watermark: a watch that asked for a snapshot
+//! (`start_revision = 0`) and lost its stream before the last snapshot message is re-issued with
+//! `start_revision = 0` again, and the partial snapshot is discarded.
+//!
+//! Any other status (OUT_OF_RANGE when the resume point was compacted away, INVALID_ARGUMENT,
+//! PERMISSION_DENIED, ...) is handed to the caller as the stream's last item.
+
+use std::collections::hash_map::RandomState;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use jsonkv::pb::{self, event::EventType, watch_response::Response};
+use tonic::{Code, Status};
+
+use crate::Error;
+
+/// A change the caller has not seen yet, still in wire form.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Delivery {
+    /// The whole snapshot, merged from all its messages.
+    Snapshot {
+        revision: i64,
+        kvs: Vec<pb::KeyValue>,
+    },
+    Put {
+        kv: pb::KeyValue,
+        revision: i64,
+    },
+    Delete {
+        key: String,
+        revision: i64,
+    },
+}
+
+/// Where a watch stands: what to ask for when (re)connecting, and which messages are news.
+#[derive(Debug)]
+pub(crate) struct Resume {
+    /// Everything up to this revision has been delivered; `None` while a snapshot is awaited.
+    watermark: Option<i64>,
+    /// Snapshot messages received so far on the current stream, before the one with `last`.
+    partial_snapshot: Option<(i64, Vec<pb::KeyValue>)>,
+}
+
+impl Resume {
+    /// A watch as the caller asked for it: 0 for a snapshot first, N > 0 to replay from N.
+    pub(crate) fn new(start_revision: i64) -> Self {
+        Resume {
+            watermark: (start_revision > 0).then(|| start_revision - 1),
+            partial_snapshot: None,
+        }
+    }
+
+    /// The `start_revision` to send on the next (re)connect.
+    pub(crate) fn start_revision(&self) -> i64 {
+        self.watermark.map_or(0, |w| w + 1)
+    }
+
+    /// The stream broke: a snapshot cut short must be read again whole.
+    pub(crate) fn disconnected(&mut self) {
+        self.partial_snapshot = None;
+    }
+
+    /// Takes one message; returns what the caller should see, if anything. An error means the
+    /// server broke the contract and the watch cannot go on without risking a gap.
+    pub(crate) fn receive(
+        &mut self,
+        message: pb::WatchResponse,
+    ) -> Result<Option<Delivery>, Error> {
+        let Some(response) = message.response else {
+            return Err(Error::Protocol("empty watch message".into()));
+        };
+        match response {
+            Response::Snapshot(snapshot) => self.receive_snapshot(snapshot),
+            Response::Event(event) => self.receive_event(event),
+            Response::Progress(progress) => {
+                // Before the snapshot is complete a progress notice promises nothing we keep.
+                if let Some(watermark) = &mut self.watermark {
+                    *watermark = (*watermark).max(progress.revision);
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    fn receive_snapshot(&mut self, snapshot: pb::Snapshot) -> Result<Option<Delivery>, Error> {
+        if self.watermark.is_some() {
+            return Err(Error::Protocol(format!(
+                "unexpected snapshot at revision {} on a resumed watch",
+                snapshot.revision
+            )));
+        }
+        let (revision, mut kvs) = match self.partial_snapshot.take() {
+            Some((revision, kvs)) if revision == snapshot.revision => (revision, kvs),
+            Some((revision, _)) => {
+                return Err(Error::Protocol(format!(
+                    "snapshot messages at revisions {revision} and {}",
+                    snapshot.revision
+                )))
+            }
+            None => (snapshot.revision, Vec::new()),
+        };
+        kvs.extend(snapshot.kvs);
+        if !snapshot.last {
+            self.partial_snapshot = Some((revision, kvs));
+            return Ok(None);
+        }
+        self.watermark = Some(revision);
+        Ok(Some(Delivery::Snapshot { revision, kvs }))
+    }
+
+    fn receive_event(&mut self, event: pb::Event) -> Result<Option<Delivery>, Error> {
+        let Some(watermark) = self.watermark else {
+            return Err(Error::Protocol(format!(
+                "event at revision {} before the snapshot ended",
+                event.revision
+            )));
+        };
+        if event.revision <= watermark {
+            // Already delivered before a reconnect (or covered by a progress notice).
+            return Ok(None);
+        }
+        let kind = EventType::try_from(event.r#type).unwrap_or(EventType::Unspecified);
+        let delivery = match (kind, event.kv) {
+            (EventType::Put, Some(kv)) => Delivery::Put {
+                kv,
+                revision: event.revision,
+            },
+            (EventType::Delete, Some(kv)) => Delivery::Delete {
+                key: kv.key,
+                revision: event.revision,
+            },
+            (kind, kv) => {
+                return Err(Error::Protocol(format!(
+                    "event at revision {} of type {} {}",
+                    event.revision,
+                    kind.as_str_name(),
+                    if kv.is_some() { "" } else { "without a key" }
+                )))
+            }
+        };
+        self.watermark = Some(event.revision);
+        Ok(Some(delivery))
+    }
+}
+
+/// Whether a failed watch is worth re-issuing: the server went away or the connection broke.
+///
+/// UNAVAILABLE, UNKNOWN, ABORTED and CANCELLED are; so is INTERNAL when tonic made it locally
+/// from a broken HTTP/2 connection (it then carries a source error, or says "h2 protocol error"),
+/// as opposed to an INTERNAL the server sent, which retrying would only repeat.
+pub(crate) fn is_retryable(status: &Status) -> bool {
+    match status.code() {
+        Code::Unavailable | Code::Unknown | Code::Aborted | Code::Cancelled => true,
+        Code::Internal => {
+            std::error::Error::source(status).is_some()
+                || status.message().starts_with("h2 protocol error")
+        }
+        _ => false,
+    }
+}
+
+/// Exponential backoff between reconnects, with jitter so that many watchers of one restarted
+/// server do not all come back in the same instant.
+#[derive(Debug, Clone)]
+pub(crate) struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(initial: Duration, max: Duration) -> Self {
+        Backoff {
+            initial,
+            max,
+            next: initial,
+        }
+    }
+
+    /// How long to wait before the next attempt: between half and all of the current step,
+    /// which then doubles up to the cap.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let step = self.next;
+        self.next = (step * 2).min(self.max);
+        let half = step / 2;
+        half + half.mul_f64(random_fraction())
+    }
+
+    /// The connection works again: the next failure starts from the initial delay.
+    pub(crate) fn reset(&mut self) {
+        self.next = self.initial;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new(Duration::from_millis(50), Duration::from_secs(2))
+    }
+}
+
+/// A number in [0, 1) that differs between calls; jitter needs no better randomness than the
+/// per-hasher random keys std already has.
+fn random_fraction() -> f64 {
+    let bits = RandomState::new().build_hasher().finish();
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The watch opened by `open(start_revision)`, kept alive by the resume rule above. `open` is
+/// called again for every reconnect; it returns the server's message stream or the status that
+/// refused it.
+pub(crate) fn resumable<Open, Fut, Messages>(
+    mut open: Open,
+    start_revision: i64,
+    mut backoff: Backoff,
+) -> impl Stream<Item = Result<Delivery, Error>>
+where
+    Open: FnMut(i64) -> Fut,
+    Fut: Future<Output = Result<Messages, Status>>,
+    Messages: Stream<Item = Result<pb::WatchResponse, Status>> + Unpin,
+{
+    async_stream::stream! {
+        let mut resume = Resume::new(start_revision);
+        loop {
+            let failure = match open(resume.start_revision()).await {
+                Err(status) => status,
+                Ok(mut messages) => loop {
+                    match messages.next().await {
+                        Some(Ok(message)) => {
+                            backoff.reset();
+                            match resume.receive(message) {
+                                Ok(Some(delivery)) => yield Ok(delivery),
+                                Ok(None) => {}
+                                Err(error) => {
+                                    yield Err(error);
+                                    return;
+                                }
+                            }
+                        }
+                        Some(Err(status)) => break status,
+                        None => break Status::unavailable("watch stream ended without a status"),
+                    }
+                },
+            };
+            resume.disconnected();
+            if !is_retryable(&failure) {
+                yield Err(Error::from(failure));
+                return;
+            }
+            tracing::debug!(
+                code = ?failure.code(),
+                message = failure.message(),
+                resume_from = resume.start_revision(),
+                "watch stream failed; reconnecting"
+            );
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::stream;
+    use std::sync::{Arc, Mutex};
+
+    fn kv(key: &str, revision: i64) -> pb::KeyValue {
+        pb::KeyValue {
+            key: key.into(),
+            value_json: revision.to_string(),
+            create_revision: revision,
+            mod_revision: revision,
+            version: 1,
+            ..Default::default()
+        }
+    }
+
+    fn snapshot(revision: i64, keys: &[&str], last: bool) -> pb::WatchResponse {
+        pb::WatchResponse {
+            response: Some(Response::Snapshot(pb::Snapshot {
+                revision,
+                kvs: keys.iter().map(|k| kv(k, revision)).collect(),
+                last,
+            })),
+        }
+    }
+
+    fn put(key: &str, revision: i64) -> pb::WatchResponse {
+        pb::WatchResponse {
+            response: Some(Response::Event(pb::Event {
+                r#type: EventType::Put as i32,
+                kv: Some(kv(key, revision)),
+                revision,
+            })),
+        }
+    }
+
+    fn delete(key: &str, revision: i64) -> pb::WatchResponse {
+        pb::WatchResponse {
+            response: Some(Response::Event(pb::Event {
+                r#type: EventType::Delete as i32,
+                kv: Some(pb::KeyValue {
+                    key: key.into(),
+                    mod_revision: revision,
+                    ..Default::default()
+                }),
+                revision,
+            })),
+        }
+    }
+
+    fn progress(revision: i64) -> pb::WatchResponse {
+        pb::WatchResponse {
+            response: Some(Response::Progress(pb::Progress { revision })),
+        }
+    }
+
+    type Script = Vec<Result<pb::WatchResponse, Status>>;
+
+    /// Runs `resumable` against scripted connections (one script per connect) and returns what
+    /// the caller saw plus the `start_revision` of every connect.
+    async fn run(
+        start_revision: i64,
+        scripts: Vec<Script>,
+    ) -> (Vec<Result<Delivery, String>>, Vec<i64>) {
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let scripts = Arc::new(Mutex::new(scripts.into_iter()));
+        let open = {
+            let asked = asked.clone();
+            move |start: i64| {
+                asked.lock().unwrap().push(start);
+                let script = scripts.lock().unwrap().next();
+                async move {
+                    match script {
+                        Some(messages) => Ok(stream::iter(messages)),
+                        // Out of scripts: end the test with a non-retryable status.
+                        None => Err(Status::permission_denied("script over")),
+                    }
+                }
+            }
+        };
+        let backoff = Backoff::new(Duration::ZERO, Duration::ZERO);
+        let seen = resumable(open, start_revision, backoff)
+            .map(|item| item.map_err(|e| e.to_string()))
+            .collect::<Vec<_>>()
+            .await;
+        let asked = asked.lock().unwrap().clone();
+        (seen, asked)
+    }
+
+    fn revisions(seen: &[Result<Delivery, String>]) -> Vec<i64> {
+        seen.iter()
+            .filter_map(|item| match item {
+                Ok(Delivery::Snapshot { revision, .. })
+                | Ok(Delivery::Put { revision, .. })
+                | Ok(Delivery::Delete { revision, .. }) => Some(*revision),
+                Err(_) => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn multi_message_snapshot_is_delivered_once_merged() {
+        let (seen, _) = run(
+            0,
+            vec![vec![
+                Ok(snapshot(5, &["a", "b"], false)),
+                Ok(snapshot(5, &["c"], true)),
+                Ok(put("a", 6)),
+            ]],
+        )
+        .await;
+        match &seen[0] {
+            Ok(Delivery::Snapshot { revision: 5, kvs }) => {
+                let keys: Vec<_> = kvs.iter().map(|kv| kv.key.as_str()).collect();
+                assert_eq!(keys, ["a", "b", "c"]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(revisions(&seen), [5, 6]);
+    }
+
+    #[tokio::test]
+    async fn reconnect_resumes_after_last_event_and_drops_replayed_ones() {
+        let (seen, asked) = run(
+            0,
+            vec![
+                vec![
+                    Ok(snapshot(3, &["k"], true)),
+                    Ok(put("k", 4)),
+                    Ok(delete("k", 5)),
+                    Err(Status::unavailable("server shutting down")),
+                ],
+                // A server that replays too much: 5 was delivered already.
+                vec![Ok(delete("k", 5)), Ok(put("k", 7))],
+            ],
+        )
+        .await;
+        assert_eq!(asked, [0, 6, 8]);
+        assert_eq!(revisions(&seen), [3, 4, 5, 7]);
+        assert_eq!(
+            seen.last().unwrap().as_ref().unwrap_err(),
+            "permission denied: script over"
+        );
+    }
+
+    #[tokio::test]
+    async fn progress_advances_the_resume_point() {
+        let (seen, asked) = run(
+            0,
+            vec![
+                vec![
+                    Ok(snapshot(2, &[], true)),
+                    Ok(progress(9)),
+                    Err(Status::unknown("reset")),
+                ],
+                vec![Ok(progress(12)), Ok(put("k", 13))],
+            ],
+        )
+        .await;
+        assert_eq!(asked, [0, 10, 14]);
+        assert_eq!(revisions(&seen), [2, 13]);
+    }
+
+    #[tokio::test]
+    async fn failure_before_the_snapshot_ends_asks_for_a_snapshot_again() {
+        let (seen, asked) = run(
+            0,
+            vec![
+                vec![
+                    Ok(snapshot(4, &["a"], false)),
+                    Err(Status::unavailable("gone")),
+                ],
+                vec![],
+                vec![
+                    Ok(snapshot(6, &["a"], false)),
+                    Ok(snapshot(6, &["b"], true)),
+                ],
+            ],
+        )
+        .await;
+        // The second connection ended without a status: retried, still with 0.
+        assert_eq!(asked, [0, 0, 0, 7]);
+        match &seen[0] {
+            Ok(Delivery::Snapshot { revision: 6, kvs }) => assert_eq!(kvs.len(), 2),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(revisions(&seen), [6]);
+    }
+
+    #[tokio::test]
+    async fn start_revision_replays_and_resumes_without_snapshot() {
+        let (seen, asked) = run(
+            10,
+            vec![
+                vec![Err(Status::cancelled("reset"))],
+                vec![Ok(put("k", 10)), Err(Status::aborted("x"))],
+                vec![Ok(put("k", 11))],
+            ],
+        )
+        .await;
+        assert_eq!(asked, [10, 10, 11, 12]);
+        assert_eq!(revisions(&seen), [10, 11]);
+    }
+
+    #[tokio::test]
+    async fn non_retryable_status_ends_the_stream() {
+        let (seen, asked) = run(
+            0,
+            vec![vec![
+                Ok(snapshot(1, &[], true)),
+                Err(Status::out_of_range("compacted")),
+            ]],
+        )
+        .await;
+        assert_eq!(asked, [0]);
+        assert_eq!(seen.len(), 2);
+        assert!(seen[1].is_err());
+    }
+
+    #[tokio::test]
+    async fn snapshot_on_a_resumed_watch_is_a_protocol_error() {
+        let (seen, _) = run(
+            0,
+            vec![
+                vec![Ok(snapshot(1, &[], true)), Err(Status::unavailable("x"))],
+                vec![Ok(snapshot(1, &[], true))],
+            ],
+        )
+        .await;
+        assert_eq!(revisions(&seen), [1]);
+        assert!(seen[1].as_ref().unwrap_err().starts_with("protocol error"));
+    }
+
+    #[test]
+    fn transport_internal_errors_are_retryable_but_server_internal_ones_are_not() {
+        assert!(!is_retryable(&Status::internal("bug")));
+        assert!(is_retryable(&Status::internal(
+            "h2 protocol error: broken pipe"
+        )));
+        assert!(!is_retryable(&Status::invalid_argument("x")));
+        assert!(!is_retryable(&Status::out_of_range("x")));
+        assert!(is_retryable(&Status::unavailable("x")));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_resets() {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(400));
+        let delays: Vec<_> = (0..5).map(|_| backoff.next_delay()).collect();
+        let caps = [100, 200, 400, 400, 400];
+        for (delay, cap) in delays.iter().zip(caps) {
+            let cap = Duration::from_millis(cap);
+            assert!(
+                *delay >= cap / 2 && *delay <= cap,
+                "{delay:?} not in [{:?}, {cap:?}]",
+                cap / 2
+            );
+        }
+        backoff.reset();
+        assert!(backoff.next_delay() <= Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,338 @@
+//! The `jsonkv` binary, run as a child process against a real in-process server: its output
+//! lines, exit codes and one-line errors.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+
+use common::PATIENCE;
+use jsonkv_client::Client;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_jsonkv");
+
+/// Runs `jsonkv --addr ADDR ARGS...`, feeding `stdin` if given.
+fn jsonkv(addr: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(BIN)
+        .arg("--addr")
+        .arg(addr)
+        .args(args)
+        .env_remove("JSONKV_ADDR")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn jsonkv");
+    if let Some(text) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(text.as_bytes()).unwrap();
+        // Dropping the pipe closes it, so the child sees end of input.
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+/// Asserts a successful run and returns its stdout.
+fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "exit {:?}, stderr: {}",
+        output.status,
+        stderr(&output)
+    );
+    stdout(&output)
+}
+
+/// Asserts stderr is exactly one line, without a panic or a Debug dump.
+fn assert_one_line_error(output: &Output) {
+    let err = stderr(output);
+    assert!(!output.status.success());
+    assert!(err.ends_with('\n') && err.lines().count() == 1, "{err:?}");
+    assert!(
+        !err.contains("panicked") && !err.contains("Status {"),
+        "{err:?}"
+    );
+}
+
+// The server runs on the runtime's worker threads while the test thread blocks on the child.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_get_del_list_print_json_lines() {
+    let server = common::start().await;
+    let addr = server.url();
+
+    // Keys in sorted order: objects are printed with their keys sorted.
+    let value = r#"{"f":1.50,"list":[1,null],"n":123456789012345678901234567890,"name":"ünï"}"#;
+    assert_eq!(
+        ok(jsonkv(&addr, &["put", "cfg/a", value], None)),
+        "{\"revision\":1}\n"
+    );
+    assert_eq!(
+        ok(jsonkv(&addr, &["get", "cfg/a"], None)),
+        format!("{value}\n")
+    );
+    // Pretty input is printed back compact.
+    ok(jsonkv(&addr, &["put", "cfg/b", "[ 1,\n 2 ]"], None));
+    assert_eq!(ok(jsonkv(&addr, &["get", "cfg/b"], None)), "[1,2]\n");
+    ok(jsonkv(&addr, &["put", "other", "true"], None));
+    ok(jsonkv(&addr, &["put", "cfg/b", "\"s\""], None));
+
+    let lines = ok(jsonkv(&addr, &["list", "cfg/"], None));
+    assert_eq!(
+        lines,
+        format!(
+            "{{\"key\":\"cfg/a\",\"value\":{value},\"create_revision\":1,\"mod_revision\":1,\"version\":1}}\n\
+             {{\"key\":\"cfg/b\",\"value\":\"s\",\"create_revision\":2,\"mod_revision\":4,\"version\":2}}\n"
+        )
+    );
+    // Without a prefix: every key.
+    assert_eq!(ok(jsonkv(&addr, &["list"], None)).lines().count(), 3);
+
+    assert_eq!(
+        ok(jsonkv(&addr, &["del", "cfg/a"], None)),
+        "{\"revision\":5}\n"
+    );
+    let gone = jsonkv(&addr, &["get", "cfg/a"], None);
+    assert_eq!(gone.status.code(), Some(1));
+    assert_eq!(stderr(&gone), "key not found: cfg/a\n");
+    assert!(gone.stdout.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_keys_exit_1_with_the_exact_message() {
+    let server = common::start().await;
+    let get = jsonkv(&server.url(), &["get", "no/such"], None);
+    assert_eq!(get.status.code(), Some(1));
+    assert_eq!(stderr(&get), "key not found: no/such\n");
+    assert!(get.stdout.is_empty());
+
+    let del = jsonkv(&server.url(), &["del", "no/such"], None);
+    assert_eq!(del.status.code(), Some(1));
+    assert_eq!(stderr(&del), "key not found: no/such\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_reads_the_value_from_stdin() {
+    let server = common::start().await;
+    let addr = server.url();
+    let text = "{\"big\": 340282366920938463463374607431768211456, \"s\": \"line\\nbreak\"}\n";
+    assert_eq!(
+        ok(jsonkv(&addr, &["put", "k", "-"], Some(text))),
+        "{\"revision\":1}\n"
+    );
+    assert_eq!(
+        ok(jsonkv(&addr, &["get", "k"], None)),
+        "{\"big\":340282366920938463463374607431768211456,\"s\":\"line\\nbreak\"}\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_json_is_rejected_locally() {
+    let server = common::start().await;
+    for bad in ["{", "{'a':1}", "", "1 2", "nul"] {
+        let out = jsonkv(&server.url(), &["put", "k", bad], None);
+        assert_one_line_error(&out);
+        assert!(
+            stderr(&out).starts_with("error: malformed JSON"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let out = jsonkv(&server.url(), &["put", "k", "-"], Some("[1,"));
+    assert_one_line_error(&out);
+    // Nothing reached the server.
+    let client = Client::connect(server.url()).await.unwrap();
+    assert!(client.get::<Value>("k").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_put_and_del() {
+    let server = common::start().await;
+    let addr = server.url();
+    ok(jsonkv(&addr, &["put", "k", "1", "--if-absent"], None));
+    let again = jsonkv(&addr, &["put", "k", "2", "--if-absent"], None);
+    assert_one_line_error(&again);
+    assert_eq!(again.status.code(), Some(3));
+    assert!(stderr(&again).contains("current mod revision is 1"));
+
+    assert_eq!(
+        ok(jsonkv(
+            &addr,
+            &["put", "k", "2", "--if-mod-revision", "1"],
+            None
+        )),
+        "{\"revision\":2}\n"
+    );
+    let stale = jsonkv(&addr, &["del", "k", "--if-mod-revision", "1"], None);
+    assert_eq!(stale.status.code(), Some(3));
+    assert_eq!(
+        ok(jsonkv(&addr, &["del", "k", "--if-mod-revision", "2"], None)),
+        "{\"revision\":3}\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_are_one_line() {
+    let server = common::start().await;
+    let out = jsonkv(&server.url(), &["put", "", "1"], None);
+    assert_one_line_error(&out);
+    assert!(
+        stderr(&out).starts_with("error: invalid argument: "),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn server_down_is_one_line_and_no_panic() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for args in [
+        &["get", "k"][..],
+        &["put", "k", "1"],
+        &["list"],
+        &["watch", "k"],
+    ] {
+        let out = jsonkv(&format!("127.0.0.1:{port}"), args, None);
+        assert_one_line_error(&out);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(
+            stderr(&out),
+            format!("error: cannot connect to http://127.0.0.1:{port}: connection refused\n")
+        );
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = Command::new(BIN).args(["get"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(BIN)
+        .args(["watch", "k", "--prefix", "p"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn address_comes_from_the_environment_and_may_be_bare() {
+    let server = common::start().await;
+    let out = Command::new(BIN)
+        .args(["put", "k", "7"])
+        .env("JSONKV_ADDR", server.addr().to_string())
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "{\"revision\":1}\n", "{}", stderr(&out));
+}
+
+/// A running `jsonkv watch`, its stdout lines arriving on a channel.
+struct WatchChild {
+    child: std::process::Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl WatchChild {
+    fn spawn(addr: &str, args: &[&str]) -> WatchChild {
+        let mut child = Command::new(BIN)
+            .arg("--addr")
+            .arg(addr)
+            .arg("watch")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        WatchChild { child, lines }
+    }
+
+    fn next_line(&self) -> String {
+        self.lines
+            .recv_timeout(PATIENCE)
+            .expect("no line from jsonkv watch in time")
+    }
+}
+
+impl Drop for WatchChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_prints_the_snapshot_then_each_change() {
+    let server = common::start().await;
+    let client = Client::connect(server.url()).await.unwrap();
+    client
+        .insert("w", &serde_json::json!({"v": 1}))
+        .await
+        .unwrap(); // 1
+
+    let watch = WatchChild::spawn(&server.url(), &["w"]);
+    assert_eq!(
+        watch.next_line(),
+        r#"{"type":"snapshot","revision":1,"kvs":[{"key":"w","value":{"v":1},"mod_revision":1}]}"#
+    );
+    let big: Value = serde_json::from_str("[123456789012345678901234567890]").unwrap();
+    client.insert("w", &big).await.unwrap(); // 2
+    client.delete("w").await.unwrap(); // 3
+    assert_eq!(
+        watch.next_line(),
+        r#"{"type":"put","key":"w","value":[123456789012345678901234567890],"revision":2}"#
+    );
+    assert_eq!(
+        watch.next_line(),
+        r#"{"type":"delete","key":"w","revision":3}"#
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_prefix_and_start_revision() {
+    let server = common::start().await;
+    let client = Client::connect(server.url()).await.unwrap();
+
+    let watch = WatchChild::spawn(&server.url(), &["--prefix", "p/"]);
+    assert_eq!(
+        watch.next_line(),
+        r#"{"type":"snapshot","revision":0,"kvs":[]}"#
+    );
+    client.insert("q", &0).await.unwrap(); // 1: outside
+    client.insert("p/x", &"a").await.unwrap(); // 2
+    assert_eq!(
+        watch.next_line(),
+        r#"{"type":"put","key":"p/x","value":"a","revision":2}"#
+    );
+    drop(watch);
+
+    // Replay from revision 2: no snapshot line, the put first.
+    let replay = WatchChild::spawn(&server.url(), &["--prefix", "p/", "--start-revision", "2"]);
+    assert_eq!(
+        replay.next_line(),
+        r#"{"type":"put","key":"p/x","value":"a","revision":2}"#
+    );
+}

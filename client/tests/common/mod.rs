@@ -1,0 +1,82 @@
+//! Test support shared by the integration tests: an in-process server on a free port, a bounded
+//! wait for the next watch event, and (in [`proxy`]) a way to break connections.
+#![allow(dead_code)] // each test binary uses its own subset
+
+pub mod proxy;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use jsonkv_client::{Error, WatchEvent, WatchStream};
+use jsonkv_server::{Config, RunningServer, Store};
+
+/// Long enough for a slow CI machine; only a hang ever reaches it.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Settings for a test server on `127.0.0.1:0` (a free port).
+pub fn config() -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    }
+}
+
+pub async fn start() -> RunningServer {
+    RunningServer::start(config()).await.expect("start server")
+}
+
+pub async fn start_with_store(config: Config, store: Store) -> RunningServer {
+    RunningServer::start_with_store(config, store)
+        .await
+        .expect("start server")
+}
+
+/// The next item of a watch; panics if none comes within [`PATIENCE`] or the stream ends.
+pub async fn next_item<T>(watch: &mut WatchStream<T>) -> Result<WatchEvent<T>, Error> {
+    tokio::time::timeout(PATIENCE, watch.next())
+        .await
+        .expect("timed out waiting for a watch event")
+        .expect("watch stream ended")
+}
+
+/// The next event of a watch, which must not be an error.
+pub async fn next_event<T>(watch: &mut WatchStream<T>) -> WatchEvent<T> {
+    next_item(watch).await.expect("watch failed")
+}
+
+/// A watch polled all the time by a background task, as a long-running consumer polls it, so that
+/// it notices a broken stream and reconnects while the test is busy elsewhere (a `WatchStream`,
+/// like any stream, only makes progress when polled).
+pub struct Drained<T> {
+    items: tokio::sync::mpsc::UnboundedReceiver<Result<WatchEvent<T>, Error>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<T: Send + 'static> Drained<T> {
+    pub fn new(mut watch: WatchStream<T>) -> Self {
+        let (tx, items) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            while let Some(item) = watch.next().await {
+                if tx.send(item).is_err() {
+                    break;
+                }
+            }
+        });
+        Drained { items, task }
+    }
+
+    /// The next event, which must come within [`PATIENCE`] and not be an error.
+    pub async fn next_event(&mut self) -> WatchEvent<T> {
+        tokio::time::timeout(PATIENCE, self.items.recv())
+            .await
+            .expect("timed out waiting for a watch event")
+            .expect("watch stream ended")
+            .expect("watch failed")
+    }
+}
+
+impl<T> Drop for Drained<T> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

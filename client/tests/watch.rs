@@ -1,0 +1,386 @@
+//! Watches against a real in-process server: snapshots, event order, replay from a revision,
+//! errors that end a watch, and resuming across a server restart without gaps or duplicates.
+
+mod common;
+
+use common::{next_event, next_item, start_with_store, Drained, PATIENCE};
+use futures::StreamExt;
+use jsonkv_client::{Client, Entry, Error, WatchEvent, WatchOptions, WatchTarget};
+use jsonkv_server::{Config, Store};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Counter {
+    n: u64,
+}
+
+#[tokio::test]
+async fn watch_key_sends_snapshot_then_changes_in_order() {
+    let server = common::start().await;
+    let client = Client::connect(server.url()).await.unwrap();
+    client.insert("k", &Counter { n: 0 }).await.unwrap(); // 1
+    client.insert("other", &Counter { n: 9 }).await.unwrap(); // 2
+
+    let mut watch = client.watch_key::<Counter>("k");
+    match next_event(&mut watch).await {
+        WatchEvent::Snapshot { revision, entries } => {
+            assert_eq!(revision, 2);
+            assert_eq!(
+                entries,
+                vec![Entry {
+                    key: "k".into(),
+                    value: Counter { n: 0 },
+                    create_revision: 1,
+                    mod_revision: 1,
+                    version: 1,
+                }]
+            );
+        }
+        other => panic!("expected a snapshot, got {other:?}"),
+    }
+
+    client.insert("k", &Counter { n: 1 }).await.unwrap(); // 3
+    client.insert("other", &Counter { n: 10 }).await.unwrap(); // 4: not watched
+    client.delete("k").await.unwrap(); // 5
+    client.insert("k", &Counter { n: 2 }).await.unwrap(); // 6
+
+    match next_event(&mut watch).await {
+        WatchEvent::Put { entry, revision } => {
+            assert_eq!(revision, 3);
+            assert_eq!(entry.value, Counter { n: 1 });
+            assert_eq!((entry.mod_revision, entry.version), (3, 2));
+        }
+        other => panic!("expected a put, got {other:?}"),
+    }
+    assert_eq!(
+        next_event(&mut watch).await,
+        WatchEvent::Delete {
+            key: "k".into(),
+            revision: 5
+        }
+    );
+    match next_event(&mut watch).await {
+        WatchEvent::Put { entry, revision } => {
+            assert_eq!(revision, 6);
+            // Re-created: a new create revision and version 1.
+            assert_eq!((entry.create_revision, entry.version), (6, 1));
+        }
+        other => panic!("expected a put, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn watch_of_an_absent_key_starts_with_an_empty_snapshot() {
+    let server = common::start().await;
+    let client = Client::connect(server.url()).await.unwrap();
+    let mut watch = client.watch_key::<Value>("missing");
+    assert_eq!(
+        next_event(&mut watch).await,
+        WatchEvent::Snapshot {
+            revision: 0,
+            entries: vec![]
+        }
+    );
+    client.insert("missing", &json!([1])).await.unwrap();
+    assert_eq!(next_event(&mut watch).await.revision(), 1);
+}
+
+#[tokio::test]
+async fn watch_prefix_sees_only_its_keys_and_lossless_numbers() {
+    let server = common::start().await;
+    let client = Client::connect(server.url()).await.unwrap();
+    client.insert("app/a", &1).await.unwrap(); // 1
+    client.insert("app/b", &2).await.unwrap(); // 2
+    client.insert("apx", &3).await.unwrap(); // 3
+
+    let mut watch = client.watch_prefix::<Value>("app/");
+    match next_event(&mut watch).await {
+        WatchEvent::Snapshot { revision, entries } => {
+            assert_eq!(revision, 3);
+            let keys: Vec<_> = entries.iter().map(|e| e.key.as_str()).collect();
+            assert_eq!(keys, ["app/a", "app/b"]);
+        }
+        other => panic!("expected a snapshot, got {other:?}"),
+    }
+
+    let big: Value = serde_json::from_str("123456789012345678901234567890").unwrap();
+    client.insert("apx", &0).await.unwrap(); // 4: outside the prefix
+    client.insert("app/c", &big).await.unwrap(); // 5
+    client.delete("app/a").await.unwrap(); // 6
+
+    match next_event(&mut watch).await {
+        WatchEvent::Put { entry, revision: 5 } => {
+            assert_eq!(entry.key, "app/c");
+            assert_eq!(
+                serde_json::to_string(&entry.value).unwrap(),
+                "123456789012345678901234567890"
+            );
+        }
+        other => panic!("expected the put of app/c, got {other:?}"),
+    }
+    assert_eq!(
+        next_event(&mut watch).await,
+        WatchEvent::Delete {
+            key: "app/a".into(),
+            revision: 6
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_snapshot_split_over_several_messages_arrives_as_one_event() {
+    let server = common::start().await;
+    let client = Client::connect(server.url()).await.unwrap();
+    // The server cuts snapshot messages at about 1 MiB: three ~600 KB values need two or more.
+    let blob = "y".repeat(600 * 1024);
+    for key in ["big/1", "big/2", "big/3"] {
+        client.insert(key, &blob).await.unwrap();
+    }
+    let mut watch = client.watch_prefix::<String>("big/");
+    match next_event(&mut watch).await {
+        WatchEvent::Snapshot { revision, entries } => {
+            assert_eq!(revision, 3);
+            assert_eq!(entries.len(), 3);
+            assert!(entries.iter().all(|e| e.value == blob));
+        }
+        other => panic!("expected a snapshot, got {other:?}"),
+    }
+    client.insert("big/4", &"small".to_string()).await.unwrap();
+    match next_event(&mut watch).await {
+        WatchEvent::Put { entry, revision } => {
+            assert_eq!((entry.key.as_str(), revision), ("big/4", 4));
+        }
+        other => panic!("expected a put (no second snapshot), got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn start_revision_replays_history_without_a_snapshot() {
+    let server = common::start().await;
+    let client = Client::connect(server.url()).await.unwrap();
+    for n in 1..=4u64 {
+        client.insert("k", &Counter { n }).await.unwrap(); // revisions 1..=4
+    }
+    let mut watch = client.watch::<Counter>(
+        WatchTarget::Key("k".into()),
+        WatchOptions { start_revision: 2 },
+    );
+    for expected in 2..=4 {
+        match next_event(&mut watch).await {
+            WatchEvent::Put { entry, revision } => {
+                assert_eq!(revision, expected);
+                assert_eq!(entry.value.n, expected as u64);
+            }
+            other => panic!("expected a replayed put, got {other:?}"),
+        }
+    }
+    client.insert("k", &Counter { n: 5 }).await.unwrap();
+    assert_eq!(next_event(&mut watch).await.revision(), 5);
+}
+
+#[tokio::test]
+async fn a_compacted_start_revision_ends_the_watch_with_out_of_range() {
+    let config = Config {
+        history_size: 3,
+        ..common::config()
+    };
+    let server = jsonkv_server::RunningServer::start(config).await.unwrap();
+    let client = Client::connect(server.url()).await.unwrap();
+    for n in 0..10 {
+        client.insert("k", &n).await.unwrap();
+    }
+    let mut watch = client.watch::<Value>(
+        WatchTarget::Prefix(String::new()),
+        WatchOptions { start_revision: 1 },
+    );
+    match next_item(&mut watch).await {
+        Err(Error::OutOfRange { oldest_revision }) => assert!(oldest_revision > 1),
+        other => panic!("expected OutOfRange, got {other:?}"),
+    }
+    let end = tokio::time::timeout(PATIENCE, watch.next()).await.unwrap();
+    assert!(
+        end.is_none(),
+        "the stream must end after a non-retryable error"
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_watch_ends_with_invalid_argument() {
+    let server = common::start().await;
+    let client = Client::connect(server.url()).await.unwrap();
+    let mut watch = client.watch_key::<Value>("");
+    assert!(matches!(
+        next_item(&mut watch).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    let end = tokio::time::timeout(PATIENCE, watch.next()).await.unwrap();
+    assert!(end.is_none());
+}
+
+/// The server is stopped under an open watch, changes are made while it is down (through another
+/// server on the same store), and a new server comes up on the same address. The watch must
+/// deliver every change exactly once, in order, and never a second snapshot.
+#[tokio::test]
+async fn watch_resumes_across_a_server_restart_without_gaps_or_duplicates() {
+    let store = Store::new(&common::config());
+    let server_a = start_with_store(common::config(), store.clone()).await;
+    let addr = server_a.addr();
+    // A second server on the same data, to write while the watched one is down.
+    let side = start_with_store(common::config(), store.clone()).await;
+    let side_client = Client::connect(side.url()).await.unwrap();
+
+    let client = Client::connect(server_a.url()).await.unwrap();
+    client.insert("w/0", &0).await.unwrap(); // 1
+    let mut watch = Drained::new(client.watch_prefix::<u64>("w/"));
+    match watch.next_event().await {
+        WatchEvent::Snapshot { revision, entries } => {
+            assert_eq!(revision, 1);
+            assert_eq!(entries.len(), 1);
+        }
+        other => panic!("expected a snapshot, got {other:?}"),
+    }
+
+    // (revision, key, value or None for a delete), as the watch must deliver them.
+    let mut expected: Vec<(i64, String, Option<u64>)> = Vec::new();
+    async fn put(client: &Client, key: &str, n: u64) -> (i64, String, Option<u64>) {
+        let result = client.insert(key, &n).await.unwrap();
+        (result.revision, key.to_owned(), Some(n))
+    }
+    for n in 1..=3 {
+        expected.push(put(&client, "w/a", n).await); // 2..=4
+    }
+    // Read some of them live, so the resume point is past the snapshot.
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        seen.push(watch.next_event().await);
+    }
+    // Written just before the shutdown: may or may not reach the watch before it breaks.
+    expected.push(put(&client, "w/b", 4).await); // 5
+    server_a.shutdown().await;
+    // Not needed for the assertions: gives the watch time to fail a few reconnects against the
+    // closed port, the path a real restart takes.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // Written while the watched server is down: only history replay can deliver these.
+    expected.push(put(&side_client, "w/c", 5).await); // 6
+    side_client.insert("x/ignored", &0).await.unwrap(); // 7: outside the prefix
+    let deleted = side_client.delete("w/a").await.unwrap().unwrap(); // 8
+    expected.push((deleted, "w/a".into(), None));
+
+    let config_b = Config {
+        listen: addr,
+        ..common::config()
+    };
+    let server_b = start_with_store(config_b, store.clone()).await;
+    let client_b = Client::connect(server_b.url()).await.unwrap();
+    for n in 6..=7 {
+        expected.push(put(&client_b, "w/d", n).await); // 9, 10
+    }
+    let last_revision = expected.last().unwrap().0;
+
+    while seen.last().map(WatchEvent::revision) != Some(last_revision) {
+        seen.push(watch.next_event().await);
+    }
+    let got: Vec<(i64, String, Option<u64>)> = seen
+        .into_iter()
+        .map(|event| match event {
+            WatchEvent::Put { entry, revision } => (revision, entry.key, Some(entry.value)),
+            WatchEvent::Delete { key, revision } => (revision, key, None),
+            WatchEvent::Snapshot { revision, .. } => panic!("second snapshot at {revision}"),
+        })
+        .collect();
+    assert_eq!(got, expected);
+
+    // Still live on the new server, and nothing extra was queued.
+    client_b.insert("w/e", &8).await.unwrap();
+    match watch.next_event().await {
+        WatchEvent::Put { entry, revision } => {
+            assert_eq!(revision, last_revision + 1);
+            assert_eq!(entry.key, "w/e");
+        }
+        other => panic!("expected the put of w/e, got {other:?}"),
+    }
+    server_b.shutdown().await;
+    side.shutdown().await;
+}
+
+/// A quiet watch across a restart: nothing matched for a while, so only progress notices moved
+/// it forward; it must resume without a snapshot and without replaying anything.
+#[tokio::test]
+async fn quiet_watch_resumes_after_restart() {
+    let config = Config {
+        progress_interval: std::time::Duration::from_millis(50),
+        ..common::config()
+    };
+    let store = Store::new(&config);
+    let server_a = start_with_store(config.clone(), store.clone()).await;
+    let addr = server_a.addr();
+    let client = Client::connect(server_a.url()).await.unwrap();
+
+    let mut watch = Drained::new(client.watch_key::<Value>("quiet"));
+    assert!(matches!(
+        watch.next_event().await,
+        WatchEvent::Snapshot { revision: 0, .. }
+    ));
+    for n in 0..5 {
+        client.insert("noise", &n).await.unwrap();
+    }
+    server_a.shutdown().await;
+
+    let server_b = start_with_store(
+        Config {
+            listen: addr,
+            ..config
+        },
+        store,
+    )
+    .await;
+    let client_b = Client::connect(server_b.url()).await.unwrap();
+    let put = client_b.insert("quiet", &"now").await.unwrap();
+    match watch.next_event().await {
+        WatchEvent::Put { entry, revision } => {
+            assert_eq!(revision, put.revision);
+            assert_eq!(entry.value, json!("now"));
+        }
+        other => panic!("expected the put, got {other:?}"),
+    }
+    server_b.shutdown().await;
+}
+
+/// Connections cut without any status (as a crash or a network failure does), once while the
+/// watch is idle and once right after changes were made that it has not read yet: the watch
+/// reconnects and still delivers every change exactly once.
+#[tokio::test]
+async fn watch_survives_connections_cut_without_a_status() {
+    let server = common::start().await;
+    let proxy = common::proxy::Proxy::start(server.addr()).await;
+    let watched = Client::connect(proxy.url()).await.unwrap();
+    let writer = Client::connect(server.url()).await.unwrap();
+
+    let mut watch = Drained::new(watched.watch_key::<u64>("k"));
+    assert!(matches!(
+        watch.next_event().await,
+        WatchEvent::Snapshot { revision: 0, .. }
+    ));
+    let mut expected = Vec::new();
+    for n in 1..=2 {
+        expected.push(writer.insert("k", &n).await.unwrap().revision);
+    }
+    let mut seen = vec![watch.next_event().await.revision()];
+
+    // Cut while changes are unread, then again once the watch is back (it has read them).
+    for round in [3, 5] {
+        proxy.cut();
+        for n in round..round + 2 {
+            expected.push(writer.insert("k", &n).await.unwrap().revision);
+        }
+        while seen.len() < expected.len() {
+            match watch.next_event().await {
+                WatchEvent::Put { revision, .. } => seen.push(revision),
+                other => panic!("expected a put, got {other:?}"),
+            }
+        }
+    }
+    assert_eq!(seen, expected);
+}
