@@ -46,12 +46,17 @@ pub fn from_proto(value: &ProtoValue) -> Result<Json, ValueError> {
                 .map(from_proto)
                 .collect::<Result<_, _>>()?,
         ),
-        Kind::StructValue(s) => Json::Object(
-            s.fields
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), from_proto(v)?)))
-                .collect::<Result<Map<_, _>, ValueError>>()?,
-        ),
+        Kind::StructValue(s) => {
+            // A protobuf map has no order; sorting makes the stored document deterministic.
+            let mut fields: Vec<_> = s.fields.iter().collect();
+            fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            Json::Object(
+                fields
+                    .into_iter()
+                    .map(|(k, v)| Ok((k.clone(), from_proto(v)?)))
+                    .collect::<Result<Map<_, _>, ValueError>>()?,
+            )
+        }
     })
 }
 
@@ -97,10 +102,17 @@ mod tests {
             "18446744073709551616123",
             "0.1000000000000000055511151231257827",
             r#"{"big":12345678901234567890123,"list":[1,2.5,-3]}"#,
+            r#"{"z":1,"a":{"y":2,"b":3}}"#,
         ] {
             let parsed = parse_json_text(text).unwrap();
             assert_eq!(to_json_text(&parsed), text);
         }
+    }
+
+    #[test]
+    fn struct_fields_are_stored_in_key_order() {
+        let doc = from_proto(&to_proto(&json!({"b": 1, "c": 2, "a": 3}))).unwrap();
+        assert_eq!(to_json_text(&doc), r#"{"a":3,"b":1,"c":2}"#);
     }
 
     #[test]

@@ -73,8 +73,8 @@ async fn put_get_del_list_print_json_lines() {
     let server = common::start().await;
     let addr = server.url();
 
-    // Keys in sorted order: objects are printed with their keys sorted.
-    let value = r#"{"f":1.50,"list":[1,null],"n":123456789012345678901234567890,"name":"ünï"}"#;
+    // Printed exactly as written: key order and every digit.
+    let value = r#"{"name":"ünï","f":1.50,"n":123456789012345678901234567890,"list":[1,null]}"#;
     assert_eq!(
         ok(jsonkv(&addr, &["put", "cfg/a", value], None)),
         "{\"revision\":1}\n"

@@ -36,10 +36,12 @@ pub async fn run(
     health.set_serving::<JsonKvServer<JsonKvService>>().await;
 
     // grpcurl 1.8 speaks only v1alpha; newer tools speak v1. Serve both from one descriptor set.
+    // google.rpc error details are included so tools can decode ErrorInfo and BadRequest.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(jsonkv::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
     };
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;

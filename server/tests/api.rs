@@ -99,11 +99,8 @@ async fn json_text_is_lossless_for_big_numbers() {
         .unwrap()
         .kv
         .unwrap();
-    // Keys come back sorted; every digit survives.
-    assert_eq!(
-        kv.value_json,
-        r#"{"beyond":123456789012345678901234567890,"i64max":9223372036854775807,"neg":-9007199254740993,"precise":0.10000000000000000555,"u64max":18446744073709551615}"#
-    );
+    // The document comes back as written: key order and every digit.
+    assert_eq!(kv.value_json, text);
 }
 
 #[tokio::test]

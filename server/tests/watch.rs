@@ -166,7 +166,7 @@ async fn concurrent_writers_and_watchers_see_exactly_the_write_log() {
                         log.push((resp.revision, key.to_string(), None));
                     }
                 } else {
-                    let json = format!(r#"{{"i":{i},"w":{w}}}"#); // keys sorted, as stored
+                    let json = format!(r#"{{"w":{w},"i":{i}}}"#);
                     let revision = put(&mut c, key, &json).await;
                     log.push((revision, key.to_string(), Some(json)));
                 }
