@@ -1,0 +1,206 @@
+// A thin Node client for jsonkv (service jsonkv.v1.JsonKv over gRPC), loading
+// proto/jsonkv/v1/jsonkv.proto at run time, so it can never drift from the contract.
+//
+// Values travel as JSON text (`value_json`, responses asked for with VALUE_ENCODING_JSON), the
+// contract's lossless path. JSON.parse rounds integers beyond 2^53, so every entry carries the
+// exact text as `json` beside the parsed `value`, and insertJson() stores text as written.
+// Field names are the proto's (keepCase), int64 fields are decimal strings (longs: String).
+'use strict';
+
+const path = require('node:path');
+const grpc = require('@grpc/grpc-js');
+const protoLoader = require('@grpc/proto-loader');
+const protobuf = require('protobufjs');
+
+const PROTO_ROOT = path.resolve(__dirname, '..', '..', 'proto');
+const DEFAULT_TARGET = '127.0.0.1:50051';
+// Every unary call gets a deadline, so no call can hang forever.
+const DEFAULT_TIMEOUT_MS = 10_000;
+
+// google/protobuf/struct.proto, which jsonkv.proto imports, comes bundled with protobufjs.
+const definition = protoLoader.loadSync('jsonkv/v1/jsonkv.proto', {
+  includeDirs: [PROTO_ROOT],
+  keepCase: true,
+  longs: String,
+  enums: String,
+  defaults: true,
+  oneofs: true,
+});
+const { JsonKv } = grpc.loadPackageDefinition(definition).jsonkv.v1;
+
+// google.rpc.Status and ErrorInfo, to read the details of an error (grpc-status-details-bin).
+// `Any` here is wire-compatible with google.protobuf.Any.
+const rpc = protobuf.parse(
+  `
+  syntax = "proto3";
+  package google.rpc;
+  message Any { string type_url = 1; bytes value = 2; }
+  message Status { int32 code = 1; string message = 2; repeated Any details = 3; }
+  message ErrorInfo { string reason = 1; string domain = 2; map<string, string> metadata = 3; }
+  message FieldViolation { string field = 1; string description = 2; }
+  message BadRequest { repeated FieldViolation field_violations = 1; }
+`,
+  { keepCase: true },
+).root;
+
+// A stored key: `json` is the exact JSON text, `value` the parsed value (null for a delete).
+function toEntry(kv) {
+  return {
+    key: kv.key,
+    json: kv.value_json,
+    value: kv.value_json ? JSON.parse(kv.value_json) : null,
+    create_revision: kv.create_revision,
+    mod_revision: kv.mod_revision,
+    version: kv.version,
+  };
+}
+
+const EVENT_TYPES = { EVENT_TYPE_PUT: 'put', EVENT_TYPE_DELETE: 'delete' };
+
+// One watch stream: next() resolves to a snapshot ({ type: 'snapshot', revision, entries }),
+// unless the watch started from a revision, then to events ({ type: 'put' | 'delete', revision,
+// entry }). A snapshot sent in several messages comes out as one. Progress notices are consumed
+// here: they only advance `resumeRevision`, the start_revision that resumes after all seen so far.
+// next() rejects with the stream's error, and resolves to null when the stream ends.
+class Watch {
+  constructor(call) {
+    this.call = call;
+    this.messages = call[Symbol.asyncIterator]();
+    this.resumeRevision = 0n;
+  }
+
+  async next() {
+    const entries = [];
+    for (;;) {
+      const { value: msg, done } = await this.messages.next();
+      if (done) return null;
+      if (msg.response === 'progress') {
+        this.seen(msg.progress.revision);
+      } else if (msg.response === 'snapshot') {
+        entries.push(...msg.snapshot.kvs.map(toEntry));
+        if (msg.snapshot.last) {
+          this.seen(msg.snapshot.revision);
+          return { type: 'snapshot', revision: msg.snapshot.revision, entries };
+        }
+      } else if (msg.response === 'event') {
+        this.seen(msg.event.revision);
+        const type = EVENT_TYPES[msg.event.type] ?? 'unspecified';
+        return { type, revision: msg.event.revision, entry: toEntry(msg.event.kv) };
+      }
+    }
+  }
+
+  seen(revision) {
+    const next = BigInt(revision) + 1n;
+    if (next > this.resumeRevision) this.resumeRevision = next;
+  }
+
+  async *[Symbol.asyncIterator]() {
+    for (let item = await this.next(); item !== null; item = await this.next()) yield item;
+  }
+
+  // Ends the stream; a pending next() rejects with CANCELLED.
+  cancel() {
+    this.call.cancel();
+  }
+}
+
+// A connection to one jsonkv server. Calls return promises; errors are grpc-js ServiceErrors
+// (`code` is a grpc.status value; errorInfo(err) reads their ErrorInfo detail).
+class Client {
+  constructor(target = DEFAULT_TARGET, { timeoutMs = DEFAULT_TIMEOUT_MS } = {}) {
+    // The generated client, for whatever the helpers leave out.
+    this.stub = new JsonKv(target, grpc.credentials.createInsecure());
+    this.timeoutMs = timeoutMs;
+  }
+
+  close() {
+    this.stub.close();
+  }
+
+  unary(method, request) {
+    const deadline = Date.now() + this.timeoutMs;
+    return new Promise((resolve, reject) => {
+      this.stub[method](request, { deadline }, (err, response) =>
+        err ? reject(err) : resolve(response),
+      );
+    });
+  }
+
+  async get(key) {
+    const response = await this.unary('Get', { key, value_encoding: 'VALUE_ENCODING_JSON' });
+    return toEntry(response.kv);
+  }
+
+  // Stores JSON.stringify(value). Returns the response: `revision` is the key's new mod revision.
+  insert(key, value, options = {}) {
+    return this.insertJson(key, JSON.stringify(value), options);
+  }
+
+  // Stores JSON text as written: numbers of any size survive exactly.
+  // `expected_mod_revision` (number or decimal string): only if the key's mod revision is that
+  // (0: only if absent).
+  insertJson(key, json, { expected_mod_revision } = {}) {
+    return this.unary('Insert', { key, value_json: json, expected_mod_revision });
+  }
+
+  delete(key, { expected_mod_revision, allow_missing = false } = {}) {
+    return this.unary('Delete', { key, expected_mod_revision, allow_missing });
+  }
+
+  // Every key under `prefix` in key order, fetching a page at a time.
+  async list(prefix = '', { page_size = 0 } = {}) {
+    const entries = [];
+    let page_token = '';
+    do {
+      const response = await this.unary('List', {
+        prefix,
+        page_size,
+        page_token,
+        value_encoding: 'VALUE_ENCODING_JSON',
+      });
+      entries.push(...response.kvs.map(toEntry));
+      page_token = response.next_page_token;
+    } while (page_token);
+    return entries;
+  }
+
+  // `deadlineMs`, when given, bounds the whole stream.
+  watchKey(key, { start_revision = 0, deadlineMs } = {}) {
+    const request = { key, start_revision, value_encoding: 'VALUE_ENCODING_JSON' };
+    return new Watch(this.stub.WatchKey(request, streamOptions(deadlineMs)));
+  }
+
+  watchPrefix(prefix, { start_revision = 0, deadlineMs } = {}) {
+    const request = { prefix, start_revision, value_encoding: 'VALUE_ENCODING_JSON' };
+    return new Watch(this.stub.WatchPrefix(request, streamOptions(deadlineMs)));
+  }
+}
+
+function streamOptions(deadlineMs) {
+  return deadlineMs === undefined ? {} : { deadline: Date.now() + deadlineMs };
+}
+
+// The details of a failed call's google.rpc.Status whose type is `typeName` (e.g.
+// 'google.rpc.ErrorInfo'), decoded as plain objects.
+function statusDetails(err, typeName) {
+  const [bytes] = err.metadata?.get('grpc-status-details-bin') ?? [];
+  if (!bytes) return [];
+  const status = rpc.lookupType('google.rpc.Status').decode(bytes);
+  const type = rpc.lookupType(typeName);
+  return status.details
+    .filter((any) => any.type_url.endsWith(`/${typeName}`))
+    .map((any) => type.toObject(type.decode(any.value), { defaults: true }));
+}
+
+// The google.rpc.ErrorInfo detail of a failed call (REVISION_MISMATCH, REVISION_COMPACTED), or
+// null when it has none.
+function errorInfo(err) {
+  return statusDetails(err, 'google.rpc.ErrorInfo')[0] ?? null;
+}
+
+function connect(target = DEFAULT_TARGET, options = {}) {
+  return new Client(target, options);
+}
+
+module.exports = { connect, Client, Watch, errorInfo, statusDetails, grpc, DEFAULT_TARGET };

@@ -1,0 +1,368 @@
+// Black-box tests of the jsonkv contract from Node, through jsonkv-client.js and the raw stub,
+// against the real server at $JSONKV_ADDR (../test.sh starts it). Each test works under its own
+// key prefix, so tests sharing a server never meet.
+'use strict';
+
+const { test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { randomUUID } = require('node:crypto');
+const { spawnSync } = require('node:child_process');
+const path = require('node:path');
+const jsonkv = require('../jsonkv-client');
+
+const { grpc } = jsonkv;
+// Bounds every watch stream of this suite, so a missing event fails instead of hanging.
+const WATCH_DEADLINE_MS = 30_000;
+const target = process.env.JSONKV_ADDR;
+let kv;
+
+before(() => {
+  assert.ok(target, 'JSONKV_ADDR is not set: run the suite with clients/node/test.sh');
+  kv = jsonkv.connect(target);
+});
+after(() => kv.close());
+
+function freshPrefix(t) {
+  return `node/${t.name.replace(/\W+/g, '-')}/${randomUUID().slice(0, 8)}/`;
+}
+
+// The error a call fails with; fails the test if the call succeeds.
+async function failure(promise) {
+  try {
+    await promise;
+  } catch (err) {
+    return err;
+  }
+  assert.fail('the call succeeded');
+}
+
+// Reads `count` items of a watch.
+async function take(watch, count) {
+  const items = [];
+  while (items.length < count) items.push(await watch.next());
+  return items;
+}
+
+async function withWatch(watch, body) {
+  try {
+    return await body(watch);
+  } finally {
+    watch.cancel();
+  }
+}
+
+const revisions = (...revs) => revs.map(BigInt);
+
+test('insert/get round trip with nested JSON and unicode', async (t) => {
+  const key = `${freshPrefix(t)}ünïcødé/🔑`;
+  const value = {
+    greeting: 'héllo wörld 🌍',
+    日本語: ['値', { deep: { deeper: [1, 2.5, -0.125, null, true, false, ''] } }],
+    escapes: 'quote " backslash \\ newline \n tab \t nul \u0000',
+    empty: { object: {}, array: [] },
+  };
+  const inserted = await kv.insert(key, value);
+  assert.ok(BigInt(inserted.revision) > 0n);
+  assert.equal(inserted.create_revision, inserted.revision);
+  assert.equal(inserted.version, '1');
+
+  const entry = await kv.get(key);
+  assert.deepEqual(entry.value, value);
+  assert.deepEqual(
+    [entry.key, entry.create_revision, entry.mod_revision, entry.version],
+    [key, inserted.revision, inserted.revision, '1'],
+  );
+
+  const replaced = await kv.insert(key, ['replaced']);
+  assert.ok(BigInt(replaced.revision) > BigInt(inserted.revision));
+  assert.deepEqual([replaced.create_revision, replaced.version], [inserted.revision, '2']);
+  assert.deepEqual((await kv.get(key)).value, ['replaced']);
+});
+
+for (const [name, digits] of [
+  ['int64 max', '9223372036854775807'],
+  ['int64 min', '-9223372036854775808'],
+  ['2^64+1', '18446744073709551617'],
+  ['30 digits', '123456789012345678901234567890'],
+]) {
+  test(`big integer ${name} survives the JSON text path`, async (t) => {
+    const key = `${freshPrefix(t)}big`;
+    const negated = digits.startsWith('-') ? digits.slice(1) : `-${digits}`;
+    await kv.insertJson(key, `{"n":${digits},"list":[${digits},${negated}]}`);
+
+    const { json } = await kv.get(key);
+    // Compared as text: JSON.parse would round these, the server must not.
+    assert.ok(json.includes(`"n":${digits}`), json);
+    assert.ok(json.includes(`"list":[${digits},${negated}]`), json);
+    const [, n] = json.match(/"n":(-?\d+)/);
+    assert.equal(BigInt(n), BigInt(digits));
+  });
+}
+
+test('the default encoding is google.protobuf.Value', async (t) => {
+  const key = `${freshPrefix(t)}struct`;
+  await kv.insert(key, { hello: 'world', n: 1 });
+
+  const response = await kv.unary('Get', { key });
+  assert.equal(response.kv.value_json, '');
+  // protobufjs bundles struct.proto with camelCase field names, so keepCase does not reach them.
+  const { fields } = response.kv.value.structValue;
+  assert.equal(fields.hello.stringValue, 'world');
+  assert.equal(fields.n.numberValue, 1);
+});
+
+test('WatchKey sends the snapshot, then each insert in order', async (t) => {
+  const key = `${freshPrefix(t)}watched`;
+  const first = (await kv.insert(key, { n: 0 })).revision;
+
+  const events = await withWatch(
+    kv.watchKey(key, { deadlineMs: WATCH_DEADLINE_MS }),
+    async (watch) => {
+      const snapshot = await watch.next();
+      assert.equal(snapshot.type, 'snapshot');
+      assert.ok(BigInt(snapshot.revision) >= BigInt(first));
+      assert.deepEqual(
+        snapshot.entries.map((e) => [e.key, e.value, e.mod_revision, e.version]),
+        [[key, { n: 0 }, first, '1']],
+      );
+      const revs = [];
+      for (const n of [1, 2, 3]) revs.push((await kv.insert(key, { n })).revision);
+      revs.push((await kv.delete(key)).revision);
+      const events = await take(watch, 4);
+      assert.deepEqual(
+        events.map((e) => e.revision),
+        revs,
+      );
+      return events;
+    },
+  );
+
+  assert.deepEqual(
+    events.map((e) => e.type),
+    ['put', 'put', 'put', 'delete'],
+  );
+  assert.deepEqual(
+    events.map((e) => e.entry.value),
+    [{ n: 1 }, { n: 2 }, { n: 3 }, null],
+  );
+  assert.deepEqual(
+    events.slice(0, 3).map((e) => e.entry.version),
+    ['2', '3', '4'],
+  );
+  const revs = revisions(first, ...events.map((e) => e.revision));
+  assert.ok(
+    revs.every((r, i) => i === 0 || r > revs[i - 1]),
+    `not increasing: ${revs}`,
+  );
+});
+
+test('WatchKey of an absent key starts with an empty snapshot', async (t) => {
+  const key = `${freshPrefix(t)}absent`;
+  await withWatch(kv.watchKey(key, { deadlineMs: WATCH_DEADLINE_MS }), async (watch) => {
+    const snapshot = await watch.next();
+    assert.deepEqual([snapshot.type, snapshot.entries], ['snapshot', []]);
+
+    const created = await kv.insert(key, 'now here');
+    const event = await watch.next();
+    assert.deepEqual(
+      [event.type, event.revision, event.entry.value, event.entry.create_revision],
+      ['put', created.revision, 'now here', created.revision],
+    );
+  });
+});
+
+test('WatchPrefix sees only keys under the prefix', async (t) => {
+  const prefix = freshPrefix(t);
+  const outside = `${prefix.slice(0, -1)}-outside`;
+  const a = (await kv.insert(`${prefix}a`, 'a')).revision;
+  await kv.insert(outside, 'not watched');
+
+  await withWatch(kv.watchPrefix(prefix, { deadlineMs: WATCH_DEADLINE_MS }), async (watch) => {
+    const snapshot = await watch.next();
+    assert.equal(snapshot.type, 'snapshot');
+    assert.deepEqual(
+      snapshot.entries.map((e) => [e.key, e.value, e.mod_revision]),
+      [[`${prefix}a`, 'a', a]],
+    );
+
+    const b = (await kv.insert(`${prefix}b`, { b: true })).revision;
+    await kv.insert(outside, 'still not watched');
+    const c = (await kv.insert(`${prefix}sub/c`, [3])).revision;
+    const deleted = (await kv.delete(`${prefix}a`)).revision;
+    const events = await take(watch, 3);
+    assert.deepEqual(
+      events.map((e) => [e.type, e.entry.key, e.revision, e.entry.value]),
+      [
+        ['put', `${prefix}b`, b, { b: true }],
+        ['put', `${prefix}sub/c`, c, [3]],
+        ['delete', `${prefix}a`, deleted, null],
+      ],
+    );
+  });
+});
+
+test('a large snapshot comes in several messages, the last with last set', async (t) => {
+  const prefix = freshPrefix(t);
+  const padding = 'x'.repeat(600_000); // the snapshot of three of these cannot fit one message
+  const names = ['a', 'b', 'c'];
+  for (const name of names) await kv.insert(`${prefix}${name}`, { name, padding });
+
+  const call = kv.stub.WatchPrefix(
+    { prefix, value_encoding: 'VALUE_ENCODING_JSON' },
+    { deadline: Date.now() + WATCH_DEADLINE_MS },
+  );
+  const parts = [];
+  try {
+    for await (const message of call) {
+      if (message.response !== 'snapshot') continue;
+      parts.push(message.snapshot);
+      if (message.snapshot.last) break;
+    }
+  } finally {
+    call.cancel();
+  }
+  assert.ok(parts.length > 1, `${parts.length} snapshot message(s)`);
+  assert.equal(new Set(parts.map((p) => p.revision)).size, 1);
+  assert.deepEqual(
+    parts.map((p) => p.last),
+    parts.map((_, i) => i === parts.length - 1),
+  );
+  assert.deepEqual(
+    parts.flatMap((p) => p.kvs.map((entry) => entry.key)),
+    names.map((n) => `${prefix}${n}`),
+  );
+
+  await withWatch(kv.watchPrefix(prefix, { deadlineMs: WATCH_DEADLINE_MS }), async (watch) => {
+    const snapshot = await watch.next();
+    assert.deepEqual(
+      snapshot.entries.map((e) => e.value.name),
+      names,
+    );
+  });
+});
+
+test('a watch from start_revision replays exactly the later events', async (t) => {
+  const key = `${freshPrefix(t)}resumed`;
+  const revs = [];
+  for (const n of [0, 1, 2, 3]) revs.push((await kv.insert(key, n)).revision);
+
+  const watch = kv.watchKey(key, { start_revision: revs[1], deadlineMs: WATCH_DEADLINE_MS });
+  await withWatch(watch, async () => {
+    const replayed = await take(watch, 3);
+    assert.deepEqual(
+      replayed.map((e) => [e.type, e.revision, e.entry.value]),
+      [
+        ['put', revs[1], 1],
+        ['put', revs[2], 2],
+        ['put', revs[3], 3],
+      ],
+    );
+    // The next event is the next change: nothing before it was left out or repeated.
+    const live = (await kv.insert(key, 4)).revision;
+    const event = await watch.next();
+    assert.deepEqual([event.revision, event.entry.value], [live, 4]);
+    assert.equal(watch.resumeRevision, BigInt(live) + 1n);
+  });
+});
+
+test('compare-and-swap succeeds on a match and fails with REVISION_MISMATCH', async (t) => {
+  const key = `${freshPrefix(t)}cas`;
+  const created = (await kv.insert(key, 'v1', { expected_mod_revision: 0 })).revision;
+  const swapped = (await kv.insert(key, 'v2', { expected_mod_revision: created })).revision;
+  assert.ok(BigInt(swapped) > BigInt(created));
+
+  let err = await failure(kv.insert(key, 'v3', { expected_mod_revision: created }));
+  assert.equal(err.code, grpc.status.FAILED_PRECONDITION);
+  const info = jsonkv.errorInfo(err);
+  assert.deepEqual(info, {
+    reason: 'REVISION_MISMATCH',
+    domain: 'jsonkv.dev',
+    metadata: { key, expected_mod_revision: created, current_mod_revision: swapped },
+  });
+  assert.equal((await kv.get(key)).value, 'v2');
+
+  // A writer that lost the race retries with the revision the error carries.
+  const retried = await kv.insert(key, 'v3', {
+    expected_mod_revision: info.metadata.current_mod_revision,
+  });
+  const entry = await kv.get(key);
+  assert.deepEqual([entry.value, entry.mod_revision, entry.version], ['v3', retried.revision, '3']);
+
+  err = await failure(kv.insert(key, 'again', { expected_mod_revision: 0 }));
+  assert.equal(err.code, grpc.status.FAILED_PRECONDITION);
+  assert.equal(jsonkv.errorInfo(err).metadata.current_mod_revision, retried.revision);
+
+  err = await failure(kv.delete(key, { expected_mod_revision: created }));
+  assert.equal(err.code, grpc.status.FAILED_PRECONDITION);
+  assert.equal((await kv.delete(key, { expected_mod_revision: retried.revision })).deleted, true);
+});
+
+test('compare-and-swap on an absent key reports current_mod_revision 0', async (t) => {
+  const key = `${freshPrefix(t)}absent`;
+  const err = await failure(kv.insert(key, 'v', { expected_mod_revision: 5 }));
+  assert.equal(err.code, grpc.status.FAILED_PRECONDITION);
+  assert.equal(jsonkv.errorInfo(err).metadata.current_mod_revision, '0');
+  assert.equal((await failure(kv.get(key))).code, grpc.status.NOT_FOUND);
+});
+
+test('an empty key is INVALID_ARGUMENT, with a BadRequest naming the field', async () => {
+  for (const call of [() => kv.get(''), () => kv.insert('', 'v'), () => kv.delete('')]) {
+    const err = await failure(call());
+    assert.equal(err.code, grpc.status.INVALID_ARGUMENT);
+    const fields = jsonkv
+      .statusDetails(err, 'google.rpc.BadRequest')
+      .flatMap((d) => d.field_violations.map((v) => v.field));
+    assert.ok(fields.includes('key'), `BadRequest fields: ${fields}`);
+  }
+});
+
+test('malformed JSON text is INVALID_ARGUMENT and stores nothing', async (t) => {
+  const key = `${freshPrefix(t)}malformed`;
+  assert.equal((await failure(kv.insertJson(key, '{not json'))).code, grpc.status.INVALID_ARGUMENT);
+  assert.equal((await failure(kv.get(key))).code, grpc.status.NOT_FOUND);
+});
+
+test('a missing key is NOT_FOUND', async (t) => {
+  const key = `${freshPrefix(t)}missing`;
+  assert.equal((await failure(kv.get(key))).code, grpc.status.NOT_FOUND);
+  assert.equal((await failure(kv.delete(key))).code, grpc.status.NOT_FOUND);
+  assert.equal((await kv.delete(key, { allow_missing: true })).deleted, false);
+});
+
+test('List pages through the prefix in key order', async (t) => {
+  const prefix = freshPrefix(t);
+  const names = ['e', 'a', 'd', 'b/1', 'c'];
+  for (const name of names) await kv.insert(`${prefix}${name}`, { name });
+  await kv.insert(`${prefix.slice(0, -1)}-outside`, 'not listed');
+
+  const listed = await kv.list(prefix, { page_size: 2 });
+  const sorted = [...names].sort();
+  assert.deepEqual(
+    listed.map((e) => e.key),
+    sorted.map((n) => `${prefix}${n}`),
+  );
+  assert.deepEqual(
+    listed.map((e) => e.value),
+    sorted.map((name) => ({ name })),
+  );
+
+  const firstPage = await kv.unary('List', { prefix, page_size: 2 });
+  assert.equal(firstPage.kvs.length, 2);
+  assert.ok(firstPage.next_page_token);
+});
+
+test('example.js runs to completion', () => {
+  const run = spawnSync(process.execPath, [path.join(__dirname, '..', 'example.js'), target], {
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  assert.equal(run.status, 0, run.stderr);
+  const lines = run.stdout.trimEnd().split('\n');
+  assert.match(lines[1], /18446744073709551617/);
+  assert.match(lines[2], /^watch: snapshot/);
+  assert.deepEqual(
+    lines.slice(3, 6).map((l) => l.split(' at ')[0]),
+    Array(3).fill('watch: put'),
+  );
+  assert.equal(lines.at(-1), 'done');
+});

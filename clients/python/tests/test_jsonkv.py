@@ -1,0 +1,279 @@
+"""Black-box tests of the jsonkv contract from Python, through jsonkv_client and the raw stub,
+against the real server."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+import jsonkv_client
+from jsonkv_client import Entry, Event, Snapshot, pb
+
+# Bounds every watch stream of this suite, so a missing event fails instead of hanging.
+WATCH_DEADLINE = 30
+
+
+def test_insert_get_round_trip_nested_unicode(kv, prefix):
+    key = prefix + "ünïcødé/🔑"
+    value = {
+        "greeting": "héllo wörld 🌍",
+        "日本語": ["値", {"deep": {"deeper": [1, 2.5, -0.125, None, True, False, ""]}}],
+        "escapes": 'quote " backslash \\ newline \n tab \t nul \u0000',
+        "empty": {"object": {}, "array": []},
+    }
+    inserted = kv.insert(key, value)
+    assert inserted.revision > 0
+    assert inserted.create_revision == inserted.revision
+    assert inserted.version == 1
+
+    assert kv.get(key) == Entry(key, value, inserted.revision, inserted.revision, 1)
+
+    replaced = kv.insert(key, ["replaced"])
+    assert replaced.revision > inserted.revision
+    assert (replaced.create_revision, replaced.version) == (inserted.revision, 2)
+    assert kv.get(key) == Entry(key, ["replaced"], inserted.revision, replaced.revision, 2)
+
+
+@pytest.mark.parametrize(
+    "number",
+    [2**63 - 1, -(2**63), 2**64 + 1, 123456789012345678901234567890],
+    ids=["int64-max", "int64-min", "2^64+1", "30-digit"],
+)
+def test_big_integers_survive_the_json_text_path(kv, prefix, number):
+    key = prefix + "big"
+    kv.insert(key, {"n": number, "list": [number, -number]})
+
+    assert kv.get(key).value == {"n": number, "list": [number, -number]}
+    response = kv.stub.Get(pb.GetRequest(key=key, value_encoding=pb.VALUE_ENCODING_JSON))
+    assert str(number) in response.kv.value_json
+    assert not response.kv.HasField("value")
+
+
+def test_default_encoding_is_struct(kv, prefix):
+    key = prefix + "struct"
+    kv.insert(key, {"hello": "world", "n": 1})
+
+    kv_pb = kv.stub.Get(pb.GetRequest(key=key)).kv
+    assert kv_pb.value_json == ""
+    fields = kv_pb.value.struct_value.fields
+    assert fields["hello"].string_value == "world"
+    assert fields["n"].number_value == 1.0
+
+
+def test_watch_key_sends_snapshot_then_each_insert_in_order(kv, prefix):
+    key = prefix + "watched"
+    first = kv.insert(key, {"n": 0}).revision
+
+    with kv.watch_key(key, timeout=WATCH_DEADLINE) as watch:
+        snapshot = next(watch)
+        assert isinstance(snapshot, Snapshot)
+        assert snapshot.revision >= first
+        assert snapshot.entries == [Entry(key, {"n": 0}, first, first, 1)]
+
+        revisions = [kv.insert(key, {"n": n}).revision for n in (1, 2, 3)]
+        deleted = kv.delete(key).revision
+        events = [next(watch) for _ in range(4)]
+
+    assert [e.type for e in events] == ["put", "put", "put", "delete"]
+    assert [e.revision for e in events] == revisions + [deleted]
+    assert [e.entry.value for e in events] == [{"n": 1}, {"n": 2}, {"n": 3}, None]
+    assert [e.entry.version for e in events[:3]] == [2, 3, 4]
+    assert events[3].entry.key == key and events[3].entry.mod_revision == deleted
+    assert first < revisions[0] < revisions[1] < revisions[2] < deleted
+
+
+def test_watch_of_absent_key_starts_with_empty_snapshot(kv, prefix):
+    key = prefix + "absent"
+    with kv.watch_key(key, timeout=WATCH_DEADLINE) as watch:
+        snapshot = next(watch)
+        assert isinstance(snapshot, Snapshot) and snapshot.entries == []
+
+        created = kv.insert(key, "now here")
+        event = next(watch)
+    assert (event.type, event.revision, event.entry.value) == ("put", created.revision, "now here")
+    assert event.entry.create_revision == created.revision
+
+
+def test_watch_prefix_sees_only_keys_under_the_prefix(kv, prefix):
+    a = kv.insert(prefix + "a", "a").revision
+    outside = prefix.rstrip("/") + "-outside"
+    kv.insert(outside, "not watched")
+
+    with kv.watch_prefix(prefix, timeout=WATCH_DEADLINE) as watch:
+        snapshot = next(watch)
+        assert isinstance(snapshot, Snapshot)
+        assert snapshot.entries == [Entry(prefix + "a", "a", a, a, 1)]
+
+        b = kv.insert(prefix + "b", {"b": True}).revision
+        kv.insert(outside, "still not watched")
+        c = kv.insert(prefix + "sub/c", [3]).revision
+        deleted = kv.delete(prefix + "a").revision
+        events = [next(watch) for _ in range(3)]
+
+    assert [(e.type, e.entry.key, e.revision) for e in events] == [
+        ("put", prefix + "b", b),
+        ("put", prefix + "sub/c", c),
+        ("delete", prefix + "a", deleted),
+    ]
+    assert [e.entry.value for e in events] == [{"b": True}, [3], None]
+
+
+def test_large_snapshot_comes_in_several_messages_with_last_set(kv, prefix):
+    big = "x" * 600_000  # the snapshot of three of these cannot fit one message
+    names = ["a", "b", "c"]
+    for name in names:
+        kv.insert(prefix + name, {"name": name, "padding": big})
+
+    request = pb.WatchPrefixRequest(prefix=prefix, value_encoding=pb.VALUE_ENCODING_JSON)
+    call = kv.stub.WatchPrefix(request, timeout=WATCH_DEADLINE)
+    parts = []
+    for message in call:
+        if message.WhichOneof("response") == "snapshot":
+            parts.append(message.snapshot)
+            if message.snapshot.last:
+                break
+    call.cancel()
+    assert len(parts) > 1
+    assert len({part.revision for part in parts}) == 1
+    assert [part.last for part in parts] == [False] * (len(parts) - 1) + [True]
+    assert [entry.key for part in parts for entry in part.kvs] == [prefix + n for n in names]
+
+    with kv.watch_prefix(prefix, timeout=WATCH_DEADLINE) as watch:
+        snapshot = next(watch)
+    assert [e.value["name"] for e in snapshot.entries] == names
+
+
+def test_watch_from_start_revision_replays_exactly_the_later_events(kv, prefix):
+    key = prefix + "resumed"
+    revisions = [kv.insert(key, n).revision for n in range(4)]
+
+    with kv.watch_key(key, start_revision=revisions[1], timeout=WATCH_DEADLINE) as watch:
+        replayed = [next(watch) for _ in range(3)]
+        assert all(isinstance(e, Event) for e in replayed)
+        assert [(e.revision, e.entry.value) for e in replayed] == [
+            (revisions[1], 1),
+            (revisions[2], 2),
+            (revisions[3], 3),
+        ]
+
+        # The next event is the next change: nothing before it was left out or repeated.
+        live = kv.insert(key, 4).revision
+        event = next(watch)
+        assert (event.revision, event.entry.value) == (live, 4)
+        assert watch.resume_revision == live + 1
+
+
+def test_compare_and_swap(kv, prefix):
+    key = prefix + "cas"
+    created = kv.insert(key, "v1", expected_mod_revision=0).revision
+    swapped = kv.insert(key, "v2", expected_mod_revision=created).revision
+    assert swapped > created
+
+    with pytest.raises(grpc.RpcError) as failed:
+        kv.insert(key, "v3", expected_mod_revision=created)
+    assert failed.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    info = jsonkv_client.error_info(failed.value)
+    assert (info.reason, info.domain) == ("REVISION_MISMATCH", "jsonkv.dev")
+    assert dict(info.metadata) == {
+        "key": key,
+        "expected_mod_revision": str(created),
+        "current_mod_revision": str(swapped),
+    }
+    assert kv.get(key).value == "v2"
+
+    # A writer that lost the race retries with the revision the error carries.
+    retried = kv.insert(key, "v3", expected_mod_revision=int(info.metadata["current_mod_revision"]))
+    assert kv.get(key) == Entry(key, "v3", created, retried.revision, 3)
+
+    with pytest.raises(grpc.RpcError) as failed:
+        kv.insert(key, "again", expected_mod_revision=0)
+    assert failed.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert jsonkv_client.error_info(failed.value).metadata["current_mod_revision"] == str(
+        retried.revision
+    )
+
+    with pytest.raises(grpc.RpcError) as failed:
+        kv.delete(key, expected_mod_revision=created)
+    assert failed.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert kv.delete(key, expected_mod_revision=retried.revision).deleted
+
+
+def test_compare_and_swap_on_absent_key_reports_zero(kv, prefix):
+    key = prefix + "absent"
+    with pytest.raises(grpc.RpcError) as failed:
+        kv.insert(key, "v", expected_mod_revision=5)
+    assert failed.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert jsonkv_client.error_info(failed.value).metadata["current_mod_revision"] == "0"
+    with pytest.raises(grpc.RpcError) as missing:
+        kv.get(key)
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def bad_request_fields(error: grpc.RpcError) -> list[str]:
+    status = rpc_status.from_call(error)
+    fields = []
+    for detail in status.details if status else []:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            fields += [v.field for v in bad_request.field_violations]
+    return fields
+
+
+@pytest.mark.parametrize("call", ["get", "insert", "delete"])
+def test_empty_key_is_invalid_argument(kv, call):
+    args = {"get": ("",), "insert": ("", "v"), "delete": ("",)}[call]
+    with pytest.raises(grpc.RpcError) as failed:
+        getattr(kv, call)(*args)
+    assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "key" in bad_request_fields(failed.value)
+
+
+def test_malformed_json_text_is_invalid_argument(kv, prefix):
+    key = prefix + "malformed"
+    with pytest.raises(grpc.RpcError) as failed:
+        kv.stub.Insert(pb.InsertRequest(key=key, value_json="{not json"))
+    assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as missing:
+        kv.get(key)
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_missing_key_is_not_found(kv, prefix):
+    key = prefix + "missing"
+    for call in (kv.get, kv.delete):
+        with pytest.raises(grpc.RpcError) as failed:
+            call(key)
+        assert failed.value.code() == grpc.StatusCode.NOT_FOUND
+    assert not kv.delete(key, allow_missing=True).deleted
+
+
+def test_list_pages_through_the_prefix_in_key_order(kv, prefix):
+    names = ["e", "a", "d", "b/1", "c"]
+    for name in names:
+        kv.insert(prefix + name, {"name": name})
+    kv.insert(prefix.rstrip("/") + "-outside", "not listed")
+
+    listed = list(kv.list(prefix, page_size=2))
+    assert [e.key for e in listed] == [prefix + n for n in sorted(names)]
+    assert [e.value for e in listed] == [{"name": n} for n in sorted(names)]
+
+    first_page = kv.stub.List(pb.ListRequest(prefix=prefix, page_size=2))
+    assert len(first_page.kvs) == 2 and first_page.next_page_token
+
+
+def test_example_program_runs_to_completion(target):
+    example = Path(__file__).resolve().parent.parent / "example.py"
+    done = subprocess.run(
+        [sys.executable, str(example), target], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "18446744073709551617" in lines[1]
+    assert lines[2].startswith("watch: snapshot")
+    assert [line.split(" at ")[0] for line in lines[3:6]] == ["watch: put"] * 3
+    assert lines[-1] == "done"
