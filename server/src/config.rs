@@ -1,12 +1,22 @@
 //! Server settings, with the defaults the binary documents in `--help`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::storage::SyncMode;
 
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// Where data is kept; `None` keeps it in memory only. (The binary defaults to
+    /// `./jsonkv-data`; this library default is in memory, for tests and embedding.)
+    pub data_dir: Option<PathBuf>,
+    /// When a write counts as stored: fsynced (`Always`) or only handed to the OS (`None`).
+    pub sync: SyncMode,
+    /// A log segment is sealed, and compaction considered, once it reaches this size.
+    pub segment_bytes: u64,
     /// Events kept for `start_revision` replay and for lagging watchers to catch up.
     pub history_size: usize,
     /// Per key/prefix broadcast buffer: how far a watcher may fall behind the writers before it
@@ -31,6 +41,9 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            data_dir: None,
+            sync: SyncMode::Always,
+            segment_bytes: 64 * 1024 * 1024,
             history_size: 100_000,
             watch_buffer: 1024,
             max_key_bytes: 4 * 1024,

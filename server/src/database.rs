@@ -1,6 +1,7 @@
-//! The `Database`: the key -> JSON map with per-key revision metadata and the global revision
-//! counter. Pure, synchronous state; [`crate::store::Store`] puts it behind a lock and tells
-//! watchers about the [`Event`]s it returns.
+//! The `Database`: the key -> JSON map with per-key revision metadata and the revision of the
+//! last committed change. Pure, synchronous state. A change is first *planned*
+//! ([`plan_put`], [`plan_delete`]: precondition check and new metadata, nothing changed), then,
+//! once durable, *applied* ([`Database::apply`]). [`crate::store::Store`] does the sequencing.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -35,13 +36,6 @@ pub struct Event {
 /// A condition on a key's current mod revision; 0 means "the key is absent".
 pub type ExpectedModRevision = Option<Revision>;
 
-/// The result of a change: the event it produced and the key's previous entry.
-#[derive(Debug)]
-pub struct Change {
-    pub event: Arc<Event>,
-    pub previous: Option<Entry>,
-}
-
 /// The keyspace at one revision.
 #[derive(Debug, Default)]
 pub struct Database {
@@ -59,6 +53,19 @@ impl Database {
         self.entries.get(key)
     }
 
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Every entry in key order (for snapshots).
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Entry)> {
+        self.entries.iter()
+    }
+
     /// Keys starting with `prefix`, in order, strictly after `after` when given.
     pub fn range<'a>(
         &'a self,
@@ -74,55 +81,72 @@ impl Database {
             .take_while(move |(k, _)| k.starts_with(prefix))
     }
 
-    /// Sets `key` to `value` if `expected` holds, as the next revision.
-    pub fn put(
-        &mut self,
-        key: String,
-        value: Arc<Json>,
-        expected: ExpectedModRevision,
-    ) -> Result<Change, Error> {
-        let previous = self.entries.get(&key).cloned();
-        check(&key, expected, previous.as_ref())?;
-        let revision = self.revision + 1;
-        let entry = Entry {
-            value,
-            create_revision: previous.as_ref().map_or(revision, |p| p.create_revision),
-            mod_revision: revision,
-            version: previous.as_ref().map_or(1, |p| p.version + 1),
-        };
-        self.revision = revision;
-        self.entries.insert(key.clone(), entry.clone());
-        let event = Arc::new(Event {
-            revision,
-            key,
-            entry: Some(entry),
-        });
-        Ok(Change { event, previous })
+    /// Installs a change planned by [`plan_put`] or [`plan_delete`]: the one way the map and
+    /// the revision move, whether live, from a log on recovery, or from a snapshot.
+    pub fn apply(&mut self, event: &Event) {
+        debug_assert!(
+            event.revision > self.revision,
+            "changes apply in revision order"
+        );
+        match &event.entry {
+            Some(entry) => {
+                self.entries.insert(event.key.clone(), entry.clone());
+            }
+            None => {
+                self.entries.remove(&event.key);
+            }
+        }
+        self.revision = event.revision;
     }
 
-    /// Deletes `key` if `expected` holds. `Ok(None)` when the key is absent and `expected`
-    /// allows that (nothing changes, no revision is used).
-    pub fn delete(
-        &mut self,
-        key: &str,
-        expected: ExpectedModRevision,
-    ) -> Result<Option<Change>, Error> {
-        let current = self.entries.get(key);
-        check(key, expected, current)?;
-        let Some(previous) = self.entries.remove(key) else {
-            return Ok(None);
-        };
-        self.revision += 1;
-        let event = Arc::new(Event {
-            revision: self.revision,
-            key: key.to_owned(),
-            entry: None,
-        });
-        Ok(Some(Change {
-            event,
-            previous: Some(previous),
-        }))
+    /// Installs a snapshot entry, without moving the revision (see [`Database::set_revision`]).
+    pub fn load(&mut self, key: String, entry: Entry) {
+        self.entries.insert(key, entry);
     }
+
+    /// Sets the revision after loading a snapshot taken at `revision`.
+    pub fn set_revision(&mut self, revision: Revision) {
+        self.revision = revision;
+    }
+}
+
+/// Plans setting `key` to `value` as change `revision`, given the key's `current` entry:
+/// checks `expected` and computes the new metadata. Changes nothing.
+pub fn plan_put(
+    current: Option<&Entry>,
+    key: String,
+    value: Arc<Json>,
+    expected: ExpectedModRevision,
+    revision: Revision,
+) -> Result<Event, Error> {
+    check(&key, expected, current)?;
+    let entry = Entry {
+        value,
+        create_revision: current.map_or(revision, |c| c.create_revision),
+        mod_revision: revision,
+        version: current.map_or(1, |c| c.version + 1),
+    };
+    Ok(Event {
+        revision,
+        key,
+        entry: Some(entry),
+    })
+}
+
+/// Plans deleting `key` as change `revision`. `Ok(None)` when the key is absent and `expected`
+/// allows that: nothing to do, and no revision is used.
+pub fn plan_delete(
+    current: Option<&Entry>,
+    key: &str,
+    expected: ExpectedModRevision,
+    revision: Revision,
+) -> Result<Option<Event>, Error> {
+    check(key, expected, current)?;
+    Ok(current.map(|_| Event {
+        revision,
+        key: key.to_owned(),
+        entry: None,
+    }))
 }
 
 fn check(key: &str, expected: ExpectedModRevision, current: Option<&Entry>) -> Result<(), Error> {
@@ -142,26 +166,51 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn v(j: Json) -> Arc<Json> {
-        Arc::new(j)
+    /// Plans and applies a put against `db`, as the store does.
+    fn put(
+        db: &mut Database,
+        key: &str,
+        value: Json,
+        expected: ExpectedModRevision,
+    ) -> Result<Event, Error> {
+        let event = plan_put(
+            db.get(key),
+            key.into(),
+            Arc::new(value),
+            expected,
+            db.revision() + 1,
+        )?;
+        db.apply(&event);
+        Ok(event)
+    }
+
+    fn delete(
+        db: &mut Database,
+        key: &str,
+        expected: ExpectedModRevision,
+    ) -> Result<Option<Event>, Error> {
+        let event = plan_delete(db.get(key), key, expected, db.revision() + 1)?;
+        if let Some(event) = &event {
+            db.apply(event);
+        }
+        Ok(event)
     }
 
     #[test]
     fn revisions_and_versions_follow_changes() {
         let mut db = Database::default();
         assert_eq!(db.revision(), 0);
-        db.put("a".into(), v(json!(1)), None).unwrap();
-        db.put("b".into(), v(json!(2)), None).unwrap();
-        let change = db.put("a".into(), v(json!(3)), None).unwrap();
-        assert_eq!(change.event.revision, 3);
-        assert_eq!(*change.previous.unwrap().value, json!(1));
+        put(&mut db, "a", json!(1), None).unwrap();
+        put(&mut db, "b", json!(2), None).unwrap();
+        let event = put(&mut db, "a", json!(3), None).unwrap();
+        assert_eq!(event.revision, 3);
         let a = db.get("a").unwrap();
         assert_eq!((a.create_revision, a.mod_revision, a.version), (1, 3, 2));
-        let deleted = db.delete("a", None).unwrap().unwrap();
-        assert_eq!(deleted.event.revision, 4);
-        assert!(deleted.event.entry.is_none());
+        let deleted = delete(&mut db, "a", None).unwrap().unwrap();
+        assert_eq!(deleted.revision, 4);
+        assert!(deleted.entry.is_none());
         // Re-creating starts a new life: new create revision, version 1.
-        db.put("a".into(), v(json!(5)), None).unwrap();
+        put(&mut db, "a", json!(5), None).unwrap();
         let a = db.get("a").unwrap();
         assert_eq!((a.create_revision, a.mod_revision, a.version), (5, 5, 1));
     }
@@ -169,8 +218,8 @@ mod tests {
     #[test]
     fn failed_preconditions_change_nothing() {
         let mut db = Database::default();
-        db.put("k".into(), v(json!("x")), Some(0)).unwrap();
-        let err = db.put("k".into(), v(json!("y")), Some(0)).unwrap_err();
+        put(&mut db, "k", json!("x"), Some(0)).unwrap();
+        let err = put(&mut db, "k", json!("y"), Some(0)).unwrap_err();
         assert!(matches!(
             err,
             Error::RevisionMismatch {
@@ -179,21 +228,21 @@ mod tests {
                 ..
             }
         ));
-        let err = db.delete("k", Some(7)).unwrap_err();
+        let err = delete(&mut db, "k", Some(7)).unwrap_err();
         assert!(matches!(err, Error::RevisionMismatch { current: 1, .. }));
         assert_eq!(db.revision(), 1);
         assert_eq!(*db.get("k").unwrap().value, json!("x"));
         // A matching revision succeeds.
-        db.put("k".into(), v(json!("z")), Some(1)).unwrap();
-        assert!(db.delete("k", Some(2)).unwrap().is_some());
+        put(&mut db, "k", json!("z"), Some(1)).unwrap();
+        assert!(delete(&mut db, "k", Some(2)).unwrap().is_some());
     }
 
     #[test]
     fn deleting_an_absent_key_uses_no_revision() {
         let mut db = Database::default();
-        assert!(db.delete("nope", None).unwrap().is_none());
-        assert!(db.delete("nope", Some(0)).unwrap().is_none());
-        assert!(db.delete("nope", Some(3)).is_err());
+        assert!(delete(&mut db, "nope", None).unwrap().is_none());
+        assert!(delete(&mut db, "nope", Some(0)).unwrap().is_none());
+        assert!(delete(&mut db, "nope", Some(3)).is_err());
         assert_eq!(db.revision(), 0);
     }
 
@@ -201,7 +250,7 @@ mod tests {
     fn range_is_prefix_bounded_and_resumable() {
         let mut db = Database::default();
         for k in ["a", "ab", "abc", "abd", "ac", "b"] {
-            db.put(k.into(), v(json!(k)), None).unwrap();
+            put(&mut db, k, json!(k), None).unwrap();
         }
         let keys =
             |it: Vec<(&String, &Entry)>| it.into_iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();

@@ -47,6 +47,18 @@ pub enum Error {
     #[error("server is shutting down")]
     ShuttingDown,
 
+    /// Storage could not persist a write (full disk, I/O error); nothing was changed.
+    #[error("write not stored: {0}")]
+    Storage(String),
+
+    /// Stored data failed its checks on start-up.
+    #[error("corrupt data in {file} at offset {offset}: {reason}")]
+    Corrupt {
+        file: String,
+        offset: u64,
+        reason: String,
+    },
+
     /// A broken invariant, reported rather than panicking inside a request.
     #[error("internal error: {0}")]
     Internal(String),
@@ -90,7 +102,8 @@ impl From<Error> for Status {
             ),
             Error::Compacted { requested, oldest } => compacted(message, requested, oldest),
             Error::WatcherLagged { delivered, oldest } => compacted(message, delivered + 1, oldest),
-            Error::ShuttingDown => Status::unavailable(message),
+            Error::ShuttingDown | Error::Storage(_) => Status::unavailable(message),
+            Error::Corrupt { .. } => Status::data_loss(message),
             Error::Internal(_) => Status::internal(message),
         }
     }

@@ -5,8 +5,12 @@
 //!   and the global revision counter. Produces an `Event` per change.
 //! - [`history`]: `HistoryRing`, the bounded window of recent events for replay and catch-up.
 //! - [`hub`]: `WatchHub`, per-key and per-prefix `broadcast` senders.
-//! - [`store`]: `Store`, the cheap-to-clone handle tying those together under one lock, and
-//!   `Subscription`, a watcher's gap-free, duplicate-free view of the events.
+//! - [`storage`]: the `Storage` trait and its two implementations, memory and a checksummed
+//!   log with snapshots on disk.
+//! - [`commit`]: the commit pipeline: one thread persists queued changes in batches (group
+//!   commit) and then applies them.
+//! - [`store`]: `Store`, the cheap-to-clone handle tying those together, and `Subscription`,
+//!   a watcher's gap-free, duplicate-free view of the events.
 //! - [`watch_stream`]: turns a `Subscription` into a gRPC response stream.
 //! - [`wire`]: request validation and conversion to protobuf messages.
 //! - [`service`]: the `jsonkv.v1.JsonKv` implementation.
@@ -16,6 +20,7 @@
 //!
 //! ARCHITECTURE.md at the repository root walks a request and a watch event through these.
 
+pub mod commit;
 pub mod config;
 pub mod database;
 pub mod error;
@@ -24,6 +29,7 @@ pub mod hub;
 pub mod server;
 pub mod service;
 pub mod shutdown;
+pub mod storage;
 pub mod store;
 pub mod watch_stream;
 pub mod wire;

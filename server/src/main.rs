@@ -2,9 +2,11 @@
 //! or SIGTERM.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+use jsonkv_server::storage::SyncMode;
 use jsonkv_server::{run, Config, Store};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -16,6 +18,19 @@ struct Args {
     /// Address to serve gRPC on.
     #[arg(long, default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
+    /// Directory the data is kept in (created if missing; one server at a time).
+    #[arg(long, default_value = "./jsonkv-data")]
+    data_dir: PathBuf,
+    /// Keep data in memory only: nothing is written to disk, and a restart starts empty.
+    #[arg(long, conflicts_with_all = ["data_dir", "sync"])]
+    in_memory: bool,
+    /// When a write is acknowledged: `always` after fsync (survives power loss; concurrent
+    /// writes share one fsync), `none` after handing it to the OS (survives a process crash).
+    #[arg(long, value_enum, default_value_t = Sync::Always)]
+    sync: Sync,
+    /// Size at which a log segment is sealed and may be compacted into a snapshot.
+    #[arg(long, default_value_t = Config::default().segment_bytes)]
+    segment_bytes: u64,
     /// Events kept in memory for watch replay (`start_revision`) and for slow watchers to catch
     /// up; older revisions answer OUT_OF_RANGE.
     #[arg(long, default_value_t = Config::default().history_size)]
@@ -41,10 +56,22 @@ struct Args {
     shutdown_grace_secs: u64,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Sync {
+    Always,
+    None,
+}
+
 impl From<Args> for Config {
     fn from(args: Args) -> Config {
         Config {
             listen: args.listen,
+            data_dir: (!args.in_memory).then_some(args.data_dir),
+            sync: match args.sync {
+                Sync::Always => SyncMode::Always,
+                Sync::None => SyncMode::None,
+            },
+            segment_bytes: args.segment_bytes,
             history_size: args.history_size,
             watch_buffer: args.watch_buffer,
             max_key_bytes: args.max_key_bytes,
@@ -69,8 +96,21 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    tracing::info!(addr = %config.listen, "jsonkv-server listening");
-    let store = Store::new(&config);
+    let store = match Store::from_config(&config) {
+        Ok(store) => store,
+        Err(err) => {
+            eprintln!("error: {err}");
+            std::process::exit(1);
+        }
+    };
+    match &config.data_dir {
+        Some(dir) => {
+            tracing::info!(addr = %config.listen, data_dir = %dir.display(), sync = ?config.sync, "jsonkv-server listening")
+        }
+        None => {
+            tracing::info!(addr = %config.listen, "jsonkv-server listening (in memory: nothing is persisted)")
+        }
+    }
     if let Err(err) = run(config, listener, store, shutdown_signal()).await {
         eprintln!("error: {err}");
         std::process::exit(1);

@@ -96,9 +96,10 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
-    /// Binds `config.listen` (port 0 picks a free port) and serves a new, empty store.
+    /// Binds `config.listen` (port 0 picks a free port) and serves the store `config` asks
+    /// for: in memory, or recovered from `config.data_dir`.
     pub async fn start(config: Config) -> std::io::Result<RunningServer> {
-        let store = Store::new(&config);
+        let store = Store::from_config(&config).map_err(std::io::Error::other)?;
         RunningServer::start_with_store(config, store).await
     }
 

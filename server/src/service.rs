@@ -44,12 +44,12 @@ impl JsonKvService {
         })
     }
 
-    fn insert(&self, req: pb::InsertRequest) -> Result<pb::InsertResponse, Error> {
+    async fn insert(&self, req: pb::InsertRequest) -> Result<pb::InsertResponse, Error> {
         self.limits.key(&req.key)?;
         let encoding = wire::encoding(req.value_encoding)?;
         let expected = wire::expected_mod_revision(req.expected_mod_revision)?;
         let value = self.limits.value(req.new_value)?;
-        let change = self.store.put(req.key, value, expected)?;
+        let change = self.store.put(req.key, value, expected).await?;
         let entry = change
             .event
             .entry
@@ -66,11 +66,11 @@ impl JsonKvService {
         })
     }
 
-    fn delete(&self, req: pb::DeleteRequest) -> Result<pb::DeleteResponse, Error> {
+    async fn delete(&self, req: pb::DeleteRequest) -> Result<pb::DeleteResponse, Error> {
         self.limits.key(&req.key)?;
         let encoding = wire::encoding(req.value_encoding)?;
         let expected = wire::expected_mod_revision(req.expected_mod_revision)?;
-        match self.store.delete(&req.key, expected)? {
+        match self.store.delete(&req.key, expected).await? {
             Some(change) => Ok(pb::DeleteResponse {
                 revision: change.event.revision,
                 previous: change
@@ -146,20 +146,18 @@ impl JsonKv for JsonKvService {
         &self,
         req: Request<pb::InsertRequest>,
     ) -> Result<Response<pb::InsertResponse>, Status> {
-        Ok(Response::new(JsonKvService::insert(
-            self,
-            req.into_inner(),
-        )?))
+        Ok(Response::new(
+            JsonKvService::insert(self, req.into_inner()).await?,
+        ))
     }
 
     async fn delete(
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        Ok(Response::new(JsonKvService::delete(
-            self,
-            req.into_inner(),
-        )?))
+        Ok(Response::new(
+            JsonKvService::delete(self, req.into_inner()).await?,
+        ))
     }
 
     async fn list(

@@ -1,28 +1,44 @@
-//! `Store`: the cheap-to-clone handle to all shared state (the `Database`, its `HistoryRing` and
-//! the `WatchHub`), and [`Subscription`], a watcher's lossless view of the event flow.
+//! `Store`: the cheap-to-clone handle to all shared state (the committed `Database`, its
+//! `HistoryRing`, the `WatchHub` and the commit pipeline), and [`Subscription`], a watcher's
+//! lossless view of the event flow.
+//!
+//! A write is planned, then committed, then applied:
+//! 1. *Plan*, under the state write lock: check the precondition against the key's latest
+//!    state (committed, or planned by a write still in the pipeline), take the next revision,
+//!    note the change in `planned`, and queue it. Queue order is therefore revision order.
+//! 2. *Commit*, on the commit thread ([`crate::commit`]): storage persists a batch.
+//! 3. *Apply*, under the state write lock, on the commit thread: the batch enters the database
+//!    and history and is published to watchers; then its writers are answered.
+//!
+//! Readers and watchers see only applied changes, so nothing they see can be lost to a crash,
+//! and an acknowledged write is visible to every read that follows it.
 //!
 //! Locking, and why watches cannot miss or repeat an event:
-//! - `state` is a `RwLock` over the database and history. A writer changes the database,
-//!   appends to history and publishes to the hub *before* releasing the write lock, so events
-//!   enter every channel in revision order.
+//! - Changes are applied and published under the write lock, in revision order.
 //! - A watcher reads its snapshot (or history backlog) and subscribes while holding the read
-//!   lock, so no write can fall between the read and the subscription.
-//! - Both locks are synchronous (`parking_lot`): they are held for map operations and
-//!   non-blocking `broadcast::send`s only, never across an `.await`.
-//! - Lock order is `state`, then `hub`. Releasing a subscription takes only `hub`.
+//!   lock, so no change can fall between the read and the subscription.
+//! - Locks are synchronous (`parking_lot`), held for map operations and non-blocking
+//!   `broadcast::send`s only, never across an `.await`.
+//! - Lock order: `state`, then `hub` or the commit queue. Releasing a subscription takes only
+//!   `hub`.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value as Json;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::oneshot;
 
+use crate::commit::{self, CommitQueue, Committer, Pending};
 use crate::config::Config;
-use crate::database::{Change, Database, Entry, Event, ExpectedModRevision, Revision};
+use crate::database::{self, Database, Entry, Event, ExpectedModRevision, Revision};
 use crate::error::Error;
 use crate::history::HistoryRing;
 use crate::hub::{EventReceiver, WatchHub, WatchTarget};
+use crate::storage::{DiskStorage, MemoryStorage, Storage};
 
 #[derive(Clone)]
 pub struct Store {
@@ -32,13 +48,53 @@ pub struct Store {
 struct Shared {
     state: RwLock<State>,
     hub: Mutex<WatchHub>,
+    queue: Arc<CommitQueue>,
+    /// Joined on drop, so that storage (and its directory lock) is released with the last
+    /// handle.
+    commit_thread: Mutex<Option<JoinHandle<()>>>,
     /// How often a lagging watcher caught up from history (for metrics and tests).
     catch_ups: AtomicU64,
 }
 
 struct State {
+    /// Committed and applied changes only: what every read and watch sees.
     db: Database,
     history: HistoryRing,
+    /// Keys with changes planned but not yet applied: the latest planned entry (`None`: a
+    /// delete) and its revision. Preconditions are checked against these first.
+    planned: HashMap<String, (Revision, Option<Entry>)>,
+    /// The revision the next planned change takes.
+    next_revision: Revision,
+}
+
+type Committed = oneshot::Receiver<Result<(), Error>>;
+
+impl State {
+    /// The key's latest state, counting changes still in the pipeline.
+    fn latest(&self, key: &str) -> Option<&Entry> {
+        match self.planned.get(key) {
+            Some((_, planned)) => planned.as_ref(),
+            None => self.db.get(key),
+        }
+    }
+
+    /// Gives `event` its place in the pipeline: remembers it as planned and queues it.
+    fn plan(&mut self, event: Event, queue: &CommitQueue) -> (Arc<Event>, Committed) {
+        debug_assert_eq!(event.revision, self.next_revision);
+        self.next_revision += 1;
+        let event = Arc::new(event);
+        self.planned
+            .insert(event.key.clone(), (event.revision, event.entry.clone()));
+        let done = queue.push(Arc::clone(&event));
+        (event, done)
+    }
+}
+
+/// A committed change: its event and the key's previous entry.
+#[derive(Debug)]
+pub struct Change {
+    pub event: Arc<Event>,
+    pub previous: Option<Entry>,
 }
 
 /// One page of a listing.
@@ -63,20 +119,54 @@ pub enum WatchStart {
 }
 
 impl Store {
+    /// An in-memory store (nothing persisted).
     pub fn new(config: &Config) -> Store {
-        Store {
-            shared: Arc::new(Shared {
-                state: RwLock::new(State {
-                    db: Database::default(),
-                    history: HistoryRing::new(config.history_size),
-                }),
-                hub: Mutex::new(WatchHub::new(config.watch_buffer)),
-                catch_ups: AtomicU64::new(0),
-            }),
+        Store::open(config, Box::new(MemoryStorage)).expect("memory storage cannot fail")
+    }
+
+    /// The store the config asks for: on disk under `data_dir`, or in memory without one.
+    pub fn from_config(config: &Config) -> Result<Store, Error> {
+        match &config.data_dir {
+            Some(dir) => Store::open(
+                config,
+                Box::new(DiskStorage::open(dir, config.sync, config.segment_bytes)?),
+            ),
+            None => Ok(Store::new(config)),
         }
     }
 
-    /// The revision of the last change.
+    /// Recovers what `storage` holds and starts committing to it.
+    pub fn open(config: &Config, mut storage: Box<dyn Storage>) -> Result<Store, Error> {
+        let recovered = storage.recover()?;
+        let mut db = Database::default();
+        for (key, entry) in recovered.snapshot {
+            db.load(key, entry);
+        }
+        db.set_revision(recovered.snapshot_revision);
+        let mut history = HistoryRing::new(config.history_size);
+        for event in recovered.events {
+            db.apply(&event);
+            history.push(event);
+        }
+        let queue = Arc::new(CommitQueue::default());
+        let shared = Arc::new(Shared {
+            state: RwLock::new(State {
+                next_revision: db.revision() + 1,
+                db,
+                history,
+                planned: HashMap::new(),
+            }),
+            hub: Mutex::new(WatchHub::new(config.watch_buffer)),
+            queue: Arc::clone(&queue),
+            commit_thread: Mutex::new(None),
+            catch_ups: AtomicU64::new(0),
+        });
+        let thread = commit::spawn(queue, Arc::downgrade(&shared), storage);
+        *shared.commit_thread.lock() = Some(thread);
+        Ok(Store { shared })
+    }
+
+    /// The revision of the last applied change.
     pub fn revision(&self) -> Revision {
         self.shared.state.read().db.revision()
     }
@@ -104,39 +194,47 @@ impl Store {
             revision: state.db.revision(),
         }
     }
-
-    /// Sets `key` to `value` if `expected` holds, and tells the watchers.
-    pub fn put(
+    /// Sets `key` to `value` if `expected` holds. Returns once the change is durable and
+    /// visible to every read and watch.
+    pub async fn put(
         &self,
         key: String,
         value: Json,
         expected: ExpectedModRevision,
     ) -> Result<Change, Error> {
         let value = Arc::new(value);
-        let mut state = self.shared.state.write();
-        let change = state.db.put(key, value, expected)?;
-        self.record(&mut state, &change.event);
+        let (change, done) = {
+            let mut state = self.shared.state.write();
+            let previous = state.latest(&key).cloned();
+            let event =
+                database::plan_put(previous.as_ref(), key, value, expected, state.next_revision)?;
+            let (event, done) = state.plan(event, &self.shared.queue);
+            (Change { event, previous }, done)
+        };
+        committed(done).await?;
         Ok(change)
     }
 
-    /// Deletes `key` if `expected` holds, and tells the watchers. `Ok(None)` if it was absent.
-    pub fn delete(
+    /// Deletes `key` if `expected` holds; `Ok(None)` if it was absent (nothing changes).
+    /// Returns once the delete is durable and visible.
+    pub async fn delete(
         &self,
         key: &str,
         expected: ExpectedModRevision,
     ) -> Result<Option<Change>, Error> {
-        let mut state = self.shared.state.write();
-        let change = state.db.delete(key, expected)?;
-        if let Some(change) = &change {
-            self.record(&mut state, &change.event);
-        }
-        Ok(change)
-    }
-
-    /// Appends to history and publishes, under the caller's write lock (see the module docs).
-    fn record(&self, state: &mut State, event: &Arc<Event>) {
-        state.history.push(Arc::clone(event));
-        self.shared.hub.lock().publish(event);
+        let (change, done) = {
+            let mut state = self.shared.state.write();
+            let previous = state.latest(key).cloned();
+            let planned =
+                database::plan_delete(previous.as_ref(), key, expected, state.next_revision)?;
+            let Some(event) = planned else {
+                return Ok(None);
+            };
+            let (event, done) = state.plan(event, &self.shared.queue);
+            (Change { event, previous }, done)
+        };
+        committed(done).await?;
+        Ok(Some(change))
     }
 
     /// Starts watching `target`: with a snapshot when `start_revision` is 0, otherwise with the
@@ -192,6 +290,54 @@ impl Store {
     /// How many times a lagging watcher has caught up from history.
     pub fn catch_ups(&self) -> u64 {
         self.shared.catch_ups.load(Ordering::Relaxed)
+    }
+}
+
+async fn committed(done: Committed) -> Result<(), Error> {
+    done.await
+        .map_err(|_| Error::Internal("the commit thread stopped".into()))?
+}
+
+impl Committer for Shared {
+    fn commit(&self, events: &[Arc<Event>]) {
+        let mut state = self.state.write();
+        let hub = self.hub.lock();
+        for event in events {
+            state.db.apply(event);
+            state.history.push(Arc::clone(event));
+            hub.publish(event);
+            // Forget the plan unless a later change to the key is still in the pipeline.
+            if state
+                .planned
+                .get(&event.key)
+                .is_some_and(|(revision, _)| *revision == event.revision)
+            {
+                state.planned.remove(&event.key);
+            }
+        }
+    }
+
+    fn abort(&self, queue: &CommitQueue) -> Vec<Pending> {
+        // Under the write lock nothing new can be planned, so the queue holds exactly the
+        // changes planned on top of the failed batch.
+        let mut state = self.state.write();
+        let behind = queue.drain();
+        state.planned.clear();
+        state.next_revision = state.db.revision() + 1;
+        behind
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.queue.close();
+        if let Some(thread) = self.commit_thread.get_mut().take() {
+            // A thread cannot join itself; if the commit thread held the last handle, it exits
+            // on its own once the queue is drained.
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
     }
 }
 
@@ -301,7 +447,7 @@ mod tests {
     #[tokio::test]
     async fn snapshot_then_every_later_event() {
         let store = store(100, 16);
-        store.put("a".into(), json!(1), None).unwrap();
+        store.put("a".into(), json!(1), None).await.unwrap();
         let mut sub = store.watch(WatchTarget::Key("a".into()), 0).unwrap();
         match sub.take_start().unwrap() {
             WatchStart::Snapshot { revision, entries } => {
@@ -310,9 +456,9 @@ mod tests {
             }
             other => panic!("expected snapshot, got {other:?}"),
         }
-        store.put("b".into(), json!(2), None).unwrap();
-        store.put("a".into(), json!(3), None).unwrap();
-        store.delete("a", None).unwrap();
+        store.put("b".into(), json!(2), None).await.unwrap();
+        store.put("a".into(), json!(3), None).await.unwrap();
+        store.delete("a", None).await.unwrap();
         assert_eq!(revisions(&sub.next_events().await.unwrap()), [3]);
         let del = sub.next_events().await.unwrap();
         assert_eq!((del[0].revision, del[0].entry.is_none()), (4, true));
@@ -323,7 +469,10 @@ mod tests {
         let store = store(1000, 2);
         let mut sub = store.watch(WatchTarget::Prefix("k".into()), 0).unwrap();
         for i in 0..50 {
-            store.put(format!("k{}", i % 3), json!(i), None).unwrap();
+            store
+                .put(format!("k{}", i % 3), json!(i), None)
+                .await
+                .unwrap();
         }
         let mut seen = Vec::new();
         while seen.len() < 50 {
@@ -337,7 +486,7 @@ mod tests {
         let store = store(5, 2);
         let mut sub = store.watch(WatchTarget::Key("k".into()), 0).unwrap();
         for i in 0..20 {
-            store.put("k".into(), json!(i), None).unwrap();
+            store.put("k".into(), json!(i), None).await.unwrap();
         }
         match sub.next_events().await {
             Err(Error::WatcherLagged {
@@ -353,9 +502,9 @@ mod tests {
         let store = store(100, 16);
         let mut sub = store.watch(WatchTarget::Key("mine".into()), 0).unwrap();
         assert_eq!(sub.progress(), None, "nothing happened yet");
-        store.put("other".into(), json!(1), None).unwrap();
+        store.put("other".into(), json!(1), None).await.unwrap();
         assert_eq!(sub.progress(), Some(1));
-        store.put("mine".into(), json!(2), None).unwrap();
+        store.put("mine".into(), json!(2), None).await.unwrap();
         assert_eq!(sub.progress(), None, "an event is still queued");
         assert_eq!(revisions(&sub.next_events().await.unwrap()), [2]);
         assert_eq!(sub.progress(), None, "already reported by the event itself");
@@ -372,11 +521,11 @@ mod tests {
         assert_eq!(store.watched_targets(), 0);
     }
 
-    #[test]
-    fn replay_from_a_compacted_revision_is_refused() {
+    #[tokio::test]
+    async fn replay_from_a_compacted_revision_is_refused() {
         let store = store(3, 4);
         for i in 0..10 {
-            store.put("k".into(), json!(i), None).unwrap();
+            store.put("k".into(), json!(i), None).await.unwrap();
         }
         match store.watch(WatchTarget::Key("k".into()), 2) {
             Err(Error::Compacted {

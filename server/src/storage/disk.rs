@@ -1,0 +1,563 @@
+//! `DiskStorage`: the `--data-dir` backend. A write-ahead log split into segments, plus
+//! snapshots; a background thread folds sealed segments into a new snapshot so that disk use
+//! stays proportional to live data.
+//!
+//! Files in the data directory:
+//! - `LOCK`: held (flock) while a server has the directory open; a second server is refused.
+//! - `log-<first revision>.jkv`: segments. Only the newest is appended to; it is sealed and a
+//!   new one started once it passes `segment_bytes`.
+//! - `snapshot-<revision>.jkv`: every live key as of that revision. Written to a `.tmp` file,
+//!   fsynced, then renamed, so a snapshot is either whole or absent.
+//!
+//! Recovery loads the newest snapshot and replays the segments after it. A torn tail (the last
+//! segment cut anywhere, or its last record garbled by an interrupted write) is truncated with a
+//! warning naming what was dropped: it was never acknowledged, because an append is
+//! acknowledged only after the write (and fsync) of its records returned. Anything else that
+//! fails its checks (a bad record with data after it, a revision gap, a damaged snapshot) stops
+//! start-up with an error naming the file and offset, so later data is never silently lost.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use super::format::{self, Frame, Record, HEADER_LEN, LOG_MAGIC, SNAPSHOT_MAGIC};
+use super::{Recovered, Storage, SyncMode};
+use crate::database::{Entry, Event, Revision};
+use crate::error::Error;
+
+pub struct DiskStorage {
+    dir: PathBuf,
+    sync: SyncMode,
+    segment_bytes: u64,
+    /// Held for the lifetime of the storage: the flock lives as long as the open file.
+    _lock: File,
+    active: Option<Segment>,
+    /// Reused encoding buffer, so appends do not allocate.
+    buf: Vec<u8>,
+    /// Set when a failure left the log in an unknown state (a failed fsync may have dropped
+    /// dirty pages): every later append fails until a restart re-reads the disk.
+    poisoned: Option<String>,
+    compactor: Option<Compactor>,
+}
+
+struct Segment {
+    file: File,
+    path: PathBuf,
+    len: u64,
+}
+
+impl DiskStorage {
+    /// Opens (creating if needed) and locks `dir`. Call [`Storage::recover`] next.
+    pub fn open(dir: &Path, sync: SyncMode, segment_bytes: u64) -> Result<DiskStorage, Error> {
+        fs::create_dir_all(dir)
+            .map_err(|e| io_error(format!("cannot create {}", dir.display()), e))?;
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io_error(format!("cannot open {}", lock_path.display()), e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(Error::Storage(format!(
+                    "data directory {} is in use by another jsonkv-server (it holds {})",
+                    dir.display(),
+                    lock_path.display()
+                )))
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(io_error(format!("cannot lock {}", lock_path.display()), e))
+            }
+        }
+        Ok(DiskStorage {
+            dir: dir.to_owned(),
+            sync,
+            segment_bytes: segment_bytes.max(HEADER_LEN as u64 + 1),
+            _lock: lock,
+            active: None,
+            buf: Vec::with_capacity(64 * 1024),
+            poisoned: None,
+            compactor: None,
+        })
+    }
+
+    fn seal_and_rotate(&mut self, next_revision: Revision) -> Result<(), Error> {
+        let old = self.active.take().expect("an active segment");
+        // A sealed segment is fsynced even under `--sync none`: compaction deletes the older
+        // files once a snapshot covers it, so it must not vanish with the page cache.
+        old.file
+            .sync_data()
+            .map_err(|e| io_error(format!("cannot sync {}", old.path.display()), e))?;
+        self.active = Some(create_segment(&self.dir, next_revision)?);
+        if let Some(compactor) = &self.compactor {
+            compactor.sealed_below(next_revision);
+        }
+        Ok(())
+    }
+}
+
+impl Storage for DiskStorage {
+    fn recover(&mut self) -> Result<Recovered, Error> {
+        let files = Files::list(&self.dir)?;
+        let mut recovered = Recovered::default();
+        if let Some((_, path)) = files.snapshots.last() {
+            let (entries, revision) = read_snapshot(path)?;
+            recovered.snapshot = entries;
+            recovered.snapshot_revision = revision;
+        }
+        let mut last = recovered.snapshot_revision;
+        for (i, (_, path)) in files.segments.iter().enumerate() {
+            let is_last = i + 1 == files.segments.len();
+            replay_segment(
+                path,
+                is_last,
+                recovered.snapshot_revision,
+                &mut last,
+                &mut recovered.events,
+            )?;
+        }
+        // Files a finished compaction made redundant, left behind by a crash before deleting.
+        for (revision, path) in &files.snapshots[..files.snapshots.len().saturating_sub(1)] {
+            tracing::info!(file = %path.display(), revision, "removing superseded snapshot");
+            remove(path);
+        }
+        let segments = &files.segments;
+        for (i, (_, path)) in segments
+            .iter()
+            .enumerate()
+            .take(segments.len().saturating_sub(1))
+        {
+            if segments[i + 1].0 <= recovered.snapshot_revision + 1 {
+                tracing::info!(file = %path.display(), "removing segment covered by the snapshot");
+                remove(path);
+            }
+        }
+
+        self.active = Some(match segments.last() {
+            Some((_, path)) => open_segment(path)?,
+            None => create_segment(&self.dir, last + 1)?,
+        });
+        self.compactor = Some(Compactor::start(self.dir.clone(), self.segment_bytes));
+        tracing::info!(
+            dir = %self.dir.display(),
+            keys = recovered.snapshot.len(),
+            snapshot_revision = recovered.snapshot_revision,
+            replayed = recovered.events.len(),
+            revision = last,
+            "recovered"
+        );
+        Ok(recovered)
+    }
+
+    fn append(&mut self, events: &[Arc<Event>]) -> Result<(), Error> {
+        if let Some(why) = &self.poisoned {
+            return Err(Error::Storage(format!(
+                "storage failed earlier and refuses writes until restarted: {why}"
+            )));
+        }
+        let Some(last) = events.last() else {
+            return Ok(());
+        };
+        self.buf.clear();
+        for event in events {
+            format::encode_event(&mut self.buf, event);
+        }
+        let segment = self.active.as_mut().expect("recover() opens a segment");
+        if let Err(e) = segment.file.write_all(&self.buf) {
+            // Cut off what part of the batch reached the file, so the log stays a clean
+            // sequence of frames and a later append (say, once disk space is freed) is sound.
+            let why = format!("cannot write to {}: {e}", segment.path.display());
+            if let Err(e2) = segment.file.set_len(segment.len) {
+                self.poisoned = Some(format!("{why}; then cannot truncate it: {e2}"));
+            }
+            return Err(Error::Storage(why));
+        }
+        if self.sync == SyncMode::Always {
+            if let Err(e) = segment.file.sync_data() {
+                let why = format!("cannot fsync {}: {e}", segment.path.display());
+                self.poisoned = Some(why.clone());
+                return Err(Error::Storage(why));
+            }
+        }
+        segment.len += self.buf.len() as u64;
+        if segment.len >= self.segment_bytes {
+            // The batch is already stored; a failed rotation only means the segment grows on.
+            if let Err(err) = self.seal_and_rotate(last.revision + 1) {
+                tracing::error!(%err, "cannot start a new log segment");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The snapshot and segment files of a data directory, each sorted by revision.
+struct Files {
+    snapshots: Vec<(Revision, PathBuf)>,
+    segments: Vec<(Revision, PathBuf)>,
+}
+
+impl Files {
+    fn list(dir: &Path) -> Result<Files, Error> {
+        let mut files = Files {
+            snapshots: Vec::new(),
+            segments: Vec::new(),
+        };
+        let read =
+            fs::read_dir(dir).map_err(|e| io_error(format!("cannot list {}", dir.display()), e))?;
+        for entry in read {
+            let entry = entry.map_err(|e| io_error(format!("cannot list {}", dir.display()), e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if name.ends_with(".tmp") {
+                // An interrupted snapshot: its segments are all still there.
+                remove(&path);
+            } else if let Some(rev) = revision_in(&name, "snapshot-") {
+                files.snapshots.push((rev, path));
+            } else if let Some(rev) = revision_in(&name, "log-") {
+                files.segments.push((rev, path));
+            }
+        }
+        files.snapshots.sort();
+        files.segments.sort();
+        Ok(files)
+    }
+}
+
+fn revision_in(name: &str, prefix: &str) -> Option<Revision> {
+    name.strip_prefix(prefix)?
+        .strip_suffix(".jkv")?
+        .parse()
+        .ok()
+}
+
+fn segment_path(dir: &Path, first_revision: Revision) -> PathBuf {
+    dir.join(format!("log-{first_revision:020}.jkv"))
+}
+
+fn snapshot_path(dir: &Path, revision: Revision) -> PathBuf {
+    dir.join(format!("snapshot-{revision:020}.jkv"))
+}
+
+fn create_segment(dir: &Path, first_revision: Revision) -> Result<Segment, Error> {
+    let path = segment_path(dir, first_revision);
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io_error(format!("cannot create {}", path.display()), e))?;
+    file.write_all(&format::header(LOG_MAGIC))
+        .and_then(|()| file.sync_data())
+        .map_err(|e| io_error(format!("cannot write {}", path.display()), e))?;
+    sync_dir(dir)?;
+    // Re-open for appending: every write then lands at the end, even after a truncation.
+    open_segment(&path)
+}
+
+fn open_segment(path: &Path) -> Result<Segment, Error> {
+    let file = OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(|e| io_error(format!("cannot open {}", path.display()), e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| io_error(format!("cannot stat {}", path.display()), e))?
+        .len();
+    Ok(Segment {
+        file,
+        path: path.to_owned(),
+        len,
+    })
+}
+
+/// Replays one segment's changes after `after` into `events`, checking they continue `last`.
+/// The last segment may have a torn tail, which is truncated; anything else wrong is an error.
+fn replay_segment(
+    path: &Path,
+    is_last: bool,
+    after: Revision,
+    last: &mut Revision,
+    events: &mut Vec<Arc<Event>>,
+) -> Result<(), Error> {
+    let data =
+        fs::read(path).map_err(|e| io_error(format!("cannot read {}", path.display()), e))?;
+    let corrupt = |offset: usize, reason: String| Error::Corrupt {
+        file: path.display().to_string(),
+        offset: offset as u64,
+        reason,
+    };
+    if let Err(why) = format::check_header(&data, LOG_MAGIC) {
+        if is_last && data.len() < HEADER_LEN && LOG_MAGIC.starts_with(&data[..data.len().min(8)]) {
+            tracing::warn!(file = %path.display(), bytes = data.len(), "segment header torn; rewriting it");
+            rewrite_header(path)?;
+            return Ok(());
+        }
+        return Err(corrupt(0, why));
+    }
+    let mut at = HEADER_LEN;
+    while at < data.len() {
+        match format::read_frame(&data, at) {
+            Frame::Record(Record::Change(event), next) => {
+                if event.revision > after {
+                    if event.revision != *last + 1 {
+                        return Err(corrupt(
+                            at,
+                            format!("revision {} follows revision {}", event.revision, last),
+                        ));
+                    }
+                    *last = event.revision;
+                    events.push(event);
+                }
+                at = next;
+            }
+            Frame::Record(Record::End { .. }, _) => {
+                return Err(corrupt(at, "snapshot record in a log segment".into()))
+            }
+            Frame::Torn if is_last => {
+                tracing::warn!(
+                    file = %path.display(),
+                    offset = at,
+                    dropped_bytes = data.len() - at,
+                    "dropping a torn record at the end of the log (a write interrupted before it was acknowledged)"
+                );
+                truncate(path, at as u64)?;
+                break;
+            }
+            Frame::Torn => {
+                return Err(corrupt(
+                    at,
+                    "segment ends inside a record, but a newer segment follows".into(),
+                ))
+            }
+            Frame::Corrupt(why) => return Err(corrupt(at, why)),
+        }
+    }
+    Ok(())
+}
+
+/// Reads a whole snapshot: its entries and the revision it was taken at.
+fn read_snapshot(path: &Path) -> Result<(Vec<(String, Entry)>, Revision), Error> {
+    let data =
+        fs::read(path).map_err(|e| io_error(format!("cannot read {}", path.display()), e))?;
+    let corrupt = |offset: usize, reason: String| Error::Corrupt {
+        file: path.display().to_string(),
+        offset: offset as u64,
+        reason,
+    };
+    format::check_header(&data, SNAPSHOT_MAGIC).map_err(|why| corrupt(0, why))?;
+    let mut entries = Vec::new();
+    let mut at = HEADER_LEN;
+    while at < data.len() {
+        match format::read_frame(&data, at) {
+            Frame::Record(Record::Change(event), next) => {
+                let event = Arc::unwrap_or_clone(event);
+                let entry = event
+                    .entry
+                    .ok_or_else(|| corrupt(at, "delete record in a snapshot".into()))?;
+                entries.push((event.key, entry));
+                at = next;
+            }
+            Frame::Record(Record::End { revision, count }, next) => {
+                if count != entries.len() as u64 || next != data.len() {
+                    return Err(corrupt(
+                        at,
+                        format!("end record says {count} keys, found {}", entries.len()),
+                    ));
+                }
+                return Ok((entries, revision));
+            }
+            // A snapshot is renamed into place only when complete: it is never torn.
+            Frame::Torn => return Err(corrupt(at, "snapshot ends inside a record".into())),
+            Frame::Corrupt(why) => return Err(corrupt(at, why)),
+        }
+    }
+    Err(corrupt(at, "snapshot has no end record".into()))
+}
+
+/// Writes a snapshot of `entries` at `revision` atomically (tmp, fsync, rename, fsync dir).
+fn write_snapshot(
+    dir: &Path,
+    revision: Revision,
+    entries: &BTreeMap<String, Entry>,
+) -> Result<u64, Error> {
+    let path = snapshot_path(dir, revision);
+    let tmp = path.with_extension("jkv.tmp");
+    let mut out = io::BufWriter::with_capacity(
+        1 << 20,
+        File::create(&tmp).map_err(|e| io_error(format!("cannot create {}", tmp.display()), e))?,
+    );
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let write = |out: &mut io::BufWriter<File>, buf: &[u8]| {
+        out.write_all(buf)
+            .map_err(|e| io_error(format!("cannot write {}", tmp.display()), e))
+    };
+    write(&mut out, &format::header(SNAPSHOT_MAGIC))?;
+    for (key, entry) in entries {
+        buf.clear();
+        format::encode_event(
+            &mut buf,
+            &Event {
+                revision: entry.mod_revision,
+                key: key.clone(),
+                entry: Some(entry.clone()),
+            },
+        );
+        write(&mut out, &buf)?;
+    }
+    buf.clear();
+    format::encode_end(&mut buf, revision, entries.len() as u64);
+    write(&mut out, &buf)?;
+    let file = out
+        .into_inner()
+        .map_err(|e| io_error(format!("cannot write {}", tmp.display()), e.into_error()))?;
+    file.sync_all()
+        .map_err(|e| io_error(format!("cannot fsync {}", tmp.display()), e))?;
+    let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+    fs::rename(&tmp, &path).map_err(|e| io_error(format!("cannot rename {}", tmp.display()), e))?;
+    sync_dir(dir)?;
+    Ok(bytes)
+}
+
+/// The background thread that folds sealed segments into a new snapshot.
+struct Compactor {
+    tx: Option<mpsc::Sender<Revision>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Compactor {
+    fn start(dir: PathBuf, min_bytes: u64) -> Compactor {
+        let (tx, rx) = mpsc::channel::<Revision>();
+        let handle = std::thread::Builder::new()
+            .name("jsonkv-compact".into())
+            .spawn(move || {
+                // Ends when the storage (and so the sender) is dropped.
+                while let Ok(mut active_first) = rx.recv() {
+                    // Several rotations may have queued up: compact once, up to the newest.
+                    while let Ok(newer) = rx.try_recv() {
+                        active_first = newer;
+                    }
+                    if let Err(err) = compact(&dir, active_first, min_bytes) {
+                        tracing::error!(%err, "compaction failed; the log keeps growing until it succeeds");
+                    }
+                }
+            })
+            .expect("can spawn the compaction thread");
+        Compactor {
+            tx: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    /// Every segment before the one starting at `active_first` is sealed.
+    fn sealed_below(&self, active_first: Revision) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(active_first);
+        }
+    }
+}
+
+impl Drop for Compactor {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Folds the newest snapshot and the sealed segments (those before `active_first`) into a new
+/// snapshot, then deletes what it replaces. Runs only when the sealed segments outweigh the
+/// snapshot, so total disk use stays within about twice the live data plus one segment.
+/// Touches no file that writers use, so it never stalls them.
+fn compact(dir: &Path, active_first: Revision, min_bytes: u64) -> Result<(), Error> {
+    let files = Files::list(dir)?;
+    let sealed: Vec<_> = files
+        .segments
+        .iter()
+        .filter(|(first, _)| *first < active_first)
+        .collect();
+    let size = |p: &Path| fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let sealed_bytes: u64 = sealed.iter().map(|(_, p)| size(p)).sum();
+    let snapshot_bytes = files.snapshots.last().map_or(0, |(_, p)| size(p));
+    if sealed.is_empty() || sealed_bytes < snapshot_bytes.max(min_bytes) {
+        return Ok(());
+    }
+    let (entries, snapshot_revision) = match files.snapshots.last() {
+        Some((_, path)) => read_snapshot(path)?,
+        None => (Vec::new(), 0),
+    };
+    let mut live: BTreeMap<String, Entry> = entries.into_iter().collect();
+    let mut last = snapshot_revision;
+    let mut events = Vec::new();
+    for (_, path) in &sealed {
+        // Sealed segments are whole: a torn record there is an error, not a tail.
+        replay_segment(path, false, snapshot_revision, &mut last, &mut events)?;
+        for event in events.drain(..) {
+            let event = Arc::unwrap_or_clone(event);
+            match event.entry {
+                Some(entry) => live.insert(event.key, entry),
+                None => live.remove(&event.key),
+            };
+        }
+    }
+    let revision = active_first - 1;
+    if last != revision {
+        return Err(Error::Corrupt {
+            file: dir.display().to_string(),
+            offset: 0,
+            reason: format!("sealed segments end at revision {last}, expected {revision}"),
+        });
+    }
+    let bytes = write_snapshot(dir, revision, &live)?;
+    for (_, path) in files.snapshots.iter().chain(sealed.iter().copied()) {
+        remove(path);
+    }
+    tracing::info!(
+        revision,
+        keys = live.len(),
+        snapshot_bytes = bytes,
+        folded_bytes = sealed_bytes,
+        "compacted the log into a snapshot"
+    );
+    Ok(())
+}
+
+fn rewrite_header(path: &Path) -> Result<(), Error> {
+    let mut file = File::create(path)
+        .map_err(|e| io_error(format!("cannot rewrite {}", path.display()), e))?;
+    file.write_all(&format::header(LOG_MAGIC))
+        .and_then(|()| file.sync_data())
+        .map_err(|e| io_error(format!("cannot rewrite {}", path.display()), e))
+}
+
+fn truncate(path: &Path, len: u64) -> Result<(), Error> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| io_error(format!("cannot open {}", path.display()), e))?;
+    file.set_len(len)
+        .and_then(|()| file.sync_data())
+        .map_err(|e| io_error(format!("cannot truncate {}", path.display()), e))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), Error> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error(format!("cannot fsync directory {}", dir.display()), e))
+}
+
+fn remove(path: &Path) {
+    if let Err(err) = fs::remove_file(path) {
+        tracing::warn!(file = %path.display(), %err, "cannot remove file");
+    }
+}
+
+fn io_error(context: String, err: io::Error) -> Error {
+    Error::Storage(format!("{context}: {err}"))
+}

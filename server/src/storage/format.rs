@@ -1,0 +1,331 @@
+//! The on-disk format shared by log segments and snapshots: a versioned file header, then
+//! checksummed frames, each holding one record.
+//!
+//! ```text
+//! file   := header frame*
+//! header := magic[8] version:u32le reserved:u32le                 (16 bytes)
+//! frame  := len:u32le crc32(payload):u32le payload[len]
+//! payload:= PUT    revision:i64le klen:u32le key create:i64le version:i64le json_text
+//!         | DELETE revision:i64le klen:u32le key
+//!         | END    revision:i64le count:u64le                      (last frame of a snapshot)
+//! ```
+//! A snapshot stores each live key as a PUT whose revision is the key's mod revision.
+
+use std::sync::Arc;
+
+use crate::database::{Entry, Event, Revision};
+
+pub const HEADER_LEN: usize = 16;
+pub const FORMAT_VERSION: u32 = 1;
+pub const LOG_MAGIC: &[u8; 8] = b"JKV-LOG\0";
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"JKV-SNP\0";
+const FRAME_HEADER: usize = 8;
+/// No record is this large (keys and values are limited far below); a bigger length field is
+/// corruption, not a record.
+pub const MAX_PAYLOAD: usize = 256 * 1024 * 1024;
+
+const PUT: u8 = 1;
+const DELETE: u8 = 2;
+const END: u8 = 3;
+
+pub fn header(magic: &[u8; 8]) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..8].copy_from_slice(magic);
+    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h
+}
+
+/// Checks a file header; `Err` says what is wrong with it.
+pub fn check_header(data: &[u8], magic: &[u8; 8]) -> Result<(), String> {
+    if data.len() < HEADER_LEN {
+        return Err("file is shorter than its header".into());
+    }
+    if &data[..8] != magic {
+        return Err("not a jsonkv file of this kind (bad magic)".into());
+    }
+    let version = u32::from_le_bytes(data[8..12].try_into().expect("4 bytes"));
+    if version != FORMAT_VERSION {
+        return Err(format!(
+            "format version {version}, this server reads version {FORMAT_VERSION}"
+        ));
+    }
+    Ok(())
+}
+
+/// One decoded record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    Change(Arc<Event>),
+    /// End of a snapshot taken at `revision`, holding `count` keys.
+    End {
+        revision: Revision,
+        count: u64,
+    },
+}
+
+/// Appends the frame of a change to `buf`.
+pub fn encode_event(buf: &mut Vec<u8>, event: &Event) {
+    let start = begin_frame(buf);
+    match &event.entry {
+        Some(entry) => {
+            buf.push(PUT);
+            buf.extend_from_slice(&event.revision.to_le_bytes());
+            put_key(buf, &event.key);
+            buf.extend_from_slice(&entry.create_revision.to_le_bytes());
+            buf.extend_from_slice(&entry.version.to_le_bytes());
+            serde_json::to_writer(&mut *buf, &*entry.value).expect("writing to a Vec never fails");
+        }
+        None => {
+            buf.push(DELETE);
+            buf.extend_from_slice(&event.revision.to_le_bytes());
+            put_key(buf, &event.key);
+        }
+    }
+    end_frame(buf, start);
+}
+
+/// Appends the frame that closes a snapshot.
+pub fn encode_end(buf: &mut Vec<u8>, revision: Revision, count: u64) {
+    let start = begin_frame(buf);
+    buf.push(END);
+    buf.extend_from_slice(&revision.to_le_bytes());
+    buf.extend_from_slice(&count.to_le_bytes());
+    end_frame(buf, start);
+}
+
+fn put_key(buf: &mut Vec<u8>, key: &str) {
+    buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    buf.extend_from_slice(key.as_bytes());
+}
+
+fn begin_frame(buf: &mut Vec<u8>) -> usize {
+    let start = buf.len();
+    buf.extend_from_slice(&[0u8; FRAME_HEADER]);
+    start
+}
+
+fn end_frame(buf: &mut Vec<u8>, start: usize) {
+    let payload = &buf[start + FRAME_HEADER..];
+    let len = payload.len() as u32;
+    let crc = crc32fast::hash(payload);
+    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// What the frame at an offset holds.
+#[derive(Debug, PartialEq)]
+pub enum Frame {
+    /// A valid record, and the offset just past it.
+    Record(Record, usize),
+    /// The data ends inside this frame, or this is the file's last frame and its checksum does
+    /// not match: the remains of a write that a crash interrupted.
+    Torn,
+    /// A frame that cannot be a torn tail: bad length, or bad checksum with data after it.
+    Corrupt(String),
+}
+
+/// Reads the frame starting at `offset` (which must be < `data.len()`).
+pub fn read_frame(data: &[u8], offset: usize) -> Frame {
+    let rest = &data[offset..];
+    if rest.len() < FRAME_HEADER {
+        return Frame::Torn;
+    }
+    let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+    if len > MAX_PAYLOAD {
+        return Frame::Corrupt(format!("record length {len} is impossible"));
+    }
+    let end = FRAME_HEADER + len;
+    if rest.len() < end {
+        return Frame::Torn;
+    }
+    let payload = &rest[FRAME_HEADER..end];
+    if crc32fast::hash(payload) != crc {
+        return if rest.len() == end {
+            Frame::Torn
+        } else {
+            Frame::Corrupt("checksum mismatch".into())
+        };
+    }
+    match decode_payload(payload) {
+        Ok(record) => Frame::Record(record, offset + end),
+        Err(why) => Frame::Corrupt(why),
+    }
+}
+
+fn decode_payload(p: &[u8]) -> Result<Record, String> {
+    let mut r = Reader { p, at: 0 };
+    let kind = r.u8()?;
+    let revision = r.i64()?;
+    let record = match kind {
+        PUT | DELETE => {
+            let key_len = r.u32()? as usize;
+            let key = std::str::from_utf8(r.bytes(key_len)?)
+                .map_err(|_| "key is not UTF-8".to_string())?
+                .to_owned();
+            let entry = if kind == PUT {
+                let create_revision = r.i64()?;
+                let version = r.i64()?;
+                let value = jsonkv::value::parse_json_text(
+                    std::str::from_utf8(r.rest()).map_err(|_| "value is not UTF-8".to_string())?,
+                )
+                .map_err(|e| e.to_string())?;
+                Some(Entry {
+                    value: Arc::new(value),
+                    create_revision,
+                    mod_revision: revision,
+                    version,
+                })
+            } else {
+                None
+            };
+            Record::Change(Arc::new(Event {
+                revision,
+                key,
+                entry,
+            }))
+        }
+        END => Record::End {
+            revision,
+            count: r.i64()? as u64,
+        },
+        other => return Err(format!("unknown record kind {other}")),
+    };
+    if r.at != p.len() && !matches!(&record, Record::Change(e) if e.entry.is_some()) {
+        return Err("trailing bytes in record".into());
+    }
+    Ok(record)
+}
+
+struct Reader<'a> {
+    p: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.p.len());
+        let end = end.ok_or_else(|| "record is shorter than its fields".to_string())?;
+        let out = &self.p[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+    fn rest(&mut self) -> &'a [u8] {
+        let out = &self.p[self.at..];
+        self.at = self.p.len();
+        out
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.bytes(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(
+            self.bytes(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn i64(&mut self) -> Result<i64, String> {
+        Ok(i64::from_le_bytes(
+            self.bytes(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn put(revision: Revision, key: &str, value: serde_json::Value) -> Arc<Event> {
+        Arc::new(Event {
+            revision,
+            key: key.into(),
+            entry: Some(Entry {
+                value: Arc::new(value),
+                create_revision: 1,
+                mod_revision: revision,
+                version: revision,
+            }),
+        })
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let events = [
+            put(
+                1,
+                "a",
+                json!({"z": 1, "a": 12345678901234567890123u128.to_string()}),
+            ),
+            Arc::new(Event {
+                revision: 2,
+                key: "ключ".into(),
+                entry: None,
+            }),
+            put(3, "", json!(null)),
+        ];
+        let mut buf = Vec::new();
+        for e in &events {
+            encode_event(&mut buf, e);
+        }
+        encode_end(&mut buf, 3, 2);
+        let mut at = 0;
+        for e in &events {
+            match read_frame(&buf, at) {
+                Frame::Record(Record::Change(got), next) => {
+                    assert_eq!(&got, e);
+                    at = next;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            read_frame(&buf, at),
+            Frame::Record(
+                Record::End {
+                    revision: 3,
+                    count: 2
+                },
+                buf.len()
+            )
+        );
+    }
+
+    #[test]
+    fn torn_and_corrupt_frames_are_told_apart() {
+        let mut buf = Vec::new();
+        encode_event(&mut buf, &put(1, "a", json!(1)));
+        let first = buf.len();
+        encode_event(&mut buf, &put(2, "b", json!(2)));
+        // Cut anywhere inside the last frame: torn.
+        for cut in first + 1..buf.len() {
+            assert_eq!(read_frame(&buf[..cut], first), Frame::Torn, "cut at {cut}");
+        }
+        // A flipped byte in the last frame: torn (an interrupted write looks the same).
+        let mut last = buf.clone();
+        *last.last_mut().unwrap() ^= 0xff;
+        assert_eq!(read_frame(&last, first), Frame::Torn);
+        // A flipped byte in the first frame, with data after it: corrupt.
+        let mut middle = buf.clone();
+        middle[first - 1] ^= 0xff;
+        assert!(matches!(read_frame(&middle, 0), Frame::Corrupt(_)));
+        // An impossible length is corrupt, never torn.
+        let mut huge = buf.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(read_frame(&huge, 0), Frame::Corrupt(_)));
+    }
+
+    #[test]
+    fn headers_are_checked() {
+        let h = header(LOG_MAGIC);
+        assert!(check_header(&h, LOG_MAGIC).is_ok());
+        assert!(check_header(&h, SNAPSHOT_MAGIC)
+            .unwrap_err()
+            .contains("bad magic"));
+        assert!(check_header(&h[..10], LOG_MAGIC).is_err());
+        let mut v2 = h;
+        v2[8] = 2;
+        assert!(check_header(&v2, LOG_MAGIC)
+            .unwrap_err()
+            .contains("format version 2"));
+    }
+}

@@ -1,0 +1,20 @@
+//! `MemoryStorage`: the `--in-memory` backend. Persists nothing; a restart starts empty.
+
+use std::sync::Arc;
+
+use super::{Recovered, Storage};
+use crate::database::Event;
+use crate::error::Error;
+
+#[derive(Debug, Default)]
+pub struct MemoryStorage;
+
+impl Storage for MemoryStorage {
+    fn recover(&mut self) -> Result<Recovered, Error> {
+        Ok(Recovered::default())
+    }
+
+    fn append(&mut self, _events: &[Arc<Event>]) -> Result<(), Error> {
+        Ok(())
+    }
+}

@@ -1,0 +1,52 @@
+//! `Storage`: where committed changes go so that they survive a restart. The store calls it
+//! from one thread, in revision order; an implementation only has to persist and recover.
+//!
+//! Two implementations pass the same store-level test suite (`server/tests/storage.rs`):
+//! - [`MemoryStorage`] (`--in-memory`): keeps nothing; a restart starts empty.
+//! - [`DiskStorage`] (`--data-dir`): a checksummed, segmented log plus snapshots, compacted in
+//!   the background.
+
+pub mod disk;
+mod format;
+pub mod memory;
+
+use std::sync::Arc;
+
+use crate::database::{Entry, Event, Revision};
+use crate::error::Error;
+
+pub use disk::DiskStorage;
+pub use memory::MemoryStorage;
+
+/// When an append counts as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// fsync (fdatasync) before acknowledging: survives power loss. Concurrent writes share one
+    /// fsync (group commit).
+    #[default]
+    Always,
+    /// Written to the OS before acknowledging, never fsynced: survives a process crash, not
+    /// power loss.
+    None,
+}
+
+/// The state found on start.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Live keys as of `snapshot_revision`.
+    pub snapshot: Vec<(String, Entry)>,
+    pub snapshot_revision: Revision,
+    /// Every change after `snapshot_revision`, in order with no gaps. They also seed the
+    /// watch history, so a watch can resume across a restart.
+    pub events: Vec<Arc<Event>>,
+}
+
+pub trait Storage: Send + 'static {
+    /// Loads what was stored. Called once, before any append.
+    fn recover(&mut self) -> Result<Recovered, Error>;
+
+    /// Persists `events` (consecutive revisions, continuing the last append). When this returns
+    /// `Ok`, the events survive what the configured [`SyncMode`] promises. On `Err` none of them
+    /// may be recovered later.
+    fn append(&mut self, events: &[Arc<Event>]) -> Result<(), Error>;
+}

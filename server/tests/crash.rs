@@ -1,0 +1,230 @@
+//! Crash test on the real binary: concurrent writers record every acknowledgement, the server
+//! is killed with SIGKILL at pseudo-random moments, many times over, and after each restart
+//! every acknowledged write is there with its value and revision, no value appears that no
+//! writer sent, and revisions go on increasing. Rounds alternate `--sync always` and
+//! `--sync none` (both promise to survive a process crash).
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use jsonkv::pb::json_kv_client::JsonKvClient;
+use jsonkv::pb::{self, insert_request::NewValue, ValueEncoding};
+use tonic::transport::Channel;
+
+const ROUNDS: u64 = 8;
+const WRITERS: usize = 8;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The server process, killed when dropped, so that a failing assertion leaves no server behind.
+struct Server(Child);
+
+impl Server {
+    fn kill(&mut self) {
+        self.0.kill().expect("SIGKILL");
+        self.0.wait().expect("reaped");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_server(dir: &Path, port: u16, sync: &str) -> Server {
+    Server(
+        Command::new(env!("CARGO_BIN_EXE_jsonkv-server"))
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--sync",
+                sync,
+                "--segment-bytes",
+                "65536",
+            ])
+            .arg("--data-dir")
+            .arg(dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("server binary starts"),
+    )
+}
+
+async fn connect(port: u16) -> JsonKvClient<Channel> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match JsonKvClient::connect(format!("http://127.0.0.1:{port}")).await {
+            Ok(client) => return client,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("server did not come up: {e}"),
+        }
+    }
+}
+
+/// A small deterministic generator, so a failing round can be replayed.
+fn next_random(state: &mut u64) -> u64 {
+    *state = state
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    *state >> 33
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    // key -> (revision, value) for every acknowledged insert; the last ack per key wins.
+    let mut acked: HashMap<String, (i64, String)> = HashMap::new();
+    // Every value any writer ever sent, acknowledged or not.
+    let mut sent: HashMap<String, Vec<String>> = HashMap::new();
+    let mut max_acked = 0;
+    let mut rng = 0x5eed_u64;
+
+    for round in 0..ROUNDS {
+        let sync = if round % 2 == 0 { "always" } else { "none" };
+        let port = free_port();
+        let mut server = spawn_server(dir.path(), port, sync);
+        let client = connect(port).await;
+
+        verify(&client, &acked, &sent, max_acked).await;
+
+        // Writers: unique keys, plus a few shared keys that several writers overwrite.
+        let mut tasks = Vec::new();
+        for w in 0..WRITERS {
+            let mut client = client.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut log = Vec::new();
+                for i in 0.. {
+                    let key = if i % 3 == 0 {
+                        format!("shared/{}", i % 5)
+                    } else {
+                        format!("r{round}/w{w}/{i}")
+                    };
+                    let value = format!(r#"{{"round":{round},"w":{w},"i":{i}}}"#);
+                    let request = pb::InsertRequest {
+                        key: key.clone(),
+                        new_value: Some(NewValue::ValueJson(value.clone())),
+                        ..Default::default()
+                    };
+                    let result = client.insert(request).await;
+                    let ack = result.ok().map(|r| r.into_inner().revision);
+                    let failed = ack.is_none();
+                    log.push((key, value, ack));
+                    if failed {
+                        break; // the server is gone
+                    }
+                }
+                log
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(50 + next_random(&mut rng) % 400)).await;
+        server.kill();
+
+        let mut acks_this_round = 0;
+        let mut logs: Vec<_> = Vec::new();
+        for task in tasks {
+            logs.extend(task.await.unwrap());
+        }
+        // Apply acknowledgements in revision order so the last write to a shared key wins.
+        logs.sort_by_key(|(_, _, ack)| ack.unwrap_or(i64::MAX));
+        for (key, value, ack) in logs {
+            sent.entry(key.clone()).or_default().push(value.clone());
+            if let Some(revision) = ack {
+                assert!(
+                    revision > max_acked,
+                    "revision {revision} after {max_acked}: revisions must only grow"
+                );
+                max_acked = revision;
+                acked.insert(key, (revision, value));
+                acks_this_round += 1;
+            }
+        }
+        assert!(
+            acks_this_round > 0,
+            "round {round}: no write was acknowledged before the kill"
+        );
+    }
+
+    // A last restart, checked the same way.
+    let port = free_port();
+    let mut server = spawn_server(dir.path(), port, "always");
+    let client = connect(port).await;
+    verify(&client, &acked, &sent, max_acked).await;
+    server.kill();
+}
+
+/// Every acknowledged write is present with its value and revision (unless a later
+/// acknowledged write replaced it), and every stored value is one a writer sent.
+async fn verify(
+    client: &JsonKvClient<Channel>,
+    acked: &HashMap<String, (i64, String)>,
+    sent: &HashMap<String, Vec<String>>,
+    max_acked: i64,
+) {
+    let mut client = client.clone();
+    let mut stored = HashMap::new();
+    let mut token = String::new();
+    let revision = loop {
+        let page = client
+            .list(pb::ListRequest {
+                page_size: 1000,
+                page_token: token,
+                value_encoding: ValueEncoding::Json as i32,
+                ..Default::default()
+            })
+            .await
+            .expect("list after restart")
+            .into_inner();
+        for kv in page.kvs {
+            stored.insert(kv.key, (kv.mod_revision, kv.value_json));
+        }
+        if page.next_page_token.is_empty() {
+            break page.revision;
+        }
+        token = page.next_page_token;
+    };
+    assert!(
+        revision >= max_acked,
+        "store revision {revision} is behind acknowledged {max_acked}"
+    );
+    for (key, (ack_revision, value)) in acked {
+        let (mod_revision, stored_value) = stored
+            .get(key)
+            .unwrap_or_else(|| panic!("acknowledged key {key} lost"));
+        assert!(
+            mod_revision >= ack_revision,
+            "{key}: stored revision {mod_revision} older than acknowledged {ack_revision}"
+        );
+        if mod_revision == ack_revision {
+            assert_eq!(
+                stored_value, value,
+                "{key}: value at its acknowledged revision"
+            );
+        }
+    }
+    for (key, (_, value)) in &stored {
+        let candidates = sent
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} was never written"));
+        assert!(
+            candidates.contains(value),
+            "{key} holds {value}, which no writer sent"
+        );
+    }
+}

@@ -1,0 +1,419 @@
+//! Storage, through the `Store`: one behaviour suite run against every backend, then what only
+//! a disk can do: restart, watch resume across it, a log cut at every byte, corruption, the
+//! directory lock, compaction, and a failing disk.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonkv_server::database::{Event, Revision};
+use jsonkv_server::hub::WatchTarget;
+use jsonkv_server::storage::{DiskStorage, MemoryStorage, Recovered, Storage, SyncMode};
+use jsonkv_server::store::WatchStart;
+use jsonkv_server::{Config, Error, Store};
+use serde_json::{json, Value};
+
+fn config(dir: Option<&Path>) -> Config {
+    Config {
+        data_dir: dir.map(Path::to_owned),
+        ..Config::default()
+    }
+}
+
+fn revisions(events: &[Arc<Event>]) -> Vec<Revision> {
+    events.iter().map(|e| e.revision).collect()
+}
+
+/// The behaviour every backend must show: revisions, metadata, preconditions, listing and
+/// watch events.
+async fn behaviour_suite(store: Store) {
+    assert_eq!(store.revision(), 0);
+    let mut sub = store.watch(WatchTarget::Prefix("s/".into()), 0).unwrap();
+    assert!(matches!(
+        sub.take_start(),
+        Some(WatchStart::Snapshot { revision: 0, .. })
+    ));
+
+    assert_eq!(
+        store
+            .put("s/a".into(), json!({"n": 1}), Some(0))
+            .await
+            .unwrap()
+            .event
+            .revision,
+        1
+    );
+    assert_eq!(
+        store
+            .put("s/b".into(), json!([1, 2]), None)
+            .await
+            .unwrap()
+            .event
+            .revision,
+        2
+    );
+    let change = store
+        .put("s/a".into(), json!({"n": 2}), Some(1))
+        .await
+        .unwrap();
+    assert_eq!(*change.previous.unwrap().value, json!({"n": 1}));
+    let err = store
+        .put("s/a".into(), json!(0), Some(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::RevisionMismatch { current: 3, .. }),
+        "{err:?}"
+    );
+    assert!(store.delete("s/b", None).await.unwrap().is_some());
+    assert!(store.delete("s/b", None).await.unwrap().is_none());
+    assert_eq!(store.revision(), 4);
+
+    let (a, _) = store.get("s/a");
+    let a = a.unwrap();
+    assert_eq!((a.create_revision, a.mod_revision, a.version), (1, 3, 2));
+    assert!(store.get("s/b").0.is_none());
+    let page = store.list("s/", None, 10);
+    assert_eq!(page.entries.len(), 1);
+
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        seen.extend(revisions(&sub.next_events().await.unwrap()));
+    }
+    assert_eq!(seen, [1, 2, 3, 4]);
+}
+
+#[tokio::test]
+async fn behaviour_in_memory() {
+    behaviour_suite(Store::new(&config(None))).await;
+}
+
+#[tokio::test]
+async fn behaviour_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    behaviour_suite(Store::from_config(&config(Some(dir.path()))).unwrap()).await;
+}
+
+#[tokio::test]
+async fn behaviour_on_disk_without_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        sync: SyncMode::None,
+        ..config(Some(dir.path()))
+    };
+    behaviour_suite(Store::from_config(&cfg).unwrap()).await;
+}
+
+#[tokio::test]
+async fn a_restart_recovers_every_key_its_metadata_and_the_revision_counter() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(Some(dir.path()));
+    let before = {
+        let store = Store::from_config(&cfg).unwrap();
+        for i in 0..50 {
+            store
+                .put(
+                    format!("k{}", i % 7),
+                    json!({"i": i, "big": "18446744073709551617"}),
+                    None,
+                )
+                .await
+                .unwrap();
+        }
+        store
+            .put(
+                "n".into(),
+                serde_json::from_str::<Value>("123456789012345678901234567890").unwrap(),
+                None,
+            )
+            .await
+            .unwrap();
+        store.delete("k3", None).await.unwrap();
+        store.list("", None, 1000)
+    };
+    let store = Store::from_config(&cfg).unwrap();
+    let after = store.list("", None, 1000);
+    assert_eq!(after.revision, before.revision);
+    assert_eq!(after.entries, before.entries);
+    assert_eq!(
+        store.get("n").0.unwrap().value.to_string(),
+        "123456789012345678901234567890"
+    );
+    let next = store.put("new".into(), json!(1), None).await.unwrap();
+    assert_eq!(
+        next.event.revision,
+        before.revision + 1,
+        "revisions continue across restarts"
+    );
+}
+
+#[tokio::test]
+async fn a_watch_resumes_across_a_restart_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(Some(dir.path()));
+    {
+        let store = Store::from_config(&cfg).unwrap();
+        for i in 1..=10 {
+            store
+                .put(
+                    if i % 2 == 0 {
+                        "even".into()
+                    } else {
+                        "odd".into()
+                    },
+                    json!(i),
+                    None,
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let store = Store::from_config(&cfg).unwrap();
+    let mut sub = store.watch(WatchTarget::Key("odd".into()), 4).unwrap();
+    match sub.take_start() {
+        Some(WatchStart::Replay { events }) => assert_eq!(revisions(&events), [5, 7, 9]),
+        other => panic!("expected a replay, got {other:?}"),
+    }
+    store.put("odd".into(), json!(11), None).await.unwrap();
+    assert_eq!(revisions(&sub.next_events().await.unwrap()), [11]);
+}
+
+#[tokio::test]
+async fn after_compaction_an_old_resume_point_is_out_of_range_and_disk_stays_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        segment_bytes: 16 * 1024,
+        ..config(Some(dir.path()))
+    };
+    let payload = "x".repeat(200);
+    {
+        let store = Store::from_config(&cfg).unwrap();
+        // 3,000 writes over 10 live keys: ~700 KB written, ~2.5 KB live.
+        for i in 0..3000 {
+            store
+                .put(format!("k{}", i % 10), json!({"i": i, "p": payload}), None)
+                .await
+                .unwrap();
+        }
+        // Compaction runs in the background; wait for it to fold the sealed segments.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while dir_bytes(dir.path()) > 100 * 1024 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "compaction did not shrink the log: {} bytes",
+                dir_bytes(dir.path())
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let store = Store::from_config(&cfg).unwrap();
+    assert_eq!(store.revision(), 3000);
+    for k in 0..10 {
+        let entry = store.get(&format!("k{k}")).0.unwrap();
+        assert_eq!(entry.value["i"], json!(2990 + k));
+        assert_eq!(entry.version, 300);
+    }
+    match store.watch(WatchTarget::Key("k1".into()), 5) {
+        Err(Error::Compacted {
+            requested: 5,
+            oldest,
+        }) => assert!(oldest > 5),
+        Err(e) => panic!("unexpected {e:?}"),
+        Ok(_) => panic!("revision 5 was compacted away"),
+    }
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Writes `n` changes to a fresh data dir and returns the bytes of its one log segment.
+async fn one_segment(dir: &Path, n: usize) -> (std::path::PathBuf, Vec<u8>) {
+    {
+        let store = Store::from_config(&config(Some(dir))).unwrap();
+        for i in 0..n {
+            if i % 4 == 3 {
+                store.delete(&format!("k{}", i - 1), None).await.unwrap();
+            } else {
+                store
+                    .put(format!("k{i}"), json!({"i": i, "s": "ü✓"}), None)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    let segment = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("log-"))
+        .unwrap();
+    let bytes = std::fs::read(&segment).unwrap();
+    (segment, bytes)
+}
+
+/// End offsets of the frames in a segment, read independently of the server's decoder:
+/// a 16-byte header, then frames of `len:u32le crc:u32le payload[len]`.
+fn frame_ends(bytes: &[u8]) -> Vec<usize> {
+    let mut ends = Vec::new();
+    let mut at = 16;
+    while at < bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        at += 8 + len;
+        ends.push(at);
+    }
+    assert_eq!(at, bytes.len());
+    ends
+}
+
+fn recover(dir: &Path) -> Result<Recovered, Error> {
+    DiskStorage::open(dir, SyncMode::Always, 1 << 30)?.recover()
+}
+
+#[tokio::test]
+async fn a_log_cut_at_any_byte_recovers_exactly_the_complete_records() {
+    let src = tempfile::tempdir().unwrap();
+    let (segment, bytes) = one_segment(src.path(), 12).await;
+    let ends = frame_ends(&bytes);
+    let all = recover(src.path()).unwrap().events;
+    assert_eq!(all.len(), ends.len());
+    let name = segment.file_name().unwrap();
+    for cut in 0..=bytes.len() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(name), &bytes[..cut]).unwrap();
+        let recovered = recover(dir.path()).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        let complete = ends.iter().filter(|&&end| end <= cut).count();
+        assert_eq!(recovered.events, all[..complete], "cut at {cut}");
+        // The torn tail was truncated away, so appending continues cleanly.
+        let store = Store::open(
+            &Config::default(),
+            Box::new(DiskStorage::open(dir.path(), SyncMode::Always, 1 << 30).unwrap()),
+        )
+        .unwrap();
+        let next = store.put("after".into(), json!(cut), None).await.unwrap();
+        assert_eq!(
+            next.event.revision,
+            complete as Revision + 1,
+            "cut at {cut}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_record_in_the_middle_stops_start_up_naming_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let (segment, mut bytes) = one_segment(dir.path(), 8).await;
+    let ends = frame_ends(&bytes);
+    // Flip a byte inside the third record's payload.
+    let offset = ends[1];
+    bytes[offset + 12] ^= 0x55;
+    std::fs::write(&segment, &bytes).unwrap();
+    let err = recover(dir.path()).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        matches!(err, Error::Corrupt { offset: o, .. } if o == offset as u64),
+        "{message}"
+    );
+    assert!(
+        message.contains(&segment.display().to_string()),
+        "{message}"
+    );
+    assert!(message.contains(&format!("offset {offset}")), "{message}");
+    // Start-up refuses: later data is not silently dropped.
+    assert!(Store::from_config(&config(Some(dir.path()))).is_err());
+    assert_eq!(
+        std::fs::read(&segment).unwrap(),
+        bytes,
+        "nothing was truncated"
+    );
+}
+
+#[tokio::test]
+async fn a_damaged_file_header_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (segment, mut bytes) = one_segment(dir.path(), 3).await;
+    bytes[9] = 7; // format version
+    std::fs::write(&segment, &bytes).unwrap();
+    let message = recover(dir.path()).unwrap_err().to_string();
+    assert!(message.contains("format version"), "{message}");
+}
+
+#[tokio::test]
+async fn only_one_server_may_open_a_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(Some(dir.path()));
+    let first = Store::from_config(&cfg).unwrap();
+    let err = Store::from_config(&cfg)
+        .err()
+        .expect("the second open is refused");
+    assert!(
+        err.to_string().contains("in use by another jsonkv-server"),
+        "{err}"
+    );
+    drop(first);
+    Store::from_config(&cfg).expect("free again once the first is closed");
+}
+
+/// A backend that fails appends on demand, standing in for a full disk or an I/O error.
+struct Flaky {
+    inner: MemoryStorage,
+    fail: Arc<AtomicBool>,
+}
+
+impl Storage for Flaky {
+    fn recover(&mut self) -> Result<Recovered, Error> {
+        self.inner.recover()
+    }
+    fn append(&mut self, events: &[Arc<Event>]) -> Result<(), Error> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(Error::Storage(
+                "No space left on device (os error 28)".into(),
+            ));
+        }
+        self.inner.append(events)
+    }
+}
+
+#[tokio::test]
+async fn a_failed_write_changes_nothing_reads_go_on_and_later_writes_succeed() {
+    let fail = Arc::new(AtomicBool::new(false));
+    let store = Store::open(
+        &Config::default(),
+        Box::new(Flaky {
+            inner: MemoryStorage,
+            fail: fail.clone(),
+        }),
+    )
+    .unwrap();
+    let mut sub = store.watch(WatchTarget::Key("k".into()), 0).unwrap();
+    store.put("k".into(), json!("kept"), None).await.unwrap();
+
+    fail.store(true, Ordering::SeqCst);
+    let err = store
+        .put("k".into(), json!("lost"), Some(1))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("No space left on device"), "{err}");
+    assert!(store.delete("k", None).await.is_err());
+    assert_eq!(store.revision(), 1);
+    assert_eq!(
+        *store.get("k").0.unwrap().value,
+        json!("kept"),
+        "reads go on, unchanged"
+    );
+
+    fail.store(false, Ordering::SeqCst);
+    // The failed writes left no trace: the precondition sees revision 1, the revision goes on
+    // from 1, and the watcher sees no event for them.
+    let change = store.put("k".into(), json!("next"), Some(1)).await.unwrap();
+    assert_eq!(change.event.revision, 2);
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        seen.extend(revisions(&sub.next_events().await.unwrap()));
+    }
+    assert_eq!(seen, [1, 2]);
+}
