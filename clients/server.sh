@@ -28,12 +28,14 @@ start_server() {
     return 1
   fi
   JSONKV_SERVER_LOG=$(mktemp -t jsonkv-server.XXXXXX.log)
+  # The suites run against the durable (default) mode, in a data dir of their own.
+  JSONKV_DATA_DIR=$(mktemp -d -t jsonkv-data.XXXXXX)
   trap stop_server EXIT
   for _ in 1 2 3; do
     local port
     port=$(free_port)
     JSONKV_ADDR=127.0.0.1:$port
-    "$JSONKV_SERVER_BIN" --listen "$JSONKV_ADDR" >>"$JSONKV_SERVER_LOG" 2>&1 &
+    "$JSONKV_SERVER_BIN" --listen "$JSONKV_ADDR" --data-dir "$JSONKV_DATA_DIR" >>"$JSONKV_SERVER_LOG" 2>&1 &
     JSONKV_SERVER_PID=$!
     if wait_listening "$port"; then
       export JSONKV_ADDR
@@ -80,4 +82,5 @@ stop_server() {
     return 1
   fi
   rm -f "$JSONKV_SERVER_LOG"
+  rm -rf "$JSONKV_DATA_DIR"
 }
