@@ -99,6 +99,23 @@ impl Database {
         self.revision = event.revision;
     }
 
+    /// [`Database::apply`] for an event nobody else holds: moves instead of cloning.
+    pub fn apply_owned(&mut self, event: Event) {
+        debug_assert!(
+            event.revision > self.revision,
+            "changes apply in revision order"
+        );
+        self.revision = event.revision;
+        match event.entry {
+            Some(entry) => {
+                self.entries.insert(event.key, entry);
+            }
+            None => {
+                self.entries.remove(&event.key);
+            }
+        }
+    }
+
     /// Installs a snapshot entry, without moving the revision (see [`Database::set_revision`]).
     pub fn load(&mut self, key: String, entry: Entry) {
         self.entries.insert(key, entry);

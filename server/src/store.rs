@@ -144,9 +144,15 @@ impl Store {
         }
         db.set_revision(recovered.snapshot_revision);
         let mut history = HistoryRing::new(config.history_size);
-        for event in recovered.events {
-            db.apply(&event);
-            history.push(event);
+        // Only the newest events go into history; the rest move into the map without a copy.
+        let keep = recovered.events.len().saturating_sub(config.history_size);
+        for (i, event) in recovered.events.into_iter().enumerate() {
+            if i < keep {
+                db.apply_owned(Arc::unwrap_or_clone(event));
+            } else {
+                db.apply(&event);
+                history.push(event);
+            }
         }
         let queue = Arc::new(CommitQueue::default());
         let shared = Arc::new(Shared {
