@@ -285,13 +285,8 @@ fn replay_segment(
     last: &mut Revision,
     events: &mut Vec<Arc<Event>>,
 ) -> Result<(), Error> {
-    let data =
-        fs::read(path).map_err(|e| io_error(format!("cannot read {}", path.display()), e))?;
-    let corrupt = |offset: usize, reason: String| Error::Corrupt {
-        file: path.display().to_string(),
-        offset: offset as u64,
-        reason,
-    };
+    let data = read_file(path)?;
+    let corrupt = |offset: usize, reason: String| corrupt_at(path, offset, reason);
     if let Err(why) = format::check_header(&data, LOG_MAGIC) {
         if is_last && data.len() < HEADER_LEN && LOG_MAGIC.starts_with(&data[..data.len().min(8)]) {
             tracing::warn!(file = %path.display(), bytes = data.len(), "segment header torn; rewriting it");
@@ -343,13 +338,8 @@ fn replay_segment(
 
 /// Reads a whole snapshot: its entries and the revision it was taken at.
 fn read_snapshot(path: &Path) -> Result<(Vec<(String, Entry)>, Revision), Error> {
-    let data =
-        fs::read(path).map_err(|e| io_error(format!("cannot read {}", path.display()), e))?;
-    let corrupt = |offset: usize, reason: String| Error::Corrupt {
-        file: path.display().to_string(),
-        offset: offset as u64,
-        reason,
-    };
+    let data = read_file(path)?;
+    let corrupt = |offset: usize, reason: String| corrupt_at(path, offset, reason);
     format::check_header(&data, SNAPSHOT_MAGIC).map_err(|why| corrupt(0, why))?;
     let mut entries = Vec::new();
     let mut at = HEADER_LEN;
@@ -526,6 +516,19 @@ fn compact(dir: &Path, active_first: Revision, min_bytes: u64) -> Result<(), Err
         "compacted the log into a snapshot"
     );
     Ok(())
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, Error> {
+    fs::read(path).map_err(|e| io_error(format!("cannot read {}", path.display()), e))
+}
+
+/// The error that stops start-up: which file, where, and what is wrong.
+fn corrupt_at(path: &Path, offset: usize, reason: String) -> Error {
+    Error::Corrupt {
+        file: path.display().to_string(),
+        offset: offset as u64,
+        reason,
+    }
 }
 
 fn rewrite_header(path: &Path) -> Result<(), Error> {
