@@ -1,28 +1,15 @@
 //! [`Client`]: the connection to a jsonkv server and its request/response calls (get, insert,
-//! delete, list). Watches live in [`crate::watch`].
+//! delete, list). Connecting with TLS or a token is [`crate::connect`]; watches live in
+//! [`crate::watch`].
 
-use std::time::Duration;
-
-use jsonkv::pb::{self, insert_request::NewValue, json_kv_client::JsonKvClient};
+use jsonkv::pb::{self, insert_request::NewValue};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
+use crate::connect::{ClientBuilder, Rpc};
 use crate::entry::decode_all;
 use crate::{Entry, Error};
-
-/// A value may be 1 MiB of JSON and a list page holds up to 1000 of them; tonic's 4 MiB default
-/// would reject such responses.
-const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-
-/// Bounds the eager connect, so that an address that drops packets fails instead of hanging.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Pings on an idle connection so that a watch on a server that vanished without closing the
-/// connection (host down, network cut) fails and reconnects instead of waiting forever.
-const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
-const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Every response is asked for as JSON text: the `google.protobuf.Value` form rounds numbers.
 const JSON: i32 = pb::ValueEncoding::Json as i32;
@@ -32,7 +19,7 @@ const JSON: i32 = pb::ValueEncoding::Json as i32;
 /// Values go over the wire as JSON text in both directions, so any JSON number survives exactly.
 #[derive(Debug, Clone)]
 pub struct Client {
-    pub(crate) rpc: JsonKvClient<Channel>,
+    pub(crate) rpc: Rpc,
 }
 
 /// A compare-and-swap condition on a key's current mod revision.
@@ -84,31 +71,16 @@ pub struct ListPage<T> {
 }
 
 impl Client {
-    /// Connects to `addr` (`http://host:port`, or bare `host:port`), failing now if the server
-    /// cannot be reached.
+    /// Connects to `addr` (`http://host:port`, `https://host:port` with the platform's trusted
+    /// roots, or bare `host:port`) without a token, failing now if the server cannot be reached.
+    /// [`Client::builder`] sets a token, a CA or a client certificate.
     pub async fn connect(addr: impl Into<String>) -> Result<Client, Error> {
-        let mut addr = addr.into();
-        if !addr.contains("://") {
-            addr = format!("http://{addr}");
-        }
-        let connect_error = |addr: &str, source| Error::Connect {
-            addr: addr.to_owned(),
-            source,
-        };
-        let endpoint = Endpoint::from_shared(addr.clone())
-            .map_err(|e| connect_error(&addr, e))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
-            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
-            .keep_alive_while_idle(true);
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| connect_error(&addr, e))?;
-        let rpc = JsonKvClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        Ok(Client { rpc })
+        Client::builder(addr).connect().await
+    }
+
+    /// Options for connecting to `addr`: token, CA, client certificate.
+    pub fn builder(addr: impl Into<String>) -> ClientBuilder {
+        ClientBuilder::new(addr.into())
     }
 
     /// Reads a key; `None` if it does not exist.

@@ -10,6 +10,11 @@ use tonic_types::StatusExt;
 /// the problem, fit to print after `error: `.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A connection option is unusable (an unreadable CA file, a token no HTTP header can
+    /// carry, a CA for a plaintext address).
+    #[error("{0}")]
+    Config(String),
+
     /// The server could not be reached (or the address is not a valid URI).
     #[error("cannot connect to {addr}: {}", root_cause(.source))]
     Connect {
@@ -117,8 +122,8 @@ fn status_line(status: &Status) -> String {
     line
 }
 
-/// The most useful words in an error chain: the kind of the innermost I/O error when it has a
-/// specific one ("connection refused"), else the innermost message. Transport errors wrap that
+/// The most useful words in an error chain: the kind of the innermost OS-level I/O error when it
+/// has a specific one ("connection refused"), else the innermost message. Transport errors wrap that
 /// cause in layers ("transport error" > "tcp connect error" > ...) that say nothing to a user.
 pub(crate) fn root_cause(err: &(dyn StdError + 'static)) -> String {
     let mut innermost = err;
@@ -127,7 +132,9 @@ pub(crate) fn root_cause(err: &(dyn StdError + 'static)) -> String {
     while let Some(e) = current {
         innermost = e;
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if !matches!(io.kind(), std::io::ErrorKind::Other) {
+            // An I/O error that wraps another (rustls' "invalid peer certificate: ...") says
+            // more in its message than in its kind ("invalid data").
+            if io.get_ref().is_none() && !matches!(io.kind(), std::io::ErrorKind::Other) {
                 io_kind = Some(io.kind());
             }
         }
@@ -177,7 +184,9 @@ impl Error {
             Error::InvalidArgument(_) => Some(Code::InvalidArgument),
             Error::OutOfRange { .. } => Some(Code::OutOfRange),
             Error::Status(status) => Some(status.code()),
-            Error::Connect { .. } | Error::Json { .. } | Error::Protocol(_) => None,
+            Error::Config(_) | Error::Connect { .. } | Error::Json { .. } | Error::Protocol(_) => {
+                None
+            }
         }
     }
 }

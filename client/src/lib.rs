@@ -26,7 +26,9 @@
 //! `google.protobuf.Value`, so numbers of any size or precision survive exactly.
 //!
 //! Layout:
-//! - [`client`]: [`Client`] (connect, get, insert, delete, list) and its small result types.
+//! - [`client`]: [`Client`] (get, insert, delete, list) and its small result types.
+//! - [`connect`]: [`ClientBuilder`]: address, TLS (`https://`, a CA, a client certificate)
+//!   and the bearer token.
 //! - [`entry`]: [`Entry`], and decoding a wire `KeyValue` into one.
 //! - [`watch`]: [`WatchStream`], [`WatchEvent`] and the watch calls on [`Client`].
 //! - `reconnect`: resuming a broken watch without gaps or duplicates (the resume rule).
@@ -37,12 +39,14 @@
 //! (re)opens the server stream and filters it) -> typed decoding in `watch` -> the caller.
 
 pub mod client;
+pub mod connect;
 pub mod entry;
 pub mod error;
 mod reconnect;
 pub mod watch;
 
 pub use client::{Client, InsertResult, ListPage, Precondition};
+pub use connect::ClientBuilder;
 pub use entry::Entry;
 pub use error::Error;
 pub use watch::{WatchEvent, WatchOptions, WatchStream, WatchTarget};

@@ -2,6 +2,7 @@
 //! events printed as one compact JSON line each, errors as one line on stderr.
 
 use std::io::{self, Read, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
@@ -18,7 +19,7 @@ Exit status: 0 on success; 1 when the key is not found or on any error; 2 for a 
 #[derive(Debug, Parser)]
 #[command(name = "jsonkv", version, after_help = EXIT_HELP)]
 struct Cli {
-    /// Server address: http://HOST:PORT or HOST:PORT.
+    /// Server address: http://HOST:PORT, https://HOST:PORT (TLS) or HOST:PORT.
     #[arg(
         long,
         global = true,
@@ -26,6 +27,35 @@ struct Cli {
         default_value = "http://127.0.0.1:50051"
     )]
     addr: String,
+
+    /// Bearer token for a server started with --auth-tokens. Prefer the environment variable:
+    /// a flag shows in the process list.
+    #[arg(long, global = true, env = "JSONKV_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+
+    /// PEM CA certificate to trust for an https:// address, instead of the system's roots.
+    #[arg(long, global = true, env = "JSONKV_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
+
+    /// PEM client certificate, for a server that requires mutual TLS (needs --key).
+    #[arg(
+        long,
+        global = true,
+        env = "JSONKV_CERT",
+        value_name = "FILE",
+        requires = "cert_key"
+    )]
+    cert: Option<PathBuf>,
+
+    /// The PEM private key of --cert. (Named `cert_key` inside, since subcommands have a KEY.)
+    #[arg(
+        long = "key",
+        global = true,
+        env = "JSONKV_KEY",
+        value_name = "FILE",
+        requires = "cert"
+    )]
+    cert_key: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -161,7 +191,17 @@ async fn run(cli: Cli) -> Result<(), Exit> {
         Command::Put { json, .. } => Some(read_value(json)?),
         _ => None,
     };
-    let client = Client::connect(cli.addr).await?;
+    let mut builder = Client::builder(cli.addr);
+    if let Some(token) = cli.token {
+        builder = builder.token(token);
+    }
+    if let Some(ca) = cli.ca {
+        builder = builder.ca_file(ca);
+    }
+    if let (Some(cert), Some(key)) = (cli.cert, cli.cert_key) {
+        builder = builder.identity_files(cert, key);
+    }
+    let client = builder.connect().await?;
     match cli.command {
         Command::Put { key, condition, .. } => {
             let value = value.unwrap_or_default();

@@ -90,7 +90,9 @@ pub fn spawn<C: Committer>(
         .spawn(move || {
             while let Some(batch) = queue.next_batch() {
                 let events: Vec<Arc<Event>> = batch.iter().map(|p| Arc::clone(&p.event)).collect();
+                let started = std::time::Instant::now();
                 let result = storage.append(&events);
+                crate::metrics::storage().record_append(started.elapsed(), events.len());
                 let Some(committer) = committer.upgrade() else {
                     // The store is gone, so no writer is waiting: nothing to apply or answer.
                     continue;

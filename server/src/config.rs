@@ -35,6 +35,40 @@ pub struct Config {
     /// After a shutdown signal, how long in-flight calls get to finish before connections are
     /// closed regardless (a client that never reads its stream must not hold the server up).
     pub shutdown_grace: Duration,
+    /// Serve gRPC over TLS with these files; `None` serves plaintext HTTP/2.
+    pub tls: Option<TlsFiles>,
+    /// File of `read TOKEN` / `write TOKEN` lines; `None` lets every caller do everything.
+    pub auth_tokens: Option<PathBuf>,
+    /// Where to serve Prometheus metrics (`/metrics`, plain HTTP); `None` serves none.
+    pub metrics_listen: Option<SocketAddr>,
+    /// HTTP/2 streams (calls in flight, watches included) one connection may have open. Clients
+    /// are told in the connection settings and queue any call beyond it.
+    pub max_concurrent_streams: u32,
+    /// Open watches one client connection may hold (counted per remote address);
+    /// RESOURCE_EXHAUSTED beyond. Below `max_concurrent_streams`, so that watches cannot take
+    /// every stream of a connection and starve its unary calls.
+    pub max_watchers_per_connection: usize,
+    /// Open watches the whole server may hold; RESOURCE_EXHAUSTED beyond.
+    pub max_watchers: usize,
+    /// How long a call may take until its response starts: a unary call's whole run, a watch's
+    /// opening (never its life). DEADLINE_EXCEEDED beyond. Zero: no limit.
+    pub request_timeout: Duration,
+    /// How often an idle connection is pinged, so that a peer that vanished without closing its
+    /// connection (host down, network cut) is found and its watches freed. Zero: never.
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed.
+    pub keepalive_timeout: Duration,
+}
+
+/// The PEM files that turn TLS on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The server's certificate chain.
+    pub cert: PathBuf,
+    /// The private key of `cert`.
+    pub key: PathBuf,
+    /// With this CA, every client must present a certificate it signed (mutual TLS).
+    pub client_ca: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -51,6 +85,15 @@ impl Default for Config {
             progress_interval: Duration::from_secs(1),
             max_message_bytes: 16 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
+            tls: None,
+            auth_tokens: None,
+            metrics_listen: None,
+            max_concurrent_streams: 1024,
+            max_watchers_per_connection: 512,
+            max_watchers: 10_000,
+            request_timeout: Duration::from_secs(30),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
         }
     }
 }

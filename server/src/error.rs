@@ -4,6 +4,7 @@
 //! client in any language can read, say, the current revision of a failed compare-and-swap.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -62,6 +63,27 @@ pub enum Error {
     /// A broken invariant, reported rather than panicking inside a request.
     #[error("internal error: {0}")]
     Internal(String),
+
+    /// The call carried no token, or one the server does not know. (The message never
+    /// repeats the token.)
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+
+    /// The call's token does not allow this method.
+    #[error("a read-only token may not call {method}")]
+    PermissionDenied { method: String },
+
+    /// Opening one more watch would pass a limit; nothing was opened.
+    #[error("too many open watches {scope}: the limit is {limit}; close one first")]
+    TooManyWatchers { scope: &'static str, limit: usize },
+
+    /// The call ran past the server's request timeout. A write may still have been applied.
+    #[error("request took longer than the server's limit of {0:?}")]
+    DeadlineExceeded(Duration),
+
+    /// A start-up setting is unusable (a malformed tokens file, an unreadable certificate).
+    #[error("{0}")]
+    Config(String),
 }
 
 impl Error {
@@ -104,7 +126,11 @@ impl From<Error> for Status {
             Error::WatcherLagged { delivered, oldest } => compacted(message, delivered + 1, oldest),
             Error::ShuttingDown | Error::Storage(_) => Status::unavailable(message),
             Error::Corrupt { .. } => Status::data_loss(message),
-            Error::Internal(_) => Status::internal(message),
+            Error::Internal(_) | Error::Config(_) => Status::internal(message),
+            Error::Unauthenticated(_) => Status::unauthenticated(message),
+            Error::PermissionDenied { .. } => Status::permission_denied(message),
+            Error::TooManyWatchers { .. } => Status::resource_exhausted(message),
+            Error::DeadlineExceeded(_) => Status::deadline_exceeded(message),
         }
     }
 }

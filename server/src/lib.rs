@@ -14,27 +14,38 @@
 //! - [`watch_stream`]: turns a `Subscription` into a gRPC response stream.
 //! - [`wire`]: request validation and conversion to protobuf messages.
 //! - [`service`]: the `jsonkv.v1.JsonKv` implementation.
+//! - [`auth`]: bearer tokens with read/write roles, checked by a tower layer.
+//! - [`limits`]: watcher limits (per connection, in total) and the request timeout.
+//! - [`metrics`]: Prometheus metrics, the layer that counts and times calls, `/metrics`.
+//! - [`tls`]: the TLS certificate, key and client CA, read into tonic's rustls config.
 //! - [`error`]: the error type and its one mapping to `tonic::Status`.
 //! - [`server`]: serving, health, reflection and graceful shutdown; [`RunningServer`].
 //! - [`config`], [`shutdown`]: settings, and the signal every stream listens to.
 //!
+//! A call passes, in order: the metrics layer, the timeout layer and the auth layer
+//! (`server.rs` stacks them), then the generated JsonKv server and [`service`].
+//!
 //! ARCHITECTURE.md at the repository root walks a request and a watch event through these.
 
+pub mod auth;
 pub mod commit;
 pub mod config;
 pub mod database;
 pub mod error;
 pub mod history;
 pub mod hub;
+pub mod limits;
+pub mod metrics;
 pub mod server;
 pub mod service;
 pub mod shutdown;
 pub mod storage;
 pub mod store;
+pub mod tls;
 pub mod watch_stream;
 pub mod wire;
 
 pub use config::Config;
 pub use error::Error;
-pub use server::{run, RunningServer};
+pub use server::{run, serve, Listeners, RunningServer, Security};
 pub use store::Store;

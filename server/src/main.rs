@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use jsonkv_server::config::TlsFiles;
 use jsonkv_server::storage::SyncMode;
-use jsonkv_server::{run, Config, Store};
+use jsonkv_server::{serve, Config, Listeners, Security, Store};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -54,6 +55,42 @@ struct Args {
     /// Seconds in-flight calls get to finish after Ctrl-C or SIGTERM.
     #[arg(long, default_value_t = Config::default().shutdown_grace.as_secs())]
     shutdown_grace_secs: u64,
+    /// Serve gRPC over TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS: every client must present a certificate signed by this PEM CA.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// File of `read TOKEN` and `write TOKEN` lines (`#` comments and blank lines allowed).
+    /// JsonKv calls then need `authorization: Bearer TOKEN`; health and reflection stay open.
+    #[arg(long, value_name = "FILE")]
+    auth_tokens: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP; keep it private).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// HTTP/2 streams (calls and watches in flight) one connection may have open; clients
+    /// queue calls beyond it.
+    #[arg(long, default_value_t = Config::default().max_concurrent_streams)]
+    max_concurrent_streams: u32,
+    /// Open watches per client connection; more get RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = Config::default().max_watchers_per_connection)]
+    max_watchers_per_connection: usize,
+    /// Open watches in total; more get RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = Config::default().max_watchers)]
+    max_watchers: usize,
+    /// Seconds a call may take before it gets DEADLINE_EXCEEDED (0: no limit). A watch only
+    /// has to open in that time; it then streams for as long as it likes.
+    #[arg(long, default_value_t = Config::default().request_timeout.as_secs())]
+    request_timeout_secs: u64,
+    /// Seconds between HTTP/2 pings on a connection, to find peers that vanished (0: never).
+    #[arg(long, default_value_t = Config::default().keepalive_interval.as_secs())]
+    keepalive_interval_secs: u64,
+    /// Seconds a ping may go unanswered before the connection (and its watches) is closed.
+    #[arg(long, default_value_t = Config::default().keepalive_timeout.as_secs())]
+    keepalive_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -79,6 +116,23 @@ impl From<Args> for Config {
             max_message_bytes: args.max_message_bytes,
             progress_interval: Duration::from_millis(args.progress_interval_ms),
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+            tls: match (args.tls_cert, args.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert,
+                    key,
+                    client_ca: args.tls_client_ca,
+                }),
+                // clap requires both or neither.
+                _ => None,
+            },
+            auth_tokens: args.auth_tokens,
+            metrics_listen: args.metrics_listen,
+            max_concurrent_streams: args.max_concurrent_streams,
+            max_watchers_per_connection: args.max_watchers_per_connection,
+            max_watchers: args.max_watchers,
+            request_timeout: Duration::from_secs(args.request_timeout_secs),
+            keepalive_interval: Duration::from_secs(args.keepalive_interval_secs),
+            keepalive_timeout: Duration::from_secs(args.keepalive_timeout_secs),
         }
     }
 }
@@ -89,32 +143,41 @@ async fn main() {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let config = Config::from(Args::parse());
+    // Files first: a bad certificate or tokens file should stop start-up before anything else.
+    let security = Security::load(&config).unwrap_or_else(|err| fail(err));
     let listener = match TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
-        Err(err) => {
-            eprintln!("error: cannot listen on {}: {err}", config.listen);
-            std::process::exit(1);
-        }
+        Err(err) => fail(format!("cannot listen on {}: {err}", config.listen)),
     };
-    let store = match Store::from_config(&config) {
-        Ok(store) => store,
-        Err(err) => {
-            eprintln!("error: {err}");
-            std::process::exit(1);
-        }
+    let addr = listener.local_addr().unwrap_or(config.listen);
+    let listeners = Listeners::with_metrics(&config, listener)
+        .await
+        .unwrap_or_else(|err| fail(err));
+    let store = Store::from_config(&config).unwrap_or_else(|err| fail(err));
+    let tls = match &config.tls {
+        None => "off",
+        Some(files) if files.client_ca.is_some() => "mutual",
+        Some(_) => "on",
     };
+    let auth = config.auth_tokens.is_some();
+    let metrics = listeners.metrics.as_ref().and_then(|l| l.local_addr().ok());
     match &config.data_dir {
         Some(dir) => {
-            tracing::info!(addr = %config.listen, data_dir = %dir.display(), sync = ?config.sync, "jsonkv-server listening")
+            tracing::info!(%addr, data_dir = %dir.display(), sync = ?config.sync, tls, auth, ?metrics, "jsonkv-server listening")
         }
         None => {
-            tracing::info!(addr = %config.listen, "jsonkv-server listening (in memory: nothing is persisted)")
+            tracing::info!(%addr, tls, auth, ?metrics, "jsonkv-server listening (in memory: nothing is persisted)")
         }
     }
-    if let Err(err) = run(config, listener, store, shutdown_signal()).await {
-        eprintln!("error: {err}");
-        std::process::exit(1);
+    if let Err(err) = serve(config, security, listeners, store, shutdown_signal()).await {
+        fail(err);
     }
+}
+
+/// Ends the process after a start-up or serving failure, with the reason on stderr.
+fn fail(err: impl std::fmt::Display) -> ! {
+    eprintln!("error: {err}");
+    std::process::exit(1);
 }
 
 /// Completes on Ctrl-C or SIGTERM.

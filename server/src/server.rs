@@ -1,33 +1,102 @@
 //! Runs the gRPC server: the JsonKv service, health and reflection (v1 and v1alpha) on one
-//! listener, until a shutdown future completes. [`RunningServer`] runs it in the background for
-//! tests, benchmarks and embedding.
+//! listener, and Prometheus metrics on another if asked, until a shutdown future completes.
+//! [`RunningServer`] runs it in the background for tests, benchmarks and embedding.
+//!
+//! Every call passes three tower layers, outermost first: metrics (count and time it), the
+//! request timeout, and authentication (JsonKv calls only). TLS, the HTTP/2 stream limit and
+//! keepalive are connection settings; the watch limits are applied where a watch opens
+//! (`service.rs`).
 //!
 //! Shutdown order: health turns NOT_SERVING, open watches end with UNAVAILABLE, the server stops
 //! accepting and lets in-flight calls finish, and after `shutdown_grace` closes whatever is
-//! left (a client that never reads its stream must not hold the process up).
+//! left (a client that never reads its stream must not hold the process up). The metrics
+//! endpoint stops last.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use jsonkv::pb::json_kv_server::JsonKvServer;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::Server;
+use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
+use crate::auth::{AuthLayer, Tokens};
 use crate::config::Config;
+use crate::error::Error;
+use crate::limits::{TimeoutLayer, WatcherLimits};
+use crate::metrics::{self, Metrics};
 use crate::service::JsonKvService;
 use crate::shutdown;
 use crate::store::Store;
+use crate::tls;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Serves `store` on `listener` until `signal` completes, then shuts down gracefully.
+/// What the server reads from files at start-up: the TLS certificate and key, and the tokens.
+/// Loaded before anything is served, so that a bad file stops start-up with a message naming
+/// it.
+pub struct Security {
+    tls: Option<ServerTlsConfig>,
+    tokens: Option<Arc<Tokens>>,
+}
+
+impl Security {
+    pub fn load(config: &Config) -> Result<Security, Error> {
+        Ok(Security {
+            tls: config.tls.as_ref().map(tls::server_config).transpose()?,
+            tokens: match &config.auth_tokens {
+                Some(path) => Some(Arc::new(Tokens::load(path)?)),
+                None => None,
+            },
+        })
+    }
+}
+
+/// The sockets a server serves on.
+pub struct Listeners {
+    pub grpc: TcpListener,
+    /// For `/metrics`; `None` serves no metrics.
+    pub metrics: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `config.metrics_listen` (if set) next to the given gRPC listener.
+    pub async fn with_metrics(config: &Config, grpc: TcpListener) -> std::io::Result<Listeners> {
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {addr} for metrics: {e}"),
+                )
+            })?),
+            None => None,
+        };
+        Ok(Listeners { grpc, metrics })
+    }
+}
+
+/// Serves `store` on `listener` (and metrics on `config.metrics_listen`) until `signal`
+/// completes, then shuts down gracefully.
 pub async fn run(
     config: Config,
     listener: TcpListener,
+    store: Store,
+    signal: impl Future<Output = ()>,
+) -> Result<(), BoxError> {
+    let security = Security::load(&config)?;
+    let listeners = Listeners::with_metrics(&config, listener).await?;
+    serve(config, security, listeners, store, signal).await
+}
+
+/// Like [`run`], with the files already loaded and every socket already bound.
+pub async fn serve(
+    config: Config,
+    security: Security,
+    listeners: Listeners,
     store: Store,
     signal: impl Future<Output = ()>,
 ) -> Result<(), BoxError> {
@@ -46,14 +115,49 @@ pub async fn run(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let jsonkv = JsonKvServer::new(JsonKvService::new(store, &config, watch_shutdown))
-        .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(config.max_message_bytes);
+    let watchers = WatcherLimits::new(&config);
+    let metrics = Metrics::new(store.clone(), watchers.clone());
+    // The endpoint stops when told to at the end, or when this future ends early or is
+    // dropped: either way the sender goes, and with it the endpoint.
+    let (stop_metrics, metrics_stopped) = oneshot::channel::<()>();
+    let metrics_task = listeners.metrics.map(|listener| {
+        tokio::spawn(metrics::serve(listener, metrics.clone(), async {
+            let _ = metrics_stopped.await;
+        }))
+    });
 
+    let jsonkv = JsonKvServer::new(JsonKvService::new(
+        store,
+        &config,
+        watch_shutdown,
+        watchers,
+        metrics.watch_counters(),
+    ))
+    .max_decoding_message_size(config.max_message_bytes)
+    .max_encoding_message_size(config.max_message_bytes);
+
+    let local = listeners.grpc.local_addr()?;
+    if security.tokens.is_some() && security.tls.is_none() && !local.ip().is_loopback() {
+        tracing::warn!(
+            addr = %local,
+            "tokens are checked but travel in plaintext; anyone on the network path can read them (add --tls-cert and --tls-key)"
+        );
+    }
     // Nagle's algorithm would hold small responses back for up to 40 ms.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
     let (stop_accepting, stopped) = oneshot::channel::<()>();
-    let server = Server::builder()
+    let keepalive = Some(config.keepalive_interval).filter(|d| !d.is_zero());
+    let mut builder = Server::builder()
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .http2_keepalive_interval(keepalive)
+        .http2_keepalive_timeout(Some(config.keepalive_timeout));
+    if let Some(tls) = security.tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let server = builder
+        .layer(metrics.layer())
+        .layer(TimeoutLayer::new(config.request_timeout))
+        .layer(AuthLayer::new(security.tokens))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -83,6 +187,14 @@ pub async fn run(
             "grace period over; closing the connections still open"
         ),
     }
+    let _ = stop_metrics.send(());
+    if let Some(task) = metrics_task {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(%err, "metrics endpoint failed"),
+            Err(err) => tracing::warn!(%err, "metrics endpoint panicked"),
+        }
+    }
     tracing::info!("shut down");
     Ok(())
 }
@@ -90,6 +202,8 @@ pub async fn run(
 /// A server running in a background task, stopped by [`RunningServer::shutdown`] or by drop.
 pub struct RunningServer {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    tls: bool,
     store: Store,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), BoxError>>,
@@ -103,17 +217,27 @@ impl RunningServer {
         RunningServer::start_with_store(config, store).await
     }
 
-    /// Binds `config.listen` and serves `store`, which may outlive this server.
+    /// Binds `config.listen` (and `config.metrics_listen`) and serves `store`, which may
+    /// outlive this server. A bad TLS or tokens file fails here.
     pub async fn start_with_store(config: Config, store: Store) -> std::io::Result<RunningServer> {
+        let security = Security::load(&config).map_err(std::io::Error::other)?;
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
+        let listeners = Listeners::with_metrics(&config, listener).await?;
+        let metrics_addr = match &listeners.metrics {
+            Some(listener) => Some(listener.local_addr()?),
+            None => None,
+        };
+        let tls = config.tls.is_some();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(config, listener, store.clone(), async {
+        let task = tokio::spawn(serve(config, security, listeners, store.clone(), async {
             // Completes on send or when the sender is dropped: dropping the handle stops it.
             let _ = stopped.await;
         }));
         Ok(RunningServer {
             addr,
+            metrics_addr,
+            tls,
             store,
             stop: Some(stop),
             task,
@@ -124,9 +248,15 @@ impl RunningServer {
         self.addr
     }
 
-    /// The address as a client URL, `http://IP:PORT`.
+    /// The address as a client URL: `http://IP:PORT`, or `https://` with TLS on.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Where `/metrics` is served, if `config.metrics_listen` was set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     pub fn store(&self) -> Store {

@@ -1,7 +1,9 @@
 //! The `jsonkv.v1.JsonKv` gRPC service: validates each request through [`crate::wire`], calls
 //! the [`Store`], and shapes the response. Errors become `Status` in one place
-//! (`impl From<Error> for Status`).
+//! (`impl From<Error> for Status`). A watch opens only with a [`WatcherLimits`] permit, which
+//! its stream holds until it ends.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use jsonkv::pb::{self, json_kv_server::JsonKv};
@@ -10,6 +12,8 @@ use tonic::{Request, Response, Status};
 use crate::config::Config;
 use crate::error::Error;
 use crate::hub::WatchTarget;
+use crate::limits::WatcherLimits;
+use crate::metrics::WatchCounters;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::watch_stream::{watch_stream, WatchStream};
@@ -21,15 +25,25 @@ pub struct JsonKvService {
     limits: Limits,
     progress_interval: Duration,
     shutdown: Shutdown,
+    watchers: WatcherLimits,
+    counters: WatchCounters,
 }
 
 impl JsonKvService {
-    pub fn new(store: Store, config: &Config, shutdown: Shutdown) -> Self {
+    pub fn new(
+        store: Store,
+        config: &Config,
+        shutdown: Shutdown,
+        watchers: WatcherLimits,
+        counters: WatchCounters,
+    ) -> Self {
         JsonKvService {
             store,
             limits: Limits::from(config),
             progress_interval: config.progress_interval,
             shutdown,
+            watchers,
+            counters,
         }
     }
 
@@ -118,20 +132,25 @@ impl JsonKvService {
         })
     }
 
+    /// Opens a watch for the client at `peer`, if the watcher limits allow one more.
     fn watch(
         &self,
+        peer: Option<SocketAddr>,
         target: WatchTarget,
         start_revision: i64,
         value_encoding: i32,
     ) -> Result<WatchStream, Error> {
         let encoding = wire::encoding(value_encoding)?;
         let start = wire::start_revision(start_revision)?;
+        let permit = self.watchers.acquire(peer)?;
         let sub = self.store.watch(target, start)?;
         Ok(watch_stream(
             sub,
+            permit,
             encoding,
             self.progress_interval,
             self.shutdown.clone(),
+            self.counters.clone(),
         ))
     }
 }
@@ -173,10 +192,12 @@ impl JsonKv for JsonKvService {
         &self,
         req: Request<pb::WatchKeyRequest>,
     ) -> Result<Response<WatchStream>, Status> {
+        let peer = req.remote_addr();
         let req = req.into_inner();
         self.limits.key(&req.key)?;
         let target = WatchTarget::Key(req.key);
         Ok(Response::new(self.watch(
+            peer,
             target,
             req.start_revision,
             req.value_encoding,
@@ -189,10 +210,12 @@ impl JsonKv for JsonKvService {
         &self,
         req: Request<pb::WatchPrefixRequest>,
     ) -> Result<Response<WatchStream>, Status> {
+        let peer = req.remote_addr();
         let req = req.into_inner();
         self.limits.prefix(&req.prefix)?;
         let target = WatchTarget::Prefix(req.prefix);
         Ok(Response::new(self.watch(
+            peer,
             target,
             req.start_revision,
             req.value_encoding,

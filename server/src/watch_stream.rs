@@ -2,7 +2,8 @@
 //! bounded size) or history replay, then events as the [`Subscription`] yields them, with
 //! progress notices when idle. Ends with UNAVAILABLE on shutdown, or with the error that ended
 //! the subscription. Dropping the stream (the client went away) drops the subscription, which
-//! frees its broadcast sender if it was the last.
+//! frees its broadcast sender if it was the last, and the watcher permit, which frees its place
+//! under the watcher limits.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -15,6 +16,8 @@ use tonic::Status;
 
 use crate::database::{Entry, Revision};
 use crate::error::Error;
+use crate::limits::WatcherPermit;
+use crate::metrics::WatchCounters;
 use crate::shutdown::Shutdown;
 use crate::store::{Subscription, WatchStart};
 use crate::wire;
@@ -23,11 +26,15 @@ pub type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Statu
 
 pub fn watch_stream(
     mut sub: Subscription,
+    permit: WatcherPermit,
     encoding: ValueEncoding,
     progress_interval: Duration,
     mut shutdown: Shutdown,
+    counters: WatchCounters,
 ) -> WatchStream {
     Box::pin(async_stream::stream! {
+        // Held for as long as the stream lives, however it ends.
+        let _permit = permit;
         match sub.take_start() {
             Some(WatchStart::Snapshot { revision, entries }) => {
                 for snapshot in snapshot_messages(revision, &entries, encoding) {
@@ -35,6 +42,7 @@ pub fn watch_stream(
                 }
             }
             Some(WatchStart::Replay { events }) => {
+                counters.delivered(events.len());
                 for event in &events {
                     yield Ok(response(Msg::Event(wire::event(event, encoding))));
                 }
@@ -51,11 +59,15 @@ pub fn watch_stream(
                 }
                 next = sub.next_events() => match next {
                     Ok(events) => {
+                        counters.delivered(events.len());
                         for event in &events {
                             yield Ok(response(Msg::Event(wire::event(event, encoding))));
                         }
                     }
                     Err(err) => {
+                        if matches!(err, Error::WatcherLagged { .. }) {
+                            counters.overflowed();
+                        }
                         tracing::debug!(target = ?sub.target(), %err, "watch ended");
                         yield Err(err.into());
                         break;

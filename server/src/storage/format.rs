@@ -104,7 +104,7 @@ fn begin_frame(buf: &mut Vec<u8>) -> usize {
     start
 }
 
-fn end_frame(buf: &mut Vec<u8>, start: usize) {
+fn end_frame(buf: &mut [u8], start: usize) {
     let payload = &buf[start + FRAME_HEADER..];
     let len = payload.len() as u32;
     let crc = crc32fast::hash(payload);

@@ -1,0 +1,231 @@
+//! How a [`Client`] connects: [`ClientBuilder`] takes the address, the TLS settings (a CA to
+//! trust, a client certificate for mutual TLS) and the bearer token, and opens the connection.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use jsonkv::pb::json_kv_client::JsonKvClient;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{Request, Status};
+
+use crate::{Client, Error};
+
+/// A value may be 1 MiB of JSON and a list page holds up to 1000 of them; tonic's 4 MiB default
+/// would reject such responses.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Bounds the eager connect, so that an address that drops packets fails instead of hanging.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Pings on an idle connection so that a watch on a server that vanished without closing the
+/// connection (host down, network cut) fails and reconnects instead of waiting forever.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The generated client with the token attached to every call.
+pub(crate) type Rpc = JsonKvClient<InterceptedService<Channel, BearerToken>>;
+
+/// Options for connecting to a jsonkv server, from [`Client::builder`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), jsonkv_client::Error> {
+/// let client = jsonkv_client::Client::builder("https://db.example:50051")
+///     .ca_file("ca.pem")
+///     .token(std::env::var("JSONKV_TOKEN").unwrap_or_default())
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ClientBuilder {
+    addr: String,
+    token: Option<String>,
+    ca: Option<Pem>,
+    identity: Option<(Pem, Pem)>,
+}
+
+/// PEM text, or the file to read it from when connecting.
+#[derive(Clone)]
+enum Pem {
+    File(PathBuf),
+    Text(Vec<u8>),
+}
+
+impl fmt::Debug for ClientBuilder {
+    // By hand, so that the token never reaches a log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("ca", &self.ca.is_some())
+            .field("identity", &self.identity.is_some())
+            .finish()
+    }
+}
+
+impl ClientBuilder {
+    pub(crate) fn new(addr: String) -> Self {
+        ClientBuilder {
+            addr,
+            token: None,
+            ca: None,
+            identity: None,
+        }
+    }
+
+    /// Sends `authorization: Bearer TOKEN` with every call.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Trusts only the CA certificate in this PEM file for `https://` addresses, instead of the
+    /// platform's roots (the usual set-up with a private CA).
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca = Some(Pem::File(path.into()));
+        self
+    }
+
+    /// Like [`ClientBuilder::ca_file`], with the PEM text itself.
+    pub fn ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca = Some(Pem::Text(pem.into()));
+        self
+    }
+
+    /// Presents this certificate and key (PEM files) to servers that require mutual TLS.
+    pub fn identity_files(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.identity = Some((Pem::File(cert.into()), Pem::File(key.into())));
+        self
+    }
+
+    /// Like [`ClientBuilder::identity_files`], with the PEM text itself.
+    pub fn identity_pem(mut self, cert: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Self {
+        self.identity = Some((Pem::Text(cert.into()), Pem::Text(key.into())));
+        self
+    }
+
+    /// Connects, failing now if the server cannot be reached. The address is
+    /// `http://host:port`, `https://host:port` (TLS), or bare `host:port` (plaintext).
+    pub async fn connect(self) -> Result<Client, Error> {
+        let mut addr = self.addr;
+        if !addr.contains("://") {
+            addr = format!("http://{addr}");
+        }
+        let token = BearerToken::new(self.token.as_deref())?;
+        let connect_error = |source| Error::Connect {
+            addr: addr.clone(),
+            source,
+        };
+        let mut endpoint = Endpoint::from_shared(addr.clone())
+            .map_err(connect_error)?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
+        let https = addr.starts_with("https://");
+        if https {
+            let mut tls = ClientTlsConfig::new();
+            tls = match self.ca {
+                Some(ca) => tls.ca_certificate(Certificate::from_pem(ca.read("CA")?)),
+                None => tls.with_enabled_roots(),
+            };
+            if let Some((cert, key)) = self.identity {
+                tls = tls.identity(Identity::from_pem(
+                    cert.read("client certificate")?,
+                    key.read("client key")?,
+                ));
+            }
+            endpoint = endpoint.tls_config(tls).map_err(connect_error)?;
+        } else if self.ca.is_some() || self.identity.is_some() {
+            return Err(Error::Config(format!(
+                "a CA or client certificate was given, but {addr} is not an https:// address"
+            )));
+        }
+        let channel = endpoint.connect().await.map_err(connect_error)?;
+        let rpc = JsonKvClient::with_interceptor(channel, token)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        Ok(Client { rpc })
+    }
+}
+
+impl Pem {
+    fn read(self, what: &str) -> Result<Vec<u8>, Error> {
+        match self {
+            Pem::Text(text) => Ok(text),
+            Pem::File(path) => std::fs::read(&path).map_err(|e| {
+                Error::Config(format!(
+                    "cannot read the {what} file {}: {e}",
+                    path.display()
+                ))
+            }),
+        }
+    }
+}
+
+/// Adds the `authorization` header to every call; without a token, adds nothing. The header
+/// value is marked sensitive, so HTTP/2 never puts it in its compression table and debug
+/// output shows it as `Sensitive`.
+#[derive(Clone)]
+pub(crate) struct BearerToken(Option<MetadataValue<Ascii>>);
+
+impl BearerToken {
+    fn new(token: Option<&str>) -> Result<Self, Error> {
+        let Some(token) = token else {
+            return Ok(BearerToken(None));
+        };
+        let invalid = || {
+            Error::Config(
+                "the token must be visible ASCII without spaces (it travels in an HTTP header)"
+                    .into(),
+            )
+        };
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid());
+        }
+        let mut value: MetadataValue<Ascii> =
+            format!("Bearer {token}").parse().map_err(|_| invalid())?;
+        value.set_sensitive(true);
+        Ok(BearerToken(Some(value)))
+    }
+}
+
+impl fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "BearerToken(<redacted>)"
+        } else {
+            "BearerToken(None)"
+        })
+    }
+}
+
+impl Interceptor for BearerToken {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_checked_and_never_shown() {
+        assert!(BearerToken::new(Some("has space")).is_err());
+        assert!(BearerToken::new(Some("")).is_err());
+        let token = BearerToken::new(Some("s3cret-token")).unwrap();
+        assert_eq!(format!("{token:?}"), "BearerToken(<redacted>)");
+        let builder = ClientBuilder::new("http://x:1".into()).token("s3cret-token");
+        assert!(!format!("{builder:?}").contains("s3cret"));
+    }
+}

@@ -1,0 +1,299 @@
+//! Tokens and roles through the real server: `authorization: Bearer TOKEN` on every JsonKv
+//! call; none or an unknown one is UNAUTHENTICATED, a read token writing is PERMISSION_DENIED,
+//! a write token does everything, and health and reflection stay open. A malformed tokens file
+//! stops start-up naming its line.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{config, within, Client};
+use jsonkv::pb::{self, json_kv_client::JsonKvClient};
+use jsonkv_server::{Config, RunningServer};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+const TOKENS: &str = "\
+# who may do what
+write writer-7f3a9c2e41
+
+read reader-0b8d5e6f17
+";
+
+fn tokens_file(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+    let path = dir.path().join("tokens");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn start_with_tokens(dir: &tempfile::TempDir) -> RunningServer {
+    RunningServer::start(Config {
+        auth_tokens: Some(tokens_file(dir, TOKENS)),
+        ..config()
+    })
+    .await
+    .unwrap()
+}
+
+/// Sends a fixed `authorization` header (or none) with every call.
+#[derive(Clone)]
+struct Authorization(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Authorization {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+type AuthedClient = JsonKvClient<InterceptedService<Channel, Authorization>>;
+
+/// A client that sends `header` as its `authorization` metadata (none with `None`).
+async fn client_with(server: &RunningServer, header: Option<&str>) -> AuthedClient {
+    let channel = tonic::transport::Endpoint::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let header = Authorization(header.map(|h| h.parse().unwrap()));
+    JsonKvClient::with_interceptor(channel, header)
+}
+
+fn insert(key: &str) -> pb::InsertRequest {
+    pb::InsertRequest {
+        key: key.into(),
+        new_value: Some(pb::insert_request::NewValue::ValueJson("1".into())),
+        ..Default::default()
+    }
+}
+
+fn get(key: &str) -> pb::GetRequest {
+    pb::GetRequest {
+        key: key.into(),
+        ..Default::default()
+    }
+}
+
+fn delete(key: &str) -> pb::DeleteRequest {
+    pb::DeleteRequest {
+        key: key.into(),
+        allow_missing: true,
+        ..Default::default()
+    }
+}
+
+/// The code of every JsonKv method called with `client`: Get, List, WatchKey, WatchPrefix,
+/// Insert, Delete.
+async fn codes(client: &mut AuthedClient) -> [Code; 6] {
+    let code = |r: Result<(), Status>| r.err().map_or(Code::Ok, |s| s.code());
+    [
+        code(client.get(get("k")).await.map(drop)),
+        code(client.list(pb::ListRequest::default()).await.map(drop)),
+        code(
+            client
+                .watch_key(pb::WatchKeyRequest {
+                    key: "k".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+        ),
+        code(
+            client
+                .watch_prefix(pb::WatchPrefixRequest::default())
+                .await
+                .map(drop),
+        ),
+        code(client.insert(insert("k")).await.map(drop)),
+        code(client.delete(delete("k")).await.map(drop)),
+    ]
+}
+
+#[tokio::test]
+async fn without_a_known_token_every_jsonkv_call_is_unauthenticated() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_tokens(&dir).await;
+    for header in [
+        None,
+        Some("Bearer not-a-token"),
+        Some("Bearer writer-7f3a9c2e4"),   // a prefix of a real token
+        Some("Bearer writer-7f3a9c2e41x"), // a real token and more
+        Some("Basic writer-7f3a9c2e41"),   // the right token, the wrong scheme
+        Some("writer-7f3a9c2e41"),
+        Some("Bearer "),
+    ] {
+        let mut client = client_with(&server, header).await;
+        assert_eq!(
+            codes(&mut client).await,
+            [Code::Unauthenticated; 6],
+            "with authorization {header:?}"
+        );
+    }
+    let mut client = client_with(&server, None).await;
+    let status = client.get(get("k")).await.unwrap_err();
+    assert_eq!(
+        status.message(),
+        "missing bearer token: send the header `authorization: Bearer TOKEN`"
+    );
+    let mut client = client_with(&server, Some("Bearer nope")).await;
+    assert_eq!(
+        client.get(get("k")).await.unwrap_err().message(),
+        "unknown token"
+    );
+    assert_eq!(server.store().revision(), 0, "nothing was written");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_read_token_reads_and_watches_but_may_not_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_tokens(&dir).await;
+    let mut reader = client_with(&server, Some("Bearer reader-0b8d5e6f17")).await;
+    assert_eq!(
+        codes(&mut reader).await,
+        [
+            Code::NotFound,
+            Code::Ok,
+            Code::Ok,
+            Code::Ok,
+            Code::PermissionDenied,
+            Code::PermissionDenied
+        ]
+    );
+    let status = reader.insert(insert("k")).await.unwrap_err();
+    assert_eq!(status.message(), "a read-only token may not call Insert");
+    assert_eq!(server.store().revision(), 0, "nothing was written");
+
+    // What a writer writes, a reader sees, live.
+    let mut writer = client_with(&server, Some("Bearer writer-7f3a9c2e41")).await;
+    let mut watch = reader
+        .watch_key(pb::WatchKeyRequest {
+            key: "shared".into(),
+            value_encoding: pb::ValueEncoding::Json as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    within("snapshot", watch.message()).await.unwrap().unwrap();
+    writer.insert(insert("shared")).await.unwrap();
+    let event = loop {
+        let msg = within("event", watch.message()).await.unwrap().unwrap();
+        if let Some(pb::watch_response::Response::Event(event)) = msg.response {
+            break event;
+        }
+    };
+    assert_eq!(event.kv.unwrap().key, "shared");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_write_token_may_do_everything_and_the_scheme_is_case_insensitive() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_tokens(&dir).await;
+    for header in ["Bearer writer-7f3a9c2e41", "bearer writer-7f3a9c2e41"] {
+        let mut writer = client_with(&server, Some(header)).await;
+        let [get, list, watch_key, watch_prefix, insert, delete] = codes(&mut writer).await;
+        assert_eq!(
+            [list, watch_key, watch_prefix, insert, delete],
+            [Code::Ok; 5],
+            "{header}"
+        );
+        assert!(matches!(get, Code::Ok | Code::NotFound), "{get:?}");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn health_and_reflection_stay_open_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_tokens(&dir).await;
+    let channel = tonic::transport::Endpoint::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let status = tonic_health::pb::health_client::HealthClient::new(channel.clone())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "jsonkv.v1.JsonKv".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    use tonic_reflection::pb::v1::{
+        server_reflection_client::ServerReflectionClient, server_reflection_request,
+        ServerReflectionRequest,
+    };
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut responses = ServerReflectionClient::new(channel)
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let listed = format!("{:?}", responses.message().await.unwrap().unwrap());
+    assert!(listed.contains("jsonkv.v1.JsonKv"), "{listed}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_a_tokens_file_no_token_is_needed() {
+    let (server, mut client): (RunningServer, Client) = common::start(config()).await;
+    common::put(&mut client, "k", "1").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_malformed_tokens_file_stops_start_up_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, expected) in [
+        (
+            "write good-token-1\nadmin s3cret-token\n",
+            "line 2: the first word must be `read` or `write`",
+        ),
+        (
+            "# only a comment\n\nread\n",
+            "line 3: expected `read TOKEN` or `write TOKEN`",
+        ),
+        ("# nothing here\n", "no tokens"),
+    ] {
+        let path = tokens_file(&dir, text);
+        let err = RunningServer::start(Config {
+            auth_tokens: Some(path.clone()),
+            ..config()
+        })
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("{text:?} was accepted"))
+        .to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains(expected), "{err}");
+        assert!(!err.contains("s3cret"), "the error shows a token: {err}");
+    }
+    let err = RunningServer::start(Config {
+        auth_tokens: Some(dir.path().join("missing")),
+        ..config()
+    })
+    .await
+    .err()
+    .expect("a missing tokens file must stop start-up")
+    .to_string();
+    assert!(err.contains("cannot read tokens file"), "{err}");
+}
