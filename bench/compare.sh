@@ -1,0 +1,330 @@
+#!/usr/bin/env bash
+# Runs jsonkv side by side with its references on this machine, over loopback, and writes
+# BENCHMARKS.md: the machine, the versions, the exact commands, the figures and the issue's
+# targets checked against them.
+#
+#   bench/compare.sh            the full run (about 8 minutes after the build)
+#   bench/compare.sh --smoke    every run for about a second, few watchers, report to a temp
+#                               file; exits non-zero if any run fails or reports an error (CI)
+#   --no-etcd                   skip etcd (and its install)
+#   --out FILE                  write the report there instead
+#
+# It starts everything itself on free loopback ports and stops it on exit: the echo server
+# (the transport's limit), jsonkv-server in memory, jsonkv-server durable when its --help offers
+# --data-dir, and etcd (Debian's etcd-server, installed with apt-get if missing). Every load run
+# is the same harness, target/release/jsonkv-bench, at the same concurrency; each is bounded by
+# `timeout`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+smoke=0
+with_etcd=1
+out=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --smoke) smoke=1 ;;
+    --no-etcd) with_etcd=0 ;;
+    --out) out="$2"; shift ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+if [ "$smoke" = 1 ]; then
+  duration=1; warmup=0.3; rounds=1; sweep="1"; fan_watchers=20; fan_rate=200; idle_watchers=200
+  wait_budget=0
+  run_timeout=60
+  out=${out:-$(mktemp -t jsonkv-benchmarks.XXXXXX.md)}
+else
+  duration=5; warmup=1; rounds=2; sweep="1 16 256"; fan_watchers=1000; fan_rate=1000
+  idle_watchers=10000; wait_budget=300
+  run_timeout=180
+  out=${out:-BENCHMARKS.md}
+fi
+# The headline: one connection, 64 requests in flight, for every target.
+headline="--connections 1 --concurrency 64"
+
+# Data directories live under target/, on the same disk for jsonkv and etcd (a tmpfs /tmp
+# would make fsync free).
+mkdir -p target
+work=$(mktemp -d -p "$PWD/target" bench-compare.XXXXXX)
+results="$work/results"
+mkdir -p "$results"
+: >"$results/runs"
+: >"$work/servers"
+server_pid=""
+failures=0
+
+stop_server() {
+  [ -n "$server_pid" ] || return 0
+  kill -TERM "$server_pid" 2>/dev/null || true
+  # jsonkv and etcd exit promptly on SIGTERM; give them 15 s, then insist.
+  for _ in $(seq 150); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+  server_pid=""
+}
+cleanup() {
+  stop_server
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Starts one server in the background (its log in $work), noting its command for the report.
+start_server() {
+  local name=$1
+  shift
+  echo "$*" >>"$work/servers"
+  "$@" >"$work/$name.log" 2>&1 &
+  server_pid=$!
+}
+
+echo "== building (release)" >&2
+features=()
+if [ "$with_etcd" = 1 ]; then
+  features=(--features jsonkv-bench/etcd)
+  # etcd-client's build script needs protoc: use the vendored one the workspace already has.
+  if [ -z "${PROTOC:-}" ] && ! command -v protoc >/dev/null; then
+    arch=$(uname -m | sed 's/aarch64/aarch_64/')
+    manifest=$(cargo metadata --format-version 1 2>/dev/null |
+      grep -o "\"manifest_path\":\"[^\"]*protoc-bin-vendored-linux-$arch[^\"]*\"" | awk -F'"' 'NR == 1 {print $4}')
+    export PROTOC="$(dirname "$manifest")/bin/protoc"
+  fi
+fi
+cargo build --release -q -p jsonkv-server -p jsonkv-bench "${features[@]}"
+bench=target/release/jsonkv-bench
+server=target/release/jsonkv-server
+
+if [ "$with_etcd" = 1 ] && ! command -v etcd >/dev/null; then
+  echo "== installing etcd-server (Debian)" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
+fi
+
+# Durable mode exists once the server's --help offers --data-dir; then the in-memory runs ask
+# for memory explicitly (--in-memory) and the durable ones fsync every acknowledged write.
+server_help=$("$server" --help)
+durable=0
+memory_flags=()
+durable_flags=()
+if grep -q -- '--data-dir' <<<"$server_help"; then
+  durable=1
+  if grep -q -- '--in-memory' <<<"$server_help"; then memory_flags=(--in-memory); fi
+  if grep -q -- '--sync' <<<"$server_help"; then durable_flags=(--sync always); fi
+fi
+
+# A server that caps watches in total (--max-watchers) is told to allow the idle-watchers run.
+watcher_flags=()
+if grep -q -- '--max-watchers ' <<<"$server_help"; then
+  watcher_flags=(--max-watchers $((idle_watchers + 1000)))
+fi
+
+port() { "$bench" free-port; }
+
+# The first value of "FIELD":NUMBER in a JSON file. (awk reads to the end: under pipefail, a
+# `head -1` could kill the writer with SIGPIPE and fail the script.)
+first() { grep -o "\"$1\":[0-9.]*" "$2" | awk -F: 'NR == 1 {print $2}'; }
+
+# Runs the harness with a label; its JSON report goes to $results/LABEL.json (LABEL~2.json for
+# the label's second round, and so on).
+run() {
+  local label=$1
+  shift
+  local file=$label
+  local n=1
+  while [ -e "$results/$file.json" ]; do
+    n=$((n + 1))
+    file="$label~$n"
+  done
+  local json="$results/$file.json"
+  local status=0
+  wait_quiet
+  timeout --kill-after=10 "$run_timeout" "$bench" --json --quiet --label "$label" "$@" \
+    >"$json" 2>"$results/$file.err" || status=$?
+  if [ -s "$json" ]; then
+    echo "$file" >>"$results/runs"
+    local throughput p99 errors
+    # The first occurrence of each is the run's own (later ones belong to nested figures).
+    throughput=$(first throughput "$json")
+    p99=$(first p99_us "$json")
+    errors=$(first errors "$json")
+    printf '   %-26s %10.0f ops/s  p99 %8.2f ms  %s error(s)\n' \
+      "$file" "$throughput" "$(awk "BEGIN{print $p99/1000}")" "$errors" >&2
+  else
+    echo "$file failed" >>"$results/runs"
+  fi
+  if [ "$status" != 0 ]; then
+    failures=$((failures + 1))
+    echo "   $file: exit status $status" >&2
+    tail -n 5 "$results/$file.err" >&2 || true
+  fi
+}
+
+times=(--duration "$duration" --warmup "$warmup")
+
+# Waits until the CPUs were at least 90% idle for two seconds in a row: client and servers
+# share this machine, and anything else running (a build, a test suite) would skew the figures.
+# The waiting is bounded (2 minutes for one run, $wait_budget seconds in all); a run that starts
+# on a busy machine anyway is counted, and BENCHMARKS.md says how many did. Smoke runs do not
+# wait.
+waited=0
+busy_starts=0
+wait_quiet() {
+  [ "$smoke" = 0 ] || return 0
+  local a b idle total quiet=0 said=0 start=$SECONDS
+  while [ $((SECONDS - start)) -lt 120 ]; do
+    a=($(awk '/^cpu / {print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat))
+    sleep 1
+    b=($(awk '/^cpu / {print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat))
+    idle=$((b[0] - a[0]))
+    total=$((b[1] - a[1]))
+    if [ $((idle * 100)) -ge $((total * 90)) ]; then
+      quiet=$((quiet + 1))
+      [ "$quiet" -ge 2 ] && return 0
+    else
+      [ "$said" = 1 ] ||
+        echo "   waiting for the machine to be idle (it is $((100 - idle * 100 / total))% busy)" >&2
+      said=1
+      quiet=0
+      [ "$waited" -lt "$wait_budget" ] || break
+      waited=$((waited + 1))
+    fi
+  done
+  busy_starts=$((busy_starts + 1))
+  echo "   the machine stayed busy; measuring anyway" >&2
+}
+
+# Each jsonkv run gets a fresh server (and data directory), so none inherits another's state.
+jsonkv_server() {
+  local mode=$1
+  shift
+  p=$(port)
+  if [ "$mode" = durable ]; then
+    local dir
+    dir=$(mktemp -d -p "$work" data.XXXXXX)
+    start_server jsonkv "$server" --listen "127.0.0.1:$p" --data-dir "$dir" \
+      "${durable_flags[@]}" "$@"
+  else
+    start_server jsonkv "$server" --listen "127.0.0.1:$p" "${memory_flags[@]}" "$@"
+  fi
+}
+
+etcd_server() {
+  p=$(port)
+  local peer
+  peer=$(port)
+  rm -rf "$work/etcd"
+  start_server etcd etcd --name bench --data-dir "$work/etcd" \
+    --listen-client-urls "http://127.0.0.1:$p" --advertise-client-urls "http://127.0.0.1:$p" \
+    --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+    --initial-cluster "bench=http://127.0.0.1:$peer" --log-level error --logger zap
+  # Ready once a put succeeds (the single member must first elect itself).
+  for _ in $(seq 100); do
+    "$bench" --target etcd --addr "http://127.0.0.1:$p" --workload insert --count 1 --warmup 0 \
+      --key-prefix ready/ --quiet >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "   etcd did not accept a put within 20 s (its log: $work/etcd.log)" >&2
+}
+
+modes=(memory)
+[ "$durable" = 1 ] && modes+=(durable)
+# The headline runs, in interleaved rounds (the best round of each counts, see BENCHMARKS.md).
+for round in $(seq "$rounds"); do
+  echo "== round $round of $rounds: echo (the empty RPC)" >&2
+  p=$(port)
+  start_server echo "$bench" echo-server --listen "127.0.0.1:$p"
+  run echo --target echo --addr "http://127.0.0.1:$p" --workload get $headline "${times[@]}"
+  stop_server
+  for mode in "${modes[@]}"; do
+    echo "== round $round of $rounds: jsonkv, $mode" >&2
+    for workload in get insert mixed; do
+      jsonkv_server "$mode"
+      run "$mode-$workload" --target jsonkv --addr "http://127.0.0.1:$p" --workload "$workload" \
+        $headline "${times[@]}"
+      stop_server
+    done
+  done
+  if [ "$with_etcd" = 1 ]; then
+    echo "== round $round of $rounds: etcd" >&2
+    etcd_server
+    for workload in get insert mixed; do
+      label=etcd-$workload
+      [ "$workload" = get ] && label=etcd-range
+      [ "$workload" = insert ] && label=etcd-put
+      run "$label" --target etcd --addr "http://127.0.0.1:$p" --workload "$workload" \
+        $headline "${times[@]}"
+    done
+    stop_server
+  fi
+done
+
+# The other runs, also in rounds.
+for round in $(seq "$rounds"); do
+  if [ "$durable" = 1 ]; then
+    echo "== round $round of $rounds: writers in flight, jsonkv durable and etcd" >&2
+    for c in $sweep; do
+      jsonkv_server durable
+      run "sweep-durable-insert-c$c" --target jsonkv --addr "http://127.0.0.1:$p" \
+        --workload insert --connections 1 --concurrency "$c" "${times[@]}"
+      stop_server
+    done
+    if [ "$with_etcd" = 1 ]; then
+      etcd_server
+      for c in $sweep; do
+        run "sweep-etcd-put-c$c" --target etcd --addr "http://127.0.0.1:$p" --workload insert \
+          --connections 1 --concurrency "$c" "${times[@]}"
+      done
+      stop_server
+    fi
+  fi
+
+  echo "== round $round of $rounds: jsonkv watches (in memory)" >&2
+  fanout=(--workload watch-fanout --watchers "$fan_watchers" --rate "$fan_rate" "${times[@]}")
+  jsonkv_server memory
+  run fanout --target jsonkv --addr "http://127.0.0.1:$p" "${fanout[@]}"
+  stop_server
+  jsonkv_server memory
+  run fanout-slow --target jsonkv --addr "http://127.0.0.1:$p" "${fanout[@]}" --slow-watchers 1
+  stop_server
+  jsonkv_server memory "${watcher_flags[@]}"
+  run idle-keys --target jsonkv --addr "http://127.0.0.1:$p" --workload watch-keys \
+    --watchers "$idle_watchers" --server-pid "$server_pid" $headline "${times[@]}"
+  stop_server
+done
+
+echo "== writing $out" >&2
+rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(GIT_OPTIONAL_LOCKS=0 git status --porcelain 2>/dev/null)" ]; then
+  rev="$rev (with uncommitted changes)"
+fi
+versions=(
+  --version-line "rustc: $(rustc --version)"
+  --version-line "jsonkv: git $rev; $("$server" --version)"
+  --version-line "tonic: $(awk -F'"' '/^name = "tonic"$/ {getline; print $2; exit}' Cargo.lock)"
+  --version-line "data directories on: $(df -T "$work" | awk 'NR==2 {print $2}') ($(df "$work" | awk 'NR==2 {print $1}'))"
+)
+if [ "$with_etcd" = 1 ]; then
+  versions+=(--version-line "etcd: $(etcd --version | awk 'NR == 1 {print $3}') (Debian etcd-server)")
+fi
+runs=$(grep -c . "$results/runs" || true)
+if [ "$smoke" = 0 ]; then
+  versions+=(--version-line "other load: $busy_starts of $runs runs started while something else kept the CPUs over 10% busy (after waiting ${waited} s in all)")
+fi
+if [ "$durable" = 0 ]; then
+  versions+=(--version-line "durable mode: not measured (this jsonkv-server has no --data-dir)")
+fi
+note=""
+if [ "$smoke" = 1 ]; then
+  note="**Smoke run**: every figure below comes from about a second of load and few watchers; it only shows that the benchmarks still run."
+fi
+"$bench" markdown --results "$results" --out "$out" --servers "$work/servers" --note "$note" \
+  "${versions[@]}"
+echo "wrote $out" >&2
+
+if [ "$failures" != 0 ]; then
+  echo "error: $failures run(s) failed or reported errors" >&2
+  exit 1
+fi

@@ -1,0 +1,241 @@
+//! `jsonkv-bench`: a load generator that drives a running jsonkv server (or, for reference, an
+//! empty-RPC echo server or etcd) and reports throughput and latency from an HDR histogram.
+//!
+//! Layout:
+//! - `main.rs` (this file): the command line and what each subcommand runs.
+//! - [`target`]: what is measured (jsonkv, etcd, echo), its connections and its two calls.
+//! - [`load`]: the closed-loop get/insert/mixed workloads.
+//! - [`watch`]: the watch workloads (one key to many watchers; many idle watchers).
+//! - [`report`]: the result of a run, printed as text or JSON.
+//! - [`markdown`]: BENCHMARKS.md from the results of many runs, with the targets checked.
+//! - [`echo`]: the echo reference server.
+//! - [`progress`]: the progress bar.
+//!
+//! Exit status: 0 when the run finished without errors, 1 when any request failed or a watcher
+//! missed an event (the figures are printed either way), 2 for a usage error.
+
+mod echo;
+mod load;
+mod markdown;
+mod progress;
+mod report;
+mod target;
+mod watch;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Load generator for jsonkv, with echo and etcd as references.
+#[derive(Debug, Parser)]
+#[command(name = "jsonkv-bench", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the empty Ping RPC (the transport's limit) with jsonkv-server's tonic settings.
+    EchoServer {
+        #[arg(long, default_value = "127.0.0.1:50052")]
+        listen: SocketAddr,
+    },
+    /// Print a free TCP port on 127.0.0.1 (for scripts that start servers).
+    FreePort,
+    /// Write BENCHMARKS.md from the JSON results of many runs.
+    Markdown(markdown::MarkdownArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TargetKind {
+    Jsonkv,
+    Etcd,
+    Echo,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Workload {
+    Get,
+    Insert,
+    Mixed,
+    WatchFanout,
+    WatchKeys,
+}
+
+/// A load run (the default command).
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// What to drive. For echo, get and insert both send the empty Ping.
+    #[arg(long, value_enum, default_value = "jsonkv")]
+    pub target: TargetKind,
+    /// Server address, http://HOST:PORT.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub addr: String,
+    #[arg(long, value_enum, default_value = "get")]
+    pub workload: Workload,
+    /// Requests in flight at once, over all connections (closed loop: each sends its next
+    /// request when the previous one is answered).
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// HTTP/2 connections; requests and watchers are spread over them round-robin.
+    #[arg(long, default_value_t = 1)]
+    pub connections: usize,
+    /// Watch workloads: connections for the watchers (default: --connections, but at least one
+    /// per 256 watchers, as servers cap watches per connection). The inserts use their own
+    /// connection(s), as writers and watchers are different clients.
+    #[arg(long)]
+    pub watcher_connections: Option<usize>,
+    /// Distinct keys the get/insert/mixed requests pick from at random.
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: usize,
+    /// Size of each value, in bytes of JSON text.
+    #[arg(long, default_value_t = 100)]
+    pub value_size: usize,
+    /// Seconds to measure for (after the warm-up).
+    #[arg(long, default_value_t = 10.0, conflicts_with = "count")]
+    pub duration: f64,
+    /// Measure this many requests (or, for watch-fanout, inserts) instead of a duration.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Seconds of load before measuring (not recorded).
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// mixed: the fraction of requests that are gets.
+    #[arg(long, default_value_t = 0.9)]
+    pub read_ratio: f64,
+    /// watch-fanout: watchers on the one key (default 1000); watch-keys: idle watchers, each on
+    /// its own key (default 10000).
+    #[arg(long)]
+    pub watchers: Option<usize>,
+    /// watch-fanout: inserts per second.
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u64,
+    /// watch-fanout: extra watchers that stop reading after their snapshot and only catch up
+    /// after the last insert. They get their own connection with a small (64 KiB) HTTP/2
+    /// stream window, so the server feels their back-pressure within seconds.
+    #[arg(long, default_value_t = 0)]
+    pub slow_watchers: usize,
+    /// watch-keys: the server's process id, to read its VmRSS from /proc before and after the
+    /// watchers open.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Prefix of every key this run touches.
+    #[arg(long, default_value = "bench/")]
+    pub key_prefix: String,
+    /// Client runtime worker threads (default: one per CPU).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Keep retrying the first connection for this many seconds (the server may be starting).
+    #[arg(long, default_value_t = 10.0)]
+    pub connect_timeout: f64,
+    /// A name for this run, carried into the JSON (bench/compare.sh uses it).
+    #[arg(long, default_value = "")]
+    pub label: String,
+    /// Print the result as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar (it is also hidden when stderr is not a terminal).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl RunArgs {
+    pub fn warmup(&self) -> Duration {
+        Duration::from_secs_f64(self.warmup.max(0.0))
+    }
+
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.duration.max(0.0))
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.connect_timeout.max(0.0))
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.concurrency == 0 || self.connections == 0 || self.keys == 0 {
+            return Err("--concurrency, --connections and --keys must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.read_ratio) {
+            return Err("--read-ratio must be between 0 and 1".into());
+        }
+        if matches!(self.workload, Workload::WatchFanout | Workload::WatchKeys)
+            && self.target != TargetKind::Jsonkv
+        {
+            return Err("the watch workloads run against --target jsonkv only".into());
+        }
+        if self.workload == Workload::WatchFanout && self.rate == 0 {
+            return Err("--rate must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::EchoServer { listen }) => runtime(None).block_on(echo::serve(listen)),
+        Some(Command::FreePort) => match std::net::TcpListener::bind("127.0.0.1:0") {
+            Ok(listener) => {
+                println!("{}", listener.local_addr().map(|a| a.port()).unwrap_or(0));
+                ExitCode::SUCCESS
+            }
+            Err(err) => fail(&format!("cannot bind a port: {err}")),
+        },
+        Some(Command::Markdown(args)) => match markdown::write(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => fail(&err),
+        },
+        None => run(cli.run),
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    if let Err(err) = args.check() {
+        eprintln!("error: {err}");
+        return ExitCode::from(2);
+    }
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let outcome = runtime(args.threads).block_on(async {
+        match args.workload {
+            Workload::Get | Workload::Insert | Workload::Mixed => load::run(&args).await,
+            Workload::WatchFanout => watch::fanout(&args).await,
+            Workload::WatchKeys => watch::idle_keys(&args).await,
+        }
+    });
+    let report = match outcome {
+        Ok(report) => report.with_run(&args, command),
+        Err(err) => return fail(&err),
+    };
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+    }
+    if report.errors > 0 {
+        eprintln!(
+            "error: {} request(s) failed or event(s) were missed",
+            report.errors
+        );
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
+}
+
+fn runtime(threads: Option<usize>) -> tokio::runtime::Runtime {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = threads {
+        builder.worker_threads(threads.max(1));
+    }
+    builder.enable_all().build().expect("tokio runtime")
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(1)
+}

@@ -1,0 +1,594 @@
+//! BENCHMARKS.md: the machine, the versions, the exact commands and the figures of a set of runs
+//! (the JSON reports bench/compare.sh collected), and the issue's targets checked against those
+//! figures. Runs are found by the labels compare.sh gives them (`echo`, `memory-get`, ...).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use crate::report::{Latency, Report};
+
+#[derive(Debug, Args)]
+pub struct MarkdownArgs {
+    /// Directory with `runs` (one label per line, in run order; `LABEL failed` for a run that
+    /// produced no report) and `LABEL.json` for each report.
+    #[arg(long)]
+    pub results: PathBuf,
+    /// The file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// A `name: value` line for the Versions section (repeatable).
+    #[arg(long = "version-line")]
+    pub versions: Vec<String>,
+    /// A file with the commands that started the servers, one per line.
+    #[arg(long)]
+    pub servers: Option<PathBuf>,
+    /// A sentence under the title (e.g. that this was a smoke run).
+    #[arg(long, default_value = "")]
+    pub note: String,
+}
+
+pub fn write(args: &MarkdownArgs) -> Result<(), String> {
+    let runs = Runs::read(&args.results)?;
+    let servers = match &args.servers {
+        Some(path) => read(path)?,
+        None => String::new(),
+    };
+    let mut md = String::new();
+    header(&mut md, args);
+    machine(&mut md, &args.versions);
+    commands(&mut md, &servers, &runs);
+    unary(&mut md, &runs);
+    sweep(&mut md, &runs);
+    watches(&mut md, &runs);
+    targets(&mut md, &runs);
+    method(&mut md);
+    std::fs::write(&args.out, md).map_err(|e| format!("cannot write {}: {e}", args.out.display()))
+}
+
+fn read(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// The reports of a set of runs, by label, in run order. A label run more than once (files
+/// `LABEL~2.json`, ...) is represented by its least disturbed round (see [`undisturbed`]):
+/// interference from the rest of the machine only ever makes a round look worse.
+struct Runs {
+    order: Vec<String>,
+    failed: Vec<String>,
+    by_label: HashMap<String, Report>,
+    /// Every round of each label, in run order.
+    rounds: HashMap<String, Vec<Report>>,
+    /// Every run's command line, in run order.
+    commands: Vec<String>,
+}
+
+/// How undisturbed a round looks, higher is better: for a fan-out, the lowest p99 delivery
+/// latency; otherwise the most throughput (for idle watchers, both phases' together, so that the
+/// choice favours neither side of their ratio).
+fn undisturbed(report: &Report) -> f64 {
+    match (&report.fanout, &report.idle_watchers) {
+        (Some(fanout), _) => -fanout.from_ack.p99_us,
+        (None, Some(idle)) => report.throughput + idle.baseline_throughput,
+        (None, None) => report.throughput,
+    }
+}
+
+impl Runs {
+    fn read(dir: &Path) -> Result<Runs, String> {
+        let mut runs = Runs {
+            order: Vec::new(),
+            failed: Vec::new(),
+            by_label: HashMap::new(),
+            rounds: HashMap::new(),
+            commands: Vec::new(),
+        };
+        for line in read(&dir.join("runs"))?.lines() {
+            let mut words = line.split_whitespace();
+            let Some(file) = words.next() else { continue };
+            if words.next() == Some("failed") {
+                runs.failed.push(file.to_owned());
+                continue;
+            }
+            let json = read(&dir.join(format!("{file}.json")))?;
+            let report: Report = serde_json::from_str(json.trim())
+                .map_err(|e| format!("{file}.json is not a report: {e}"))?;
+            let label = file.split('~').next().unwrap_or(file).to_owned();
+            runs.commands.push(report.command.clone());
+            if !runs.rounds.contains_key(&label) {
+                runs.order.push(label.clone());
+            }
+            runs.rounds.entry(label).or_default().push(report);
+        }
+        for (label, rounds) in &runs.rounds {
+            let mut best = rounds
+                .iter()
+                .max_by(|a, b| undisturbed(a).total_cmp(&undisturbed(b)))
+                .expect("at least one round")
+                .clone();
+            // Errors in any round count against the label.
+            best.errors = rounds.iter().map(|r| r.errors).sum();
+            runs.by_label.insert(label.clone(), best);
+        }
+        Ok(runs)
+    }
+
+    /// Every round's `figure`, when there was more than one round.
+    fn rounds(&self, label: &str, figure: impl Fn(&Report) -> String) -> String {
+        match self.rounds.get(label) {
+            Some(rounds) if rounds.len() > 1 => {
+                let each: Vec<String> = rounds.iter().map(figure).collect();
+                each.join(", ")
+            }
+            _ => String::new(),
+        }
+    }
+
+    fn get(&self, label: &str) -> Option<&Report> {
+        self.by_label.get(label)
+    }
+
+    fn throughput(&self, label: &str) -> Option<f64> {
+        self.get(label).map(|r| r.throughput)
+    }
+}
+
+fn header(md: &mut String, args: &MarkdownArgs) {
+    md.push_str("# Benchmarks\n\n");
+    md.push_str(
+        "Written by `bench/compare.sh` (do not edit by hand: run it again). Client and servers \
+         share this one machine and talk over loopback.\n",
+    );
+    if !args.note.is_empty() {
+        let _ = writeln!(md, "\n{}", args.note);
+    }
+    md.push('\n');
+}
+
+fn machine(md: &mut String, versions: &[String]) {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown".into(), |(_, v)| v.trim().to_owned());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse::<f64>().ok())
+        .map_or("unknown".into(), |kib| {
+            format!("{:.1} GiB", kib / 1024.0 / 1024.0)
+        });
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or("unknown".into(), |k| k.trim().to_owned());
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    md.push_str("## Machine and versions\n\n| | |\n|---|---|\n");
+    let _ = writeln!(md, "| CPUs (nproc) | {cpus} |");
+    let _ = writeln!(md, "| CPU model | {cpu} |");
+    let _ = writeln!(md, "| Memory | {memory} |");
+    let _ = writeln!(md, "| Kernel | {kernel} |");
+    for line in versions {
+        let (name, value) = line.split_once(':').unwrap_or((line, ""));
+        let _ = writeln!(md, "| {} | {} |", name.trim(), value.trim());
+    }
+    md.push('\n');
+}
+
+fn commands(md: &mut String, servers: &str, runs: &Runs) {
+    md.push_str("## Commands\n\nServers (each started fresh, on a free loopback port):\n\n```sh\n");
+    md.push_str(servers.trim_end());
+    md.push_str("\n```\n\nLoad, in run order:\n\n```sh\n");
+    for command in &runs.commands {
+        let _ = writeln!(md, "{command}");
+    }
+    md.push_str("```\n\n");
+    if !runs.failed.is_empty() {
+        let _ = writeln!(
+            md,
+            "Runs that failed to report: {}.\n",
+            runs.failed.join(", ")
+        );
+    }
+}
+
+fn ms(us: f64) -> String {
+    format!("{:.2}", us / 1000.0)
+}
+
+fn latency_cells(l: &Latency) -> String {
+    format!(
+        "{} | {} | {} | {}",
+        ms(l.p50_us),
+        ms(l.p90_us),
+        ms(l.p99_us),
+        ms(l.max_us)
+    )
+}
+
+fn unary(md: &mut String, runs: &Runs) {
+    let echo = runs.throughput("echo");
+    md.push_str(
+        "## Unary requests\n\nClosed loop: each of the requests in flight is sent again as soon as \
+         it is answered. Latency in milliseconds. A run made in several rounds shows its best \
+         round (every round's ops/s in the last column).\n\n\
+         | Run | Target | Workload | Conns × in flight | Ops/s | × empty RPC | p50 | p90 | p99 | max | Errors | Rounds (ops/s) |\n\
+         |---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
+    );
+    for (label, r) in runs.order.iter().filter_map(|l| Some((l, runs.get(l)?))) {
+        if r.fanout.is_some() || r.idle_watchers.is_some() || label.starts_with("sweep-") {
+            continue;
+        }
+        let workload = match r.read_ratio {
+            Some(ratio) => format!("{} ({:.0}% reads)", r.workload, ratio * 100.0),
+            None => r.workload.clone(),
+        };
+        let ratio = echo.map_or("".into(), |e| format!("{:.2}", r.throughput / e));
+        let rounds = runs.rounds(label, |r| format!("{:.0}", r.throughput));
+        let _ = writeln!(
+            md,
+            "| {label} | {} | {workload} | {} × {} | {:.0} | {ratio} | {} | {} | {rounds} |",
+            r.target,
+            r.connections,
+            r.concurrency,
+            r.throughput,
+            latency_cells(&r.latency),
+            r.errors
+        );
+    }
+    md.push('\n');
+}
+
+/// Runs labelled `sweep-NAME-cN`: one row per concurrency, one column group per NAME.
+fn sweep(md: &mut String, runs: &Runs) {
+    let mut names: Vec<String> = Vec::new();
+    let mut levels: Vec<usize> = Vec::new();
+    for label in &runs.order {
+        let Some((name, level)) = label
+            .strip_prefix("sweep-")
+            .and_then(|rest| rest.rsplit_once("-c"))
+            .and_then(|(name, c)| Some((name.to_owned(), c.parse::<usize>().ok()?)))
+        else {
+            continue;
+        };
+        if !names.contains(&name) {
+            names.push(name);
+        }
+        if !levels.contains(&level) {
+            levels.push(level);
+        }
+    }
+    if names.is_empty() {
+        return;
+    }
+    // The headline run of the same name (e.g. `durable-insert` at 64) is a point of its sweep.
+    for name in &names {
+        if let Some(r) = runs.get(name) {
+            if !levels.contains(&r.concurrency) {
+                levels.push(r.concurrency);
+            }
+        }
+    }
+    levels.sort_unstable();
+    md.push_str(
+        "## Writers in flight\n\nInserts (jsonkv) and puts (etcd) at each number of requests in \
+         flight, on one connection. Ops/s, and p99 latency in milliseconds.\n\n| In flight |",
+    );
+    for name in &names {
+        let _ = write!(md, " {name} ops/s | {name} p99 |");
+    }
+    md.push_str("\n|---:|");
+    md.push_str(&"---:|---:|".repeat(names.len()));
+    md.push('\n');
+    for level in levels {
+        let _ = write!(md, "| {level} |");
+        for name in &names {
+            let headline = runs.get(name).filter(|r| r.concurrency == level);
+            match runs.get(&format!("sweep-{name}-c{level}")).or(headline) {
+                Some(r) => {
+                    let _ = write!(md, " {:.0} | {} |", r.throughput, ms(r.latency.p99_us));
+                }
+                None => md.push_str(" | |"),
+            }
+        }
+        md.push('\n');
+    }
+    md.push('\n');
+}
+
+fn watches(md: &mut String, runs: &Runs) {
+    let fanouts: Vec<_> = runs
+        .order
+        .iter()
+        .filter_map(|l| Some((l, runs.get(l)?.fanout.as_ref()?)))
+        .collect();
+    if !fanouts.is_empty() {
+        md.push_str(
+            "## Watch fan-out\n\nWatchers on one key, a writer inserting at a fixed rate on its \
+             own connection. Latency in milliseconds from the writer's receipt of the insert's \
+             acknowledgement to each watcher's receipt of the event (0 when the event came \
+             first), over every delivery to the fast watchers. Of several rounds, the one with \
+             the lowest p99 is shown (every round's p99 in the last column).\n\n\
+             | Run | Watchers | Slow | Inserts/s (asked) | Insert p99 | Deliveries | p50 | p99 | max | p99 from send | Before ack | Incomplete | Slow complete | Rounds (p99) |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        );
+        for (label, f) in fanouts {
+            let _ = writeln!(
+                md,
+                "| {label} | {} | {} | {:.0} ({}) | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {} |",
+                f.watchers,
+                f.slow_watchers,
+                f.achieved_rate,
+                f.rate,
+                ms(f.insert.p99_us),
+                f.deliveries,
+                ms(f.from_ack.p50_us),
+                ms(f.from_ack.p99_us),
+                ms(f.from_ack.max_us),
+                ms(f.from_send.p99_us),
+                f.before_ack,
+                f.incomplete_watchers,
+                f.slow_complete,
+                f.slow_watchers,
+                runs.rounds(label, |r| r
+                    .fanout
+                    .as_ref()
+                    .map_or(String::new(), |f| ms(f.from_ack.p99_us)))
+            );
+        }
+        md.push('\n');
+    }
+    let idle: Vec<_> = runs
+        .order
+        .iter()
+        .filter_map(|l| Some((l, runs.get(l)?)))
+        .filter(|(_, r)| r.idle_watchers.is_some())
+        .collect();
+    if !idle.is_empty() {
+        md.push_str(
+            "## Idle watchers\n\nEach watcher on its own key, nobody writing those keys; inserts \
+             on other keys before the watchers open and while they are open. Server memory is \
+             VmRSS from /proc. Of several rounds, the one with the most inserts (both phases) \
+             is shown.\n\n\
+             | Run | Watchers | Inserts/s without | Inserts/s with | Cost | RSS before (KiB) | RSS with | RSS after close | Bytes per watcher | Progress notices | Opened in (s) | Rounds (cost) |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        );
+        for (label, r) in idle {
+            let w = r.idle_watchers.as_ref().expect("filtered");
+            let kib = |v: Option<u64>| v.map_or("?".into(), |v| v.to_string());
+            let _ =
+                writeln!(
+                md,
+                "| {label} | {} | {:.0} | {:.0} | {:.1}% | {} | {} | {} | {} | {} | {:.2} | {} |",
+                w.watchers,
+                w.baseline_throughput,
+                r.throughput,
+                100.0 * cost(r.throughput, w.baseline_throughput),
+                kib(w.rss_before_kib),
+                kib(w.rss_with_kib),
+                kib(w.rss_after_close_kib),
+                w.bytes_per_watcher
+                    .map_or("?".into(), |b| format!("{b:.0}")),
+                w.progress_notices,
+                w.open_seconds,
+                runs.rounds(label, |r| r.idle_watchers.as_ref().map_or(String::new(), |w| {
+                    format!("{:.1}%", 100.0 * cost(r.throughput, w.baseline_throughput))
+                }))
+            );
+        }
+        md.push('\n');
+    }
+}
+
+/// The fraction of insert throughput lost with the watchers open.
+fn cost(with: f64, without: f64) -> f64 {
+    1.0 - with / without.max(f64::MIN_POSITIVE)
+}
+
+/// One of the issue's targets: what it compares, what it needs, what was measured.
+struct Check {
+    name: &'static str,
+    needs: &'static str,
+    measured: Option<(f64, String)>,
+    met: fn(f64) -> bool,
+}
+
+fn targets(md: &mut String, runs: &Runs) {
+    let ratio = |a: &str, b: &str| Some(runs.throughput(a)? / runs.throughput(b)?);
+    let fanout = |label: &str| runs.get(label).and_then(|r| r.fanout.clone());
+    let idle = runs.get("idle-keys");
+    let checks = [
+        Check {
+            name: "Get vs empty RPC (memory-get / echo)",
+            needs: "≥ 0.90×",
+            measured: ratio("memory-get", "echo").map(|r| (r, format!("{r:.2}×"))),
+            met: |r| r >= 0.90,
+        },
+        Check {
+            name: "In-memory insert vs empty RPC (memory-insert / echo)",
+            needs: "≥ 0.85×",
+            measured: ratio("memory-insert", "echo").map(|r| (r, format!("{r:.2}×"))),
+            met: |r| r >= 0.85,
+        },
+        Check {
+            name: "Durable insert vs etcd put, 64 in flight (durable-insert / etcd-put)",
+            needs: "≥ 2×",
+            measured: ratio("durable-insert", "etcd-put").map(|r| (r, format!("{r:.2}×"))),
+            met: |r| r >= 2.0,
+        },
+        Check {
+            name: "Insert throughput lost to idle distinct-key watchers",
+            needs: "< 10%",
+            measured: idle.and_then(|r| {
+                let w = r.idle_watchers.as_ref()?;
+                let lost = cost(r.throughput, w.baseline_throughput);
+                Some((lost, format!("{:.1}% ({} watchers)", lost * 100.0, w.watchers)))
+            }),
+            met: |lost| lost < 0.10,
+        },
+        Check {
+            name: "Fan-out p99, insert ack to delivery (fanout)",
+            needs: "< 5 ms",
+            measured: fanout("fanout").map(|f| {
+                let p99 = f.from_ack.p99_us / 1000.0;
+                let what = format!("{p99:.2} ms ({} watchers, {}/s)", f.watchers, f.rate);
+                (p99, what)
+            }),
+            met: |p99_ms| p99_ms < 5.0,
+        },
+        Check {
+            name: "Memory per idle watcher",
+            needs: "< 4 KiB",
+            measured: idle
+                .and_then(|r| r.idle_watchers.as_ref()?.bytes_per_watcher)
+                .map(|b| (b, format!("{b:.0} bytes"))),
+            met: |bytes| bytes < 4096.0,
+        },
+        Check {
+            name: "Fast watchers unaffected by a slow one: p99 with / without (fanout-slow / fanout), all complete",
+            needs: "≤ 1.5× (or within 1 ms)",
+            measured: fanout("fanout").zip(fanout("fanout-slow")).map(|(base, slow)| {
+                let (a, b) = (base.from_ack.p99_us, slow.from_ack.p99_us);
+                // A ratio of small numbers is noise: within 1 ms counts as unaffected.
+                let score = if slow.incomplete_watchers > 0 {
+                    f64::INFINITY
+                } else if b - a <= 1000.0 {
+                    1.0
+                } else {
+                    b / a.max(1.0)
+                };
+                let what = format!(
+                    "{:.2} ms vs {:.2} ms; {} incomplete; slow caught up {}/{}",
+                    b / 1000.0,
+                    a / 1000.0,
+                    slow.incomplete_watchers,
+                    slow.slow_complete,
+                    slow.slow_watchers
+                );
+                (score, what)
+            }),
+            met: |score| score <= 1.5,
+        },
+    ];
+    md.push_str("## Targets\n\nComputed from the figures above.\n\n| Target | Needs | Measured | Met |\n|---|---|---|---|\n");
+    for check in checks {
+        let (measured, met) = match &check.measured {
+            Some((value, what)) => (
+                what.clone(),
+                if (check.met)(*value) { "yes" } else { "**no**" },
+            ),
+            None => ("not measured".into(), "—"),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {measured} | {met} |",
+            check.name, check.needs
+        );
+    }
+    md.push('\n');
+}
+
+fn method(md: &mut String) {
+    md.push_str(
+        "## Method\n\n\
+         - One binary, `jsonkv-bench`, drives every target through the same tonic client \
+         settings (`TCP_NODELAY`, tonic's default HTTP/2 settings); etcd is reached through the \
+         `etcd-client` crate over that same tonic channel. Requests are spread round-robin over \
+         the connections.\n\
+         - `echo` is `jsonkv-bench echo-server`: an empty unary RPC on the same tonic server stack \
+         and settings as jsonkv-server, i.e. the transport's limit on this machine.\n\
+         - jsonkv values travel as JSON text (`value_json`, `VALUE_ENCODING_JSON`). Gets read \
+         keys written by a prefill; etcd ranges are linearizable (its default).\n\
+         - Latency is recorded per request in an HDR histogram (3 significant digits); the \
+         warm-up is not recorded. Throughput is measured requests over the measured time.\n\
+         - Other work on the machine only ever makes a run look worse. So each run starts once \
+         the CPUs have been at least 90% idle for two seconds (waiting at most 2 minutes), every \
+         run is made in interleaved rounds, and the least disturbed round counts (the most \
+         throughput; for a fan-out, the lowest p99). Expect a few percent of noise.\n\
+         - The watch fan-out writer sends on a fixed schedule (open loop) from its own \
+         connection; each insert carries its sequence number, so every watcher's copy is \
+         matched to the moment the insert was sent and acknowledged. Watchers must receive every \
+         insert once, in revision order, or the run counts an error.\n",
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(label: &str, throughput: f64, errors: u64) -> Report {
+        Report {
+            label: label.into(),
+            command: format!("jsonkv-bench --label {label}"),
+            throughput,
+            errors,
+            ..Report::default()
+        }
+    }
+
+    /// Writes the runs (file name, report) into a fresh results directory.
+    fn results(name: &str, runs: &[(&str, Report)]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("jsonkv-bench-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut index = String::new();
+        for (file, report) in runs {
+            std::fs::write(dir.join(format!("{file}.json")), report.to_json()).unwrap();
+            index.push_str(&format!("{file}\n"));
+        }
+        index.push_str("lost failed\n");
+        std::fs::write(dir.join("runs"), index).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_best_round_counts_and_every_rounds_errors_too() {
+        let dir = results(
+            "rounds",
+            &[
+                ("echo", report("echo", 100.0, 0)),
+                ("memory-get", report("memory-get", 80.0, 0)),
+                ("echo~2", report("echo", 90.0, 2)),
+                ("memory-get~2", report("memory-get", 95.0, 0)),
+            ],
+        );
+        let runs = Runs::read(&dir).unwrap();
+        assert_eq!(runs.order, ["echo", "memory-get"]);
+        assert_eq!(runs.failed, ["lost"]);
+        assert_eq!(runs.throughput("echo"), Some(100.0));
+        assert_eq!(runs.get("echo").unwrap().errors, 2);
+        assert_eq!(runs.throughput("memory-get"), Some(95.0));
+        assert_eq!(runs.commands.len(), 4);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn targets_are_computed_from_the_figures() {
+        let dir = results(
+            "targets",
+            &[
+                ("echo", report("echo", 100.0, 0)),
+                ("memory-get", report("memory-get", 95.0, 0)),
+                ("memory-insert", report("memory-insert", 50.0, 0)),
+            ],
+        );
+        let out = dir.join("BENCHMARKS.md");
+        write(&MarkdownArgs {
+            results: dir.clone(),
+            out: out.clone(),
+            versions: vec!["etcd: 3.4".into()],
+            servers: None,
+            note: String::new(),
+        })
+        .unwrap();
+        let md = std::fs::read_to_string(&out).unwrap();
+        assert!(md.contains("| Get vs empty RPC (memory-get / echo) | ≥ 0.90× | 0.95× | yes |"));
+        assert!(md.contains("| ≥ 0.85× | 0.50× | **no** |"), "{md}");
+        assert!(md.contains("| ≥ 2× | not measured | — |"));
+        assert!(md.contains("| etcd | 3.4 |"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

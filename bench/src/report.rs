@@ -1,0 +1,236 @@
+//! The result of one run: throughput, latency percentiles from an HDR histogram, errors, and the
+//! figures of the watch workloads; printed as text or as one JSON object (which
+//! `jsonkv-bench markdown` reads back).
+
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::RunArgs;
+
+/// Latencies are recorded in nanoseconds, from 1 ns to 60 s, to 3 significant digits.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Latency {
+    pub samples: u64,
+    pub mean_us: f64,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+}
+
+impl Latency {
+    pub fn of(histogram: &Histogram<u64>) -> Latency {
+        let us = |ns: u64| ns as f64 / 1000.0;
+        Latency {
+            samples: histogram.len(),
+            mean_us: histogram.mean() / 1000.0,
+            p50_us: us(histogram.value_at_quantile(0.50)),
+            p90_us: us(histogram.value_at_quantile(0.90)),
+            p99_us: us(histogram.value_at_quantile(0.99)),
+            max_us: us(histogram.max()),
+        }
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "p50 {} | p90 {} | p99 {} | max {}  ({} samples)",
+            ms(self.p50_us),
+            ms(self.p90_us),
+            ms(self.p99_us),
+            ms(self.max_us),
+            self.samples
+        )
+    }
+}
+
+fn ms(us: f64) -> String {
+    format!("{:.3} ms", us / 1000.0)
+}
+
+/// One key, many watchers: latency from an insert to its delivery at every watcher.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Fanout {
+    pub watchers: usize,
+    pub slow_watchers: usize,
+    /// Inserts per second asked for, and achieved over the measured inserts.
+    pub rate: u64,
+    pub achieved_rate: f64,
+    /// Inserts measured (after the warm-up ones).
+    pub events: u64,
+    /// Deliveries measured: events x fast watchers, when none was missed.
+    pub deliveries: u64,
+    /// From the moment the writer had the insert's acknowledgement to the moment a watcher
+    /// read the event (0 when the event arrived first).
+    pub from_ack: Latency,
+    /// From the moment the writer sent the insert.
+    pub from_send: Latency,
+    /// Deliveries that arrived before the writer had its acknowledgement.
+    pub before_ack: u64,
+    /// The writer's own insert latency.
+    pub insert: Latency,
+    /// Fast watchers that missed, repeated or reordered an event (each counts as an error).
+    pub incomplete_watchers: u64,
+    /// Slow watchers that had every event once they read again.
+    pub slow_complete: usize,
+    /// How the incomplete slow watchers ended (e.g. OUT_OF_RANGE), if any did.
+    pub slow_failure: Option<String>,
+}
+
+/// Many idle watchers, each on its own key: what they cost the writers and the server's memory.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct IdleWatchers {
+    pub watchers: usize,
+    /// Insert throughput (on other keys) before any watcher was opened.
+    pub baseline_throughput: f64,
+    pub baseline_latency: Latency,
+    /// Seconds to open every watcher and read its snapshot.
+    pub open_seconds: f64,
+    /// Server VmRSS in KiB: before the watchers, with them open, after they closed.
+    pub rss_before_kib: Option<u64>,
+    pub rss_with_kib: Option<u64>,
+    pub rss_after_close_kib: Option<u64>,
+    /// (rss_with - rss_before) / watchers.
+    pub bytes_per_watcher: Option<f64>,
+    /// Progress notices the idle watchers received while the inserts ran (events would be
+    /// errors: nobody writes their keys).
+    pub progress_notices: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Report {
+    pub label: String,
+    pub command: String,
+    pub target: String,
+    pub workload: String,
+    pub addr: String,
+    pub concurrency: usize,
+    pub connections: usize,
+    pub keys: usize,
+    pub value_size: usize,
+    pub read_ratio: Option<f64>,
+    /// Measured seconds and operations (requests; for watch-fanout, inserts).
+    pub seconds: f64,
+    pub ops: u64,
+    pub throughput: f64,
+    pub latency: Latency,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub fanout: Option<Fanout>,
+    pub idle_watchers: Option<IdleWatchers>,
+}
+
+impl Report {
+    /// Fills in what the run was: its arguments and exact command line.
+    pub fn with_run(mut self, args: &RunArgs, command: String) -> Report {
+        self.label = args.label.clone();
+        self.command = command;
+        self.target = value_name(&args.target);
+        self.workload = value_name(&args.workload);
+        self.addr = args.addr.clone();
+        self.concurrency = args.concurrency;
+        self.connections = args.connections;
+        self.keys = args.keys;
+        self.value_size = args.value_size;
+        self.read_ratio = (args.workload == crate::Workload::Mixed).then_some(args.read_ratio);
+        self
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a report serializes")
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        if self.fanout.is_some() {
+            let _ = writeln!(
+                out,
+                "{} {} against {}",
+                self.target, self.workload, self.addr
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "{} {} against {}: {} connection(s), {} in flight",
+                self.target, self.workload, self.addr, self.connections, self.concurrency
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  throughput  {:.0} ops/s ({} ops in {:.2} s), {} error(s)",
+            self.throughput, self.ops, self.seconds, self.errors
+        );
+        if let Some(err) = &self.first_error {
+            let _ = writeln!(out, "  first error {err}");
+        }
+        if self.latency.samples > 0 {
+            let _ = writeln!(out, "  latency     {}", self.latency.line());
+        }
+        if let Some(f) = &self.fanout {
+            let _ = writeln!(
+                out,
+                "  fan-out     {} watchers ({} slow) on one key, {} inserts at {:.0}/s (asked {})",
+                f.watchers, f.slow_watchers, f.events, f.achieved_rate, f.rate
+            );
+            let _ = writeln!(out, "  inserts     {}", f.insert.line());
+            let _ = writeln!(out, "  from ack    {}", f.from_ack.line());
+            let _ = writeln!(out, "  from send   {}", f.from_send.line());
+            let _ = writeln!(
+                out,
+                "  {} of {} deliveries arrived before the insert's acknowledgement",
+                f.before_ack, f.deliveries
+            );
+            let _ = writeln!(
+                out,
+                "  {} incomplete fast watcher(s); {}/{} slow watcher(s) complete{}",
+                f.incomplete_watchers,
+                f.slow_complete,
+                f.slow_watchers,
+                f.slow_failure
+                    .as_ref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            );
+        }
+        if let Some(w) = &self.idle_watchers {
+            let _ = writeln!(
+                out,
+                "  baseline    {:.0} inserts/s with no watchers; {:.0} with {} idle watchers ({:.1}%)",
+                w.baseline_throughput,
+                self.throughput,
+                w.watchers,
+                100.0 * self.throughput / w.baseline_throughput.max(f64::MIN_POSITIVE)
+            );
+            let kib = |v: Option<u64>| v.map_or("?".into(), |v| format!("{v} KiB"));
+            let _ = writeln!(
+                out,
+                "  server RSS  {} before, {} with watchers, {} after they closed; {} per watcher",
+                kib(w.rss_before_kib),
+                kib(w.rss_with_kib),
+                kib(w.rss_after_close_kib),
+                w.bytes_per_watcher
+                    .map_or("?".into(), |b| format!("{b:.0} bytes"))
+            );
+            let _ = writeln!(
+                out,
+                "  opened in {:.2} s; {} progress notices while idle",
+                w.open_seconds, w.progress_notices
+            );
+        }
+        out
+    }
+}
+
+/// The name clap gives a value on the command line (`watch-fanout`), for the report.
+fn value_name<T: clap::ValueEnum>(value: &T) -> String {
+    value
+        .to_possible_value()
+        .map(|v| v.get_name().to_owned())
+        .unwrap_or_default()
+}
