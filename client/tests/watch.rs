@@ -311,6 +311,7 @@ async fn watch_resumes_across_a_server_restart_without_gaps_or_duplicates() {
 async fn quiet_watch_resumes_after_restart() {
     let config = Config {
         progress_interval: std::time::Duration::from_millis(50),
+        progress_min_lag: 1,
         ..common::config()
     };
     let store = Store::new(&config);

@@ -29,6 +29,10 @@ pub struct Config {
     /// How often an idle watch is told the revision it has caught up to (0 disables). Lets a
     /// client resume a quiet watch even after its last event has left history.
     pub progress_interval: Duration,
+    /// A progress notice goes out only once the store has moved at least this many revisions
+    /// past what the watcher has delivered: enough to keep its resume point well inside
+    /// history, without a message per idle watcher per interval.
+    pub progress_min_lag: i64,
     /// Largest gRPC message accepted or sent. Above `max_value_bytes` because a value sent as
     /// google.protobuf.Value encodes larger than its JSON text.
     pub max_message_bytes: usize,
@@ -79,10 +83,11 @@ impl Default for Config {
             sync: SyncMode::Always,
             segment_bytes: 64 * 1024 * 1024,
             history_size: 100_000,
-            watch_buffer: 1024,
+            watch_buffer: 32,
             max_key_bytes: 4 * 1024,
             max_value_bytes: 1024 * 1024,
             progress_interval: Duration::from_secs(1),
+            progress_min_lag: 10_000,
             max_message_bytes: 16 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
             tls: None,

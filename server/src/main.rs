@@ -52,6 +52,9 @@ struct Args {
     /// Milliseconds between progress notices on an idle watch (0: never).
     #[arg(long, default_value_t = Config::default().progress_interval.as_millis() as u64)]
     progress_interval_ms: u64,
+    /// Revisions the store must move past an idle watch before it gets a progress notice.
+    #[arg(long, default_value_t = Config::default().progress_min_lag)]
+    progress_min_lag: i64,
     /// Seconds in-flight calls get to finish after Ctrl-C or SIGTERM.
     #[arg(long, default_value_t = Config::default().shutdown_grace.as_secs())]
     shutdown_grace_secs: u64,
@@ -115,6 +118,7 @@ impl From<Args> for Config {
             max_value_bytes: args.max_value_bytes,
             max_message_bytes: args.max_message_bytes,
             progress_interval: Duration::from_millis(args.progress_interval_ms),
+            progress_min_lag: args.progress_min_lag,
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
             tls: match (args.tls_cert, args.tls_key) {
                 (Some(cert), Some(key)) => Some(TlsFiles {

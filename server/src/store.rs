@@ -54,6 +54,8 @@ struct Shared {
     commit_thread: Mutex<Option<JoinHandle<()>>>,
     /// How often a lagging watcher caught up from history (for metrics and tests).
     catch_ups: AtomicU64,
+    /// See [`Config::progress_min_lag`].
+    progress_min_lag: Revision,
 }
 
 struct State {
@@ -166,6 +168,7 @@ impl Store {
             queue: Arc::clone(&queue),
             commit_thread: Mutex::new(None),
             catch_ups: AtomicU64::new(0),
+            progress_min_lag: config.progress_min_lag.max(1),
         });
         let thread = commit::spawn(queue, Arc::downgrade(&shared), storage);
         *shared.commit_thread.lock() = Some(thread);
@@ -410,14 +413,15 @@ impl Subscription {
     }
 
     /// If every matching event up to the store's current revision has been handed out and the
-    /// store has moved on since the last report, returns that revision: a safe resume point.
+    /// store has moved at least `progress_min_lag` past the last report, returns that revision:
+    /// a safe resume point.
     pub fn progress(&mut self) -> Option<Revision> {
         let state = self.store.shared.state.read();
         let current = state.db.revision();
         let rx = self.rx.as_ref().expect("receiver lives until drop");
         // Under the read lock no write is publishing, so an empty receiver means nothing with a
         // revision <= current is still on its way to us.
-        if current > self.delivered && rx.is_empty() {
+        if current - self.delivered >= self.store.shared.progress_min_lag && rx.is_empty() {
             self.delivered = current;
             return Some(current);
         }
@@ -442,6 +446,7 @@ mod tests {
         Store::new(&Config {
             history_size: history,
             watch_buffer: buffer,
+            progress_min_lag: 1,
             ..Config::default()
         })
     }

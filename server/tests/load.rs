@@ -231,7 +231,7 @@ impl ServerProcess {
             .args(["--metrics-listen", &metrics.to_string()])
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--progress-interval-ms", "200"])
+            .args(["--progress-interval-ms", "200", "--progress-min-lag", "1"])
             .args(["--history-size", HISTORY])
             .args(["--keepalive-interval-secs", "1"])
             .args(["--keepalive-timeout-secs", "1"])

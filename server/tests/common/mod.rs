@@ -17,6 +17,8 @@ pub fn config() -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         progress_interval: Duration::from_millis(50),
+        // Tests read until a revision; a notice on every change tells them when they are done.
+        progress_min_lag: 1,
         shutdown_grace: Duration::from_secs(5),
         ..Config::default()
     }
