@@ -4,8 +4,8 @@
 //! once durable, *applied* ([`Database::apply`]). [`crate::store::Store`] does the sequencing.
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
-use std::sync::Arc;
+use std::ops::{Bound, Deref};
+use std::sync::{Arc, OnceLock};
 
 use serde_json::Value as Json;
 
@@ -14,11 +14,53 @@ use crate::error::Error;
 /// A store revision: 0 for an empty store, then one more for every change.
 pub type Revision = i64;
 
+/// A stored JSON document, with its compact text made at most once: every JSON-encoded read,
+/// every watcher of a fan-out and the log encoder share one serialization. Derefs to the value.
+#[derive(Debug)]
+pub struct Doc {
+    json: Json,
+    text: OnceLock<String>,
+}
+
+impl Doc {
+    pub fn new(json: Json) -> Doc {
+        Doc {
+            json,
+            text: OnceLock::new(),
+        }
+    }
+
+    /// Compact JSON text, exactly as `serde_json` writes it (every digit, keys in order).
+    pub fn text(&self) -> &str {
+        self.text
+            .get_or_init(|| jsonkv::value::to_json_text(&self.json))
+    }
+}
+
+impl Deref for Doc {
+    type Target = Json;
+    fn deref(&self) -> &Json {
+        &self.json
+    }
+}
+
+impl PartialEq for Doc {
+    fn eq(&self, other: &Doc) -> bool {
+        self.json == other.json
+    }
+}
+
+impl PartialEq<Json> for Doc {
+    fn eq(&self, other: &Json) -> bool {
+        &self.json == other
+    }
+}
+
 /// A stored value and its revision metadata. Cloning is cheap: the value is shared with the
 /// events and history that mention it, so a 1 MiB document is never copied per watcher.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
-    pub value: Arc<Json>,
+    pub value: Arc<Doc>,
     pub create_revision: Revision,
     pub mod_revision: Revision,
     pub version: i64,
@@ -132,7 +174,7 @@ impl Database {
 pub fn plan_put(
     current: Option<&Entry>,
     key: String,
-    value: Arc<Json>,
+    value: Arc<Doc>,
     expected: ExpectedModRevision,
     revision: Revision,
 ) -> Result<Event, Error> {
@@ -193,7 +235,7 @@ mod tests {
         let event = plan_put(
             db.get(key),
             key.into(),
-            Arc::new(value),
+            Arc::new(Doc::new(value)),
             expected,
             db.revision() + 1,
         )?;

@@ -34,7 +34,7 @@ use tokio::sync::oneshot;
 
 use crate::commit::{self, CommitQueue, Committer, Pending};
 use crate::config::Config;
-use crate::database::{self, Database, Entry, Event, ExpectedModRevision, Revision};
+use crate::database::{self, Database, Doc, Entry, Event, ExpectedModRevision, Revision};
 use crate::error::Error;
 use crate::history::HistoryRing;
 use crate::hub::{EventReceiver, WatchHub, WatchTarget};
@@ -48,7 +48,8 @@ pub struct Store {
 struct Shared {
     state: RwLock<State>,
     hub: Mutex<WatchHub>,
-    queue: Arc<CommitQueue>,
+    /// `None` when storage persists nothing: writes then apply at once.
+    queue: Option<Arc<CommitQueue>>,
     /// Joined on drop, so that storage (and its directory lock) is released with the last
     /// handle.
     commit_thread: Mutex<Option<JoinHandle<()>>>,
@@ -78,17 +79,6 @@ impl State {
             Some((_, planned)) => planned.as_ref(),
             None => self.db.get(key),
         }
-    }
-
-    /// Gives `event` its place in the pipeline: remembers it as planned and queues it.
-    fn plan(&mut self, event: Event, queue: &CommitQueue) -> (Arc<Event>, Committed) {
-        debug_assert_eq!(event.revision, self.next_revision);
-        self.next_revision += 1;
-        let event = Arc::new(event);
-        self.planned
-            .insert(event.key.clone(), (event.revision, event.entry.clone()));
-        let done = queue.push(Arc::clone(&event));
-        (event, done)
     }
 }
 
@@ -156,7 +146,7 @@ impl Store {
                 history.push(event);
             }
         }
-        let queue = Arc::new(CommitQueue::default());
+        let queue = storage.persists().then(|| Arc::new(CommitQueue::default()));
         let shared = Arc::new(Shared {
             state: RwLock::new(State {
                 next_revision: db.revision() + 1,
@@ -165,13 +155,15 @@ impl Store {
                 planned: HashMap::new(),
             }),
             hub: Mutex::new(WatchHub::new(config.watch_buffer)),
-            queue: Arc::clone(&queue),
+            queue: queue.clone(),
             commit_thread: Mutex::new(None),
             catch_ups: AtomicU64::new(0),
             progress_min_lag: config.progress_min_lag.max(1),
         });
-        let thread = commit::spawn(queue, Arc::downgrade(&shared), storage);
-        *shared.commit_thread.lock() = Some(thread);
+        if let Some(queue) = queue {
+            let thread = commit::spawn(queue, Arc::downgrade(&shared), storage);
+            *shared.commit_thread.lock() = Some(thread);
+        }
         Ok(Store { shared })
     }
 
@@ -211,16 +203,18 @@ impl Store {
         value: Json,
         expected: ExpectedModRevision,
     ) -> Result<Change, Error> {
-        let value = Arc::new(value);
+        let value = Arc::new(Doc::new(value));
         let (change, done) = {
             let mut state = self.shared.state.write();
             let previous = state.latest(&key).cloned();
             let event =
                 database::plan_put(previous.as_ref(), key, value, expected, state.next_revision)?;
-            let (event, done) = state.plan(event, &self.shared.queue);
+            let (event, done) = self.shared.sequence(&mut state, event);
             (Change { event, previous }, done)
         };
-        committed(done).await?;
+        if let Some(done) = done {
+            committed(done).await?;
+        }
         Ok(change)
     }
 
@@ -239,10 +233,12 @@ impl Store {
             let Some(event) = planned else {
                 return Ok(None);
             };
-            let (event, done) = state.plan(event, &self.shared.queue);
+            let (event, done) = self.shared.sequence(&mut state, event);
             (Change { event, previous }, done)
         };
-        committed(done).await?;
+        if let Some(done) = done {
+            committed(done).await?;
+        }
         Ok(Some(change))
     }
 
@@ -307,9 +303,26 @@ async fn committed(done: Committed) -> Result<(), Error> {
         .map_err(|_| Error::Internal("the commit thread stopped".into()))?
 }
 
-impl Committer for Shared {
-    fn commit(&self, events: &[Arc<Event>]) {
-        let mut state = self.state.write();
+impl Shared {
+    /// Gives a planned change the next revision. With a commit pipeline, queues it and notes it
+    /// as planned (the receiver says when it is committed); without one, applies it now.
+    fn sequence(&self, state: &mut State, event: Event) -> (Arc<Event>, Option<Committed>) {
+        debug_assert_eq!(event.revision, state.next_revision);
+        state.next_revision += 1;
+        let event = Arc::new(event);
+        let Some(queue) = &self.queue else {
+            self.apply(state, std::slice::from_ref(&event));
+            return (event, None);
+        };
+        state
+            .planned
+            .insert(event.key.clone(), (event.revision, event.entry.clone()));
+        let done = queue.push(Arc::clone(&event));
+        (event, Some(done))
+    }
+
+    /// Makes committed changes visible: database, history, watchers. Under the write lock.
+    fn apply(&self, state: &mut State, events: &[Arc<Event>]) {
         let hub = self.hub.lock();
         for event in events {
             state.db.apply(event);
@@ -325,6 +338,12 @@ impl Committer for Shared {
             }
         }
     }
+}
+
+impl Committer for Shared {
+    fn commit(&self, events: &[Arc<Event>]) {
+        self.apply(&mut self.state.write(), events);
+    }
 
     fn abort(&self, queue: &CommitQueue) -> Vec<Pending> {
         // Under the write lock nothing new can be planned, so the queue holds exactly the
@@ -339,7 +358,9 @@ impl Committer for Shared {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        self.queue.close();
+        if let Some(queue) = &self.queue {
+            queue.close();
+        }
         if let Some(thread) = self.commit_thread.get_mut().take() {
             // A thread cannot join itself; if the commit thread held the last handle, it exits
             // on its own once the queue is drained.

@@ -209,7 +209,7 @@ pub fn key_value(
     };
     if with_value {
         match encoding {
-            ValueEncoding::Json => kv.value_json = value::to_json_text(&entry.value),
+            ValueEncoding::Json => kv.value_json = entry.value.text().to_owned(),
             ValueEncoding::Unspecified | ValueEncoding::Struct => {
                 kv.value = Some(value::to_proto(&entry.value))
             }

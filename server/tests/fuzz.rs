@@ -295,7 +295,7 @@ fn put_event(revision: i64, key: &str, value: Json) -> Arc<Event> {
         revision,
         key: key.into(),
         entry: Some(Entry {
-            value: Arc::new(value),
+            value: Arc::new(jsonkv_server::database::Doc::new(value)),
             create_revision: revision,
             mod_revision: revision,
             version: 1,

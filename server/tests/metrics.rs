@@ -24,7 +24,13 @@ fn calls(method: &str, code: &str) -> String {
 
 #[tokio::test]
 async fn calls_watchers_events_and_storage_are_measured() {
-    let (server, mut client) = start(with_metrics(config())).await;
+    // On disk: an in-memory store applies writes without storage appends to measure.
+    let dir = tempfile::tempdir().unwrap();
+    let disk = jsonkv_server::Config {
+        data_dir: Some(dir.path().to_owned()),
+        ..config()
+    };
+    let (server, mut client) = start(with_metrics(disk)).await;
     let metrics = server.metrics_addr().unwrap();
 
     let missing = client

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use crate::database::{Entry, Event, Revision};
+use crate::database::{Doc, Entry, Event, Revision};
 
 pub const HEADER_LEN: usize = 16;
 pub const FORMAT_VERSION: u32 = 1;
@@ -73,7 +73,7 @@ pub fn encode_event(buf: &mut Vec<u8>, event: &Event) {
             put_key(buf, &event.key);
             buf.extend_from_slice(&entry.create_revision.to_le_bytes());
             buf.extend_from_slice(&entry.version.to_le_bytes());
-            serde_json::to_writer(&mut *buf, &*entry.value).expect("writing to a Vec never fails");
+            buf.extend_from_slice(entry.value.text().as_bytes());
         }
         None => {
             buf.push(DELETE);
@@ -171,7 +171,7 @@ fn decode_payload(p: &[u8]) -> Result<Record, String> {
                 )
                 .map_err(|e| e.to_string())?;
                 Some(Entry {
-                    value: Arc::new(value),
+                    value: Arc::new(Doc::new(value)),
                     create_revision,
                     mod_revision: revision,
                     version,
@@ -240,7 +240,7 @@ mod tests {
             revision,
             key: key.into(),
             entry: Some(Entry {
-                value: Arc::new(value),
+                value: Arc::new(Doc::new(value)),
                 create_revision: 1,
                 mod_revision: revision,
                 version: revision,
