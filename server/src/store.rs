@@ -48,8 +48,7 @@ pub struct Store {
 struct Shared {
     state: RwLock<State>,
     hub: Mutex<WatchHub>,
-    /// `None` when storage persists nothing: writes then apply at once.
-    queue: Option<Arc<CommitQueue>>,
+    queue: Arc<CommitQueue>,
     /// Joined on drop, so that storage (and its directory lock) is released with the last
     /// handle.
     commit_thread: Mutex<Option<JoinHandle<()>>>,
@@ -146,7 +145,11 @@ impl Store {
                 history.push(event);
             }
         }
-        let queue = storage.persists().then(|| Arc::new(CommitQueue::default()));
+        // Every write goes through the commit thread, even in memory, where storage keeps
+        // nothing: applying on the writer's tokio worker instead was measured to make that
+        // worker wake every watcher of a hot key itself, and fan-out p99 went from ~7 ms to
+        // ~33 ms (1 key x 1,000 watchers at 1,000 inserts/s), for ~14% more insert throughput.
+        let queue = Arc::new(CommitQueue::default());
         let shared = Arc::new(Shared {
             state: RwLock::new(State {
                 next_revision: db.revision() + 1,
@@ -155,15 +158,13 @@ impl Store {
                 planned: HashMap::new(),
             }),
             hub: Mutex::new(WatchHub::new(config.watch_buffer)),
-            queue: queue.clone(),
+            queue: Arc::clone(&queue),
             commit_thread: Mutex::new(None),
             catch_ups: AtomicU64::new(0),
             progress_min_lag: config.progress_min_lag.max(1),
         });
-        if let Some(queue) = queue {
-            let thread = commit::spawn(queue, Arc::downgrade(&shared), storage);
-            *shared.commit_thread.lock() = Some(thread);
-        }
+        let thread = commit::spawn(queue, Arc::downgrade(&shared), storage);
+        *shared.commit_thread.lock() = Some(thread);
         Ok(Store { shared })
     }
 
@@ -212,9 +213,7 @@ impl Store {
             let (event, done) = self.shared.sequence(&mut state, event);
             (Change { event, previous }, done)
         };
-        if let Some(done) = done {
-            committed(done).await?;
-        }
+        committed(done).await?;
         Ok(change)
     }
 
@@ -236,9 +235,7 @@ impl Store {
             let (event, done) = self.shared.sequence(&mut state, event);
             (Change { event, previous }, done)
         };
-        if let Some(done) = done {
-            committed(done).await?;
-        }
+        committed(done).await?;
         Ok(Some(change))
     }
 
@@ -304,21 +301,17 @@ async fn committed(done: Committed) -> Result<(), Error> {
 }
 
 impl Shared {
-    /// Gives a planned change the next revision. With a commit pipeline, queues it and notes it
-    /// as planned (the receiver says when it is committed); without one, applies it now.
-    fn sequence(&self, state: &mut State, event: Event) -> (Arc<Event>, Option<Committed>) {
+    /// Gives a planned change the next revision, notes it as planned and queues it; the
+    /// receiver says when it is committed.
+    fn sequence(&self, state: &mut State, event: Event) -> (Arc<Event>, Committed) {
         debug_assert_eq!(event.revision, state.next_revision);
         state.next_revision += 1;
         let event = Arc::new(event);
-        let Some(queue) = &self.queue else {
-            self.apply(state, std::slice::from_ref(&event));
-            return (event, None);
-        };
         state
             .planned
             .insert(event.key.clone(), (event.revision, event.entry.clone()));
-        let done = queue.push(Arc::clone(&event));
-        (event, Some(done))
+        let done = self.queue.push(Arc::clone(&event));
+        (event, done)
     }
 
     /// Makes committed changes visible: database, history, watchers. Under the write lock.
@@ -358,9 +351,7 @@ impl Committer for Shared {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        if let Some(queue) = &self.queue {
-            queue.close();
-        }
+        self.queue.close();
         if let Some(thread) = self.commit_thread.get_mut().take() {
             // A thread cannot join itself; if the commit thread held the last handle, it exits
             // on its own once the queue is drained.

@@ -17,8 +17,4 @@ impl Storage for MemoryStorage {
     fn append(&mut self, _events: &[Arc<Event>]) -> Result<(), Error> {
         Ok(())
     }
-
-    fn persists(&self) -> bool {
-        false
-    }
 }

@@ -49,10 +49,4 @@ pub trait Storage: Send + 'static {
     /// `Ok`, the events survive what the configured [`SyncMode`] promises. On `Err` none of them
     /// may be recovered later.
     fn append(&mut self, events: &[Arc<Event>]) -> Result<(), Error>;
-
-    /// Whether appends keep anything. A store whose storage persists nothing applies each write
-    /// at once, skipping the commit thread (and its two thread hand-offs per batch).
-    fn persists(&self) -> bool {
-        true
-    }
 }
