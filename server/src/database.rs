@@ -95,19 +95,6 @@ impl Database {
         self.entries.get(key)
     }
 
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// Every entry in key order (for snapshots).
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Entry)> {
-        self.entries.iter()
-    }
-
     /// Keys starting with `prefix`, in order, strictly after `after` when given.
     pub fn range<'a>(
         &'a self,

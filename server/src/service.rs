@@ -140,6 +140,10 @@ impl JsonKvService {
         start_revision: i64,
         value_encoding: i32,
     ) -> Result<WatchStream, Error> {
+        match &target {
+            WatchTarget::Key(key) => self.limits.key(key)?,
+            WatchTarget::Prefix(prefix) => self.limits.prefix(prefix)?,
+        }
         let encoding = wire::encoding(value_encoding)?;
         let start = wire::start_revision(start_revision)?;
         let permit = self.watchers.acquire(peer)?;
@@ -194,7 +198,6 @@ impl JsonKv for JsonKvService {
     ) -> Result<Response<WatchStream>, Status> {
         let peer = req.remote_addr();
         let req = req.into_inner();
-        self.limits.key(&req.key)?;
         let target = WatchTarget::Key(req.key);
         Ok(Response::new(self.watch(
             peer,
@@ -212,7 +215,6 @@ impl JsonKv for JsonKvService {
     ) -> Result<Response<WatchStream>, Status> {
         let peer = req.remote_addr();
         let req = req.into_inner();
-        self.limits.prefix(&req.prefix)?;
         let target = WatchTarget::Prefix(req.prefix);
         Ok(Response::new(self.watch(
             peer,

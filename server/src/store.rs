@@ -533,6 +533,27 @@ mod tests {
         assert_eq!(sub.progress(), None, "already reported by the event itself");
     }
 
+    #[tokio::test]
+    async fn progress_waits_until_the_store_is_min_lag_past_the_watcher() {
+        let store = Store::new(&Config {
+            progress_min_lag: 3,
+            ..Config::default()
+        });
+        let mut sub = store.watch(WatchTarget::Key("quiet".into()), 0).unwrap();
+        for i in 1..=2 {
+            store.put("busy".into(), json!(i), None).await.unwrap();
+            assert_eq!(sub.progress(), None, "only {i} revisions behind");
+        }
+        store.put("busy".into(), json!(3), None).await.unwrap();
+        assert_eq!(sub.progress(), Some(3));
+        store.put("busy".into(), json!(4), None).await.unwrap();
+        assert_eq!(
+            sub.progress(),
+            None,
+            "the lag restarts from the last notice"
+        );
+    }
+
     #[test]
     fn dropping_the_last_subscription_frees_its_sender() {
         let store = store(10, 4);
