@@ -33,6 +33,7 @@ impl Caller {
                 let request = pb::GetRequest {
                     key: key.to_owned(),
                     value_encoding: ValueEncoding::Json as i32,
+                    ..Default::default()
                 };
                 client.get(request).await.map_err(status)?;
             }

@@ -350,6 +350,7 @@ async fn open_watch(
         key,
         start_revision: 0,
         value_encoding: ValueEncoding::Json as i32,
+        ..Default::default()
     };
     let mut stream = client
         .watch_key(request)

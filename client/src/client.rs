@@ -88,6 +88,7 @@ impl Client {
         let request = pb::GetRequest {
             key: key.to_owned(),
             value_encoding: JSON,
+            ..Default::default()
         };
         let response = match self.rpc.clone().get(request).await {
             Ok(response) => response.into_inner(),
@@ -223,6 +224,7 @@ impl Client {
             page_token: page_token.unwrap_or_default().to_owned(),
             value_encoding: JSON,
             keys_only: false,
+            ..Default::default()
         };
         let response = self.rpc.clone().list(request).await?.into_inner();
         Ok(ListPage {

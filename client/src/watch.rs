@@ -121,6 +121,7 @@ impl Client {
                             key,
                             start_revision,
                             value_encoding: encoding,
+                            ..Default::default()
                         })
                         .await
                     }
@@ -129,6 +130,7 @@ impl Client {
                             prefix,
                             start_revision,
                             value_encoding: encoding,
+                            ..Default::default()
                         })
                         .await
                     }

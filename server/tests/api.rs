@@ -27,6 +27,7 @@ async fn get(
         .get(pb::GetRequest {
             key: key.into(),
             value_encoding: encoding as i32,
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner())
@@ -255,6 +256,7 @@ async fn list_pages_through_a_prefix_in_key_order() {
                 page_token: token.clone(),
                 value_encoding: ValueEncoding::Json as i32,
                 keys_only: false,
+                ..Default::default()
             })
             .await
             .unwrap()

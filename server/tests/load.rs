@@ -324,6 +324,7 @@ async fn open(client: &mut Client, target: &Target) -> Streaming<pb::WatchRespon
                     key: key.clone(),
                     start_revision: 0,
                     value_encoding: encoding,
+                    ..Default::default()
                 })
                 .await
         }
@@ -333,6 +334,7 @@ async fn open(client: &mut Client, target: &Target) -> Streaming<pb::WatchRespon
                     prefix: prefix.clone(),
                     start_revision: 0,
                     value_encoding: encoding,
+                    ..Default::default()
                 })
                 .await
         }

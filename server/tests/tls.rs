@@ -73,6 +73,7 @@ async fn clients_that_trust_the_ca_use_the_service_and_health_over_tls() {
         .get(pb::GetRequest {
             key: "k".into(),
             value_encoding: pb::ValueEncoding::Json as i32,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -81,6 +81,7 @@ pub async fn watch_key(
             key: key.into(),
             start_revision,
             value_encoding: ValueEncoding::Json as i32,
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner())
@@ -96,6 +97,7 @@ pub async fn watch_prefix(
             prefix: prefix.into(),
             start_revision,
             value_encoding: ValueEncoding::Json as i32,
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner())
