@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::etcd::EtcdConfig;
 use crate::storage::SyncMode;
 
 #[derive(Debug, Clone)]
@@ -15,6 +16,12 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     /// When a write counts as stored: fsynced (`Always`) or only handed to the OS (`None`).
     pub sync: SyncMode,
+    /// Run on etcd (the cluster backend) instead of the embedded store; `data_dir` and `sync`
+    /// are then unused.
+    pub etcd: Option<EtcdConfig>,
+    /// How long a read or watch carrying a `min_revision` may wait for this server's view to
+    /// reach it; UNAVAILABLE beyond.
+    pub revision_wait: Duration,
     /// A log segment is sealed, and compaction considered, once it reaches this size.
     pub segment_bytes: u64,
     /// Events kept for `start_revision` replay and for lagging watchers to catch up.
@@ -81,6 +88,8 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             data_dir: None,
             sync: SyncMode::Always,
+            etcd: None,
+            revision_wait: Duration::from_secs(5),
             segment_bytes: 64 * 1024 * 1024,
             history_size: 100_000,
             watch_buffer: 32,

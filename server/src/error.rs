@@ -45,8 +45,21 @@ pub enum Error {
         oldest: Revision,
     },
 
+    /// This server's view was reloaded from etcd because etcd had compacted revisions the
+    /// server had not applied yet: the watcher's events after `delivered` cannot be replayed.
+    #[error("this server lost track of etcd's history after revision {delivered} (etcd compacted it while the server was catching up); the oldest revision available is {oldest}: start a new watch")]
+    ViewReset {
+        delivered: Revision,
+        oldest: Revision,
+    },
+
     #[error("server is shutting down")]
     ShuttingDown,
+
+    /// A dependency cannot serve the call right now (etcd unreachable, a view behind a
+    /// requested revision); retrying later or elsewhere may succeed.
+    #[error("{0}")]
+    Unavailable(String),
 
     /// Storage could not persist a write (full disk, I/O error); nothing was changed.
     #[error("write not stored: {0}")]
@@ -123,8 +136,12 @@ impl From<Error> for Status {
                 ),
             ),
             Error::Compacted { requested, oldest } => compacted(message, requested, oldest),
-            Error::WatcherLagged { delivered, oldest } => compacted(message, delivered + 1, oldest),
-            Error::ShuttingDown | Error::Storage(_) => Status::unavailable(message),
+            Error::WatcherLagged { delivered, oldest } | Error::ViewReset { delivered, oldest } => {
+                compacted(message, delivered + 1, oldest)
+            }
+            Error::ShuttingDown | Error::Storage(_) | Error::Unavailable(_) => {
+                Status::unavailable(message)
+            }
             Error::Corrupt { .. } => Status::data_loss(message),
             Error::Internal(_) | Error::Config(_) => Status::internal(message),
             Error::Unauthenticated(_) => Status::unauthenticated(message),

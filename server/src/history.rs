@@ -12,60 +12,59 @@ use crate::hub::WatchTarget;
 pub struct HistoryRing {
     events: VecDeque<Arc<Event>>,
     capacity: usize,
+    /// Every event with a revision at or after this one is held. Revisions need not be
+    /// consecutive (on etcd they skip the numbers of writes outside jsonkv's prefix), so this
+    /// is tracked, not derived from the first event.
+    covered_from: Revision,
 }
 
 impl HistoryRing {
-    pub fn new(capacity: usize) -> Self {
+    /// An empty ring for a store whose next event has a revision of at least `covered_from`.
+    pub fn new(capacity: usize, covered_from: Revision) -> Self {
         HistoryRing {
             events: VecDeque::with_capacity(capacity.min(1 << 16)),
             capacity,
+            covered_from,
         }
     }
 
-    /// Records the next event. Events arrive with consecutive revisions.
+    /// Records the next event. Revisions never go down (on etcd, one transaction by another
+    /// client can change several keys at one revision).
     pub fn push(&mut self, event: Arc<Event>) {
-        if self.capacity == 0 {
-            return;
-        }
-        if self.events.len() == self.capacity {
-            self.events.pop_front();
-        }
         debug_assert!(self
             .events
             .back()
-            .is_none_or(|last| last.revision + 1 == event.revision));
+            .is_none_or(|last| last.revision <= event.revision));
+        if self.capacity == 0 {
+            self.covered_from = event.revision + 1;
+            return;
+        }
+        if self.events.len() == self.capacity {
+            if let Some(evicted) = self.events.pop_front() {
+                self.covered_from = evicted.revision + 1;
+            }
+        }
         self.events.push_back(event);
     }
 
-    /// The oldest revision that can still be replayed, given the store is at `current`.
-    pub fn oldest(&self, current: Revision) -> Revision {
-        self.events.front().map_or(current + 1, |e| e.revision)
+    /// The oldest revision a replay can still start from.
+    pub fn oldest(&self) -> Revision {
+        self.covered_from
     }
 
-    /// Every event matching `target` with revision >= `from`, given the store is at `current`.
-    /// `OutOfRange` if some revision in `from..=current` is no longer held.
-    pub fn since(
-        &self,
-        from: Revision,
-        current: Revision,
-        target: &WatchTarget,
-    ) -> Result<Vec<Arc<Event>>, Error> {
-        let oldest = self.oldest(current);
-        if from > current {
-            return Ok(Vec::new());
-        }
-        if from < oldest {
+    /// Every event matching `target` with revision >= `from`. `Compacted` if events at or
+    /// after `from` may have been dropped.
+    pub fn since(&self, from: Revision, target: &WatchTarget) -> Result<Vec<Arc<Event>>, Error> {
+        if from < self.covered_from {
             return Err(Error::Compacted {
                 requested: from,
-                oldest,
+                oldest: self.covered_from,
             });
         }
-        // Revisions are consecutive, so the position of `from` is a subtraction, not a search.
-        let skip = usize::try_from(from - oldest).expect("from >= oldest");
+        let skip = self.events.partition_point(|e| e.revision < from);
         Ok(self
             .events
-            .iter()
-            .skip(skip)
+            .range(skip..)
             .filter(|e| target.matches(&e.key))
             .cloned()
             .collect())
@@ -90,20 +89,20 @@ mod tests {
 
     #[test]
     fn keeps_the_newest_events_and_reports_the_oldest() {
-        let mut ring = HistoryRing::new(3);
-        assert_eq!(ring.oldest(0), 1);
+        let mut ring = HistoryRing::new(3, 1);
+        assert_eq!(ring.oldest(), 1);
         for r in 1..=5 {
             ring.push(event(r, if r % 2 == 0 { "even" } else { "odd" }));
         }
-        assert_eq!(ring.oldest(5), 3);
+        assert_eq!(ring.oldest(), 3);
         let all = WatchTarget::Prefix(String::new());
-        assert_eq!(revisions(ring.since(3, 5, &all).unwrap()), [3, 4, 5]);
-        assert_eq!(revisions(ring.since(4, 5, &all).unwrap()), [4, 5]);
+        assert_eq!(revisions(ring.since(3, &all).unwrap()), [3, 4, 5]);
+        assert_eq!(revisions(ring.since(4, &all).unwrap()), [4, 5]);
         let odd = WatchTarget::Key("odd".into());
-        assert_eq!(revisions(ring.since(3, 5, &odd).unwrap()), [3, 5]);
+        assert_eq!(revisions(ring.since(3, &odd).unwrap()), [3, 5]);
         // The future is not an error: there is simply nothing yet.
-        assert!(ring.since(9, 5, &all).unwrap().is_empty());
-        match ring.since(2, 5, &all) {
+        assert!(ring.since(9, &all).unwrap().is_empty());
+        match ring.since(2, &all) {
             Err(Error::Compacted {
                 requested: 2,
                 oldest: 3,
@@ -114,11 +113,26 @@ mod tests {
 
     #[test]
     fn zero_capacity_holds_nothing() {
-        let mut ring = HistoryRing::new(0);
+        let mut ring = HistoryRing::new(0, 1);
         ring.push(event(1, "k"));
-        assert_eq!(ring.oldest(1), 2);
+        assert_eq!(ring.oldest(), 2);
         let all = WatchTarget::Prefix(String::new());
-        assert!(ring.since(1, 1, &all).is_err());
-        assert!(ring.since(2, 1, &all).unwrap().is_empty());
+        assert!(ring.since(1, &all).is_err());
+        assert!(ring.since(2, &all).unwrap().is_empty());
+    }
+
+    #[test]
+    fn revisions_may_skip_numbers() {
+        // As on etcd, where writes outside jsonkv's prefix take revisions too.
+        let mut ring = HistoryRing::new(3, 11);
+        for r in [12, 15, 16, 20] {
+            ring.push(event(r, "k"));
+        }
+        // 12 was dropped, so 13 and 14 (which had no event) are still covered: nothing lost.
+        assert_eq!(ring.oldest(), 13);
+        let all = WatchTarget::Prefix(String::new());
+        assert_eq!(revisions(ring.since(13, &all).unwrap()), [15, 16, 20]);
+        assert_eq!(revisions(ring.since(17, &all).unwrap()), [20]);
+        assert!(ring.since(12, &all).is_err());
     }
 }

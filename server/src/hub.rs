@@ -123,6 +123,13 @@ impl WatchHub {
     }
 
     /// Number of live senders (keys and prefixes); for tests and metrics.
+    /// Drops every sender: each receiver ends (`Closed`) once it has drained what it holds.
+    pub fn close_all(&mut self) {
+        self.keys.clear();
+        self.prefixes.clear();
+        self.prefix_lengths.clear();
+    }
+
     pub fn sender_count(&self) -> usize {
         self.keys.len() + self.prefixes.len()
     }

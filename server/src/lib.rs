@@ -9,6 +9,9 @@
 //!   log with snapshots on disk.
 //! - [`commit`]: the commit pipeline: one thread persists queued changes in batches (group
 //!   commit) and then applies them.
+//! - [`etcd`]: the cluster backend (`--etcd`): writes and linearizable reads go to etcd, a
+//!   follower task applies etcd's events to the local view, and old resumes replay etcd's
+//!   history.
 //! - [`store`]: `Store`, the cheap-to-clone handle tying those together, and `Subscription`,
 //!   a watcher's gap-free, duplicate-free view of the events.
 //! - [`watch_stream`]: turns a `Subscription` into a gRPC response stream.
@@ -32,6 +35,7 @@ pub mod commit;
 pub mod config;
 pub mod database;
 pub mod error;
+pub mod etcd;
 pub mod history;
 pub mod hub;
 pub mod limits;

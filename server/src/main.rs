@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use jsonkv_server::config::TlsFiles;
+use jsonkv_server::etcd::EtcdConfig;
 use jsonkv_server::storage::SyncMode;
 use jsonkv_server::{serve, Config, Listeners, Security, Store};
 use tokio::net::TcpListener;
@@ -32,6 +33,21 @@ struct Args {
     /// Size at which a log segment is sealed and may be compacted into a snapshot.
     #[arg(long, default_value_t = Config::default().segment_bytes)]
     segment_bytes: u64,
+    /// Run as one of several servers on an etcd cluster (comma-separated client URLs, e.g.
+    /// `http://127.0.0.1:2379,http://127.0.0.1:22379`): etcd holds the data, this server a
+    /// live view of it. Replaces --data-dir, --in-memory and --sync.
+    #[arg(long, value_name = "ENDPOINTS", value_delimiter = ',', conflicts_with_all = ["data_dir", "in_memory", "sync"])]
+    etcd: Vec<String>,
+    /// Where in etcd jsonkv keeps its keys; servers sharing a prefix share a keyspace.
+    #[arg(long, value_name = "PREFIX", default_value = "/jsonkv/", value_parser = non_empty)]
+    etcd_prefix: String,
+    /// Milliseconds one etcd request may take before the call fails with UNAVAILABLE.
+    #[arg(long, default_value_t = 5000)]
+    etcd_timeout_ms: u64,
+    /// Milliseconds a read or watch carrying `min_revision` may wait for this server to reach
+    /// that revision before it gets UNAVAILABLE.
+    #[arg(long, default_value_t = Config::default().revision_wait.as_millis() as u64)]
+    revision_wait_ms: u64,
     /// Events kept in memory for watch replay (`start_revision`) and for slow watchers to catch
     /// up; older revisions answer OUT_OF_RANGE.
     #[arg(long, default_value_t = Config::default().history_size)]
@@ -96,6 +112,13 @@ struct Args {
     keepalive_timeout_secs: u64,
 }
 
+fn non_empty(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("must not be empty (it would put jsonkv's keys among everything else in etcd)".into());
+    }
+    Ok(s.to_owned())
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Sync {
     Always,
@@ -112,6 +135,12 @@ impl From<Args> for Config {
                 Sync::None => SyncMode::None,
             },
             segment_bytes: args.segment_bytes,
+            etcd: (!args.etcd.is_empty()).then(|| EtcdConfig {
+                endpoints: args.etcd,
+                prefix: args.etcd_prefix,
+                timeout: Duration::from_millis(args.etcd_timeout_ms),
+            }),
+            revision_wait: Duration::from_millis(args.revision_wait_ms),
             history_size: args.history_size,
             watch_buffer: args.watch_buffer,
             max_key_bytes: args.max_key_bytes,
@@ -157,7 +186,7 @@ async fn main() {
     let listeners = Listeners::with_metrics(&config, listener)
         .await
         .unwrap_or_else(|err| fail(err));
-    let store = Store::from_config(&config).unwrap_or_else(|err| fail(err));
+    let store = Store::start(&config).await.unwrap_or_else(|err| fail(err));
     let tls = match &config.tls {
         None => "off",
         Some(files) if files.client_ca.is_some() => "mutual",
@@ -165,11 +194,14 @@ async fn main() {
     };
     let auth = config.auth_tokens.is_some();
     let metrics = listeners.metrics.as_ref().and_then(|l| l.local_addr().ok());
-    match &config.data_dir {
-        Some(dir) => {
+    match (&config.etcd, &config.data_dir) {
+        (Some(etcd), _) => {
+            tracing::info!(%addr, etcd = %etcd.endpoints.join(","), prefix = %etcd.prefix, tls, auth, ?metrics, "jsonkv-server listening (on etcd)")
+        }
+        (None, Some(dir)) => {
             tracing::info!(%addr, data_dir = %dir.display(), sync = ?config.sync, tls, auth, ?metrics, "jsonkv-server listening")
         }
-        None => {
+        (None, None) => {
             tracing::info!(%addr, tls, auth, ?metrics, "jsonkv-server listening (in memory: nothing is persisted)")
         }
     }

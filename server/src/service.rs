@@ -47,10 +47,16 @@ impl JsonKvService {
         }
     }
 
-    fn get(&self, req: pb::GetRequest) -> Result<pb::GetResponse, Error> {
+    async fn get(&self, req: pb::GetRequest) -> Result<pb::GetResponse, Error> {
         self.limits.key(&req.key)?;
         let encoding = wire::encoding(req.value_encoding)?;
-        let (entry, revision) = self.store.get(&req.key);
+        let min_revision = wire::min_revision(req.min_revision)?;
+        self.store.wait_for(min_revision).await?;
+        let (entry, revision) = if req.linearizable {
+            self.store.get_linearizable(&req.key).await?
+        } else {
+            self.store.get(&req.key)
+        };
         let entry = entry.ok_or(Error::NotFound(req.key.clone()))?;
         Ok(pb::GetResponse {
             kv: Some(wire::key_value(&req.key, &entry, encoding, true)),
@@ -103,12 +109,20 @@ impl JsonKvService {
         }
     }
 
-    fn list(&self, req: pb::ListRequest) -> Result<pb::ListResponse, Error> {
+    async fn list(&self, req: pb::ListRequest) -> Result<pb::ListResponse, Error> {
         self.limits.prefix(&req.prefix)?;
         let encoding = wire::encoding(req.value_encoding)?;
         let page_size = wire::page_size(req.page_size)?;
         let after = wire::decode_page_token(&req.page_token, &req.prefix)?;
-        let page = self.store.list(&req.prefix, after.as_deref(), page_size);
+        let min_revision = wire::min_revision(req.min_revision)?;
+        self.store.wait_for(min_revision).await?;
+        let page = if req.linearizable {
+            self.store
+                .list_linearizable(&req.prefix, after.as_deref(), page_size)
+                .await?
+        } else {
+            self.store.list(&req.prefix, after.as_deref(), page_size)
+        };
         // Cut the page short if its values are large, so it always fits in one message.
         let mut kvs = Vec::with_capacity(page.entries.len());
         let mut bytes = 0;
@@ -133,11 +147,12 @@ impl JsonKvService {
     }
 
     /// Opens a watch for the client at `peer`, if the watcher limits allow one more.
-    fn watch(
+    async fn watch(
         &self,
         peer: Option<SocketAddr>,
         target: WatchTarget,
         start_revision: i64,
+        min_revision: i64,
         value_encoding: i32,
     ) -> Result<WatchStream, Error> {
         match &target {
@@ -146,7 +161,9 @@ impl JsonKvService {
         }
         let encoding = wire::encoding(value_encoding)?;
         let start = wire::start_revision(start_revision)?;
+        let min_revision = wire::min_revision(min_revision)?;
         let permit = self.watchers.acquire(peer)?;
+        self.store.wait_for(min_revision).await?;
         let sub = self.store.watch(target, start)?;
         Ok(watch_stream(
             sub,
@@ -162,7 +179,9 @@ impl JsonKvService {
 #[tonic::async_trait]
 impl JsonKv for JsonKvService {
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        Ok(Response::new(JsonKvService::get(self, req.into_inner())?))
+        Ok(Response::new(
+            JsonKvService::get(self, req.into_inner()).await?,
+        ))
     }
 
     async fn insert(
@@ -187,7 +206,9 @@ impl JsonKv for JsonKvService {
         &self,
         req: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
-        Ok(Response::new(JsonKvService::list(self, req.into_inner())?))
+        Ok(Response::new(
+            JsonKvService::list(self, req.into_inner()).await?,
+        ))
     }
 
     type WatchKeyStream = WatchStream;
@@ -199,12 +220,16 @@ impl JsonKv for JsonKvService {
         let peer = req.remote_addr();
         let req = req.into_inner();
         let target = WatchTarget::Key(req.key);
-        Ok(Response::new(self.watch(
-            peer,
-            target,
-            req.start_revision,
-            req.value_encoding,
-        )?))
+        Ok(Response::new(
+            self.watch(
+                peer,
+                target,
+                req.start_revision,
+                req.min_revision,
+                req.value_encoding,
+            )
+            .await?,
+        ))
     }
 
     type WatchPrefixStream = WatchStream;
@@ -216,11 +241,15 @@ impl JsonKv for JsonKvService {
         let peer = req.remote_addr();
         let req = req.into_inner();
         let target = WatchTarget::Prefix(req.prefix);
-        Ok(Response::new(self.watch(
-            peer,
-            target,
-            req.start_revision,
-            req.value_encoding,
-        )?))
+        Ok(Response::new(
+            self.watch(
+                peer,
+                target,
+                req.start_revision,
+                req.min_revision,
+                req.value_encoding,
+            )
+            .await?,
+        ))
     }
 }

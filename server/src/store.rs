@@ -1,17 +1,24 @@
-//! `Store`: the cheap-to-clone handle to all shared state (the committed `Database`, its
-//! `HistoryRing`, the `WatchHub` and the commit pipeline), and [`Subscription`], a watcher's
+//! `Store`: the cheap-to-clone handle to all shared state (the `Database`, its `HistoryRing`,
+//! the `WatchHub`, and the backend that orders writes), and [`Subscription`], a watcher's
 //! lossless view of the event flow.
 //!
-//! A write is planned, then committed, then applied:
-//! 1. *Plan*, under the state write lock: check the precondition against the key's latest
-//!    state (committed, or planned by a write still in the pipeline), take the next revision,
-//!    note the change in `planned`, and queue it. Queue order is therefore revision order.
-//! 2. *Commit*, on the commit thread ([`crate::commit`]): storage persists a batch.
-//! 3. *Apply*, under the state write lock, on the commit thread: the batch enters the database
-//!    and history and is published to watchers; then its writers are answered.
+//! Two backends order and persist writes; reads and watches are served from the local state in
+//! both, so everything below the write path is shared:
+//! - *Embedded* (the default): a write is planned, then committed, then applied.
+//!   1. *Plan*, under the state write lock: check the precondition against the key's latest
+//!      state (committed, or planned by a write still in the pipeline), take the next revision,
+//!      note the change in `planned`, and queue it. Queue order is therefore revision order.
+//!   2. *Commit*, on the commit thread ([`crate::commit`]): storage persists a batch.
+//!   3. *Apply*, under the state write lock, on the commit thread: the batch enters the
+//!      database and history and is published to watchers; then its writers are answered.
+//! - *etcd* (`--etcd`): etcd orders and stores the write (a Txn for compare-and-swap), and the
+//!   follower task ([`crate::etcd::follow`]) applies etcd's events, from every server, in
+//!   revision order through the same apply step. A write is answered once the local view has
+//!   applied it.
 //!
-//! Readers and watchers see only applied changes, so nothing they see can be lost to a crash,
-//! and an acknowledged write is visible to every read that follows it.
+//! Either way readers and watchers see only applied changes, so nothing they see can be lost
+//! to a crash, and an acknowledged write is visible to every read on its server that follows
+//! it (and, with `min_revision`, on every other server).
 //!
 //! Locking, and why watches cannot miss or repeat an event:
 //! - Changes are applied and published under the write lock, in revision order.
@@ -26,16 +33,18 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value as Json;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::commit::{self, CommitQueue, Committer, Pending};
 use crate::config::Config;
 use crate::database::{self, Database, Doc, Entry, Event, ExpectedModRevision, Revision};
 use crate::error::Error;
+use crate::etcd::{self, EtcdConfig, Remote, Replay, View};
 use crate::history::HistoryRing;
 use crate::hub::{EventReceiver, WatchHub, WatchTarget};
 use crate::storage::{DiskStorage, MemoryStorage, Storage};
@@ -48,14 +57,31 @@ pub struct Store {
 struct Shared {
     state: RwLock<State>,
     hub: Mutex<WatchHub>,
-    queue: Arc<CommitQueue>,
-    /// Joined on drop, so that storage (and its directory lock) is released with the last
-    /// handle.
-    commit_thread: Mutex<Option<JoinHandle<()>>>,
+    backend: Backend,
+    /// The revision of the last applied change, for calls waiting to see a revision.
+    applied: watch::Sender<Revision>,
     /// How often a lagging watcher caught up from history (for metrics and tests).
     catch_ups: AtomicU64,
     /// See [`Config::progress_min_lag`].
     progress_min_lag: Revision,
+    /// See [`Config::revision_wait`].
+    revision_wait: Duration,
+    history_size: usize,
+}
+
+/// Who orders, stores and applies writes.
+enum Backend {
+    Embedded {
+        queue: Arc<CommitQueue>,
+        /// Joined on drop, so that storage (and its directory lock) is released with the last
+        /// handle.
+        commit_thread: Mutex<Option<JoinHandle<()>>>,
+    },
+    Etcd {
+        remote: Remote,
+        /// Aborted on drop: the follower only holds the store weakly, so this is what stops it.
+        follower: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    },
 }
 
 struct State {
@@ -63,10 +89,14 @@ struct State {
     db: Database,
     history: HistoryRing,
     /// Keys with changes planned but not yet applied: the latest planned entry (`None`: a
-    /// delete) and its revision. Preconditions are checked against these first.
+    /// delete) and its revision. Preconditions are checked against these first. (Embedded
+    /// only: on etcd, etcd checks them.)
     planned: HashMap<String, (Revision, Option<Entry>)>,
-    /// The revision the next planned change takes.
+    /// The revision the next planned change takes (embedded only).
     next_revision: Revision,
+    /// Bumped when the view is reloaded from etcd with a gap: subscriptions from before
+    /// cannot continue.
+    epoch: u64,
 }
 
 type Committed = oneshot::Receiver<Result<(), Error>>;
@@ -105,7 +135,9 @@ pub enum WatchStart {
         revision: Revision,
         entries: Vec<(String, Entry)>,
     },
-    /// Matching events from history with revision >= the requested start.
+    /// Matching events from history with revision >= the requested start. (On etcd, a start
+    /// older than the local history is replayed from etcd's history by `next_events` instead,
+    /// and this is empty.)
     Replay { events: Vec<Arc<Event>> },
 }
 
@@ -115,7 +147,16 @@ impl Store {
         Store::open(config, Box::new(MemoryStorage)).expect("memory storage cannot fail")
     }
 
-    /// The store the config asks for: on disk under `data_dir`, or in memory without one.
+    /// The store the config asks for: on etcd, on disk under `data_dir`, or in memory.
+    pub async fn start(config: &Config) -> Result<Store, Error> {
+        match &config.etcd {
+            Some(etcd) => Store::connect_etcd(config, etcd).await,
+            None => Store::from_config(config),
+        }
+    }
+
+    /// The embedded store the config asks for: on disk under `data_dir`, or in memory without
+    /// one.
     pub fn from_config(config: &Config) -> Result<Store, Error> {
         match &config.data_dir {
             Some(dir) => Store::open(
@@ -129,42 +170,56 @@ impl Store {
     /// Recovers what `storage` holds and starts committing to it.
     pub fn open(config: &Config, mut storage: Box<dyn Storage>) -> Result<Store, Error> {
         let recovered = storage.recover()?;
-        let mut db = Database::default();
-        for (key, entry) in recovered.snapshot {
-            db.load(key, entry);
-        }
-        db.set_revision(recovered.snapshot_revision);
-        let mut history = HistoryRing::new(config.history_size);
+        let mut db = database_at(recovered.snapshot, recovered.snapshot_revision);
         // Only the newest events go into history; the rest move into the map without a copy.
         let keep = recovered.events.len().saturating_sub(config.history_size);
-        for (i, event) in recovered.events.into_iter().enumerate() {
-            if i < keep {
-                db.apply_owned(Arc::unwrap_or_clone(event));
-            } else {
-                db.apply(&event);
-                history.push(event);
-            }
+        let mut events = recovered.events.into_iter();
+        for event in events.by_ref().take(keep) {
+            db.apply_owned(Arc::unwrap_or_clone(event));
+        }
+        let mut history = HistoryRing::new(config.history_size, db.revision() + 1);
+        for event in events {
+            db.apply(&event);
+            history.push(event);
         }
         // Every write goes through the commit thread, even in memory, where storage keeps
         // nothing: applying on the writer's tokio worker instead was measured to make that
         // worker wake every watcher of a hot key itself, and fan-out p99 went from ~7 ms to
         // ~33 ms (1 key x 1,000 watchers at 1,000 inserts/s), for ~14% more insert throughput.
         let queue = Arc::new(CommitQueue::default());
-        let shared = Arc::new(Shared {
-            state: RwLock::new(State {
-                next_revision: db.revision() + 1,
-                db,
-                history,
-                planned: HashMap::new(),
-            }),
-            hub: Mutex::new(WatchHub::new(config.watch_buffer)),
+        let backend = Backend::Embedded {
             queue: Arc::clone(&queue),
             commit_thread: Mutex::new(None),
-            catch_ups: AtomicU64::new(0),
-            progress_min_lag: config.progress_min_lag.max(1),
-        });
+        };
+        let shared = Arc::new(Shared::new(config, db, history, backend));
         let thread = commit::spawn(queue, Arc::downgrade(&shared), storage);
-        *shared.commit_thread.lock() = Some(thread);
+        if let Backend::Embedded { commit_thread, .. } = &shared.backend {
+            *commit_thread.lock() = Some(thread);
+        }
+        Ok(Store { shared })
+    }
+
+    /// A store whose source of truth is etcd: loads jsonkv's prefix at one revision, then
+    /// follows etcd from there on a task (so this needs a tokio runtime).
+    pub async fn connect_etcd(config: &Config, etcd: &EtcdConfig) -> Result<Store, Error> {
+        let remote = Remote::connect(etcd).await?;
+        let (entries, revision) = remote.load().await.map_err(|err| {
+            Error::Unavailable(format!(
+                "cannot load jsonkv's keys from etcd at {}: {err}",
+                etcd.endpoints.join(",")
+            ))
+        })?;
+        let db = database_at(entries, revision);
+        let history = HistoryRing::new(config.history_size, revision + 1);
+        let backend = Backend::Etcd {
+            remote: remote.clone(),
+            follower: Mutex::new(None),
+        };
+        let shared = Arc::new(Shared::new(config, db, history, backend));
+        let task = etcd::follow(Arc::downgrade(&shared), remote);
+        if let Backend::Etcd { follower, .. } = &shared.backend {
+            *follower.lock() = Some(task);
+        }
         Ok(Store { shared })
     }
 
@@ -173,10 +228,46 @@ impl Store {
         self.shared.state.read().db.revision()
     }
 
+    /// Waits (up to [`Config::revision_wait`]) until every change up to `revision` has been
+    /// applied here: what a read or watch carrying `min_revision` needs. UNAVAILABLE if not.
+    pub async fn wait_for(&self, revision: Revision) -> Result<(), Error> {
+        // The common cases, without arming a timer: no wait asked, or already there.
+        if revision <= 0 || *self.shared.applied.borrow() >= revision {
+            return Ok(());
+        }
+        let wait = self.shared.revision_wait;
+        match tokio::time::timeout(wait, self.reach(revision)).await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(Error::Unavailable(format!(
+                "this server has not reached revision {revision} within {wait:?} (it is at {}); retry, or ask another server",
+                *self.shared.applied.borrow()
+            ))),
+        }
+    }
+
+    /// Waits until every change up to `revision` has been applied here.
+    async fn reach(&self, revision: Revision) {
+        if *self.shared.applied.borrow() >= revision {
+            return;
+        }
+        let mut applied = self.shared.applied.subscribe();
+        // The sender lives in `shared`, which `self` keeps alive, so this cannot fail.
+        let _ = applied.wait_for(|r| *r >= revision).await;
+    }
+
     /// The key's entry (if any) and the revision it was read at.
     pub fn get(&self, key: &str) -> (Option<Entry>, Revision) {
         let state = self.shared.state.read();
         (state.db.get(key).cloned(), state.db.revision())
+    }
+
+    /// [`Store::get`] from the source of truth: etcd, when the store runs on it. (The embedded
+    /// store is its own source of truth.)
+    pub async fn get_linearizable(&self, key: &str) -> Result<(Option<Entry>, Revision), Error> {
+        match &self.shared.backend {
+            Backend::Etcd { remote, .. } => remote.get(key).await,
+            Backend::Embedded { .. } => Ok(self.get(key)),
+        }
     }
 
     /// Up to `limit` keys under `prefix`, strictly after `after` when given.
@@ -196,8 +287,29 @@ impl Store {
             revision: state.db.revision(),
         }
     }
+
+    /// [`Store::list`] from the source of truth, as [`Store::get_linearizable`].
+    pub async fn list_linearizable(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, Error> {
+        match &self.shared.backend {
+            Backend::Etcd { remote, .. } => {
+                let (entries, more, revision) = remote.list(prefix, after, limit).await?;
+                Ok(Page {
+                    entries,
+                    more,
+                    revision,
+                })
+            }
+            Backend::Embedded { .. } => Ok(self.list(prefix, after, limit)),
+        }
+    }
+
     /// Sets `key` to `value` if `expected` holds. Returns once the change is durable and
-    /// visible to every read and watch.
+    /// visible to every read and watch on this server.
     pub async fn put(
         &self,
         key: String,
@@ -205,12 +317,19 @@ impl Store {
         expected: ExpectedModRevision,
     ) -> Result<Change, Error> {
         let value = Arc::new(Doc::new(value));
+        let queue = match &self.shared.backend {
+            Backend::Embedded { queue, .. } => queue,
+            Backend::Etcd { remote, .. } => {
+                let written = remote.put(&key, value, expected).await?;
+                return Ok(self.applied(written).await);
+            }
+        };
         let (change, done) = {
             let mut state = self.shared.state.write();
             let previous = state.latest(&key).cloned();
             let event =
                 database::plan_put(previous.as_ref(), key, value, expected, state.next_revision)?;
-            let (event, done) = self.shared.sequence(&mut state, event);
+            let (event, done) = sequence(queue, &mut state, event);
             (Change { event, previous }, done)
         };
         committed(done).await?;
@@ -218,12 +337,21 @@ impl Store {
     }
 
     /// Deletes `key` if `expected` holds; `Ok(None)` if it was absent (nothing changes).
-    /// Returns once the delete is durable and visible.
+    /// Returns once the delete is durable and visible on this server.
     pub async fn delete(
         &self,
         key: &str,
         expected: ExpectedModRevision,
     ) -> Result<Option<Change>, Error> {
+        let queue = match &self.shared.backend {
+            Backend::Embedded { queue, .. } => queue,
+            Backend::Etcd { remote, .. } => {
+                return match remote.delete(key, expected).await? {
+                    Some(written) => Ok(Some(self.applied(written).await)),
+                    None => Ok(None),
+                };
+            }
+        };
         let (change, done) = {
             let mut state = self.shared.state.write();
             let previous = state.latest(key).cloned();
@@ -232,11 +360,22 @@ impl Store {
             let Some(event) = planned else {
                 return Ok(None);
             };
-            let (event, done) = self.shared.sequence(&mut state, event);
+            let (event, done) = sequence(queue, &mut state, event);
             (Change { event, previous }, done)
         };
         committed(done).await?;
         Ok(Some(change))
+    }
+
+    /// A write etcd has committed, once the local view has applied it: so that a read on this
+    /// server that follows the acknowledgement sees it. Not bounded here: the call's own
+    /// deadline bounds it, and a timeout then says the write's fate is unknown, which is true.
+    async fn applied(&self, written: etcd::Written) -> Change {
+        self.reach(written.event.revision).await;
+        Change {
+            event: Arc::new(written.event),
+            previous: written.previous,
+        }
     }
 
     /// Starts watching `target`: with a snapshot when `start_revision` is 0, otherwise with the
@@ -248,6 +387,7 @@ impl Store {
     ) -> Result<Subscription, Error> {
         let state = self.shared.state.read();
         let current = state.db.revision();
+        let mut replay = None;
         let start = if start_revision == 0 {
             let entries = match &target {
                 WatchTarget::Key(key) => state
@@ -267,11 +407,23 @@ impl Store {
                 entries,
             }
         } else {
-            WatchStart::Replay {
-                events: state.history.since(start_revision, current, &target)?,
+            match (state.history.since(start_revision, &target), &self.shared.backend) {
+                (Ok(events), _) => WatchStart::Replay { events },
+                // Older than the local history: etcd's history has it (or says it is gone).
+                (Err(Error::Compacted { .. }), Backend::Etcd { remote, .. }) => {
+                    replay = Some(Replay::new(
+                        remote.clone(),
+                        target.clone(),
+                        start_revision,
+                        current,
+                    ));
+                    WatchStart::Replay { events: Vec::new() }
+                }
+                (Err(err), _) => return Err(err),
             }
         };
         let rx = self.shared.hub.lock().subscribe(&target);
+        let epoch = state.epoch;
         drop(state);
         Ok(Subscription {
             store: self.clone(),
@@ -281,6 +433,8 @@ impl Store {
             // be delivered, and everything at or after it will be.
             delivered: current.max(start_revision - 1),
             start: Some(start),
+            replay,
+            epoch,
         })
     }
 
@@ -295,27 +449,57 @@ impl Store {
     }
 }
 
+/// A database holding `entries` as of `revision`.
+fn database_at(entries: Vec<(String, Entry)>, revision: Revision) -> Database {
+    let mut db = Database::default();
+    for (key, entry) in entries {
+        db.load(key, entry);
+    }
+    db.set_revision(revision);
+    db
+}
+
 async fn committed(done: Committed) -> Result<(), Error> {
     done.await
         .map_err(|_| Error::Internal("the commit thread stopped".into()))?
 }
 
+/// Gives a planned change the next revision, notes it as planned and queues it; the receiver
+/// says when it is committed.
+fn sequence(queue: &CommitQueue, state: &mut State, event: Event) -> (Arc<Event>, Committed) {
+    debug_assert_eq!(event.revision, state.next_revision);
+    state.next_revision += 1;
+    let event = Arc::new(event);
+    state
+        .planned
+        .insert(event.key.clone(), (event.revision, event.entry.clone()));
+    let done = queue.push(Arc::clone(&event));
+    (event, done)
+}
+
 impl Shared {
-    /// Gives a planned change the next revision, notes it as planned and queues it; the
-    /// receiver says when it is committed.
-    fn sequence(&self, state: &mut State, event: Event) -> (Arc<Event>, Committed) {
-        debug_assert_eq!(event.revision, state.next_revision);
-        state.next_revision += 1;
-        let event = Arc::new(event);
-        state
-            .planned
-            .insert(event.key.clone(), (event.revision, event.entry.clone()));
-        let done = self.queue.push(Arc::clone(&event));
-        (event, done)
+    fn new(config: &Config, db: Database, history: HistoryRing, backend: Backend) -> Shared {
+        let revision = db.revision();
+        Shared {
+            state: RwLock::new(State {
+                next_revision: revision + 1,
+                db,
+                history,
+                planned: HashMap::new(),
+                epoch: 0,
+            }),
+            hub: Mutex::new(WatchHub::new(config.watch_buffer)),
+            backend,
+            applied: watch::Sender::new(revision),
+            catch_ups: AtomicU64::new(0),
+            progress_min_lag: config.progress_min_lag.max(1),
+            revision_wait: config.revision_wait,
+            history_size: config.history_size,
+        }
     }
 
     /// Makes committed changes visible: database, history, watchers. Under the write lock.
-    fn apply(&self, state: &mut State, events: &[Arc<Event>]) {
+    fn apply_locked(&self, state: &mut State, events: &[Arc<Event>]) {
         let hub = self.hub.lock();
         for event in events {
             state.db.apply(event);
@@ -330,12 +514,14 @@ impl Shared {
                 state.planned.remove(&event.key);
             }
         }
+        drop(hub);
+        self.applied.send_replace(state.db.revision());
     }
 }
 
 impl Committer for Shared {
     fn commit(&self, events: &[Arc<Event>]) {
-        self.apply(&mut self.state.write(), events);
+        self.apply_locked(&mut self.state.write(), events);
     }
 
     fn abort(&self, queue: &CommitQueue) -> Vec<Pending> {
@@ -349,14 +535,48 @@ impl Committer for Shared {
     }
 }
 
+impl View for Shared {
+    fn revision(&self) -> Revision {
+        self.state.read().db.revision()
+    }
+
+    fn apply(&self, events: &[Arc<Event>]) {
+        self.apply_locked(&mut self.state.write(), events);
+    }
+
+    fn reset(&self, entries: Vec<(String, Entry)>, revision: Revision) {
+        let mut state = self.state.write();
+        state.db = database_at(entries, revision);
+        state.history = HistoryRing::new(self.history_size, revision + 1);
+        state.epoch += 1;
+        // Every receiver sees its channel close once it has drained what it holds, and ends
+        // with `ViewReset`; watches opened from now on start from the new view.
+        self.hub.lock().close_all();
+        drop(state);
+        self.applied.send_replace(revision);
+    }
+}
+
 impl Drop for Shared {
     fn drop(&mut self) {
-        self.queue.close();
-        if let Some(thread) = self.commit_thread.get_mut().take() {
-            // A thread cannot join itself; if the commit thread held the last handle, it exits
-            // on its own once the queue is drained.
-            if thread.thread().id() != std::thread::current().id() {
-                let _ = thread.join();
+        match &mut self.backend {
+            Backend::Embedded {
+                queue,
+                commit_thread,
+            } => {
+                queue.close();
+                if let Some(thread) = commit_thread.get_mut().take() {
+                    // A thread cannot join itself; if the commit thread held the last handle,
+                    // it exits on its own once the queue is drained.
+                    if thread.thread().id() != std::thread::current().id() {
+                        let _ = thread.join();
+                    }
+                }
+            }
+            Backend::Etcd { follower, .. } => {
+                if let Some(task) = follower.get_mut().take() {
+                    task.abort();
+                }
             }
         }
     }
@@ -364,15 +584,20 @@ impl Drop for Shared {
 
 /// A watcher's place in the event flow. Yields every matching event after its start exactly
 /// once, in revision order: from its broadcast receiver while it keeps up, from history when it
-/// has lagged, or ends with an error when history no longer reaches back far enough.
+/// has lagged (on etcd, from etcd's history when the local one does not reach back), or ends
+/// with an error when no history reaches back far enough.
 /// Dropping it releases the broadcast sender if it was the last watcher of its target.
 pub struct Subscription {
     store: Store,
     target: WatchTarget,
     rx: Option<EventReceiver>,
-    /// Every matching event with revision <= this has been handed out.
+    /// Every matching event with revision <= this has been handed out, or is owed by `replay`.
     delivered: Revision,
     start: Option<WatchStart>,
+    /// Events up to the subscription point still to be replayed from etcd's history.
+    replay: Option<Replay>,
+    /// The store's epoch when subscribed; a reset ends the subscription.
+    epoch: u64,
 }
 
 impl Subscription {
@@ -388,8 +613,14 @@ impl Subscription {
     /// Waits for the next matching events: one, or after a lag the whole backlog from history.
     /// Cancel-safe: dropping the future loses nothing.
     pub async fn next_events(&mut self) -> Result<Vec<Arc<Event>>, Error> {
-        let rx = self.rx.as_mut().expect("receiver lives until drop");
         loop {
+            if let Some(replay) = self.replay.as_mut() {
+                match replay.next().await? {
+                    Some(events) => return Ok(events),
+                    None => self.replay = None,
+                }
+            }
+            let rx = self.rx.as_mut().expect("receiver lives until drop");
             match rx.recv().await {
                 Ok(event) if event.revision <= self.delivered => continue,
                 Ok(event) => {
@@ -397,30 +628,61 @@ impl Subscription {
                     return Ok(vec![event]);
                 }
                 Err(RecvError::Lagged(_)) => {
-                    self.store.shared.catch_ups.fetch_add(1, Ordering::Relaxed);
-                    let state = self.store.shared.state.read();
+                    let shared = &self.store.shared;
+                    shared.catch_ups.fetch_add(1, Ordering::Relaxed);
+                    let state = shared.state.read();
+                    if state.epoch != self.epoch {
+                        return Err(self.reset_error(state.history.oldest()));
+                    }
                     let current = state.db.revision();
-                    let events = state
-                        .history
-                        .since(self.delivered + 1, current, &self.target)
-                        .map_err(|_| Error::WatcherLagged {
-                            delivered: self.delivered,
-                            oldest: state.history.oldest(current),
-                        })?;
-                    drop(state);
-                    // Events up to `current` that are still queued in `rx` will be skipped
-                    // above as already delivered.
-                    self.delivered = current;
-                    if !events.is_empty() {
-                        return Ok(events);
+                    match (
+                        state.history.since(self.delivered + 1, &self.target),
+                        &shared.backend,
+                    ) {
+                        (Ok(events), _) => {
+                            drop(state);
+                            // Events up to `current` that are still queued in `rx` will be
+                            // skipped above as already delivered.
+                            self.delivered = current;
+                            if !events.is_empty() {
+                                return Ok(events);
+                            }
+                        }
+                        // Behind the local history: etcd's history still has the backlog.
+                        (Err(_), Backend::Etcd { remote, .. }) => {
+                            self.replay = Some(Replay::new(
+                                remote.clone(),
+                                self.target.clone(),
+                                self.delivered + 1,
+                                current,
+                            ));
+                            self.delivered = current;
+                        }
+                        (Err(_), Backend::Embedded { .. }) => {
+                            return Err(Error::WatcherLagged {
+                                delivered: self.delivered,
+                                oldest: state.history.oldest(),
+                            })
+                        }
                     }
                 }
                 Err(RecvError::Closed) => {
+                    let state = self.store.shared.state.read();
+                    if state.epoch != self.epoch {
+                        return Err(self.reset_error(state.history.oldest()));
+                    }
                     return Err(Error::Internal(
                         "watch channel closed while subscribed".into(),
-                    ))
+                    ));
                 }
             }
+        }
+    }
+
+    fn reset_error(&self, oldest: Revision) -> Error {
+        Error::ViewReset {
+            delivered: self.delivered,
+            oldest,
         }
     }
 
@@ -428,12 +690,18 @@ impl Subscription {
     /// store has moved at least `progress_min_lag` past the last report, returns that revision:
     /// a safe resume point.
     pub fn progress(&mut self) -> Option<Revision> {
+        if self.replay.is_some() {
+            return None;
+        }
         let state = self.store.shared.state.read();
         let current = state.db.revision();
         let rx = self.rx.as_ref().expect("receiver lives until drop");
         // Under the read lock no write is publishing, so an empty receiver means nothing with a
-        // revision <= current is still on its way to us.
-        if current - self.delivered >= self.store.shared.progress_min_lag && rx.is_empty() {
+        // revision <= current is still on its way to us. After a reset, nothing is safe.
+        if state.epoch == self.epoch
+            && current - self.delivered >= self.store.shared.progress_min_lag
+            && rx.is_empty()
+        {
             self.delivered = current;
             return Some(current);
         }

@@ -138,6 +138,17 @@ pub fn start_revision(raw: i64) -> Result<Revision, Error> {
     Ok(raw)
 }
 
+/// A read's or watch's `min_revision`: 0 (no wait) or a revision to wait for.
+pub fn min_revision(raw: i64) -> Result<Revision, Error> {
+    if raw < 0 {
+        return Err(Error::invalid(
+            "min_revision",
+            format!("min_revision must not be negative, got {raw}"),
+        ));
+    }
+    Ok(raw)
+}
+
 /// Responses that carry many entries (List pages, watch snapshots) are cut once their entries
 /// reach about this many encoded bytes, well under the 4 MiB that gRPC clients accept by
 /// default. A single larger entry still travels alone.
