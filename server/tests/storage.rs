@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jsonkv_server::database::{Event, Revision};
+use jsonkv_server::etcd::EtcdConfig;
 use jsonkv_server::hub::WatchTarget;
 use jsonkv_server::storage::{DiskStorage, MemoryStorage, Recovered, Storage, SyncMode};
 use jsonkv_server::store::WatchStart;
@@ -25,74 +26,103 @@ fn revisions(events: &[Arc<Event>]) -> Vec<Revision> {
     events.iter().map(|e| e.revision).collect()
 }
 
-/// The behaviour every backend must show: revisions, metadata, preconditions, listing and
-/// watch events.
-async fn behaviour_suite(store: Store) {
-    assert_eq!(store.revision(), 0);
+/// The behaviour every backend must show: metadata, preconditions, listing, watch events and
+/// replay. Revisions are checked only for order, since etcd's skip numbers; returns the
+/// revisions of the four changes made, for the embedded stores to check they count from 1.
+async fn behaviour_suite(store: Store) -> Vec<Revision> {
+    let base = store.revision();
     let mut sub = store.watch(WatchTarget::Prefix("s/".into()), 0).unwrap();
-    assert!(matches!(
-        sub.take_start(),
-        Some(WatchStart::Snapshot { revision: 0, .. })
-    ));
+    match sub.take_start() {
+        Some(WatchStart::Snapshot { revision, entries }) => {
+            assert_eq!(revision, base);
+            assert!(entries.is_empty());
+        }
+        other => panic!("expected a snapshot, got {other:?}"),
+    }
 
-    assert_eq!(
-        store
-            .put("s/a".into(), json!({"n": 1}), Some(0))
-            .await
-            .unwrap()
-            .event
-            .revision,
-        1
-    );
-    assert_eq!(
-        store
-            .put("s/b".into(), json!([1, 2]), None)
-            .await
-            .unwrap()
-            .event
-            .revision,
-        2
-    );
+    let r1 = store
+        .put("s/a".into(), json!({"n": 1}), Some(0))
+        .await
+        .unwrap()
+        .event
+        .revision;
+    let r2 = store
+        .put("s/b".into(), json!([1, 2]), None)
+        .await
+        .unwrap()
+        .event
+        .revision;
     let change = store
-        .put("s/a".into(), json!({"n": 2}), Some(1))
+        .put("s/a".into(), json!({"n": 2}), Some(r1))
         .await
         .unwrap();
+    let r3 = change.event.revision;
     assert_eq!(*change.previous.unwrap().value, json!({"n": 1}));
     let err = store
-        .put("s/a".into(), json!(0), Some(1))
+        .put("s/a".into(), json!(0), Some(r1))
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, Error::RevisionMismatch { current: 3, .. }),
-        "{err:?}"
+    assert_eq!(
+        err,
+        Error::RevisionMismatch {
+            key: "s/a".into(),
+            expected: r1,
+            current: r3
+        }
     );
-    assert!(store.delete("s/b", None).await.unwrap().is_some());
+    let err = store.delete("s/a", Some(r1)).await.unwrap_err();
+    assert!(matches!(err, Error::RevisionMismatch { current, .. } if current == r3));
+    let r4 = store
+        .delete("s/b", None)
+        .await
+        .unwrap()
+        .expect("s/b existed")
+        .event
+        .revision;
     assert!(store.delete("s/b", None).await.unwrap().is_none());
-    assert_eq!(store.revision(), 4);
+    assert!(store.delete("s/b", Some(0)).await.unwrap().is_none());
+    assert!(base < r1 && r1 < r2 && r2 < r3 && r3 < r4, "{base} {r1} {r2} {r3} {r4}");
+    // A write is applied here before it is acknowledged.
+    assert_eq!(store.revision(), r4);
 
     let (a, _) = store.get("s/a");
     let a = a.unwrap();
-    assert_eq!((a.create_revision, a.mod_revision, a.version), (1, 3, 2));
+    assert_eq!((a.create_revision, a.mod_revision, a.version), (r1, r3, 2));
+    assert_eq!(*a.value, json!({"n": 2}));
     assert!(store.get("s/b").0.is_none());
     let page = store.list("s/", None, 10);
     assert_eq!(page.entries.len(), 1);
+    assert_eq!(page.revision, r4);
+    let (fresh, _) = store.get_linearizable("s/a").await.unwrap();
+    assert_eq!(fresh.unwrap(), a);
+    let fresh = store.list_linearizable("s/", None, 10).await.unwrap();
+    assert_eq!(fresh.entries, page.entries);
 
     let mut seen = Vec::new();
     while seen.len() < 4 {
         seen.extend(revisions(&sub.next_events().await.unwrap()));
     }
-    assert_eq!(seen, [1, 2, 3, 4]);
+    assert_eq!(seen, [r1, r2, r3, r4]);
+
+    let mut replay = store.watch(WatchTarget::Prefix("s/".into()), r2).unwrap();
+    match replay.take_start() {
+        Some(WatchStart::Replay { events }) => assert_eq!(revisions(&events), [r2, r3, r4]),
+        other => panic!("expected a replay, got {other:?}"),
+    }
+    seen
 }
 
 #[tokio::test]
 async fn behaviour_in_memory() {
-    behaviour_suite(Store::new(&config(None))).await;
+    let revisions = behaviour_suite(Store::new(&config(None))).await;
+    assert_eq!(revisions, [1, 2, 3, 4]);
 }
 
 #[tokio::test]
 async fn behaviour_on_disk() {
     let dir = tempfile::tempdir().unwrap();
-    behaviour_suite(Store::from_config(&config(Some(dir.path()))).unwrap()).await;
+    let revisions = behaviour_suite(Store::from_config(&config(Some(dir.path()))).unwrap()).await;
+    assert_eq!(revisions, [1, 2, 3, 4]);
 }
 
 #[tokio::test]
@@ -102,7 +132,29 @@ async fn behaviour_on_disk_without_fsync() {
         sync: SyncMode::None,
         ..config(Some(dir.path()))
     };
-    behaviour_suite(Store::from_config(&cfg).unwrap()).await;
+    let revisions = behaviour_suite(Store::from_config(&cfg).unwrap()).await;
+    assert_eq!(revisions, [1, 2, 3, 4]);
+}
+
+#[tokio::test]
+async fn behaviour_on_etcd() {
+    let etcd = jsonkv_testkit::shared_etcd();
+    // Another client's write outside jsonkv's prefix takes a revision too: the suite must not
+    // care.
+    let mut client = etcd.client().await;
+    client.put("/elsewhere", "x", None).await.unwrap();
+    let store = Store::connect_etcd(&config(None), &etcd_config(etcd))
+        .await
+        .unwrap();
+    behaviour_suite(store).await;
+}
+
+fn etcd_config(etcd: &jsonkv_testkit::EtcdCluster) -> EtcdConfig {
+    EtcdConfig {
+        endpoints: etcd.endpoints(),
+        prefix: jsonkv_testkit::unique_prefix(),
+        ..EtcdConfig::default()
+    }
 }
 
 #[tokio::test]
