@@ -18,6 +18,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.protoc_executable(protoc);
 
     tonic_prost_build::configure()
+        // prost's codec with a smaller buffer per call: see src/codec.rs.
+        .codec_path("crate::codec::JsonKvCodec")
         // The descriptor set includes imports (struct.proto), which reflection clients need to
         // resolve google.protobuf.Value.
         .file_descriptor_set_path(out_dir.join("jsonkv_descriptor.bin"))

@@ -5,7 +5,9 @@
 //! - [`pb`]: generated messages, the `JsonKv` client and the server trait.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors that reflection serves.
 //! - [`value`]: JSON <-> `google.protobuf.Value`, and lossless JSON text.
+//! - [`codec`]: the protobuf codec the generated code uses (prost's, with smaller buffers).
 
+pub mod codec;
 pub mod value;
 
 /// Generated code for package `jsonkv.v1`.
