@@ -1,5 +1,6 @@
 //! The README's Rust example, compiled by `cargo test` so it cannot rot. Run it against a
-//! server: `cargo run -p jsonkv-client --example quickstart` (JSONKV_ADDR picks the address).
+//! server: `cargo run -p jsonkv-client --example quickstart` (JSONKV_ADDR picks the address, or
+//! several, separated by commas).
 
 use futures::StreamExt;
 use jsonkv_client::{Client, Error, Precondition, WatchEvent};

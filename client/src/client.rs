@@ -1,25 +1,62 @@
-//! [`Client`]: the connection to a jsonkv server and its request/response calls (get, insert,
-//! delete, list). Connecting with TLS or a token is [`crate::connect`]; watches live in
-//! [`crate::watch`].
+//! [`Client`]: the connection to jsonkv servers and its request/response calls (get, insert,
+//! delete, list), with the revision floor its writes raise. Connecting with TLS or a token is
+//! [`crate::connect`]; watches live in [`crate::watch`].
 
 use jsonkv::pb::{self, insert_request::NewValue};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::Code;
 
-use crate::connect::{ClientBuilder, Rpc};
+use crate::connect::ClientBuilder;
+use crate::consistency::Consistency;
 use crate::entry::decode_all;
+use crate::failover::{CallKind, Servers};
 use crate::{Entry, Error};
 
 /// Every response is asked for as JSON text: the `google.protobuf.Value` form rounds numbers.
 const JSON: i32 = pb::ValueEncoding::Json as i32;
 
-/// A connection to a jsonkv server. Cloning is cheap and every clone shares the connection.
+/// A connection to one or more jsonkv servers. Cloning is cheap and every clone shares the
+/// connections and the revision floor.
 ///
 /// Values go over the wire as JSON text in both directions, so any JSON number survives exactly.
+///
+/// **Several servers.** Given several addresses (the servers of one cluster), the client uses one
+/// at a time. When it cannot answer, a call moves on to the next in the list, which then stays in
+/// use: a read (get, list, opening or resuming a watch) after any failure of the server (down,
+/// shutting down, a broken connection, behind the revision floor); a write (insert, delete) only
+/// when the connection could not be made, since a write whose answer was lost may have been
+/// applied. Each server is tried at most once per call. An open watch whose server goes away
+/// resumes on the next one, from the revision after the last one it delivered.
+///
+/// **Read-your-writes.** The client keeps a *revision floor*: the highest revision of the writes
+/// it saw acknowledged. Gets, lists and watches send it as `min_revision`, so a server whose view
+/// trails the cluster waits until it has applied them before answering (UNAVAILABLE if it does
+/// not get there within its wait limit; another server is then tried). A single server always
+/// has them already. [`ClientBuilder::read_your_writes`] turns this off.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), jsonkv_client::Error> {
+/// use jsonkv_client::Client;
+///
+/// let addrs = "http://10.0.0.1:50051,http://10.0.0.2:50051";
+/// let client = Client::connect(addrs).await?;
+/// let put = client.insert("user/ada", &serde_json::json!({"visits": 1})).await?;
+/// assert!(client.revision_floor() >= put.revision);
+/// // Whichever server answers has applied that write first.
+/// let entry = client.get::<serde_json::Value>("user/ada").await?;
+///
+/// // Another process reads its own writes too, given the floor like a session token.
+/// let elsewhere = Client::connect(addrs).await?;
+/// elsewhere.observe_revision(client.revision_floor());
+/// let same = elsewhere.get::<serde_json::Value>("user/ada").await?;
+/// assert_eq!(entry, same);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Client {
-    pub(crate) rpc: Rpc,
+    pub(crate) servers: Servers,
+    pub(crate) consistency: Consistency,
 }
 
 /// A compare-and-swap condition on a key's current mod revision.
@@ -72,15 +109,47 @@ pub struct ListPage<T> {
 
 impl Client {
     /// Connects to `addr` (`http://host:port`, `https://host:port` with the platform's trusted
-    /// roots, or bare `host:port`) without a token, failing now if the server cannot be reached.
-    /// [`Client::builder`] sets a token, a CA or a client certificate.
+    /// roots, or bare `host:port`; several separated by commas) without a token, failing now if
+    /// no server can be reached. [`Client::builder`] sets a token, a CA or a client certificate.
     pub async fn connect(addr: impl Into<String>) -> Result<Client, Error> {
         Client::builder(addr).connect().await
     }
 
-    /// Options for connecting to `addr`: token, CA, client certificate.
+    /// Options for connecting to `addr` (one address, or several separated by commas): token,
+    /// CA, client certificate, read-your-writes.
     pub fn builder(addr: impl Into<String>) -> ClientBuilder {
         ClientBuilder::new(addr.into())
+    }
+
+    /// The revision floor: the highest revision of the writes this client (or any clone) saw
+    /// acknowledged, or was given with [`Client::observe_revision`]. 0 before any.
+    pub fn revision_floor(&self) -> i64 {
+        self.consistency.floor()
+    }
+
+    /// Raises the revision floor to `revision` (a lower one changes nothing), so that this
+    /// client's reads and watches also wait for writes made elsewhere: pass the
+    /// [`Client::revision_floor`] of another client, or the revision of a write another process
+    /// reported, like a session token.
+    pub fn observe_revision(&self, revision: i64) {
+        self.consistency.observe(revision);
+    }
+
+    /// A client on the same connections and revision floor whose gets and lists are
+    /// linearizable: on a cluster they read from etcd, the source of truth, rather than from the
+    /// server's own view, which may trail it (a single server is always linearizable). Costs a
+    /// round trip to etcd per read. Watches are unaffected.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: jsonkv_client::Client) -> Result<(), jsonkv_client::Error> {
+    /// let latest = client.linearizable().get::<serde_json::Value>("config/a").await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn linearizable(&self) -> Client {
+        Client {
+            servers: self.servers.clone(),
+            consistency: self.consistency.with_linearizable_reads(),
+        }
     }
 
     /// Reads a key; `None` if it does not exist.
@@ -88,9 +157,17 @@ impl Client {
         let request = pb::GetRequest {
             key: key.to_owned(),
             value_encoding: JSON,
-            ..Default::default()
+            min_revision: self.consistency.min_revision(),
+            linearizable: self.consistency.linearizable(),
         };
-        let response = match self.rpc.clone().get(request).await {
+        let response = self
+            .servers
+            .call(CallKind::Read, |mut rpc| {
+                let request = request.clone();
+                async move { rpc.get(request).await }
+            })
+            .await;
+        let response = match response {
             Ok(response) => response.into_inner(),
             Err(status) if status.code() == Code::NotFound => return Ok(None),
             Err(status) => return Err(status.into()),
@@ -151,7 +228,15 @@ impl Client {
             return_previous,
             value_encoding: JSON,
         };
-        let response = self.rpc.clone().insert(request).await?.into_inner();
+        let response = self
+            .servers
+            .call(CallKind::Write, |mut rpc| {
+                let request = request.clone();
+                async move { rpc.insert(request).await }
+            })
+            .await?
+            .into_inner();
+        self.consistency.observe(response.revision);
         let result = InsertResult {
             revision: response.revision,
             create_revision: response.create_revision,
@@ -189,8 +274,20 @@ impl Client {
             // An absent key is an answer (`None`), not an error.
             allow_missing: true,
         };
-        let response = self.rpc.clone().delete(request).await?.into_inner();
-        Ok(response.deleted.then_some(response.revision))
+        let response = self
+            .servers
+            .call(CallKind::Write, |mut rpc| {
+                let request = request.clone();
+                async move { rpc.delete(request).await }
+            })
+            .await?
+            .into_inner();
+        // Without a deletion the revision is only where the store stood: no write to wait for.
+        let deleted = response.deleted.then_some(response.revision);
+        if let Some(revision) = deleted {
+            self.consistency.observe(revision);
+        }
+        Ok(deleted)
     }
 
     /// Every key under `prefix` (empty: every key), in key order, following all pages. Each page
@@ -224,9 +321,17 @@ impl Client {
             page_token: page_token.unwrap_or_default().to_owned(),
             value_encoding: JSON,
             keys_only: false,
-            ..Default::default()
+            min_revision: self.consistency.min_revision(),
+            linearizable: self.consistency.linearizable(),
         };
-        let response = self.rpc.clone().list(request).await?.into_inner();
+        let response = self
+            .servers
+            .call(CallKind::Read, |mut rpc| {
+                let request = request.clone();
+                async move { rpc.list(request).await }
+            })
+            .await?
+            .into_inner();
         Ok(ListPage {
             entries: decode_all(response.kvs)?,
             next_page_token: Some(response.next_page_token).filter(|t| !t.is_empty()),

@@ -1,5 +1,6 @@
-//! How a [`Client`] connects: [`ClientBuilder`] takes the address, the TLS settings (a CA to
-//! trust, a client certificate for mutual TLS) and the bearer token, and opens the connection.
+//! How a [`Client`] connects: [`ClientBuilder`] takes the server addresses, the TLS settings (a
+//! CA to trust, a client certificate for mutual TLS), the bearer token and the read settings, and
+//! opens the connection.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -12,6 +13,8 @@ use tonic::service::Interceptor;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Status};
 
+use crate::consistency::Consistency;
+use crate::failover::{Server, Servers};
 use crate::{Client, Error};
 
 /// A value may be 1 MiB of JSON and a list page holds up to 1000 of them; tonic's 4 MiB default
@@ -29,7 +32,8 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The generated client with the token attached to every call.
 pub(crate) type Rpc = JsonKvClient<InterceptedService<Channel, BearerToken>>;
 
-/// Options for connecting to a jsonkv server, from [`Client::builder`].
+/// Options for connecting to jsonkv servers, from [`Client::builder`]. The TLS settings and the
+/// token apply to every server in the address list.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), jsonkv_client::Error> {
@@ -46,6 +50,7 @@ pub struct ClientBuilder {
     token: Option<String>,
     ca: Option<Pem>,
     identity: Option<(Pem, Pem)>,
+    read_your_writes: bool,
 }
 
 /// PEM text, or the file to read it from when connecting.
@@ -63,6 +68,7 @@ impl fmt::Debug for ClientBuilder {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("ca", &self.ca.is_some())
             .field("identity", &self.identity.is_some())
+            .field("read_your_writes", &self.read_your_writes)
             .finish()
     }
 }
@@ -74,6 +80,7 @@ impl ClientBuilder {
             token: None,
             ca: None,
             identity: None,
+            read_your_writes: true,
         }
     }
 
@@ -108,56 +115,147 @@ impl ClientBuilder {
         self
     }
 
-    /// Connects, failing now if the server cannot be reached. The address is
-    /// `http://host:port`, `https://host:port` (TLS), or bare `host:port` (plaintext).
+    /// Whether reads and watches wait for the client's own writes (on by default): each sends
+    /// [`Client::revision_floor`] as its `min_revision`, so a server whose view trails the
+    /// cluster answers only once it has caught up with them. Off, nothing is sent; the floor is
+    /// still kept, to hand to another client ([`Client::observe_revision`]).
+    pub fn read_your_writes(mut self, on: bool) -> Self {
+        self.read_your_writes = on;
+        self
+    }
+
+    /// Connects, failing now if no server can be reached. Each address is `http://host:port`,
+    /// `https://host:port` (TLS) or bare `host:port` (plaintext); several are separated by
+    /// commas. The first that accepts a connection is used first (a server that drops packets
+    /// holds this up for the 5 s connect timeout); see [`Client`] for how calls move between
+    /// them.
     pub async fn connect(self) -> Result<Client, Error> {
-        let mut addr = self.addr;
-        if !addr.contains("://") {
-            addr = format!("http://{addr}");
-        }
+        let addrs = parse_addresses(&self.addr)?;
         let token = BearerToken::new(self.token.as_deref())?;
-        let connect_error = |source| Error::Connect {
-            addr: addr.clone(),
-            source,
-        };
-        let mut endpoint = Endpoint::from_shared(addr.clone())
-            .map_err(connect_error)?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
-            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
-            .keep_alive_while_idle(true);
-        let https = addr.starts_with("https://");
-        if https {
-            let mut tls = ClientTlsConfig::new();
-            tls = match self.ca {
-                Some(ca) => tls.ca_certificate(Certificate::from_pem(ca.read("CA")?)),
-                None => tls.with_enabled_roots(),
-            };
-            if let Some((cert, key)) = self.identity {
-                tls = tls.identity(Identity::from_pem(
-                    cert.read("client certificate")?,
-                    key.read("client key")?,
-                ));
+        let tls = self.tls_config(&addrs)?;
+        let endpoints = addrs
+            .iter()
+            .map(|addr| endpoint(addr, tls.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let mut connected = None;
+        let mut last_error = None;
+        for (index, endpoint) in endpoints.iter().enumerate() {
+            match endpoint.connect().await {
+                Ok(channel) => {
+                    connected = Some((index, channel));
+                    break;
+                }
+                Err(error) => last_error = Some(error),
             }
-            endpoint = endpoint.tls_config(tls).map_err(connect_error)?;
-        } else if self.ca.is_some() || self.identity.is_some() {
-            return Err(Error::Config(format!(
-                "a CA or client certificate was given, but {addr} is not an https:// address"
-            )));
         }
-        let channel = endpoint.connect().await.map_err(connect_error)?;
-        let rpc = JsonKvClient::with_interceptor(channel, token)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        Ok(Client { rpc })
+        let (current, channel) = match (connected, last_error) {
+            (Some(connected), _) => connected,
+            (None, Some(source)) => {
+                return Err(Error::Connect {
+                    addr: addrs.join(", "),
+                    source,
+                })
+            }
+            (None, None) => unreachable!("parse_addresses returns at least one address"),
+        };
+        let servers = addrs
+            .into_iter()
+            .zip(endpoints)
+            .enumerate()
+            .map(|(index, (addr, endpoint))| {
+                // The others connect when a call first needs them.
+                let channel = if index == current {
+                    channel.clone()
+                } else {
+                    endpoint.connect_lazy()
+                };
+                let rpc = JsonKvClient::with_interceptor(channel, token.clone())
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+                Server { addr, rpc }
+            })
+            .collect();
+        Ok(Client {
+            servers: Servers::new(servers, current),
+            consistency: Consistency::new(self.read_your_writes),
+        })
+    }
+
+    /// The TLS settings every `https://` address gets; `None` when no address is `https://`. A
+    /// CA or client certificate given for a plaintext address is an error, not silently unused.
+    fn tls_config(&self, addrs: &[String]) -> Result<Option<ClientTlsConfig>, Error> {
+        let https = |addr: &String| addr.starts_with("https://");
+        if self.ca.is_some() || self.identity.is_some() {
+            if let Some(plain) = addrs.iter().find(|addr| !https(addr)) {
+                return Err(Error::Config(format!(
+                    "a CA or client certificate was given, but {plain} is not an https:// address"
+                )));
+            }
+        }
+        if !addrs.iter().any(https) {
+            return Ok(None);
+        }
+        let mut tls = ClientTlsConfig::new();
+        tls = match &self.ca {
+            Some(ca) => tls.ca_certificate(Certificate::from_pem(ca.read("CA")?)),
+            None => tls.with_enabled_roots(),
+        };
+        if let Some((cert, key)) = &self.identity {
+            tls = tls.identity(Identity::from_pem(
+                cert.read("client certificate")?,
+                key.read("client key")?,
+            ));
+        }
+        Ok(Some(tls))
+    }
+}
+
+/// The addresses of a comma-separated list, each with a scheme (`http://` when it has none).
+fn parse_addresses(list: &str) -> Result<Vec<String>, Error> {
+    list.split(',')
+        .map(|addr| {
+            let addr = addr.trim();
+            if addr.is_empty() {
+                Err(Error::Config(format!(
+                    "bad server address list {list:?}: give one or more addresses separated by \
+                     commas, none of them empty"
+                )))
+            } else if addr.contains("://") {
+                Ok(addr.to_owned())
+            } else {
+                Ok(format!("http://{addr}"))
+            }
+        })
+        .collect()
+}
+
+/// One server's endpoint, with the connection settings every server gets, and `tls` if it is an
+/// `https://` address.
+fn endpoint(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, Error> {
+    let connect_error = |source| Error::Connect {
+        addr: addr.to_owned(),
+        source,
+    };
+    let endpoint = Endpoint::from_shared(addr.to_owned())
+        .map_err(connect_error)?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
+    match tls {
+        Some(tls) if addr.starts_with("https://") => {
+            endpoint.tls_config(tls.clone()).map_err(connect_error)
+        }
+        _ => Ok(endpoint),
     }
 }
 
 impl Pem {
-    fn read(self, what: &str) -> Result<Vec<u8>, Error> {
+    fn read(&self, what: &str) -> Result<Vec<u8>, Error> {
         match self {
-            Pem::Text(text) => Ok(text),
-            Pem::File(path) => std::fs::read(&path).map_err(|e| {
+            Pem::Text(text) => Ok(text.clone()),
+            Pem::File(path) => std::fs::read(path).map_err(|e| {
                 Error::Config(format!(
                     "cannot read the {what} file {}: {e}",
                     path.display()

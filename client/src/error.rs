@@ -15,7 +15,8 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
 
-    /// The server could not be reached (or the address is not a valid URI).
+    /// No server could be reached (`addr` lists every address tried), or an address is not a
+    /// valid URI.
     #[error("cannot connect to {addr}: {}", root_cause(.source))]
     Connect {
         addr: String,

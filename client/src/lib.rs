@@ -26,22 +26,29 @@
 //! `google.protobuf.Value`, so numbers of any size or precision survive exactly.
 //!
 //! Layout:
-//! - [`client`]: [`Client`] (get, insert, delete, list) and its small result types.
-//! - [`connect`]: [`ClientBuilder`]: address, TLS (`https://`, a CA, a client certificate)
-//!   and the bearer token.
+//! - [`client`]: [`Client`] (get, insert, delete, list, the revision floor) and its small result
+//!   types.
+//! - [`connect`]: [`ClientBuilder`]: addresses, TLS (`https://`, a CA, a client certificate),
+//!   the bearer token and read-your-writes.
+//! - `failover`: which of several servers a call goes to, and when it moves on to the next.
+//! - `consistency`: the revision floor (read-your-writes) and linearizable reads.
 //! - [`entry`]: [`Entry`], and decoding a wire `KeyValue` into one.
 //! - [`watch`]: [`WatchStream`], [`WatchEvent`] and the watch calls on [`Client`].
 //! - `reconnect`: resuming a broken watch without gaps or duplicates (the resume rule).
 //! - [`error`]: [`Error`], and the mapping from a gRPC status to it.
 //!
-//! A call flows `Client` method -> generated `JsonKvClient` -> server; its status comes back
-//! through `Error::from(Status)`. A watch flows `watch` -> `reconnect::resumable` (which
-//! (re)opens the server stream and filters it) -> typed decoding in `watch` -> the caller.
+//! A call flows `Client` method (which adds the floor as `min_revision`) -> `failover` (picks the
+//! server) -> generated `JsonKvClient` -> server; its status comes back through
+//! `Error::from(Status)`, and a write's revision raises the floor. A watch flows `watch` ->
+//! `reconnect::resumable` (which (re)opens the server stream through `failover` and filters it)
+//! -> typed decoding in `watch` -> the caller.
 
 pub mod client;
 pub mod connect;
+mod consistency;
 pub mod entry;
 pub mod error;
+mod failover;
 mod reconnect;
 pub mod watch;
 

@@ -19,7 +19,9 @@ Exit status: 0 on success; 1 when the key is not found or on any error; 2 for a 
 #[derive(Debug, Parser)]
 #[command(name = "jsonkv", version, after_help = EXIT_HELP)]
 struct Cli {
-    /// Server address: http://HOST:PORT, https://HOST:PORT (TLS) or HOST:PORT.
+    /// Server address: http://HOST:PORT, https://HOST:PORT (TLS) or HOST:PORT. Several,
+    /// separated by commas (the servers of one cluster): the first that answers is used, and a
+    /// call moves on to the next when its server is down.
     #[arg(
         long,
         global = true,
@@ -72,7 +74,11 @@ enum Command {
         condition: Condition,
     },
     /// Print the value of KEY as compact JSON.
-    Get { key: String },
+    Get {
+        key: String,
+        #[command(flatten)]
+        read: ReadMode,
+    },
     /// Delete KEY; prints {"revision":N}.
     Del {
         key: String,
@@ -84,6 +90,8 @@ enum Command {
     List {
         #[arg(default_value = "")]
         prefix: String,
+        #[command(flatten)]
+        read: ReadMode,
     },
     /// Print KEY's (or --prefix's) snapshot, then every change, one JSON line each.
     #[command(group = clap::ArgGroup::new("target").required(true))]
@@ -108,6 +116,26 @@ struct Condition {
     /// Write only if the key's mod revision is N.
     #[arg(long, value_name = "N")]
     if_mod_revision: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+struct ReadMode {
+    /// Read from the source of truth: on a cluster, a linearizable read from etcd rather than
+    /// from the server's own view, which may trail it slightly (a single server's reads always
+    /// are).
+    #[arg(long)]
+    linearizable: bool,
+}
+
+impl ReadMode {
+    /// The client to read through: `client` itself, or its linearizable form.
+    fn client(&self, client: &Client) -> Client {
+        if self.linearizable {
+            client.linearizable()
+        } else {
+            client.clone()
+        }
+    }
 }
 
 impl Condition {
@@ -213,7 +241,7 @@ async fn run(cli: Cli) -> Result<(), Exit> {
                 revision: result.revision,
             })
         }
-        Command::Get { key } => match client.get::<Value>(&key).await? {
+        Command::Get { key, read } => match read.client(&client).get::<Value>(&key).await? {
             Some(entry) => print_line(&entry.value),
             None => Err(Exit::not_found(&key)),
         },
@@ -234,7 +262,7 @@ async fn run(cli: Cli) -> Result<(), Exit> {
                 None => Err(Exit::not_found(&key)),
             }
         }
-        Command::List { prefix } => list(&client, &prefix).await,
+        Command::List { prefix, read } => list(&read.client(&client), &prefix).await,
         Command::Watch {
             key,
             prefix,

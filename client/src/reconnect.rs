@@ -20,7 +20,8 @@
 //! `start_revision = 0` again, and the partial snapshot is discarded.
 //!
 //! Any other status (OUT_OF_RANGE when the resume point was compacted away, INVALID_ARGUMENT,
-//! PERMISSION_DENIED, ...) is handed to the caller as the stream's last item.
+//! PERMISSION_DENIED, UNAVAILABLE because no server reached the client's revision floor in time,
+//! ...) is handed to the caller as the stream's last item.
 
 use std::collections::hash_map::RandomState;
 use std::future::Future;
@@ -31,6 +32,7 @@ use futures::{Stream, StreamExt};
 use jsonkv::pb::{self, event::EventType, watch_response::Response};
 use tonic::{Code, Status};
 
+use crate::consistency::is_behind;
 use crate::Error;
 
 /// A change the caller has not seen yet, still in wire form.
@@ -166,10 +168,14 @@ impl Resume {
 ///
 /// UNAVAILABLE, UNKNOWN, ABORTED and CANCELLED are; so is INTERNAL when tonic made it locally
 /// from a broken HTTP/2 connection (it then carries a source error, or says "h2 protocol error"),
-/// as opposed to an INTERNAL the server sent, which retrying would only repeat.
+/// as opposed to an INTERNAL the server sent, which retrying would only repeat. An UNAVAILABLE
+/// saying the server has not reached the revision floor is not: every server was already asked
+/// (`failover.rs`) and each waited its limit, and retrying forever would hide a floor that
+/// cannot be met (one from another cluster, or a server that stopped following etcd).
 pub(crate) fn is_retryable(status: &Status) -> bool {
     match status.code() {
-        Code::Unavailable | Code::Unknown | Code::Aborted | Code::Cancelled => true,
+        Code::Unavailable => !is_behind(status),
+        Code::Unknown | Code::Aborted | Code::Cancelled => true,
         Code::Internal => {
             std::error::Error::source(status).is_some()
                 || status.message().starts_with("h2 protocol error")
@@ -519,6 +525,9 @@ mod tests {
         assert!(!is_retryable(&Status::invalid_argument("x")));
         assert!(!is_retryable(&Status::out_of_range("x")));
         assert!(is_retryable(&Status::unavailable("x")));
+        assert!(!is_retryable(&Status::unavailable(
+            "has not reached revision 9 in 5s"
+        )));
     }
 
     #[test]

@@ -10,7 +10,9 @@ use futures::{Stream, StreamExt};
 use jsonkv::pb;
 use serde::de::DeserializeOwned;
 
+use crate::connect::Rpc;
 use crate::entry::decode_all;
+use crate::failover::CallKind;
 use crate::reconnect::{resumable, Backoff, Delivery};
 use crate::{Client, Entry, Error};
 
@@ -62,11 +64,13 @@ impl<T> WatchEvent<T> {
 /// The events of one watch, in revision order, each exactly once, across reconnects.
 ///
 /// Transport failures and server restarts are retried forever with backoff, re-issuing the watch
-/// from the revision after the last one delivered (or confirmed by a progress notice); drop the
-/// stream to stop watching. Like any stream it only makes progress while polled: a watch left unpolled
-/// notices a broken connection (and resumes) on its next poll. An `Err` item ends the stream,
-/// except for a value that does not decode as `T` ([`Error::Json`]): that one event is replaced by
-/// the error and the watch goes on.
+/// from the revision after the last one delivered (or confirmed by a progress notice), on the next
+/// server when the client has several; drop the stream to stop watching. Every (re)issue carries
+/// the client's revision floor as it stands then. Like any stream it only makes progress while
+/// polled: a watch left unpolled notices a broken connection (and resumes) on its next poll. An
+/// `Err` item ends the stream, except for a value that does not decode as `T` ([`Error::Json`]):
+/// that one event is replaced by the error and the watch goes on. A floor that no server reaches
+/// within its wait limit ends the stream with UNAVAILABLE, rather than waiting forever unseen.
 pub struct WatchStream<T> {
     events: Pin<Box<dyn Stream<Item = Result<WatchEvent<T>, Error>> + Send>>,
     _type: PhantomData<fn() -> T>,
@@ -109,33 +113,41 @@ impl Client {
         target: WatchTarget,
         options: WatchOptions,
     ) -> WatchStream<T> {
-        let rpc = self.rpc.clone();
+        let client = self.clone();
         let open = move |start_revision: i64| {
-            let mut rpc = rpc.clone();
+            let servers = client.servers.clone();
             let target = target.clone();
+            // Read at every (re)issue: the floor may have risen since the watch began.
+            let min_revision = client.consistency.min_revision();
             async move {
                 let encoding = pb::ValueEncoding::Json as i32;
-                let response = match target {
-                    WatchTarget::Key(key) => {
-                        rpc.watch_key(pb::WatchKeyRequest {
-                            key,
-                            start_revision,
-                            value_encoding: encoding,
-                            ..Default::default()
-                        })
-                        .await
-                    }
-                    WatchTarget::Prefix(prefix) => {
-                        rpc.watch_prefix(pb::WatchPrefixRequest {
-                            prefix,
-                            start_revision,
-                            value_encoding: encoding,
-                            ..Default::default()
-                        })
-                        .await
+                let open_on = |mut rpc: Rpc| {
+                    let target = target.clone();
+                    async move {
+                        let response = match target {
+                            WatchTarget::Key(key) => {
+                                rpc.watch_key(pb::WatchKeyRequest {
+                                    key,
+                                    start_revision,
+                                    value_encoding: encoding,
+                                    min_revision,
+                                })
+                                .await
+                            }
+                            WatchTarget::Prefix(prefix) => {
+                                rpc.watch_prefix(pb::WatchPrefixRequest {
+                                    prefix,
+                                    start_revision,
+                                    value_encoding: encoding,
+                                    min_revision,
+                                })
+                                .await
+                            }
+                        };
+                        response.map(tonic::Response::into_inner)
                     }
                 };
-                response.map(tonic::Response::into_inner)
+                servers.call(CallKind::Read, open_on).await
             }
         };
         let events = resumable(open, options.start_revision, Backoff::default())

@@ -218,6 +218,39 @@ fn server_down_is_one_line_and_no_panic() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_addresses_and_linearizable_reads() {
+    let server = common::start().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    // The first server is down: the CLI goes on to the second.
+    let addrs = format!("{dead},{}", server.url());
+    assert_eq!(
+        ok(jsonkv(&addrs, &["put", "k", "[1]"], None)),
+        "{\"revision\":1}\n"
+    );
+    assert_eq!(
+        ok(jsonkv(&addrs, &["get", "--linearizable", "k"], None)),
+        "[1]\n"
+    );
+    assert_eq!(
+        ok(jsonkv(&addrs, &["list", "--linearizable"], None)),
+        "{\"key\":\"k\",\"value\":[1],\"create_revision\":1,\"mod_revision\":1,\"version\":1}\n"
+    );
+    for bad in ["a,,b", ",", ""] {
+        let out = jsonkv(bad, &["get", "k"], None);
+        assert_one_line_error(&out);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).starts_with("error: bad server address list"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
 #[test]
 fn usage_errors_exit_2() {
     let out = Command::new(BIN).args(["get"]).output().unwrap();

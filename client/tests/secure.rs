@@ -235,6 +235,51 @@ async fn a_watch_over_tls_with_a_token_resumes_across_a_restart() {
     second.shutdown().await;
 }
 
+/// The CA, the client certificate and the token apply to every server of an address list: once
+/// the first server shuts down, calls go to the second, still over mutual TLS with the token.
+#[tokio::test]
+async fn tls_and_the_token_apply_to_every_server_of_the_list() {
+    let pki = Pki::new("jsonkv test CA");
+    let tokens = pki.dir().join("tokens");
+    std::fs::write(&tokens, format!("write {WRITE}\n")).unwrap();
+    let config = Config {
+        tls: Some(pki.server_tls(true)),
+        auth_tokens: Some(tokens),
+        ..common::config()
+    };
+    let store = jsonkv_server::Store::new(&config);
+    let first = common::start_with_store(config.clone(), store.clone()).await;
+    let second = common::start_with_store(config, store).await;
+    let alice = pki.client("alice");
+    let builder = |addrs: String| {
+        Client::builder(addrs)
+            .ca_file(pki.ca_path())
+            .identity_files(&alice.cert, &alice.key)
+            .token(WRITE)
+    };
+    let client = builder(format!("{},{}", first.url(), second.url()))
+        .connect()
+        .await
+        .unwrap();
+    let put = client.insert("k", &1).await.unwrap();
+    first.shutdown().await;
+    let entry = client.get::<i64>("k").await.unwrap().unwrap();
+    assert_eq!(entry.mod_revision, put.revision);
+    client.insert("k", &2).await.unwrap();
+
+    // A plaintext address anywhere in the list cannot use the CA: refused, and named.
+    let plain = format!("http://{}", second.addr());
+    let err = builder(format!("{},{plain}", second.url()))
+        .connect()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("a CA or client certificate was given, but {plain} is not an https:// address")
+    );
+    second.shutdown().await;
+}
+
 /// Runs `jsonkv ARGS...` with the given environment (and none of the JSONKV_ variables of the
 /// test's own environment).
 fn jsonkv(args: &[&str], env: &[(&str, &str)]) -> Output {

@@ -56,6 +56,14 @@ pub enum Error {
     #[error("server is shutting down")]
     ShuttingDown,
 
+    /// A read or watch asked for a `min_revision` this server's view did not reach in time.
+    #[error("this server has not reached revision {requested} within {waited:?} (it is at {current}); retry, or ask another server")]
+    RevisionNotReached {
+        requested: Revision,
+        current: Revision,
+        waited: Duration,
+    },
+
     /// A dependency cannot serve the call right now (etcd unreachable, a view behind a
     /// requested revision); retrying later or elsewhere may succeed.
     #[error("{0}")]
@@ -142,6 +150,20 @@ impl From<Error> for Status {
             Error::ShuttingDown | Error::Storage(_) | Error::Unavailable(_) => {
                 Status::unavailable(message)
             }
+            Error::RevisionNotReached {
+                requested, current, ..
+            } => Status::with_error_details(
+                Code::Unavailable,
+                message,
+                ErrorDetails::with_error_info(
+                    "REVISION_NOT_REACHED",
+                    ERROR_DOMAIN,
+                    HashMap::from([
+                        ("min_revision".to_owned(), requested.to_string()),
+                        ("current_revision".to_owned(), current.to_string()),
+                    ]),
+                ),
+            ),
             Error::Corrupt { .. } => Status::data_loss(message),
             Error::Internal(_) | Error::Config(_) => Status::internal(message),
             Error::Unauthenticated(_) => Status::unauthenticated(message),

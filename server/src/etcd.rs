@@ -271,7 +271,11 @@ impl Remote {
             .iter()
             .filter_map(|kv| Some((self.jsonkv_key(kv.key())?.to_owned(), self.entry(kv)?)))
             .collect();
-        Ok((entries, response.more(), header_revision(response.header())?))
+        Ok((
+            entries,
+            response.more(),
+            header_revision(response.header())?,
+        ))
     }
 
     /// Every key under the prefix, read at one revision, and that revision: the view's start.
@@ -291,9 +295,7 @@ impl Remote {
 
     /// Watches every key under the prefix from revision `from` on.
     async fn watch(&self, from: Revision) -> Result<WatchStream, Error> {
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(from);
+        let options = WatchOptions::new().with_prefix().with_start_revision(from);
         let mut watch = self.client.watch_client();
         self.call(
             "watch",
@@ -563,9 +565,10 @@ fn etcd_error(what: &str, err: etcd_client::Error) -> Error {
                 "etcd could not serve a {what}: {}",
                 status.message()
             )),
-            Code::InvalidArgument | Code::ResourceExhausted | Code::OutOfRange => {
-                Error::invalid("value", format!("etcd refused the {what}: {}", status.message()))
-            }
+            Code::InvalidArgument | Code::ResourceExhausted | Code::OutOfRange => Error::invalid(
+                "value",
+                format!("etcd refused the {what}: {}", status.message()),
+            ),
             _ => Error::Internal(format!("etcd {what} failed: {}", status.message())),
         },
         etcd_client::Error::TransportError(err) => {

@@ -114,7 +114,9 @@ struct Args {
 
 fn non_empty(s: &str) -> Result<String, String> {
     if s.is_empty() {
-        return Err("must not be empty (it would put jsonkv's keys among everything else in etcd)".into());
+        return Err(
+            "must not be empty (it would put jsonkv's keys among everything else in etcd)".into(),
+        );
     }
     Ok(s.to_owned())
 }

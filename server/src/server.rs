@@ -213,9 +213,7 @@ impl RunningServer {
     /// Binds `config.listen` (port 0 picks a free port) and serves the store `config` asks
     /// for: in memory, or recovered from `config.data_dir`.
     pub async fn start(config: Config) -> std::io::Result<RunningServer> {
-        let store = Store::start(&config)
-            .await
-            .map_err(std::io::Error::other)?;
+        let store = Store::start(&config).await.map_err(std::io::Error::other)?;
         RunningServer::start_with_store(config, store).await
     }
 

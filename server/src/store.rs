@@ -78,7 +78,8 @@ enum Backend {
         commit_thread: Mutex<Option<JoinHandle<()>>>,
     },
     Etcd {
-        remote: Remote,
+        /// Boxed: the etcd client is large, and the embedded variant is the common one.
+        remote: Box<Remote>,
         /// Aborted on drop: the follower only holds the store weakly, so this is what stops it.
         follower: Mutex<Option<tokio::task::JoinHandle<()>>>,
     },
@@ -212,7 +213,7 @@ impl Store {
         let db = database_at(entries, revision);
         let history = HistoryRing::new(config.history_size, revision + 1);
         let backend = Backend::Etcd {
-            remote: remote.clone(),
+            remote: Box::new(remote.clone()),
             follower: Mutex::new(None),
         };
         let shared = Arc::new(Shared::new(config, db, history, backend));
@@ -238,10 +239,11 @@ impl Store {
         let wait = self.shared.revision_wait;
         match tokio::time::timeout(wait, self.reach(revision)).await {
             Ok(()) => Ok(()),
-            Err(_) => Err(Error::Unavailable(format!(
-                "this server has not reached revision {revision} within {wait:?} (it is at {}); retry, or ask another server",
-                *self.shared.applied.borrow()
-            ))),
+            Err(_) => Err(Error::RevisionNotReached {
+                requested: revision,
+                current: *self.shared.applied.borrow(),
+                waited: wait,
+            }),
         }
     }
 
@@ -407,12 +409,15 @@ impl Store {
                 entries,
             }
         } else {
-            match (state.history.since(start_revision, &target), &self.shared.backend) {
+            match (
+                state.history.since(start_revision, &target),
+                &self.shared.backend,
+            ) {
                 (Ok(events), _) => WatchStart::Replay { events },
                 // Older than the local history: etcd's history has it (or says it is gone).
                 (Err(Error::Compacted { .. }), Backend::Etcd { remote, .. }) => {
                     replay = Some(Replay::new(
-                        remote.clone(),
+                        Remote::clone(remote),
                         target.clone(),
                         start_revision,
                         current,
@@ -651,7 +656,7 @@ impl Subscription {
                         // Behind the local history: etcd's history still has the backlog.
                         (Err(_), Backend::Etcd { remote, .. }) => {
                             self.replay = Some(Replay::new(
-                                remote.clone(),
+                                Remote::clone(remote),
                                 self.target.clone(),
                                 self.delivered + 1,
                                 current,

@@ -150,9 +150,16 @@ async fn two_servers_share_one_keyspace_and_watch_every_write_in_order() {
     }
     log.sort();
     let last = log.last().unwrap().0;
-    let seen = within("B's watch to see every write", events_until(&mut watch, last)).await;
+    let seen = within(
+        "B's watch to see every write",
+        events_until(&mut watch, last),
+    )
+    .await;
     assert_strictly_increasing(&seen);
-    assert_eq!(seen, log, "B's watch against the log of every acknowledged write");
+    assert_eq!(
+        seen, log,
+        "B's watch against the log of every acknowledged write"
+    );
 
     // A watch on A sees the same history, replayed from a revision.
     let first = log.first().unwrap().0;
@@ -204,7 +211,10 @@ async fn writes_continue_when_an_etcd_member_dies_and_no_acknowledged_write_is_l
     assert_strictly_increasing(&history);
     let history_set: HashSet<&Ack> = history.iter().collect();
     for ack in &acks {
-        assert!(history_set.contains(ack), "acknowledged write lost: {ack:?}");
+        assert!(
+            history_set.contains(ack),
+            "acknowledged write lost: {ack:?}"
+        );
     }
     for (_, _, json) in &history {
         assert!(sent.contains(json), "a value nobody sent: {json}");

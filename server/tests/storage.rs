@@ -81,7 +81,10 @@ async fn behaviour_suite(store: Store) -> Vec<Revision> {
         .revision;
     assert!(store.delete("s/b", None).await.unwrap().is_none());
     assert!(store.delete("s/b", Some(0)).await.unwrap().is_none());
-    assert!(base < r1 && r1 < r2 && r2 < r3 && r3 < r4, "{base} {r1} {r2} {r3} {r4}");
+    assert!(
+        base < r1 && r1 < r2 && r2 < r3 && r3 < r4,
+        "{base} {r1} {r2} {r3} {r4}"
+    );
     // A write is applied here before it is acknowledged.
     assert_eq!(store.revision(), r4);
 

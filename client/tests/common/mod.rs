@@ -65,13 +65,17 @@ impl<T: Send + 'static> Drained<T> {
         Drained { items, task }
     }
 
-    /// The next event, which must come within [`PATIENCE`] and not be an error.
-    pub async fn next_event(&mut self) -> WatchEvent<T> {
+    /// The next item, which must come within [`PATIENCE`].
+    pub async fn next_item(&mut self) -> Result<WatchEvent<T>, Error> {
         tokio::time::timeout(PATIENCE, self.items.recv())
             .await
             .expect("timed out waiting for a watch event")
             .expect("watch stream ended")
-            .expect("watch failed")
+    }
+
+    /// The next event, which must come within [`PATIENCE`] and not be an error.
+    pub async fn next_event(&mut self) -> WatchEvent<T> {
+        self.next_item().await.expect("watch failed")
     }
 }
 

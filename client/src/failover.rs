@@ -1,0 +1,114 @@
+//! Several servers behind one client: every call goes to the server in use, and moves on to the
+//! next one in the list when that server cannot answer, so that a client outlives any one server.
+//!
+//! Why not tonic's `Channel::balance_list`: its balancer counts an endpoint whose connection
+//! failed as ready (the failure is stored and handed to the next call on it), so it keeps sending
+//! a share of the calls to a dead server, and each of those fails with "connection refused"
+//! instead of going to a live one. Staying on one server also keeps a client's successive reads on
+//! one view of the keyspace, which only moves forward; spreading them over the servers of a
+//! cluster could show a newer state, then an older one.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tonic::Status;
+
+use crate::connect::Rpc;
+use crate::consistency::is_behind;
+use crate::reconnect::is_retryable;
+
+/// The servers of one client, in the order given, and which one is in use. Clones share both.
+#[derive(Debug, Clone)]
+pub(crate) struct Servers {
+    servers: Arc<[Server]>,
+    current: Arc<AtomicUsize>,
+}
+
+/// One server: its address, for logs, and the generated client on its own channel.
+#[derive(Debug)]
+pub(crate) struct Server {
+    pub(crate) addr: String,
+    pub(crate) rpc: Rpc,
+}
+
+/// What a call may do to the keyspace, which decides when it may be sent to another server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CallKind {
+    /// Get, list, opening a watch: changes nothing, so after any failure that is the server's
+    /// (down, shutting down, a broken connection, behind the floor) the next server is asked.
+    Read,
+    /// Insert, delete: a server may have applied it even if its answer was lost, so it goes to
+    /// another server only when it provably never left: the connection could not be made.
+    Write,
+}
+
+impl Servers {
+    /// `servers` must not be empty; `current` is the one to use first.
+    pub(crate) fn new(servers: Vec<Server>, current: usize) -> Self {
+        Servers {
+            servers: servers.into(),
+            current: Arc::new(AtomicUsize::new(current)),
+        }
+    }
+
+    /// Runs `attempt` on the server in use; when that server fails in a way `kind` allows, on the
+    /// next, and so on, trying each server at most once. Returns the first answer that is not
+    /// such a failure, or the last failure.
+    pub(crate) async fn call<T, Attempt, Fut>(
+        &self,
+        kind: CallKind,
+        mut attempt: Attempt,
+    ) -> Result<T, Status>
+    where
+        Attempt: FnMut(Rpc) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let mut left = self.servers.len();
+        loop {
+            // Relaxed: the index guards no other memory; a stale one only costs one more try.
+            let index = self.current.load(Ordering::Relaxed);
+            let server = &self.servers[index];
+            let result = attempt(server.rpc.clone()).await;
+            left -= 1;
+            match result {
+                Err(status) if left > 0 && may_try_another(kind, &status) => {
+                    tracing::debug!(
+                        server = server.addr,
+                        code = ?status.code(),
+                        message = status.message(),
+                        "server failed; trying the next one"
+                    );
+                    self.move_past(index);
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// Makes the server after `index` the one in use, unless another call has already moved on
+    /// from `index`: concurrent failures of one server must not skip the next.
+    fn move_past(&self, index: usize) {
+        let next = (index + 1) % self.servers.len();
+        let _ = self
+            .current
+            .compare_exchange(index, next, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
+fn may_try_another(kind: CallKind, status: &Status) -> bool {
+    never_sent(status) || (kind == CallKind::Read && (is_retryable(status) || is_behind(status)))
+}
+
+/// Whether the call failed before its request left: tonic reports a connection that could not be
+/// made (refused, timed out, TLS handshake failed) with a `ConnectError` in the status' sources.
+fn never_sent(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
