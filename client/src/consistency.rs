@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use tonic::{Code, Status};
+use tonic_types::StatusExt;
 
 /// One client's read settings. Clones share the floor, so a write acknowledged through any clone
 /// of a [`crate::Client`] raises it for all of them.
@@ -64,15 +65,20 @@ impl Consistency {
 }
 
 /// Whether a server refused a read or watch because its view had not reached the `min_revision`
-/// within its wait limit. The contract gives this case no detail of its own, only the code and
-/// these words in the message.
+/// within its wait limit: UNAVAILABLE with a `google.rpc.ErrorInfo` of reason
+/// `REVISION_NOT_REACHED`.
 pub(crate) fn is_behind(status: &Status) -> bool {
-    status.code() == Code::Unavailable && status.message().contains("has not reached revision")
+    status.code() == Code::Unavailable
+        && status
+            .get_details_error_info()
+            .is_some_and(|info| info.reason == "REVISION_NOT_REACHED")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
+    use tonic_types::ErrorDetails;
 
     #[test]
     fn the_floor_only_rises_and_is_shared_by_clones() {
@@ -85,12 +91,24 @@ mod tests {
         assert_eq!(Consistency::new(false).min_revision(), 0);
     }
 
+    fn refusal(code: Code, reason: &str) -> Status {
+        Status::with_error_details(
+            code,
+            "this server has not reached revision 12 within 5s",
+            ErrorDetails::with_error_info(reason, "jsonkv.dev", HashMap::new()),
+        )
+    }
+
     #[test]
     fn only_the_floor_refusal_counts_as_behind() {
-        assert!(is_behind(&Status::unavailable(
+        assert!(is_behind(&refusal(
+            Code::Unavailable,
+            "REVISION_NOT_REACHED"
+        )));
+        assert!(!is_behind(&Status::unavailable(
             "this server has not reached revision 12 within 5s"
         )));
-        assert!(!is_behind(&Status::unavailable("shutting down")));
-        assert!(!is_behind(&Status::internal("has not reached revision 12")));
+        assert!(!is_behind(&refusal(Code::Unavailable, "SOMETHING_ELSE")));
+        assert!(!is_behind(&refusal(Code::Internal, "REVISION_NOT_REACHED")));
     }
 }

@@ -525,9 +525,17 @@ mod tests {
         assert!(!is_retryable(&Status::invalid_argument("x")));
         assert!(!is_retryable(&Status::out_of_range("x")));
         assert!(is_retryable(&Status::unavailable("x")));
-        assert!(!is_retryable(&Status::unavailable(
-            "has not reached revision 9 in 5s"
-        )));
+        assert!(!is_retryable(
+            &<Status as tonic_types::StatusExt>::with_error_details(
+                tonic::Code::Unavailable,
+                "has not reached revision 9 in 5s",
+                tonic_types::ErrorDetails::with_error_info(
+                    "REVISION_NOT_REACHED",
+                    "jsonkv.dev",
+                    std::collections::HashMap::new()
+                ),
+            )
+        ));
     }
 
     #[test]
