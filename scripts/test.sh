@@ -5,6 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The cluster backend's tests run etcd (jsonkv-testkit starts it on free loopback ports, never on
+# the 2379 of any etcd service the package may start): Debian's etcd-server, installed if missing,
+# as bench/compare.sh does.
+if ! command -v etcd >/dev/null; then
+  echo "== installing etcd-server (Debian)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
+fi
+
 echo "== Rust: cargo test --workspace"
 cargo test --workspace
 
