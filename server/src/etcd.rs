@@ -347,6 +347,8 @@ pub trait View: Send + Sync + 'static {
     fn revision(&self) -> Revision;
     /// Makes changes etcd has committed visible, in revision order.
     fn apply(&self, events: &[Arc<Event>]);
+    /// Whether the follower currently has a working watch on etcd.
+    fn set_following(&self, following: bool);
     /// Replaces the whole view with `entries` at `revision`: the changes since
     /// [`View::revision`] are gone from etcd's history, so they cannot be applied one by one.
     fn reset(&self, entries: Vec<(String, Entry)>, revision: Revision);
@@ -361,7 +363,12 @@ pub fn follow<V: View>(view: Weak<V>, remote: Remote) -> JoinHandle<()> {
             let Some(from) = view.upgrade().map(|v| v.revision() + 1) else {
                 return;
             };
-            match follow_once(&view, &remote, from, &mut backoff).await {
+            let result = follow_once(&view, &remote, from, &mut backoff).await;
+            match view.upgrade() {
+                Some(v) => v.set_following(false),
+                None => return,
+            }
+            match result {
                 Ok(Stop::ViewGone) => return,
                 Ok(Stop::Compacted(compacted)) => {
                     tracing::error!(
@@ -416,6 +423,12 @@ async fn follow_once<V: View>(
             )));
         }
         backoff.reset();
+        if response.created() {
+            match view.upgrade() {
+                Some(v) => v.set_following(true),
+                None => return Ok(Stop::ViewGone),
+            }
+        }
         let events: Vec<Arc<Event>> = response
             .events()
             .iter()

@@ -12,6 +12,7 @@
 //! | `jsonkv_watch_overflows_total` | counter: watches ended because they fell behind history | |
 //! | `jsonkv_storage_append_duration_seconds` | histogram: writing (and fsyncing) one batch | |
 //! | `jsonkv_storage_batch_events` | histogram: changes per batch (group commit) | |
+//! | `jsonkv_source_up` | gauge: 1 while the source of truth is reachable (on etcd: the follower's watch is up; always 1 on the embedded store) | |
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -196,6 +197,13 @@ impl Collector for Live {
             "Open watch streams",
             None,
             active.metric_type(),
+        )?)?;
+        let up = ConstGauge::new(i64::from(*self.store.reachable().borrow()));
+        up.encode(encoder.encode_descriptor(
+            "jsonkv_source_up",
+            "1 while the source of truth (etcd, when the server runs on it) is reachable",
+            None,
+            up.metric_type(),
         )?)?;
         let catch_ups = ConstCounter::new(self.store.catch_ups());
         catch_ups.encode(encoder.encode_descriptor(

@@ -103,6 +103,34 @@ pub async fn serve(
     let (trigger, watch_shutdown) = shutdown::channel();
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<JsonKvServer<JsonKvService>>().await;
+    // On etcd, health follows whether this server can reach it: a load balancer then sends
+    // clients elsewhere while writes here would fail. Stops at shutdown, which has the last word.
+    let health_task = tokio::spawn({
+        let health = health.clone();
+        let mut reachable = store.reachable();
+        let mut shutdown = watch_shutdown.clone();
+        async move {
+            loop {
+                let up = *reachable.borrow_and_update();
+                let status = if up {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                health.set_service_status("", status).await;
+                health
+                    .set_service_status(
+                        <JsonKvServer<JsonKvService> as tonic::server::NamedService>::NAME,
+                        status,
+                    )
+                    .await;
+                tokio::select! {
+                    changed = reachable.changed() => if changed.is_err() { return },
+                    () = shutdown.wait() => return,
+                }
+            }
+        }
+    });
 
     // grpcurl 1.8 speaks only v1alpha; newer tools speak v1. Serve both from one descriptor set.
     // google.rpc error details are included so tools can decode ErrorInfo and BadRequest.
@@ -172,6 +200,7 @@ pub async fn serve(
         () = signal => {}
     }
     tracing::info!("shutting down: ending watches and finishing in-flight calls");
+    health_task.abort();
     health
         .set_service_status("", ServingStatus::NotServing)
         .await;

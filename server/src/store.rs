@@ -60,6 +60,9 @@ struct Shared {
     backend: Backend,
     /// The revision of the last applied change, for calls waiting to see a revision.
     applied: watch::Sender<Revision>,
+    /// Whether the source of truth is reachable: always on the embedded store; on etcd,
+    /// whether the follower's watch is up. Drives health and a metric.
+    reachable: watch::Sender<bool>,
     /// How often a lagging watcher caught up from history (for metrics and tests).
     catch_ups: AtomicU64,
     /// See [`Config::progress_min_lag`].
@@ -443,6 +446,12 @@ impl Store {
         })
     }
 
+    /// Whether the source of truth can be reached (see `Shared::reachable`), as a receiver
+    /// that sees every change.
+    pub fn reachable(&self) -> watch::Receiver<bool> {
+        self.shared.reachable.subscribe()
+    }
+
     /// Number of live broadcast senders; for tests and metrics.
     pub fn watched_targets(&self) -> usize {
         self.shared.hub.lock().sender_count()
@@ -496,6 +505,7 @@ impl Shared {
             hub: Mutex::new(WatchHub::new(config.watch_buffer)),
             backend,
             applied: watch::Sender::new(revision),
+            reachable: watch::Sender::new(true),
             catch_ups: AtomicU64::new(0),
             progress_min_lag: config.progress_min_lag.max(1),
             revision_wait: config.revision_wait,
@@ -547,6 +557,10 @@ impl View for Shared {
 
     fn apply(&self, events: &[Arc<Event>]) {
         self.apply_locked(&mut self.state.write(), events);
+    }
+
+    fn set_following(&self, following: bool) {
+        self.reachable.send_if_modified(|up| std::mem::replace(up, following) != following);
     }
 
     fn reset(&self, entries: Vec<(String, Entry)>, revision: Revision) {

@@ -234,7 +234,8 @@ async fn writes_continue_when_an_etcd_member_dies_and_no_acknowledged_write_is_l
 }
 
 #[tokio::test]
-async fn while_etcd_is_down_writes_are_unavailable_and_watches_resume_without_a_gap() {
+async fn while_etcd_is_down_writes_are_unavailable_health_says_so_and_watches_resume_without_a_gap(
+) {
     let mut cluster = EtcdCluster::start(1).await;
     let prefix = unique_prefix();
     let server = RunningServer::start(cluster_config(cluster.endpoints(), &prefix))
@@ -246,6 +247,8 @@ async fn while_etcd_is_down_writes_are_unavailable_and_watches_resume_without_a_
     assert_eq!(events_until(&mut watch, before).await.len(), 1);
 
     cluster.kill(0);
+    // Health says so, for load balancers: NOT_SERVING while etcd is out of reach.
+    within("health to turn NOT_SERVING", wait_for_health(&server, false)).await;
     let status = client
         .insert(pb::InsertRequest {
             key: "k".into(),
@@ -260,6 +263,7 @@ async fn while_etcd_is_down_writes_are_unavailable_and_watches_resume_without_a_
     assert_eq!(get_at(&mut client, "k", 0).await, "1");
 
     cluster.restart(0).await;
+    within("health to turn SERVING", wait_for_health(&server, true)).await;
     let after = within("writes to work again", async {
         loop {
             let request = pb::InsertRequest {
@@ -281,6 +285,42 @@ async fn while_etcd_is_down_writes_are_unavailable_and_watches_resume_without_a_
     // repeated.
     let seen = within("the watch to resume", events_until(&mut watch, after)).await;
     assert_eq!(seen, [(after, "k".to_owned(), "3".to_owned())]);
+}
+
+/// Polls the server's health (overall and for jsonkv.v1.JsonKv) until it is `serving` (or not).
+async fn wait_for_health(server: &RunningServer, serving: bool) {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let channel = tonic::transport::Endpoint::new(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let want = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    } as i32;
+    loop {
+        let mut all = true;
+        for service in ["", "jsonkv.v1.JsonKv"] {
+            let status = health
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status;
+            all &= status == want;
+        }
+        if all {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
