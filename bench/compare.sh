@@ -3,17 +3,17 @@
 # BENCHMARKS.md: the machine, the versions, the exact commands, the figures and the issue's
 # targets checked against them.
 #
-#   bench/compare.sh            the full run (about 8 minutes after the build)
+#   bench/compare.sh            the full run (about 10 minutes after the build)
 #   bench/compare.sh --smoke    every run for about a second, few watchers, report to a temp
 #                               file; exits non-zero if any run fails or reports an error (CI)
-#   --no-etcd                   skip etcd (and its install)
+#   --no-etcd                   skip etcd (and its install), and so jsonkv on etcd too
 #   --out FILE                  write the report there instead
 #
 # It starts everything itself on free loopback ports and stops it on exit: the echo server
 # (the transport's limit), jsonkv-server in memory, jsonkv-server durable when its --help offers
-# --data-dir, and etcd (Debian's etcd-server, installed with apt-get if missing). Every load run
-# is the same harness, target/release/jsonkv-bench, at the same concurrency; each is bounded by
-# `timeout`.
+# --data-dir, etcd (Debian's etcd-server, installed with apt-get if missing), and two
+# jsonkv-servers on one etcd (--etcd). Every load run is the same harness,
+# target/release/jsonkv-bench, at the same concurrency; each is bounded by `timeout`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,20 +53,27 @@ results="$work/results"
 mkdir -p "$results"
 : >"$results/runs"
 : >"$work/servers"
+# Every server running now, in start order; server_pid is the last one started.
+server_pids=()
 server_pid=""
 failures=0
 
-stop_server() {
-  [ -n "$server_pid" ] || return 0
-  kill -TERM "$server_pid" 2>/dev/null || true
-  # jsonkv and etcd exit promptly on SIGTERM; give them 15 s, then insist.
-  for _ in $(seq 150); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$server_pid" 2>/dev/null || true
-  wait "$server_pid" 2>/dev/null || true
+# Stops every running server, the newest first: jsonkv servers before the etcd they are on.
+stop_servers() {
+  local i pid
+  for ((i = ${#server_pids[@]} - 1; i >= 0; i--)); do
+    pid=${server_pids[i]}
+    kill -TERM "$pid" 2>/dev/null || true
+    # jsonkv and etcd exit promptly on SIGTERM; give them 15 s, then insist.
+    for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  server_pids=()
   server_pid=""
 }
 cleanup() {
-  stop_server
+  stop_servers
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -79,21 +86,12 @@ start_server() {
   echo "$*" >>"$work/servers"
   "$@" >"$work/$name.log" 2>&1 &
   server_pid=$!
+  server_pids+=("$server_pid")
 }
 
+# (etcd-client's build script finds its protoc through .cargo/config.toml.)
 echo "== building (release)" >&2
-features=()
-if [ "$with_etcd" = 1 ]; then
-  features=(--features jsonkv-bench/etcd)
-  # etcd-client's build script needs protoc: use the vendored one the workspace already has.
-  if [ -z "${PROTOC:-}" ] && ! command -v protoc >/dev/null; then
-    arch=$(uname -m | sed 's/aarch64/aarch_64/')
-    manifest=$(cargo metadata --format-version 1 2>/dev/null |
-      grep -o "\"manifest_path\":\"[^\"]*protoc-bin-vendored-linux-$arch[^\"]*\"" | awk -F'"' 'NR == 1 {print $4}')
-    export PROTOC="$(dirname "$manifest")/bin/protoc"
-  fi
-fi
-cargo build --release -q -p jsonkv-server -p jsonkv-bench "${features[@]}"
+cargo build --release -q -p jsonkv-server -p jsonkv-bench
 bench=target/release/jsonkv-bench
 server=target/release/jsonkv-server
 
@@ -229,6 +227,24 @@ etcd_server() {
   echo "   etcd did not accept a put within 20 s (its log: $work/etcd.log)" >&2
 }
 
+# jsonkv on etcd: a fresh single-member etcd and two jsonkv servers on it, A and B (their ports
+# in $cluster_a and $cluster_b). Ready once each has acknowledged an insert: a jsonkv server on
+# etcd acknowledges one only when etcd has it and the server's own view has applied it.
+cluster_servers() {
+  etcd_server
+  local etcd_url="http://127.0.0.1:$p" name
+  cluster_a=$(port)
+  start_server jsonkv-a "$server" --listen "127.0.0.1:$cluster_a" --etcd "$etcd_url"
+  cluster_b=$(port)
+  start_server jsonkv-b "$server" --listen "127.0.0.1:$cluster_b" --etcd "$etcd_url"
+  for name in a b; do
+    local at=cluster_$name
+    timeout 30 "$bench" --target jsonkv --addr "http://127.0.0.1:${!at}" --workload insert \
+      --count 1 --warmup 0 --key-prefix ready/ --quiet >/dev/null 2>&1 ||
+      echo "   jsonkv server $name on etcd did not accept an insert within 30 s (its log: $work/jsonkv-$name.log)" >&2
+  done
+}
+
 modes=(memory)
 [ "$durable" = 1 ] && modes+=(durable)
 # The headline runs, in interleaved rounds (the best round of each counts, see BENCHMARKS.md).
@@ -237,14 +253,14 @@ for round in $(seq "$rounds"); do
   p=$(port)
   start_server echo "$bench" echo-server --listen "127.0.0.1:$p"
   run echo --target echo --addr "http://127.0.0.1:$p" --workload get $headline "${times[@]}"
-  stop_server
+  stop_servers
   for mode in "${modes[@]}"; do
     echo "== round $round of $rounds: jsonkv, $mode" >&2
     for workload in get insert mixed; do
       jsonkv_server "$mode"
       run "$mode-$workload" --target jsonkv --addr "http://127.0.0.1:$p" --workload "$workload" \
         $headline "${times[@]}"
-      stop_server
+      stop_servers
     done
   done
   if [ "$with_etcd" = 1 ]; then
@@ -257,7 +273,14 @@ for round in $(seq "$rounds"); do
       run "$label" --target etcd --addr "http://127.0.0.1:$p" --workload "$workload" \
         $headline "${times[@]}"
     done
-    stop_server
+    stop_servers
+    echo "== round $round of $rounds: jsonkv on etcd (two servers; requests to A)" >&2
+    cluster_servers
+    for workload in get insert; do
+      run "cluster-$workload" --target jsonkv --addr "http://127.0.0.1:$cluster_a" \
+        --workload "$workload" $headline "${times[@]}"
+    done
+    stop_servers
   fi
 done
 
@@ -269,7 +292,7 @@ for round in $(seq "$rounds"); do
       jsonkv_server durable
       run "sweep-durable-insert-c$c" --target jsonkv --addr "http://127.0.0.1:$p" \
         --workload insert --connections 1 --concurrency "$c" "${times[@]}"
-      stop_server
+      stop_servers
     done
     if [ "$with_etcd" = 1 ]; then
       etcd_server
@@ -277,7 +300,7 @@ for round in $(seq "$rounds"); do
         run "sweep-etcd-put-c$c" --target etcd --addr "http://127.0.0.1:$p" --workload insert \
           --connections 1 --concurrency "$c" "${times[@]}"
       done
-      stop_server
+      stop_servers
     fi
   fi
 
@@ -285,14 +308,21 @@ for round in $(seq "$rounds"); do
   fanout=(--workload watch-fanout --watchers "$fan_watchers" --rate "$fan_rate" "${times[@]}")
   jsonkv_server memory
   run fanout --target jsonkv --addr "http://127.0.0.1:$p" "${fanout[@]}"
-  stop_server
+  stop_servers
   jsonkv_server memory
   run fanout-slow --target jsonkv --addr "http://127.0.0.1:$p" "${fanout[@]}" --slow-watchers 1
-  stop_server
+  stop_servers
   jsonkv_server memory "${watcher_flags[@]}"
   run idle-keys --target jsonkv --addr "http://127.0.0.1:$p" --workload watch-keys \
     --watchers "$idle_watchers" --server-pid "$server_pid" $headline "${times[@]}"
-  stop_server
+  stop_servers
+  if [ "$with_etcd" = 1 ]; then
+    echo "== round $round of $rounds: jsonkv on etcd, watchers on B, inserts to A" >&2
+    cluster_servers
+    run cluster-watch-fanout --target jsonkv --addr "http://127.0.0.1:$cluster_b" \
+      --write-addr "http://127.0.0.1:$cluster_a" "${fanout[@]}"
+    stop_servers
+  fi
 done
 
 echo "== writing $out" >&2

@@ -115,6 +115,13 @@ pub struct RunArgs {
     /// watch-fanout: inserts per second.
     #[arg(long, default_value_t = 1000)]
     pub rate: u64,
+    /// watch-fanout: send the inserts to this server instead of --addr (the watchers' server),
+    /// e.g. another jsonkv server on the same etcd. Latency is still measured from the
+    /// writer's acknowledgement, so an event the watchers' server delivers before the writer's
+    /// server acknowledges counts as 0 (the report also gives latency from the send, and how
+    /// many deliveries came before the acknowledgement).
+    #[arg(long, value_name = "URL")]
+    pub write_addr: Option<String>,
     /// watch-fanout: extra watchers that stop reading after their snapshot and only catch up
     /// after the last insert. They get their own connection with a small (64 KiB) HTTP/2
     /// stream window, so the server feels their back-pressure within seconds.
@@ -171,6 +178,9 @@ impl RunArgs {
         }
         if self.workload == Workload::WatchFanout && self.rate == 0 {
             return Err("--rate must be at least 1".into());
+        }
+        if self.write_addr.is_some() && self.workload != Workload::WatchFanout {
+            return Err("--write-addr applies to --workload watch-fanout only".into());
         }
         Ok(())
     }

@@ -43,6 +43,7 @@ pub fn write(args: &MarkdownArgs) -> Result<(), String> {
     unary(&mut md, &runs);
     sweep(&mut md, &runs);
     watches(&mut md, &runs);
+    cluster(&mut md, &runs);
     targets(&mut md, &runs);
     method(&mut md);
     std::fs::write(&args.out, md).map_err(|e| format!("cannot write {}: {e}", args.out.display()))
@@ -219,7 +220,11 @@ fn unary(md: &mut String, runs: &Runs) {
          |---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for (label, r) in runs.order.iter().filter_map(|l| Some((l, runs.get(l)?))) {
-        if r.fanout.is_some() || r.idle_watchers.is_some() || label.starts_with("sweep-") {
+        if r.fanout.is_some()
+            || r.idle_watchers.is_some()
+            || label.starts_with("sweep-")
+            || label.starts_with(CLUSTER)
+        {
             continue;
         }
         let workload = match r.read_ratio {
@@ -303,6 +308,7 @@ fn watches(md: &mut String, runs: &Runs) {
     let fanouts: Vec<_> = runs
         .order
         .iter()
+        .filter(|l| !l.starts_with(CLUSTER))
         .filter_map(|l| Some((l, runs.get(l)?.fanout.as_ref()?)))
         .collect();
     if !fanouts.is_empty() {
@@ -377,6 +383,117 @@ fn watches(md: &mut String, runs: &Runs) {
                 runs.rounds(label, |r| r.idle_watchers.as_ref().map_or(String::new(), |w| {
                     format!("{:.1}%", 100.0 * cost(r.throughput, w.baseline_throughput))
                 }))
+            );
+        }
+        md.push('\n');
+    }
+}
+
+/// Labels of the jsonkv-on-etcd runs start with this: they have their own section, beside the
+/// runs they are compared with.
+const CLUSTER: &str = "cluster-";
+
+/// jsonkv on etcd (two servers, A and B, on one etcd): its inserts and gets against etcd's own
+/// puts and ranges (same harness, same requests in flight), and the fan-out from a write at A
+/// to watchers at B beside the single-server fan-out.
+fn cluster(md: &mut String, runs: &Runs) {
+    let unary: Vec<_> = [
+        ("cluster-insert", "etcd-put"),
+        ("cluster-get", "etcd-range"),
+    ]
+    .into_iter()
+    .filter_map(|(label, etcd)| Some((label, runs.get(label)?, etcd, runs.get(etcd))))
+    .collect();
+    let fanouts: Vec<_> = [
+        ("fanout", "one server, in memory", "the same server"),
+        ("cluster-watch-fanout", "B, on etcd", "A, on etcd"),
+    ]
+    .into_iter()
+    .filter_map(|(label, watchers, writer)| {
+        Some((label, runs.get(label)?.fanout.as_ref()?, watchers, writer))
+    })
+    .collect();
+    if unary.is_empty() && !fanouts.iter().any(|(l, ..)| l.starts_with(CLUSTER)) {
+        return;
+    }
+    md.push_str(
+        "## jsonkv on etcd\n\nTwo jsonkv servers, A and B, on one single-member etcd \
+         (`jsonkv-server --etcd`; all three started afresh for each round's unary runs, and again for \
+         its fan-out; see Commands).\n\n",
+    );
+    if !unary.is_empty() {
+        md.push_str(
+            "Inserts and gets sent to A, compared with the etcd runs above: puts and ranges sent \
+             to etcd directly by the same harness, at the same concurrency. A jsonkv insert is one etcd put, answered \
+             once A's view has applied it; a jsonkv get is answered from A's view, where an etcd \
+             range is linearizable (its default). Latency in milliseconds; a run made in several \
+             rounds shows its best round (every round's ops/s in the last column).\n\n\
+             | Run | Conns × in flight | Ops/s | p50 | p99 | max | Errors | etcd directly | etcd ops/s | etcd p50 | etcd p99 | × etcd | Rounds (ops/s) |\n\
+             |---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|\n",
+        );
+        for (label, r, etcd_label, etcd) in unary {
+            let (etcd_ops, etcd_p50, etcd_p99, ratio) = match etcd {
+                Some(e) => (
+                    format!("{:.0}", e.throughput),
+                    ms(e.latency.p50_us),
+                    ms(e.latency.p99_us),
+                    format!("{:.2}", r.throughput / e.throughput.max(f64::MIN_POSITIVE)),
+                ),
+                None => (
+                    "not measured".into(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ),
+            };
+            let _ = writeln!(
+                md,
+                "| {label} | {} × {} | {:.0} | {} | {} | {} | {} | {etcd_label} | {etcd_ops} | {etcd_p50} | {etcd_p99} | {ratio} | {} |",
+                r.connections,
+                r.concurrency,
+                r.throughput,
+                ms(r.latency.p50_us),
+                ms(r.latency.p99_us),
+                ms(r.latency.max_us),
+                r.errors,
+                runs.rounds(label, |r| format!("{:.0}", r.throughput))
+            );
+        }
+        md.push('\n');
+    }
+    if !fanouts.is_empty() {
+        md.push_str(
+            "Watchers on one key, a writer inserting at a fixed rate on its own connection: \
+             across servers, the watchers are on B and the inserts go to A \
+             (`jsonkv-bench --write-addr`); beside it, the single-server fan-out of the Watch \
+             fan-out section. Latency in milliseconds at the fast watchers, over every delivery, \
+             from the writer's receipt of the insert's acknowledgement, and from its send. A \
+             delivery that comes before the acknowledgement counts as 0 from the ack (Before ack \
+             says how many did): across servers this is common, as B applies each write from \
+             etcd in parallel with A, which acknowledges it once its own view has it. Of several \
+             rounds, the one with the lowest p99 from the ack is shown.\n\n\
+             | Run | Watchers on | Inserts to | Watchers | Inserts/s (asked) | Insert p99 | p50 | p99 | max | p50 from send | p99 from send | Before ack | Incomplete | Rounds (p99) |\n\
+             |---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        );
+        for (label, f, watchers_on, writer_on) in fanouts {
+            let before = 100.0 * f.before_ack as f64 / f.deliveries.max(1) as f64;
+            let _ = writeln!(
+                md,
+                "| {label} | {watchers_on} | {writer_on} | {} | {:.0} ({}) | {} | {} | {} | {} | {} | {} | {before:.0}% | {} | {} |",
+                f.watchers,
+                f.achieved_rate,
+                f.rate,
+                ms(f.insert.p99_us),
+                ms(f.from_ack.p50_us),
+                ms(f.from_ack.p99_us),
+                ms(f.from_ack.max_us),
+                ms(f.from_send.p50_us),
+                ms(f.from_send.p99_us),
+                f.incomplete_watchers,
+                runs.rounds(label, |r| r
+                    .fanout
+                    .as_ref()
+                    .map_or(String::new(), |f| ms(f.from_ack.p99_us)))
             );
         }
         md.push('\n');
@@ -518,6 +635,7 @@ fn method(md: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::Fanout;
 
     fn report(label: &str, throughput: f64, errors: u64) -> Report {
         Report {
@@ -589,6 +707,74 @@ mod tests {
         assert!(md.contains("| ≥ 0.85× | 0.50× | **no** |"), "{md}");
         assert!(md.contains("| ≥ 2× | not measured | — |"));
         assert!(md.contains("| etcd | 3.4 |"));
+        assert!(
+            !md.contains("## jsonkv on etcd"),
+            "no cluster runs, no section"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn jsonkv_on_etcd_is_compared_with_etcd_directly_in_its_own_section() {
+        let fanout = |label: &str, p99_us: f64, write_addr: Option<&str>| Report {
+            write_addr: write_addr.map(String::from),
+            fanout: Some(Fanout {
+                watchers: 10,
+                deliveries: 100,
+                before_ack: 25,
+                from_ack: Latency {
+                    p99_us,
+                    ..Latency::default()
+                },
+                ..Fanout::default()
+            }),
+            ..report(label, 50.0, 0)
+        };
+        let dir = results(
+            "cluster",
+            &[
+                ("etcd-put", report("etcd-put", 200.0, 0)),
+                ("cluster-insert", report("cluster-insert", 100.0, 0)),
+                ("cluster-get", report("cluster-get", 300.0, 1)),
+                ("fanout", fanout("fanout", 3000.0, None)),
+                (
+                    "cluster-watch-fanout",
+                    fanout("cluster-watch-fanout", 7000.0, Some("http://a")),
+                ),
+            ],
+        );
+        let out = dir.join("BENCHMARKS.md");
+        write(&MarkdownArgs {
+            results: dir.clone(),
+            out: out.clone(),
+            versions: Vec::new(),
+            servers: None,
+            note: String::new(),
+        })
+        .unwrap();
+        let md = std::fs::read_to_string(&out).unwrap();
+        let (before, section) = md.split_once("## jsonkv on etcd").expect("the section");
+        assert!(
+            section.contains("| cluster-insert | 0 × 0 | 100 |"),
+            "{section}"
+        );
+        assert!(
+            section.contains("| etcd-put | 200 | 0.00 | 0.00 | 0.50 |"),
+            "{section}"
+        );
+        assert!(
+            section.contains("| 1 | etcd-range | not measured |"),
+            "{section}"
+        );
+        assert!(section.contains("| cluster-watch-fanout | B, on etcd | A, on etcd |"));
+        assert!(
+            section.contains("| 7.00 | 0.00 | 0.00 | 0.00 | 25% |"),
+            "{section}"
+        );
+        assert!(section.contains("| fanout | one server, in memory |"));
+        // The cluster runs are in their section only; the single-server fan-out stays in both.
+        assert!(!before.contains("| cluster-"), "{before}");
+        assert!(before.contains("| fanout |"));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

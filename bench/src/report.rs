@@ -110,6 +110,9 @@ pub struct Report {
     pub target: String,
     pub workload: String,
     pub addr: String,
+    /// watch-fanout with --write-addr: the server the inserts went to (the watchers are on
+    /// `addr`).
+    pub write_addr: Option<String>,
     pub concurrency: usize,
     pub connections: usize,
     pub keys: usize,
@@ -134,6 +137,7 @@ impl Report {
         self.target = value_name(&args.target);
         self.workload = value_name(&args.workload);
         self.addr = args.addr.clone();
+        self.write_addr = args.write_addr.clone();
         self.concurrency = args.concurrency;
         self.connections = args.connections;
         self.keys = args.keys;
@@ -149,9 +153,13 @@ impl Report {
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         if self.fanout.is_some() {
+            let writes = match &self.write_addr {
+                Some(addr) => format!(", inserts to {addr}"),
+                None => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "{} {} against {}",
+                "{} {} against {}{writes}",
                 self.target, self.workload, self.addr
             );
         } else {
@@ -183,7 +191,7 @@ impl Report {
             let _ = writeln!(out, "  from send   {}", f.from_send.line());
             let _ = writeln!(
                 out,
-                "  {} of {} deliveries arrived before the insert's acknowledgement",
+                "  {} of {} deliveries arrived before the insert's acknowledgement (0 from ack)",
                 f.before_ack, f.deliveries
             );
             let _ = writeln!(

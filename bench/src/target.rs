@@ -18,7 +18,6 @@ pub enum Caller {
     Jsonkv(JsonKvClient<Channel>),
     Echo(EchoClient<Channel>),
     /// Boxed: etcd's client is several times the size of the others.
-    #[cfg(feature = "etcd")]
     Etcd(Box<etcd_client::KvClient>),
 }
 
@@ -40,7 +39,6 @@ impl Caller {
             Caller::Echo(client) => {
                 client.ping(PingRequest {}).await.map_err(status)?;
             }
-            #[cfg(feature = "etcd")]
             Caller::Etcd(client) => {
                 let found = client.get(key, None).await.map_err(|e| e.to_string())?;
                 if found.kvs().is_empty() {
@@ -72,7 +70,6 @@ impl Caller {
                 client.ping(PingRequest {}).await.map_err(status)?;
                 Ok(0)
             }
-            #[cfg(feature = "etcd")]
             Caller::Etcd(client) => {
                 let put = client
                     .put(key, value, None)
@@ -152,17 +149,12 @@ async fn caller(kind: TargetKind, channel: Channel) -> Result<Caller, String> {
     Ok(match kind {
         TargetKind::Jsonkv => Caller::Jsonkv(JsonKvClient::new(channel)),
         TargetKind::Echo => Caller::Echo(EchoClient::new(channel)),
-        #[cfg(feature = "etcd")]
         TargetKind::Etcd => {
             let client =
                 etcd_client::Client::from_channel(etcd_client::Channel::Tonic(channel), None)
                     .await
                     .map_err(|err| format!("etcd: {err}"))?;
             Caller::Etcd(Box::new(client.kv_client()))
-        }
-        #[cfg(not(feature = "etcd"))]
-        TargetKind::Etcd => {
-            return Err("this build has no etcd support: build with --features etcd".into())
         }
     })
 }

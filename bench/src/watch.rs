@@ -1,9 +1,10 @@
 //! The watch workloads, against jsonkv:
 //! - `fanout`: W watchers on one key, one writer inserting at a fixed rate on its own
-//!   connection. Measures the latency from each insert to its delivery at every watcher, and
-//!   checks that every watcher got every event exactly once, in order. Optional slow watchers
-//!   stop reading until the last insert, to show that they hold nobody else up and still catch
-//!   up without a gap.
+//!   connection (to the watchers' server, or with --write-addr to another server on the same
+//!   etcd). Measures the latency from each insert to its delivery at every watcher, and checks
+//!   that every watcher got every event exactly once, in order. Optional slow watchers stop
+//!   reading until the last insert, to show that they hold nobody else up and still catch up
+//!   without a gap.
 //! - `idle_keys`: W idle watchers, each on its own key. Measures insert throughput on other
 //!   keys before and while they are open, and the server's memory per watcher (VmRSS).
 
@@ -35,7 +36,12 @@ pub async fn fanout(args: &RunArgs) -> Result<Report, String> {
     let progress = Progress::new(args.quiet);
     let target = connect(args, watcher_connections(args, watchers)).await?;
     let endpoint = target::endpoint(&args.addr)?;
-    let writer = JsonKvClient::new(target::open(&endpoint, Duration::ZERO).await?);
+    // The watchers' server is known to be up by now; another one may still be starting.
+    let (write_endpoint, patience) = match &args.write_addr {
+        Some(addr) => (target::endpoint(addr)?, args.connect_timeout()),
+        None => (endpoint.clone(), Duration::ZERO),
+    };
+    let writer = JsonKvClient::new(target::open(&write_endpoint, patience).await?);
     // A client that reads slowly: with a 64 KiB stream window, the server's sends to it stall
     // after a few hundred events instead of after megabytes. The connection window stays at
     // its default: h2 allows a connection only so many unread small DATA frames (half its
@@ -125,7 +131,11 @@ pub async fn fanout(args: &RunArgs) -> Result<Report, String> {
     let _ = stop.send(true);
     progress.finish();
 
-    // Latency over the measured events, at every fast watcher.
+    // Latency over the measured events, at every fast watcher. From the acknowledgement it is
+    // clamped at 0: a watcher may read the event before the writer reads its acknowledgement,
+    // often so when the write went to another server, which applies it to its own view in
+    // parallel with the watchers' server. Those deliveries are counted, and the latency from
+    // the send, which is never negative, is kept beside it.
     let mut from_ack = report::histogram();
     let mut from_send = report::histogram();
     let mut fig = Fanout {
