@@ -57,7 +57,12 @@ async fn a_write_through_one_server_is_read_through_another() {
         let entry = reader.get::<u64>("k").await.unwrap().expect("visible on B");
         assert_eq!((entry.value, entry.mod_revision), (n, written.revision));
     }
-    let linearizable = reader.linearizable().get::<u64>("k").await.unwrap().unwrap();
+    let linearizable = reader
+        .linearizable()
+        .get::<u64>("k")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(linearizable.value, 19);
 }
 

@@ -14,28 +14,38 @@
 //! Values are stored in etcd as compact JSON text; a value under the prefix that is not JSON
 //! (written by something other than jsonkv) is treated as absent, with a warning.
 
+use std::fmt;
+use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, KeyValue,
-    PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchStream,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions,
+    Identity, KeyValue, KvClient, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    WatchStream,
 };
 use tokio::task::JoinHandle;
 
 use crate::database::{Doc, Entry, Event, ExpectedModRevision, Revision};
 use crate::error::Error;
 use crate::hub::WatchTarget;
+use crate::tls;
 
 /// Where jsonkv keeps its keys in etcd, and how to reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdConfig {
-    /// Client URLs of the etcd members, e.g. `http://127.0.0.1:2379`.
+    /// Client URLs of the etcd members, e.g. `http://127.0.0.1:2379`; all `https://` with
+    /// `tls`, all `http://` without.
     pub endpoints: Vec<String>,
     /// Every jsonkv key is stored in etcd under this prefix.
     pub prefix: String,
     /// How long one etcd request may take before the call fails with UNAVAILABLE.
     pub timeout: Duration,
+    /// Speak TLS to etcd, with these files; `None` speaks plaintext.
+    pub tls: Option<EtcdTls>,
+    /// Log in to etcd (etcd's own user/password authentication) as this user; `None` sends
+    /// no credentials.
+    pub user: Option<EtcdUser>,
 }
 
 impl Default for EtcdConfig {
@@ -44,7 +54,35 @@ impl Default for EtcdConfig {
             endpoints: vec!["http://127.0.0.1:2379".into()],
             prefix: "/jsonkv/".into(),
             timeout: Duration::from_secs(5),
+            tls: None,
+            user: None,
         }
+    }
+}
+
+/// The PEM files for reaching etcd over TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// The CA that signed the etcd members' certificates: the only one trusted for them.
+    pub ca: PathBuf,
+    /// A client certificate chain and its private key, for members run with
+    /// `--client-cert-auth`.
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+/// An etcd user and its password. `Debug` leaves the password out, so that logging a config
+/// cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EtcdUser {
+    pub name: String,
+    pub password: String,
+}
+
+impl fmt::Debug for EtcdUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdUser")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -62,27 +100,53 @@ pub struct Remote {
     timeout: Duration,
 }
 
-/// Keys per etcd range request when loading the view: large enough to be few requests, small
-/// enough to stay far below etcd's message limits.
-const LOAD_PAGE: i64 = 1000;
+/// Keys per etcd range request when loading the view: few requests for many small values,
+/// and at most ~100 MiB in one response at jsonkv's default 1 MiB value limit.
+const LOAD_PAGE: i64 = 100;
 
 impl Remote {
-    /// Connects to etcd (lazily: the first request finds out whether a member answers).
+    /// Connects to etcd. Over plaintext, lazily: the first request finds out whether a member
+    /// answers. With TLS or a user, one request (bounded by the configured timeout) checks that
+    /// etcd accepts the client certificate, or logs in.
     pub async fn connect(config: &EtcdConfig) -> Result<Remote, Error> {
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(config.timeout)
             .with_keep_alive(Duration::from_secs(10), config.timeout)
             // A member cut off from the others must not serve a watch that silently stops:
             // with this, etcd cancels it and the follower moves to a member with a leader.
             .with_require_leader(true);
-        let client = Client::connect(&config.endpoints, Some(options))
-            .await
-            .map_err(|err| Error::Config(format!("cannot use etcd endpoints: {err}")))?;
+        if let Some(tls) = tls_options(config)? {
+            options = options.with_tls(tls);
+        }
+        if let Some(user) = &config.user {
+            options = options
+                .with_user(&user.name, &user.password)
+                // etcd's tokens expire (unused for 5 minutes, by default), and a restarted
+                // member forgets them: log in again then, rather than fail from there on.
+                .with_auto_token_refresh(true);
+        }
+        let client =
+            first_request(config, Client::connect(&config.endpoints, Some(options))).await?;
+        // A member that refuses our client certificate (none, or one from a CA it does not
+        // trust) completes the TLS 1.3 handshake and only then closes the connection, so the
+        // first request is the first to know: make it here, where the error can say so.
+        // Logging in was that request.
+        if config.tls.is_some() && config.user.is_none() {
+            first_request(config, client.maintenance_client().status()).await?;
+        }
         Ok(Remote {
             client,
             prefix: config.prefix.clone(),
             timeout: config.timeout,
         })
+    }
+
+    /// A KV client that accepts responses of any size: a page of large values, or the view's
+    /// load, easily passes tonic's default 4 MiB, and etcd itself bounds what it holds.
+    fn kv(&self) -> KvClient {
+        self.client
+            .kv_client()
+            .max_decoding_message_size(usize::MAX)
     }
 
     fn etcd_key(&self, key: &str) -> Vec<u8> {
@@ -98,19 +162,32 @@ impl Remote {
         std::str::from_utf8(rest).ok()
     }
 
-    /// Runs one etcd request under the configured timeout, turning failures into `Error`.
-    async fn call<T>(
-        &self,
-        what: &str,
-        request: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, Error> {
-        match tokio::time::timeout(self.timeout, request).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(err)) => Err(etcd_error(what, err)),
-            Err(_) => Err(Error::Unavailable(format!(
-                "etcd did not answer a {what} within {:?}",
-                self.timeout
-            ))),
+    /// Runs one etcd request (made afresh by `request` for each attempt) under the configured
+    /// timeout, turning failures into `Error`.
+    ///
+    /// A request that never left is sent again until the timeout: with a member down, the
+    /// client's balancer still picks it now and then (tonic reports a `ConnectError`), and the
+    /// next attempt may go to a live one. That is safe even for a write, since etcd never saw it.
+    async fn call<T, F, Fut>(&self, what: &str, mut request: F) -> Result<T, Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, request()).await {
+                Ok(Ok(response)) => return Ok(response),
+                Ok(Err(err)) if never_sent(&err) && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Ok(Err(err)) => return Err(etcd_error(what, err)),
+                Err(_) => {
+                    return Err(Error::Unavailable(format!(
+                        "etcd did not answer a {what} within {:?}",
+                        self.timeout
+                    )))
+                }
+            }
         }
     }
 
@@ -123,12 +200,15 @@ impl Remote {
     ) -> Result<Written, Error> {
         let etcd_key = self.etcd_key(key);
         let text = value.text().to_owned();
-        let mut kv = self.client.kv_client();
         let (revision, previous) = match expected {
             None => {
                 let options = PutOptions::new().with_prev_key();
                 let response = self
-                    .call("put", kv.put(etcd_key, text, Some(options)))
+                    .call("put", || {
+                        let (mut kv, key, text) = (self.kv(), etcd_key.clone(), text.clone());
+                        let options = options.clone();
+                        async move { kv.put(key, text, Some(options)).await }
+                    })
                     .await?;
                 let previous = response.prev_key().and_then(|kv| self.entry(kv));
                 (header_revision(response.header())?, previous)
@@ -146,7 +226,7 @@ impl Remote {
                         Some(PutOptions::new().with_prev_key()),
                     )])
                     .or_else([TxnOp::get(etcd_key, None)]);
-                let response = self.call("transaction", kv.txn(txn)).await?;
+                let response = self.txn(txn).await?;
                 let revision = header_revision(response.header())?;
                 let ops = response.op_responses();
                 if !response.succeeded() {
@@ -175,6 +255,27 @@ impl Remote {
         })
     }
 
+    async fn range_request(
+        &self,
+        what: &str,
+        key: Vec<u8>,
+        options: Option<GetOptions>,
+    ) -> Result<etcd_client::GetResponse, Error> {
+        self.call(what, || {
+            let (mut kv, key, options) = (self.kv(), key.clone(), options.clone());
+            async move { kv.get(key, options).await }
+        })
+        .await
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, Error> {
+        self.call("transaction", || {
+            let (mut kv, txn) = (self.kv(), txn.clone());
+            async move { kv.txn(txn).await }
+        })
+        .await
+    }
+
     /// Deletes `key` if `expected` holds; `Ok(None)` if it was absent (etcd takes no revision).
     pub async fn delete(
         &self,
@@ -182,12 +283,14 @@ impl Remote {
         expected: ExpectedModRevision,
     ) -> Result<Option<Written>, Error> {
         let etcd_key = self.etcd_key(key);
-        let mut kv = self.client.kv_client();
         let options = DeleteOptions::new().with_prev_key();
         let response = match expected {
             None => {
-                self.call("delete", kv.delete(etcd_key, Some(options)))
-                    .await?
+                self.call("delete", || {
+                    let (mut kv, key, options) = (self.kv(), etcd_key.clone(), options.clone());
+                    async move { kv.delete(key, Some(options)).await }
+                })
+                .await?
             }
             Some(want) => {
                 let txn = Txn::new()
@@ -198,7 +301,7 @@ impl Remote {
                     )])
                     .and_then([TxnOp::delete(etcd_key.clone(), Some(options))])
                     .or_else([TxnOp::get(etcd_key, None)]);
-                let response = self.call("transaction", kv.txn(txn)).await?;
+                let response = self.txn(txn).await?;
                 let ops = response.op_responses();
                 if !response.succeeded() {
                     return Err(mismatch(key, want, &ops));
@@ -224,8 +327,7 @@ impl Remote {
 
     /// Reads `key` from etcd (a linearizable read) and the revision it was read at.
     pub async fn get(&self, key: &str) -> Result<(Option<Entry>, Revision), Error> {
-        let mut kv = self.client.kv_client();
-        let response = self.call("get", kv.get(self.etcd_key(key), None)).await?;
+        let response = self.range_request("get", self.etcd_key(key), None).await?;
         let entry = response.kvs().first().and_then(|kv| self.entry(kv));
         Ok((entry, header_revision(response.header())?))
     }
@@ -264,8 +366,7 @@ impl Remote {
         if let Some(revision) = revision {
             options = options.with_revision(revision);
         }
-        let mut kv = self.client.kv_client();
-        let response = self.call("range", kv.get(start, Some(options))).await?;
+        let response = self.range_request("range", start, Some(options)).await?;
         let entries = response
             .kvs()
             .iter()
@@ -293,14 +394,54 @@ impl Remote {
         Ok((entries, revision))
     }
 
+    /// Whether nothing under the prefix changed after `revision`, given the view held `keys`
+    /// keys then: if so, the revision etcd is at now, which the view may take as its own.
+    ///
+    /// The view only moves with changes under the prefix, so a revision from anywhere else (a
+    /// linearizable read's, which counts every etcd write) would otherwise never be reached.
+    /// One transaction reads, at one revision: any key changed since (a put shows as a newer
+    /// mod revision), and how many keys there are (a delete shows as one fewer). Neither
+    /// changed means no event fell in between.
+    pub async fn quiet_since(
+        &self,
+        revision: Revision,
+        keys: usize,
+    ) -> Result<Option<Revision>, Error> {
+        let prefix = self.etcd_key("");
+        let end = prefix_end(&prefix);
+        let changed = GetOptions::new()
+            .with_range(end.clone())
+            .with_keys_only()
+            .with_min_mod_revision(revision + 1)
+            .with_limit(1);
+        let count = GetOptions::new().with_range(end).with_count_only();
+        let txn = Txn::new().and_then([
+            TxnOp::get(prefix.clone(), Some(changed)),
+            TxnOp::get(prefix, Some(count)),
+        ]);
+        let response = self.txn(txn).await?;
+        let now = header_revision(response.header())?;
+        let ops = response.op_responses();
+        let quiet = match ops.as_slice() {
+            [TxnOpResponse::Get(changed), TxnOpResponse::Get(count)] => {
+                changed.kvs().is_empty() && usize::try_from(count.count()) == Ok(keys)
+            }
+            _ => return Err(Error::Internal("etcd answered a range without it".into())),
+        };
+        Ok(quiet.then_some(now))
+    }
+
     /// Watches every key under the prefix from revision `from` on.
     async fn watch(&self, from: Revision) -> Result<WatchStream, Error> {
         let options = WatchOptions::new().with_prefix().with_start_revision(from);
-        let mut watch = self.client.watch_client();
-        self.call(
-            "watch",
-            watch.watch(self.prefix.as_bytes().to_vec(), Some(options)),
-        )
+        self.call("watch", || {
+            let mut watch = self
+                .client
+                .watch_client()
+                .max_decoding_message_size(usize::MAX);
+            let (prefix, options) = (self.prefix.as_bytes().to_vec(), options.clone());
+            async move { watch.watch(prefix, Some(options)).await }
+        })
         .await
     }
 
@@ -529,6 +670,120 @@ impl Replay {
     }
 }
 
+/// The etcd client's TLS settings from `config`'s files; `None` for plaintext. Every endpoint
+/// must have the scheme that agrees: etcd-client would refuse a `http://` one with TLS settings
+/// only when connecting, and `https://` without a CA could trust nothing.
+fn tls_options(config: &EtcdConfig) -> Result<Option<TlsOptions>, Error> {
+    let Some(tls) = &config.tls else {
+        return match config.endpoints.iter().find(|e| e.starts_with("https://")) {
+            Some(endpoint) => Err(Error::Config(format!(
+                "etcd endpoint {endpoint} is https://, but no CA to trust for it is given (--etcd-ca)"
+            ))),
+            None => Ok(None),
+        };
+    };
+    if let Some(endpoint) = config.endpoints.iter().find(|e| !e.starts_with("https://")) {
+        return Err(Error::Config(format!(
+            "etcd TLS files are given (--etcd-ca), but etcd endpoint {endpoint} is not https://"
+        )));
+    }
+    let mut options =
+        TlsOptions::new().ca_certificate(Certificate::from_pem(tls::read(&tls.ca, "etcd CA")?));
+    if let Some((cert, key)) = &tls.client {
+        options = options.identity(Identity::from_pem(
+            tls::read(cert, "etcd client certificate")?,
+            tls::read(key, "etcd client key")?,
+        ));
+    }
+    Ok(Some(options))
+}
+
+/// Runs a request of [`Remote::connect`] under the configured timeout, with its errors on one
+/// line that says what they most likely mean.
+async fn first_request<T>(
+    config: &EtcdConfig,
+    request: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(config.timeout, request).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(err)) => Err(connect_error(config, err)),
+        Err(_) => Err(Error::Unavailable(format!(
+            "etcd at {} did not answer within {:?}{}",
+            config.endpoints.join(","),
+            config.timeout,
+            user_phrase(config),
+        ))),
+    }
+}
+
+/// Why connecting failed, on one line. `Client::connect` itself only parses the TLS files,
+/// unless it logs in.
+fn connect_error(config: &EtcdConfig, err: etcd_client::Error) -> Error {
+    use tonic::Code;
+    match err {
+        etcd_client::Error::TransportError(err) => {
+            let files = config.tls.iter().flat_map(|tls| {
+                std::iter::once(&tls.ca).chain(tls.client.iter().flat_map(|(c, k)| [c, k]))
+            });
+            Error::Config(format!(
+                "cannot use the etcd TLS files {}: {}",
+                files
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                tls::error_chain(&err)
+            ))
+        }
+        etcd_client::Error::GRpcStatus(status) => match status.code() {
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
+                let text = status_text(&status);
+                let hint = if config.tls.is_some() {
+                    tls_hint(&text)
+                } else {
+                    ""
+                };
+                Error::Unavailable(format!(
+                    "cannot reach etcd at {}{}: {text}{hint}",
+                    config.endpoints.join(","),
+                    user_phrase(config),
+                ))
+            }
+            _ => Error::Config(format!(
+                "etcd refused{}: {}",
+                user_phrase(config),
+                status.message()
+            )),
+        },
+        other => Error::Config(format!(
+            "cannot use etcd endpoints {}: {other}",
+            config.endpoints.join(",")
+        )),
+    }
+}
+
+/// What a TLS failure to connect most likely means, in the flags' terms, or "".
+fn tls_hint(text: &str) -> &'static str {
+    if text.contains("invalid peer certificate") {
+        " (check that --etcd-ca is the CA that signed the etcd members' certificates, and that \
+         those name the endpoint's host)"
+    } else if text.contains("fatal alert") || text.ends_with("connection closed") {
+        // How a member that refuses the client certificate shows: an alert, or (the TLS 1.3
+        // handshake being over for the client) just a closed connection.
+        " (etcd most likely refused the client certificate: it wants one, --etcd-cert and \
+         --etcd-key, signed by a CA in its --trusted-ca-file)"
+    } else {
+        ""
+    }
+}
+
+/// " to log in user NAME" when there is a user, for messages about connecting.
+fn user_phrase(config: &EtcdConfig) -> String {
+    config
+        .user
+        .as_ref()
+        .map_or_else(String::new, |u| format!(" to log in user {}", u.name))
+}
+
 /// The smallest key after every key starting with `prefix` (etcd's range end for a prefix).
 fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
@@ -576,21 +831,67 @@ fn etcd_error(what: &str, err: etcd_client::Error) -> Error {
             | Code::Unknown
             | Code::Aborted => Error::Unavailable(format!(
                 "etcd could not serve a {what}: {}",
-                status.message()
+                status_text(&status)
             )),
-            Code::InvalidArgument | Code::ResourceExhausted | Code::OutOfRange => Error::invalid(
+            // "etcdserver: request is too large": the value passes our limit but not etcd's
+            // --max-request-bytes.
+            Code::InvalidArgument => Error::invalid(
                 "value",
                 format!("etcd refused the {what}: {}", status.message()),
             ),
+            // "mvcc: database space exceeded": etcd's quota, its full disk.
+            Code::ResourceExhausted => {
+                Error::Storage(format!("etcd refused the {what}: {}", status.message()))
+            }
+            Code::PermissionDenied | Code::Unauthenticated => Error::Internal(format!(
+                "etcd denied the {what}: {} (is etcd auth on? --etcd-user's role needs read and write on jsonkv's prefix)",
+                status.message()
+            )),
             _ => Error::Internal(format!("etcd {what} failed: {}", status.message())),
         },
-        etcd_client::Error::TransportError(err) => {
-            Error::Unavailable(format!("cannot reach etcd for a {what}: {err}"))
-        }
+        etcd_client::Error::TransportError(err) => Error::Unavailable(format!(
+            "cannot reach etcd for a {what}: {}",
+            tls::error_chain(&err)
+        )),
         etcd_client::Error::IoError(err) => {
             Error::Unavailable(format!("cannot reach etcd for a {what}: {err}"))
         }
         other => Error::Unavailable(format!("etcd {what} failed: {other}")),
+    }
+}
+
+/// Whether the request failed before it left: tonic reports a connection that could not be
+/// made (refused, timed out, TLS handshake failed) with a `ConnectError` among its sources.
+fn never_sent(err: &etcd_client::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = match err {
+        etcd_client::Error::GRpcStatus(status) => Some(status),
+        etcd_client::Error::TransportError(err) => Some(err),
+        _ => None,
+    };
+    while let Some(error) = source {
+        if error.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+/// A status's message and, for one made on this side (a connection that failed or was closed),
+/// its root cause, which the message may not say ("operation was canceled").
+fn status_text(status: &tonic::Status) -> String {
+    use std::error::Error as _;
+    let mut root = None;
+    let mut source = status.source();
+    while let Some(cause) = source {
+        root = Some(cause.to_string());
+        source = cause.source();
+    }
+    match root {
+        Some(cause) if !status.message().contains(&cause) => {
+            format!("{}: {cause}", status.message())
+        }
+        _ => status.message().to_owned(),
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use jsonkv_server::config::TlsFiles;
-use jsonkv_server::etcd::EtcdConfig;
+use jsonkv_server::etcd::{EtcdConfig, EtcdTls, EtcdUser};
 use jsonkv_server::storage::SyncMode;
 use jsonkv_server::{serve, Config, Listeners, Security, Store};
 use tokio::net::TcpListener;
@@ -44,6 +44,22 @@ struct Args {
     /// Milliseconds one etcd request may take before the call fails with UNAVAILABLE.
     #[arg(long, default_value_t = 5000)]
     etcd_timeout_ms: u64,
+    /// Reach etcd over TLS (`https://` endpoints), trusting this PEM CA, and only it, for the
+    /// members' certificates.
+    #[arg(long, value_name = "FILE", requires = "etcd")]
+    etcd_ca: Option<PathBuf>,
+    /// Present this PEM client certificate chain to etcd (members run with
+    /// `--client-cert-auth`); needs --etcd-key and --etcd-ca.
+    #[arg(long, value_name = "FILE", requires = "etcd")]
+    etcd_cert: Option<PathBuf>,
+    /// The PEM private key of --etcd-cert.
+    #[arg(long, value_name = "FILE", requires = "etcd")]
+    etcd_key: Option<PathBuf>,
+    /// Log in to etcd (etcd's own authentication) as this user. The password comes from the
+    /// environment variable JSONKV_ETCD_PASSWORD, never from a flag: the process list shows
+    /// flags to every user of the machine.
+    #[arg(long, value_name = "NAME", requires = "etcd")]
+    etcd_user: Option<String>,
     /// Milliseconds a read or watch carrying `min_revision` may wait for this server to reach
     /// that revision before it gets UNAVAILABLE.
     #[arg(long, default_value_t = Config::default().revision_wait.as_millis() as u64)]
@@ -127,9 +143,26 @@ enum Sync {
     None,
 }
 
-impl From<Args> for Config {
-    fn from(args: Args) -> Config {
-        Config {
+/// Where `--etcd-user`'s password comes from.
+const ETCD_PASSWORD_VARIABLE: &str = "JSONKV_ETCD_PASSWORD";
+
+impl TryFrom<Args> for Config {
+    /// Why the flags do not make a configuration, on one line.
+    type Error = String;
+
+    fn try_from(args: Args) -> Result<Config, String> {
+        let etcd = if args.etcd.is_empty() {
+            None
+        } else {
+            Some(EtcdConfig {
+                endpoints: args.etcd,
+                prefix: args.etcd_prefix,
+                timeout: Duration::from_millis(args.etcd_timeout_ms),
+                tls: etcd_tls(args.etcd_ca, args.etcd_cert, args.etcd_key)?,
+                user: args.etcd_user.map(etcd_user).transpose()?,
+            })
+        };
+        Ok(Config {
             listen: args.listen,
             data_dir: (!args.in_memory).then_some(args.data_dir),
             sync: match args.sync {
@@ -137,11 +170,7 @@ impl From<Args> for Config {
                 Sync::None => SyncMode::None,
             },
             segment_bytes: args.segment_bytes,
-            etcd: (!args.etcd.is_empty()).then(|| EtcdConfig {
-                endpoints: args.etcd,
-                prefix: args.etcd_prefix,
-                timeout: Duration::from_millis(args.etcd_timeout_ms),
-            }),
+            etcd,
             revision_wait: Duration::from_millis(args.revision_wait_ms),
             history_size: args.history_size,
             watch_buffer: args.watch_buffer,
@@ -168,7 +197,45 @@ impl From<Args> for Config {
             request_timeout: Duration::from_secs(args.request_timeout_secs),
             keepalive_interval: Duration::from_secs(args.keepalive_interval_secs),
             keepalive_timeout: Duration::from_secs(args.keepalive_timeout_secs),
+        })
+    }
+}
+
+/// The etcd TLS files from `--etcd-ca`, `--etcd-cert` and `--etcd-key`. A client certificate
+/// needs its key, and a CA: it is only ever sent over TLS, and without a CA no member's
+/// certificate could be trusted. Whether the endpoints are `https://` is checked on connecting.
+fn etcd_tls(
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<Option<EtcdTls>, String> {
+    let client = match (cert, key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (Some(_), None) => return Err("--etcd-cert needs --etcd-key, its private key".into()),
+        (None, Some(_)) => {
+            return Err("--etcd-key needs --etcd-cert, the certificate it belongs to".into())
         }
+        (None, None) => None,
+    };
+    match (ca, client) {
+        (Some(ca), client) => Ok(Some(EtcdTls { ca, client })),
+        (None, Some(_)) => Err(
+            "--etcd-cert needs --etcd-ca, the CA that signed the etcd members' certificates".into(),
+        ),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The `--etcd-user` NAME, with its password from the environment.
+fn etcd_user(name: String) -> Result<EtcdUser, String> {
+    match std::env::var(ETCD_PASSWORD_VARIABLE) {
+        Ok(password) if !password.is_empty() => Ok(EtcdUser { name, password }),
+        Ok(_) | Err(std::env::VarError::NotPresent) => Err(format!(
+            "--etcd-user {name} needs the password in the environment variable {ETCD_PASSWORD_VARIABLE}"
+        )),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!(
+            "the environment variable {ETCD_PASSWORD_VARIABLE} is not valid UTF-8"
+        )),
     }
 }
 
@@ -177,7 +244,7 @@ async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
-    let config = Config::from(Args::parse());
+    let config = Config::try_from(Args::parse()).unwrap_or_else(|err| fail(err));
     // Files first: a bad certificate or tokens file should stop start-up before anything else.
     let security = Security::load(&config).unwrap_or_else(|err| fail(err));
     let listener = match TcpListener::bind(config.listen).await {
@@ -198,7 +265,8 @@ async fn main() {
     let metrics = listeners.metrics.as_ref().and_then(|l| l.local_addr().ok());
     match (&config.etcd, &config.data_dir) {
         (Some(etcd), _) => {
-            tracing::info!(%addr, etcd = %etcd.endpoints.join(","), prefix = %etcd.prefix, tls, auth, ?metrics, "jsonkv-server listening (on etcd)")
+            let etcd_user = etcd.user.as_ref().map(|user| user.name.as_str());
+            tracing::info!(%addr, etcd = %etcd.endpoints.join(","), prefix = %etcd.prefix, etcd_tls = etcd.tls.is_some(), ?etcd_user, tls, auth, ?metrics, "jsonkv-server listening (on etcd)")
         }
         (None, Some(dir)) => {
             tracing::info!(%addr, data_dir = %dir.display(), sync = ?config.sync, tls, auth, ?metrics, "jsonkv-server listening")

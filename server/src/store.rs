@@ -240,13 +240,51 @@ impl Store {
             return Ok(());
         }
         let wait = self.shared.revision_wait;
-        match tokio::time::timeout(wait, self.reach(revision)).await {
+        match tokio::time::timeout(wait, self.reach_any(revision)).await {
             Ok(()) => Ok(()),
             Err(_) => Err(Error::RevisionNotReached {
                 requested: revision,
                 current: *self.shared.applied.borrow(),
                 waited: wait,
             }),
+        }
+    }
+
+    /// [`Store::reach`] for a revision that may lie beyond every change to jsonkv's keys (one
+    /// a linearizable read reported, say): on etcd, while the follower brings nothing, asks
+    /// etcd whether anything under the prefix changed in between, and if not, moves the view's
+    /// revision up to etcd's.
+    async fn reach_any(&self, revision: Revision) {
+        let Backend::Etcd { remote, .. } = &self.shared.backend else {
+            return self.reach(revision).await;
+        };
+        // How long the follower gets to bring the revision before etcd is asked; doubled after
+        // each answer (up to a second), so that a revision far ahead costs etcd little.
+        let mut pause = Duration::from_millis(20);
+        let mut applied = self.shared.applied.subscribe();
+        while *applied.borrow_and_update() < revision {
+            if tokio::time::timeout(pause, applied.changed()).await.is_ok() {
+                continue;
+            }
+            pause = (pause * 2).min(Duration::from_secs(1));
+            let (at, keys) = {
+                let state = self.shared.state.read();
+                (state.db.revision(), state.db.len())
+            };
+            match remote.quiet_since(at, keys).await {
+                Ok(Some(now)) => {
+                    let mut state = self.shared.state.write();
+                    // Unchanged since the probe: nothing can have been applied in between,
+                    // and the follower's next event is later than `now`.
+                    if state.db.revision() == at && now > at {
+                        state.db.set_revision(now);
+                        drop(state);
+                        self.shared.applied.send_replace(now);
+                    }
+                }
+                Ok(None) => {}
+                Err(err) => tracing::debug!(%err, "cannot ask etcd how far the view may move"),
+            }
         }
     }
 
@@ -560,7 +598,8 @@ impl View for Shared {
     }
 
     fn set_following(&self, following: bool) {
-        self.reachable.send_if_modified(|up| std::mem::replace(up, following) != following);
+        self.reachable
+            .send_if_modified(|up| std::mem::replace(up, following) != following);
     }
 
     fn reset(&self, entries: Vec<(String, Entry)>, revision: Revision) {

@@ -37,7 +37,8 @@ pub fn server_config(files: &TlsFiles) -> Result<ServerTlsConfig, Error> {
     Ok(config)
 }
 
-fn read(path: &Path, what: &str) -> Result<Vec<u8>, Error> {
+/// The PEM file at `path`, or an error that names it (as `what`) and says what is wrong.
+pub(crate) fn read(path: &Path, what: &str) -> Result<Vec<u8>, Error> {
     let pem = std::fs::read(path)
         .map_err(|e| Error::Config(format!("cannot read {what} {}: {e}", path.display())))?;
     // rustls would only say "no certificate" later; name the file now.
@@ -51,7 +52,7 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>, Error> {
 }
 
 /// An error and its causes on one line: tonic's own message ("transport error") says little.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut line = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

@@ -1,5 +1,6 @@
-//! The unary RPCs through the real server: values in both encodings, revisions, compare-and-swap,
-//! listing, NOT_FOUND, every INVALID_ARGUMENT case, health and reflection.
+//! The unary RPCs through the real server, on both backends: values in both encodings,
+//! revisions, compare-and-swap, listing, NOT_FOUND, every INVALID_ARGUMENT case, health and
+//! reflection.
 
 mod common;
 
@@ -33,9 +34,9 @@ async fn get(
         .map(|r| r.into_inner())
 }
 
-#[tokio::test]
-async fn native_json_round_trip_with_metadata() {
-    let (_server, mut client) = start(config()).await;
+async fn native_json_round_trip_with_metadata(backend: Backend) {
+    let (server, mut client) = start_on(backend, config()).await;
+    let base = server.store().revision();
     let doc = json!({"hello": "wörld ✓", "n": 3, "nested": {"list": [1, 2.5, null, true]}});
     let resp = client
         .insert(pb::InsertRequest {
@@ -46,10 +47,8 @@ async fn native_json_round_trip_with_metadata() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        (resp.revision, resp.create_revision, resp.version),
-        (1, 1, 1)
-    );
+    let created = resp.revision;
+    assert_eq!((resp.create_revision, resp.version), (created, 1));
 
     let got = get(&mut client, "greeting", ValueEncoding::Unspecified)
         .await
@@ -67,11 +66,11 @@ async fn native_json_round_trip_with_metadata() {
             kv.version,
             got.revision
         ),
-        (1, 1, 1, 1)
+        (created, created, 1, created)
     );
 
     // Replacing keeps the create revision and bumps the version.
-    put(&mut client, "other", "1").await;
+    let other = put(&mut client, "other", "1").await;
     let resp = client
         .insert(pb::InsertRequest {
             return_previous: true,
@@ -81,18 +80,18 @@ async fn native_json_round_trip_with_metadata() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        (resp.revision, resp.create_revision, resp.version),
-        (3, 1, 2)
-    );
+    let replaced = resp.revision;
+    assert_eq!((resp.create_revision, resp.version), (created, 2));
     let previous = resp.previous.unwrap();
     assert_eq!(value::parse_json_text(&previous.value_json).unwrap(), doc);
-    assert_eq!(previous.mod_revision, 1);
+    assert_eq!(previous.mod_revision, created);
+    assert_increasing(&[base, created, other, replaced]);
+    backend.assert_embedded_revisions(&[base, created, other, replaced], &[0, 1, 2, 3]);
 }
+both_backends!(native_json_round_trip_with_metadata);
 
-#[tokio::test]
-async fn json_text_is_lossless_for_big_numbers() {
-    let (_server, mut client) = start(config()).await;
+async fn json_text_is_lossless_for_big_numbers(backend: Backend) {
+    let (_server, mut client) = start_on(backend, config()).await;
     let text = r#"{"i64max":9223372036854775807,"u64max":18446744073709551615,"beyond":123456789012345678901234567890,"precise":0.10000000000000000555,"neg":-9007199254740993}"#;
     client.insert(insert_json("big", text)).await.unwrap();
     let kv = get(&mut client, "big", ValueEncoding::Json)
@@ -103,20 +102,20 @@ async fn json_text_is_lossless_for_big_numbers() {
     // The document comes back as written: key order and every digit.
     assert_eq!(kv.value_json, text);
 }
+both_backends!(json_text_is_lossless_for_big_numbers);
 
-#[tokio::test]
-async fn get_of_a_missing_key_is_not_found() {
-    let (_server, mut client) = start(config()).await;
+async fn get_of_a_missing_key_is_not_found(backend: Backend) {
+    let (_server, mut client) = start_on(backend, config()).await;
     let status = get(&mut client, "nope", ValueEncoding::Json)
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     assert_eq!(status.message(), "key not found: nope");
 }
+both_backends!(get_of_a_missing_key_is_not_found);
 
-#[tokio::test]
-async fn compare_and_swap_on_insert_and_delete() {
-    let (server, mut client) = start(config()).await;
+async fn compare_and_swap_on_insert_and_delete(backend: Backend) {
+    let (server, mut client) = start_on(backend, config()).await;
     let created = client
         .insert(pb::InsertRequest {
             expected_mod_revision: Some(0),
@@ -152,7 +151,7 @@ async fn compare_and_swap_on_insert_and_delete() {
         .unwrap()
         .into_inner()
         .revision;
-    assert_eq!(swapped, created + 1);
+    assert!(swapped > created, "{swapped} after {created}");
 
     // A stale revision on delete fails and leaves the value.
     let status = client
@@ -185,7 +184,8 @@ async fn compare_and_swap_on_insert_and_delete() {
         .unwrap()
         .into_inner();
     assert!(resp.deleted);
-    assert_eq!(resp.revision, swapped + 1);
+    let deleted = resp.revision;
+    assert!(deleted > swapped, "{deleted} after {swapped}");
     assert_eq!(resp.previous.unwrap().value_json, r#""you""#);
 
     // Now absent: a revision precondition reports current 0.
@@ -197,12 +197,23 @@ async fn compare_and_swap_on_insert_and_delete() {
         .await
         .unwrap_err();
     assert_eq!(detail(&status, "current_mod_revision"), 0);
+    assert_eq!(
+        server.store().revision(),
+        deleted,
+        "the failed swap changed nothing"
+    );
+    backend.assert_embedded_revisions(&[created, swapped, deleted], &[1, 2, 3]);
 }
+both_backends!(compare_and_swap_on_insert_and_delete);
 
-#[tokio::test]
-async fn delete_of_a_missing_key() {
-    let (server, mut client) = start(config()).await;
-    put(&mut client, "x", "1").await;
+async fn delete_of_a_missing_key(backend: Backend) {
+    let (server, mut client) = start_on(backend, config()).await;
+    let written = put(&mut client, "x", "1").await;
+    let mut watch = watch_prefix(&mut client, "", 0).await.unwrap();
+    assert!(matches!(
+        next(&mut watch).await.unwrap(),
+        Seen::Snapshot { revision, .. } if revision == written
+    ));
     let status = client
         .delete(pb::DeleteRequest {
             key: "missing".into(),
@@ -226,14 +237,28 @@ async fn delete_of_a_missing_key() {
     ] {
         let resp = client.delete(request).await.unwrap().into_inner();
         assert!(!resp.deleted);
-        assert_eq!(resp.revision, 1, "nothing deleted, no revision used");
+        assert_eq!(
+            resp.revision, written,
+            "nothing deleted: the current revision, none used"
+        );
     }
-    assert_eq!(server.store().revision(), 1);
+    assert_eq!(server.store().revision(), written);
+    // No change was published either: the next event a watcher sees is the next write.
+    let after = put(&mut client, "y", "2").await;
+    assert_eq!(
+        read_until(&mut watch, after).await,
+        [Seen::Put {
+            revision: after,
+            key: "y".into(),
+            json: "2".into()
+        }]
+    );
+    backend.assert_embedded_revisions(&[written, after], &[1, 2]);
 }
+both_backends!(delete_of_a_missing_key);
 
-#[tokio::test]
-async fn list_pages_through_a_prefix_in_key_order() {
-    let (_server, mut client) = start(config()).await;
+async fn list_pages_through_a_prefix_in_key_order(backend: Backend) {
+    let (_server, mut client) = start_on(backend, config()).await;
     for i in (0..25).rev() {
         put(
             &mut client,
@@ -243,7 +268,8 @@ async fn list_pages_through_a_prefix_in_key_order() {
         .await;
     }
     put(&mut client, "users", "0").await;
-    put(&mut client, "team/1", "0").await;
+    let last = put(&mut client, "team/1", "0").await;
+    backend.assert_embedded_revisions(&[last], &[27]);
 
     let mut keys = Vec::new();
     let mut token = String::new();
@@ -262,7 +288,7 @@ async fn list_pages_through_a_prefix_in_key_order() {
             .unwrap()
             .into_inner();
         pages += 1;
-        assert_eq!(page.revision, 27);
+        assert_eq!(page.revision, last);
         for kv in &page.kvs {
             let id: u32 = kv.key["user/".len()..].parse().unwrap();
             assert_eq!(kv.value_json, format!(r#"{{"id":{id}}}"#));
@@ -294,13 +320,13 @@ async fn list_pages_through_a_prefix_in_key_order() {
         .all(|kv| kv.value.is_none() && kv.value_json.is_empty()));
     assert!(all.next_page_token.is_empty());
 }
+both_backends!(list_pages_through_a_prefix_in_key_order);
 
-#[tokio::test]
-async fn bad_input_is_invalid_argument_and_changes_nothing() {
+async fn bad_input_is_invalid_argument_and_changes_nothing(backend: Backend) {
     let mut cfg = config();
     cfg.max_key_bytes = 4 * 1024;
     cfg.max_value_bytes = 1024 * 1024;
-    let (server, mut client) = start(cfg).await;
+    let (server, mut client) = start_on(backend, cfg).await;
     put(&mut client, "keep", r#""original""#).await;
 
     let long_key = "k".repeat(4 * 1024 + 1);
@@ -400,9 +426,11 @@ async fn bad_input_is_invalid_argument_and_changes_nothing() {
         );
     }
     // A real token presented with another prefix is refused as well.
+    let mut last = 0;
     for i in 0..3 {
-        put(&mut client, &format!("p/{i}"), "0").await;
+        last = put(&mut client, &format!("p/{i}"), "0").await;
     }
+    backend.assert_embedded_revisions(&[last], &[4]);
     let token = client
         .list(pb::ListRequest {
             prefix: "p/".into(),
@@ -440,7 +468,7 @@ async fn bad_input_is_invalid_argument_and_changes_nothing() {
     }
 
     // Nothing changed: same revision, same value.
-    assert_eq!(server.store().revision(), 4);
+    assert_eq!(server.store().revision(), last);
     let kv = get(&mut client, "keep", ValueEncoding::Json)
         .await
         .unwrap()
@@ -448,13 +476,13 @@ async fn bad_input_is_invalid_argument_and_changes_nothing() {
         .unwrap();
     assert_eq!(kv.value_json, r#""original""#);
 }
+both_backends!(bad_input_is_invalid_argument_and_changes_nothing);
 
-#[tokio::test]
-async fn limits_are_configurable() {
+async fn limits_are_configurable(backend: Backend) {
     let mut cfg = config();
     cfg.max_key_bytes = 3;
     cfg.max_value_bytes = 5;
-    let (_server, mut client) = start(cfg).await;
+    let (_server, mut client) = start_on(backend, cfg).await;
     client.insert(insert_json("abc", "12345")).await.unwrap();
     let status = client.insert(insert_json("abcd", "1")).await.unwrap_err();
     assert!(
@@ -472,14 +500,14 @@ async fn limits_are_configurable() {
         status.message()
     );
 }
+both_backends!(limits_are_configurable);
 
-#[tokio::test]
-async fn health_and_both_reflection_versions_are_served() {
+async fn health_and_both_reflection_versions_are_served(backend: Backend) {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
 
-    let (server, _client) = start(config()).await;
+    let (server, _client) = start_on(backend, config()).await;
     let channel = tonic::transport::Endpoint::from_shared(server.url())
         .unwrap()
         .connect()
@@ -542,10 +570,10 @@ async fn health_and_both_reflection_versions_are_served() {
         other => panic!("expected file descriptors, got {other:?}"),
     }
 }
+both_backends!(health_and_both_reflection_versions_are_served);
 
-#[tokio::test]
-async fn a_page_of_large_values_is_cut_to_fit_one_message() {
-    let (_server, mut client) = start(config()).await;
+async fn a_page_of_large_values_is_cut_to_fit_one_message(backend: Backend) {
+    let (_server, mut client) = start_on(backend, config()).await;
     let blob = format!(r#""{}""#, "z".repeat(600 * 1024));
     for i in 0..6 {
         put(&mut client, &format!("blob/{i}"), &blob).await;
@@ -576,3 +604,4 @@ async fn a_page_of_large_values_is_cut_to_fit_one_message() {
     );
     assert_eq!(pages.iter().sum::<usize>(), 6);
 }
+both_backends!(a_page_of_large_values_is_cut_to_fit_one_message);

@@ -1,6 +1,7 @@
-//! The watch guarantees, each through the real server: atomic snapshot, order without gaps or
-//! duplicates under concurrency, replay from history, OUT_OF_RANGE, slow watchers, progress,
-//! release of abandoned watchers, and UNAVAILABLE on shutdown.
+//! The watch guarantees, each through the real server and, except where a test says why, on
+//! both backends: atomic snapshot, order without gaps or duplicates under concurrency, replay
+//! from history, OUT_OF_RANGE, slow watchers, progress, release of abandoned watchers, and
+//! UNAVAILABLE on shutdown.
 
 mod common;
 
@@ -8,20 +9,20 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
+use jsonkv_server::RunningServer;
 use tonic::Code;
 
-#[tokio::test]
-async fn snapshot_carries_the_current_value_or_absence_then_events_follow() {
-    let (_server, mut client) = start(config()).await;
-    put(&mut client, "a", r#"{"v":1}"#).await;
-    put(&mut client, "b", "2").await;
+async fn snapshot_carries_the_current_value_or_absence_then_events_follow(backend: Backend) {
+    let (_server, mut client) = start_on(backend, config()).await;
+    let first = put(&mut client, "a", r#"{"v":1}"#).await;
+    let second = put(&mut client, "b", "2").await;
 
     let mut present = watch_key(&mut client, "a", 0).await.unwrap();
     let mut absent = watch_key(&mut client, "nothing", 0).await.unwrap();
     assert_eq!(
         next(&mut present).await.unwrap(),
         Seen::Snapshot {
-            revision: 2,
+            revision: second,
             kvs: vec![("a".into(), r#"{"v":1}"#.into())],
             last: true
         }
@@ -29,53 +30,61 @@ async fn snapshot_carries_the_current_value_or_absence_then_events_follow() {
     assert_eq!(
         next(&mut absent).await.unwrap(),
         Seen::Snapshot {
-            revision: 2,
+            revision: second,
             kvs: vec![],
             last: true
         }
     );
 
-    put(&mut client, "a", r#"{"v":3}"#).await;
-    put(&mut client, "nothing", "null").await;
-    del(&mut client, "a").await;
+    let replaced = put(&mut client, "a", r#"{"v":3}"#).await;
+    let created = put(&mut client, "nothing", "null").await;
+    let deleted = del(&mut client, "a").await;
     assert_eq!(
-        read_until(&mut present, 5).await,
+        read_until(&mut present, deleted).await,
         [
             Seen::Put {
-                revision: 3,
+                revision: replaced,
                 key: "a".into(),
                 json: r#"{"v":3}"#.into()
             },
             Seen::Delete {
-                revision: 5,
+                revision: deleted,
                 key: "a".into()
             },
         ]
     );
     assert_eq!(
-        read_until(&mut absent, 5).await,
+        read_until(&mut absent, deleted).await,
         [Seen::Put {
-            revision: 4,
+            revision: created,
             key: "nothing".into(),
             json: "null".into()
         }]
     );
+    let revisions = [first, second, replaced, created, deleted];
+    assert_increasing(&revisions);
+    backend.assert_embedded_revisions(&revisions, &[1, 2, 3, 4, 5]);
 }
+both_backends!(snapshot_carries_the_current_value_or_absence_then_events_follow);
 
 /// A writer bumps one counter as fast as it can while watches start one after another: each
 /// snapshot must hold exactly the value written at its revision, and the first event must be the
 /// very next write. Anything falling between "read" and "subscribe" would break this.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn snapshot_and_subscription_are_atomic_under_concurrent_writes() {
-    let (server, mut client) = start(config()).await;
-    put(&mut client, "counter", "0").await; // revision 1, value 0: value == revision - 1
+async fn snapshot_and_subscription_are_atomic_under_concurrent_writes(backend: Backend) {
+    const WRITES: i64 = 400;
+    let (server, mut client) = start_on(backend, config()).await;
+    let first = put(&mut client, "counter", "0").await;
     let mut writer_client = connect(&server).await;
+    // The write log: (revision, value), in revision order.
     let writer = tokio::spawn(async move {
-        for i in 1..=400 {
-            put(&mut writer_client, "counter", &i.to_string()).await;
+        let mut log = vec![(first, 0)];
+        for i in 1..=WRITES {
+            log.push((put(&mut writer_client, "counter", &i.to_string()).await, i));
         }
+        log
     });
-    let mut checked = 0;
+    // What each watch saw: its snapshot (revision, value) and its first event (revision, value).
+    let mut watches = Vec::new();
     while !writer.is_finished() {
         let mut stream = watch_key(&mut client, "counter", 0).await.unwrap();
         let Seen::Snapshot {
@@ -86,32 +95,52 @@ async fn snapshot_and_subscription_are_atomic_under_concurrent_writes() {
         else {
             panic!("first message must be a snapshot");
         };
-        assert_eq!(kvs, [("counter".to_string(), (revision - 1).to_string())]);
-        if revision == 401 {
+        let [(key, value)] = &kvs[..] else {
+            panic!("the counter exists: {kvs:?}");
+        };
+        assert_eq!(key, "counter");
+        let value: i64 = value.parse().unwrap();
+        if value == WRITES {
             break; // the writer finished; no event will follow
         }
-        match next(&mut stream).await.unwrap() {
-            Seen::Put {
-                revision: r, json, ..
-            } => {
-                assert_eq!(r, revision + 1, "the first event is the next write");
-                assert_eq!(json, revision.to_string());
-            }
+        let event = match next(&mut stream).await.unwrap() {
+            Seen::Put { revision, json, .. } => (revision, json.parse::<i64>().unwrap()),
             Seen::Progress(_) => panic!("progress before a pending event"),
             other => panic!("unexpected {other:?}"),
-        }
-        checked += 1;
+        };
+        watches.push(((revision, value), event));
     }
-    writer.await.unwrap();
-    assert!(checked > 0, "at least one watch started mid-stream");
+    let log = writer.await.unwrap();
+    let revisions: Vec<i64> = log.iter().map(|&(r, _)| r).collect();
+    assert_increasing(&revisions);
+    backend.assert_embedded_revisions(&revisions, &(1..=WRITES + 1).collect::<Vec<_>>());
+    assert!(!watches.is_empty(), "at least one watch started mid-stream");
+    for ((at, value), event) in watches {
+        // The last write at or before the snapshot's revision, and the one after it.
+        let written = log.partition_point(|&(r, _)| r <= at);
+        assert!(written > 0, "snapshot at {at}, before the first write");
+        assert_eq!(
+            value,
+            log[written - 1].1,
+            "the snapshot at {at} holds its write"
+        );
+        assert_eq!(
+            event, log[written],
+            "the first event after {at} is the next write"
+        );
+    }
 }
+both_backends!(
+    snapshot_and_subscription_are_atomic_under_concurrent_writes,
+    flavor = "multi_thread",
+    worker_threads = 2
+);
 
 /// Several writers and many watchers on overlapping keys and prefixes, some starting mid-way.
 /// Every watcher's stream is checked against the write log: its snapshot equals the state at
 /// the snapshot revision, and its events are exactly the later matching writes, in order.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_writers_and_watchers_see_exactly_the_write_log() {
-    let (server, mut client) = start(config()).await;
+async fn concurrent_writers_and_watchers_see_exactly_the_write_log(backend: Backend) {
+    let (server, mut client) = start_on(backend, config()).await;
     const WRITERS: usize = 4;
     const OPS: usize = 150;
     let keys = ["a/1", "a/2", "a/10", "b/1", "b/2", "c"];
@@ -187,11 +216,9 @@ async fn concurrent_writers_and_watchers_see_exactly_the_write_log() {
     log.sort_by_key(|(r, _, _)| *r);
     let last = server.store().revision();
     let revisions: Vec<i64> = log.iter().map(|(r, _, _)| *r).collect();
-    assert_eq!(
-        revisions,
-        (1..=last).collect::<Vec<_>>(),
-        "every revision is one acknowledged write"
-    );
+    assert_increasing(&revisions);
+    assert_eq!(revisions.last(), Some(&last), "the last change is a write");
+    backend.assert_embedded_revisions(&revisions, &(1..=last).collect::<Vec<_>>());
 
     for ((prefix, target), mut stream) in streams {
         let matches = |k: &str| {
@@ -244,63 +271,64 @@ async fn concurrent_writers_and_watchers_see_exactly_the_write_log() {
         );
     }
 }
+both_backends!(
+    concurrent_writers_and_watchers_see_exactly_the_write_log,
+    flavor = "multi_thread",
+    worker_threads = 2
+);
 
-#[tokio::test]
-async fn start_revision_replays_history_then_continues_live() {
-    let (_server, mut client) = start(config()).await;
+async fn start_revision_replays_history_then_continues_live(backend: Backend) {
+    let (server, mut client) = start_on(backend, config()).await;
+    // revision[i]: the write of value i; revision[0]: the store's at the start.
+    let mut revision = vec![server.store().revision()];
     for i in 1..=5 {
-        put(
-            &mut client,
-            if i % 2 == 0 { "even" } else { "odd" },
-            &i.to_string(),
-        )
-        .await;
+        let key = if i % 2 == 0 { "even" } else { "odd" };
+        revision.push(put(&mut client, key, &i.to_string()).await);
     }
-    let mut odd = watch_key(&mut client, "odd", 2).await.unwrap();
-    let mut all = watch_prefix(&mut client, "", 4).await.unwrap();
-    put(&mut client, "odd", "6").await;
+    let odd_put = |i: usize, revision: &[i64]| Seen::Put {
+        revision: revision[i],
+        key: "odd".into(),
+        json: i.to_string(),
+    };
+    let mut odd = watch_key(&mut client, "odd", revision[2]).await.unwrap();
+    let mut all = watch_prefix(&mut client, "", revision[4]).await.unwrap();
+    revision.push(put(&mut client, "odd", "6").await);
     assert_eq!(
-        read_until(&mut odd, 6).await,
+        read_until(&mut odd, revision[6]).await,
         [
-            Seen::Put {
-                revision: 3,
-                key: "odd".into(),
-                json: "3".into()
-            },
-            Seen::Put {
-                revision: 5,
-                key: "odd".into(),
-                json: "5".into()
-            },
-            Seen::Put {
-                revision: 6,
-                key: "odd".into(),
-                json: "6".into()
-            },
+            odd_put(3, &revision),
+            odd_put(5, &revision),
+            odd_put(6, &revision)
         ],
         "no snapshot when resuming, then history, then live"
     );
-    let revisions: Vec<i64> = read_until(&mut all, 6)
+    let revisions: Vec<i64> = read_until(&mut all, revision[6])
         .await
         .iter()
         .map(Seen::revision)
         .collect();
-    assert_eq!(revisions, [4, 5, 6]);
+    assert_eq!(revisions, revision[4..=6]);
 
-    // A future revision waits for it.
-    let mut future = watch_key(&mut client, "odd", 8).await.unwrap();
-    put(&mut client, "odd", "7").await;
-    put(&mut client, "odd", "8").await;
-    assert_eq!(
-        read_until(&mut future, 8).await,
-        [Seen::Put {
-            revision: 8,
-            key: "odd".into(),
-            json: "8".into()
-        }]
-    );
+    // A future revision waits for it: nothing before it is sent, everything from it on is.
+    // The second of the next two writes always reaches two past the current revision.
+    let from = revision[6] + 2;
+    let mut future = watch_key(&mut client, "odd", from).await.unwrap();
+    revision.push(put(&mut client, "odd", "7").await);
+    revision.push(put(&mut client, "odd", "8").await);
+    let expected: Vec<Seen> = [7, 8]
+        .into_iter()
+        .filter(|&i| revision[i] >= from)
+        .map(|i| odd_put(i, &revision))
+        .collect();
+    assert_eq!(read_until(&mut future, revision[8]).await, expected);
+    assert_increasing(&revision);
+    // There write 7 falls just before `from`, so the watch must have left it out.
+    backend.assert_embedded_revisions(&revision, &[0, 1, 2, 3, 4, 5, 6, 7, 8]);
 }
+both_backends!(start_revision_replays_history_then_continues_live);
 
+// Embedded only: on etcd an older start replays from etcd's own history instead, and only
+// etcd's compaction refuses it (tests/cluster.rs, which compacts an etcd of its own).
 #[tokio::test]
 async fn a_compacted_start_revision_is_out_of_range_naming_the_oldest() {
     let mut cfg = config();
@@ -328,35 +356,50 @@ async fn a_compacted_start_revision_is_out_of_range_naming_the_oldest() {
 /// The client does not read while a burst far larger than the broadcast buffer goes by: HTTP/2
 /// flow control stalls the server's send, the receiver lags, and the watcher must catch up
 /// from history and deliver every event once, in order.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_watcher_catches_up_from_history_and_misses_nothing() {
+async fn a_slow_watcher_catches_up_from_history_and_misses_nothing(backend: Backend) {
     let mut cfg = config();
     cfg.watch_buffer = 8;
     cfg.history_size = 100_000;
-    let (server, mut client) = start(cfg).await;
+    let (server, mut client) = start_on(backend, cfg).await;
     let mut slow = watch_prefix(&mut client, "burst/", 0).await.unwrap();
     assert!(matches!(
         next(&mut slow).await.unwrap(),
         Seen::Snapshot { .. }
     ));
 
-    const BURST: i64 = 3000;
-    let payload = format!(r#""{}""#, "x".repeat(2000));
-    let mut writer = connect(&server).await;
-    for i in 0..BURST {
-        put(&mut writer, &format!("burst/{}", i % 10), &payload).await;
-    }
-    let seen = read_until(&mut slow, BURST).await;
+    let written = burst(&server, |i| format!("burst/{}", i % 10)).await;
+    let seen = read_until(&mut slow, *written.last().unwrap()).await;
     let revisions: Vec<i64> = seen.iter().map(Seen::revision).collect();
-    assert_eq!(revisions, (1..=BURST).collect::<Vec<_>>());
+    assert_eq!(revisions, written);
+    backend.assert_embedded_revisions(&revisions, &(1..=BURST).collect::<Vec<_>>());
     assert!(
         server.store().catch_ups() > 0,
         "the burst made the watcher lag (the path under test)"
     );
 }
+both_backends!(
+    a_slow_watcher_catches_up_from_history_and_misses_nothing,
+    flavor = "multi_thread",
+    worker_threads = 2
+);
+
+/// Writes in a burst: far more than a watcher's broadcast buffer and HTTP/2 window hold.
+const BURST: i64 = 3000;
+
+/// Writes `BURST` values of 2 KB, the i-th to `key(i)`, and returns their revisions in order.
+async fn burst(server: &RunningServer, key: impl Fn(i64) -> String) -> Vec<i64> {
+    let payload = format!(r#""{}""#, "x".repeat(2000));
+    let mut writer = connect(server).await;
+    let mut written = Vec::new();
+    for i in 0..BURST {
+        written.push(put(&mut writer, &key(i), &payload).await);
+    }
+    written
+}
 
 /// Same burst, but history is too short to bridge the lag: the stream ends with a clear
 /// OUT_OF_RANGE after delivering a gap-free prefix of the events.
+// Embedded only: on etcd, etcd's own history bridges the lag (the next test).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_lagging_beyond_history_ends_with_out_of_range() {
     let mut cfg = config();
@@ -368,11 +411,7 @@ async fn a_watcher_lagging_beyond_history_ends_with_out_of_range() {
         next(&mut slow).await.unwrap(),
         Seen::Snapshot { .. }
     ));
-    let payload = format!(r#""{}""#, "x".repeat(2000));
-    let mut writer = connect(&server).await;
-    for _ in 0..3000 {
-        put(&mut writer, "hot", &payload).await;
-    }
+    burst(&server, |_| "hot".into()).await;
     let mut expected = 1;
     let status = loop {
         match next(&mut slow).await {
@@ -394,37 +433,64 @@ async fn a_watcher_lagging_beyond_history_ends_with_out_of_range() {
     assert!(detail(&status, "oldest_revision") > expected);
 }
 
-#[tokio::test]
-async fn an_idle_watch_gets_progress_notices_for_a_safe_resume_point() {
-    let (_server, mut client) = start(config()).await;
+/// The same burst and the same short local history on etcd: there a watcher lagging past the
+/// local history catches up from etcd's own history, and misses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_etcd_a_watcher_lagging_beyond_local_history_catches_up_from_etcd() {
+    let mut cfg = config();
+    cfg.watch_buffer = 8;
+    cfg.history_size = 16;
+    let (server, mut client) = start_on(Backend::Etcd, cfg).await;
+    let mut slow = watch_key(&mut client, "hot", 0).await.unwrap();
+    assert!(matches!(
+        next(&mut slow).await.unwrap(),
+        Seen::Snapshot { .. }
+    ));
+    let written = burst(&server, |_| "hot".into()).await;
+    let seen = read_until(&mut slow, *written.last().unwrap()).await;
+    let revisions: Vec<i64> = seen.iter().map(Seen::revision).collect();
+    assert_eq!(revisions, written);
+    assert!(
+        server.store().catch_ups() > 0,
+        "the burst made the watcher lag (the path under test)"
+    );
+}
+
+async fn an_idle_watch_gets_progress_notices_for_a_safe_resume_point(backend: Backend) {
+    let (server, mut client) = start_on(backend, config()).await;
+    let start = server.store().revision();
     let mut stream = watch_key(&mut client, "quiet", 0).await.unwrap();
     assert_eq!(
         next(&mut stream).await.unwrap(),
         Seen::Snapshot {
-            revision: 0,
+            revision: start,
             kvs: vec![],
             last: true
         }
     );
+    let mut last = start;
     for i in 0..5 {
-        put(&mut client, "busy", &i.to_string()).await;
+        last = put(&mut client, "busy", &i.to_string()).await;
     }
+    backend.assert_embedded_revisions(&[start, last], &[0, 5]);
     loop {
         match next(&mut stream).await.unwrap() {
-            Seen::Progress(5) => break,
-            Seen::Progress(r) if r < 5 => continue,
+            Seen::Progress(r) if r == last => break,
+            Seen::Progress(r) if start < r && r < last => continue,
             other => panic!("unexpected {other:?}"),
         }
     }
 }
+both_backends!(an_idle_watch_gets_progress_notices_for_a_safe_resume_point);
 
-#[tokio::test]
-async fn a_big_prefix_snapshot_is_split_into_several_messages() {
-    let (_server, mut client) = start(config()).await;
+async fn a_big_prefix_snapshot_is_split_into_several_messages(backend: Backend) {
+    let (_server, mut client) = start_on(backend, config()).await;
     let payload = format!(r#""{}""#, "y".repeat(100_000));
+    let mut written = 0;
     for i in 0..30 {
-        put(&mut client, &format!("big/{i:02}"), &payload).await;
+        written = put(&mut client, &format!("big/{i:02}"), &payload).await;
     }
+    backend.assert_embedded_revisions(&[written], &[30]);
     let mut stream = watch_prefix(&mut client, "big/", 0).await.unwrap();
     let mut keys = Vec::new();
     let mut messages = 0;
@@ -437,7 +503,7 @@ async fn a_big_prefix_snapshot_is_split_into_several_messages() {
         else {
             panic!("snapshot expected");
         };
-        assert_eq!(revision, 30);
+        assert_eq!(revision, written);
         messages += 1;
         keys.extend(kvs.into_iter().map(|(k, _)| k));
         if last {
@@ -450,10 +516,10 @@ async fn a_big_prefix_snapshot_is_split_into_several_messages() {
         (0..30).map(|i| format!("big/{i:02}")).collect::<Vec<_>>()
     );
 }
+both_backends!(a_big_prefix_snapshot_is_split_into_several_messages);
 
-#[tokio::test]
-async fn watchers_whose_client_left_are_freed() {
-    let (server, mut client) = start(config()).await;
+async fn watchers_whose_client_left_are_freed(backend: Backend) {
+    let (server, mut client) = start_on(backend, config()).await;
     let a = watch_key(&mut client, "x", 0).await.unwrap();
     let b = watch_key(&mut client, "x", 0).await.unwrap();
     let c = watch_prefix(&mut client, "y", 0).await.unwrap();
@@ -468,17 +534,22 @@ async fn watchers_whose_client_left_are_freed() {
     })
     .await;
     // Writes still work and a new watcher starts fresh.
-    put(&mut client, "x", "1").await;
+    let written = put(&mut client, "x", "1").await;
     let mut again = watch_key(&mut client, "x", 0).await.unwrap();
-    assert!(matches!(
+    assert_eq!(
         next(&mut again).await.unwrap(),
-        Seen::Snapshot { revision: 1, .. }
-    ));
+        Seen::Snapshot {
+            revision: written,
+            kvs: vec![("x".into(), "1".into())],
+            last: true
+        }
+    );
+    backend.assert_embedded_revisions(&[written], &[1]);
 }
+both_backends!(watchers_whose_client_left_are_freed);
 
-#[tokio::test]
-async fn shutdown_ends_open_watches_with_unavailable() {
-    let (server, mut client) = start(config()).await;
+async fn shutdown_ends_open_watches_with_unavailable(backend: Backend) {
+    let (server, mut client) = start_on(backend, config()).await;
     let mut stream = watch_prefix(&mut client, "", 0).await.unwrap();
     assert!(matches!(
         next(&mut stream).await.unwrap(),
@@ -496,3 +567,4 @@ async fn shutdown_ends_open_watches_with_unavailable() {
     assert_eq!(status.message(), "server is shutting down");
     within("the server to stop", stopped).await.unwrap();
 }
+both_backends!(shutdown_ends_open_watches_with_unavailable);

@@ -1,15 +1,17 @@
 //! [`EtcdCluster`]: an etcd cluster of N members on loopback, started for a test and stopped with
-//! it, with the faults a cluster test needs (kill a member, restart it) and a few helpers.
+//! it, with the faults a cluster test needs (kill a member, restart it) and a few helpers; on
+//! request with TLS and client certificates on its client URLs, and with etcd's authentication.
 
 use std::fmt::Write as _;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use etcd_client::{Client, CompactionOptions, ConnectOptions};
+use etcd_client::{Client, CompactionOptions, ConnectOptions, TlsOptions};
 use tokio::time::Instant;
 
-use crate::member::{loopback_url, ClusterState, Member, Topology};
+use crate::member::{loopback_url, ClientTls, ClusterState, Member, Topology};
+use crate::pki::{EtcdTlsFiles, Pki};
 use crate::unique::unique_id;
 
 /// How long members get to become healthy: generous, since a loaded machine (two cores, a build
@@ -27,6 +29,10 @@ const START_ATTEMPTS: usize = 5;
 /// without dropping it, each member's watchdog does the same.
 pub struct EtcdCluster {
     members: Vec<Member>,
+    /// TLS settings of the kit's own clients, for a cluster started with TLS.
+    tls: Option<TlsOptions>,
+    /// root's password, once [`EtcdCluster::enable_auth`] has turned authentication on.
+    root_password: Option<String>,
 }
 
 /// Why members did not become healthy.
@@ -43,9 +49,21 @@ impl EtcdCluster {
     /// takes over 30 s or a member exits. A member that loses a race for its port is retried on
     /// fresh ports.
     pub async fn start(members: usize) -> EtcdCluster {
+        EtcdCluster::start_with(members, false).await
+    }
+
+    /// [`EtcdCluster::start`], with TLS on the client URLs (`https://`): the members present a
+    /// certificate for `127.0.0.1` and `localhost`, and accept only clients presenting one
+    /// from the same CA (`--client-cert-auth`). The certificates are made for this cluster;
+    /// [`EtcdCluster::tls_files`] says where they are. Peers talk plaintext among themselves.
+    pub async fn start_tls(members: usize) -> EtcdCluster {
+        EtcdCluster::start_with(members, true).await
+    }
+
+    async fn start_with(members: usize, tls: bool) -> EtcdCluster {
         assert!(members > 0, "an etcd cluster needs at least one member");
         for attempt in 1..=START_ATTEMPTS {
-            let cluster = EtcdCluster::spawn(members);
+            let cluster = EtcdCluster::spawn(members, tls);
             match cluster.wait_until_healthy(0..members).await {
                 Ok(()) => return cluster,
                 Err(Unhealthy::Exited(i, _))
@@ -63,12 +81,15 @@ impl EtcdCluster {
     }
 
     /// Creates the members on fresh ports and starts each one.
-    fn spawn(members: usize) -> EtcdCluster {
-        let ports = free_ports(2 * members);
+    fn spawn(members: usize, tls: bool) -> EtcdCluster {
+        // Client and peer ports; with TLS, also a plaintext one for health probes.
+        let per_member = if tls { 3 } else { 2 };
+        let ports = free_ports(per_member * members);
+        let pki = tls.then(Pki::new);
         let names: Vec<String> = (0..members).map(|i| format!("m{i}")).collect();
         let initial_cluster = names
             .iter()
-            .zip(ports.chunks(2))
+            .zip(ports.chunks(per_member))
             .map(|(name, ports)| format!("{name}={}", loopback_url(ports[1])))
             .collect::<Vec<_>>()
             .join(",");
@@ -79,17 +100,27 @@ impl EtcdCluster {
         };
         let mut members: Vec<Member> = names
             .into_iter()
-            .zip(ports.chunks(2))
-            .map(|(name, ports)| Member::new(name, ports[0], ports[1], &topology))
+            .zip(ports.chunks(per_member))
+            .map(|(name, ports)| {
+                let tls = pki.as_ref().map(|pki| ClientTls {
+                    pki,
+                    metrics_port: ports[2],
+                });
+                Member::new(name, ports[0], ports[1], &topology, tls)
+            })
             .collect();
         for member in &mut members {
             member.spawn(ClusterState::New);
         }
-        EtcdCluster { members }
+        EtcdCluster {
+            members,
+            tls: pki.as_ref().map(Pki::client_options),
+            root_password: None,
+        }
     }
 
-    /// Every member's client URL (`http://127.0.0.1:PORT`), killed members included, as a real
-    /// deployment lists its whole cluster.
+    /// Every member's client URL (`http://127.0.0.1:PORT`, or `https://` with TLS), killed
+    /// members included, as a real deployment lists its whole cluster.
     pub fn endpoints(&self) -> Vec<String> {
         self.members.iter().map(Member::client_url).collect()
     }
@@ -97,6 +128,32 @@ impl EtcdCluster {
     /// [`EtcdCluster::endpoints`] joined with commas: the value for jsonkv-server's `--etcd`.
     pub fn endpoints_arg(&self) -> String {
         self.endpoints().join(",")
+    }
+
+    /// The CA and client certificate of a cluster started with [`EtcdCluster::start_tls`]
+    /// (`None` without TLS): PEM files that live as long as the cluster.
+    pub fn tls_files(&self) -> Option<EtcdTlsFiles> {
+        self.members[0].tls_files()
+    }
+
+    /// Turns on etcd's authentication, as an operator would: adds the user `root` with
+    /// `root_password` and the root role, then enables auth. From then on, every client must log
+    /// in (jsonkv-server: `--etcd-user`), and the kit's own clients log in as root. Panics on
+    /// error.
+    pub async fn enable_auth(&mut self, root_password: &str) {
+        let mut client = self.client().await;
+        within_request(
+            "adding the root user",
+            client.user_add("root", root_password, None),
+        )
+        .await;
+        within_request(
+            "granting root the root role",
+            client.user_grant_role("root", "root"),
+        )
+        .await;
+        within_request("enabling authentication", client.auth_enable()).await;
+        self.root_password = Some(root_password.to_owned());
     }
 
     /// Member `i`'s log (stdout and stderr of etcd, across restarts).
@@ -131,7 +188,8 @@ impl EtcdCluster {
         }
     }
 
-    /// A client of the running members (no request timeout set: bound your own waits).
+    /// A client of the running members (no request timeout set: bound your own waits). Once
+    /// auth is on, making it logs in as root, which needs a leader; panics if that fails.
     pub async fn client(&self) -> Client {
         let endpoints: Vec<String> = self
             .members
@@ -140,7 +198,7 @@ impl EtcdCluster {
             .map(Member::client_url)
             .collect();
         assert!(!endpoints.is_empty(), "every etcd member is killed");
-        connect(&endpoints).await
+        self.connect(&endpoints).await
     }
 
     /// The index of the current leader, as every running member sees it. Waits (30 s at most)
@@ -168,7 +226,12 @@ impl EtcdCluster {
             if !member.is_running() {
                 continue;
             }
-            let mut client = connect(&[member.client_url()]).await;
+            // Not `connect`: a member that cannot log us in yet is a "not now", not a failure.
+            let connect = Client::connect([member.client_url()], Some(self.connect_options()));
+            let mut client = tokio::time::timeout(REQUEST_TIMEOUT, connect)
+                .await
+                .ok()?
+                .ok()?;
             let status = tokio::time::timeout(REQUEST_TIMEOUT, client.status())
                 .await
                 .ok()?
@@ -188,10 +251,33 @@ impl EtcdCluster {
     pub async fn compact(&self, revision: i64) {
         let mut client = self.client().await;
         let options = CompactionOptions::new().with_physical();
-        tokio::time::timeout(REQUEST_TIMEOUT, client.compact(revision, Some(options)))
-            .await
-            .unwrap_or_else(|_| panic!("etcd compaction to {revision} timed out"))
-            .unwrap_or_else(|e| panic!("etcd compaction to {revision} failed: {e}"));
+        within_request(
+            &format!("etcd compaction to {revision}"),
+            client.compact(revision, Some(options)),
+        )
+        .await;
+    }
+
+    /// Connects a client without a request timeout; without auth, `connect` itself only parses
+    /// the URLs, and the connection is made by the first request.
+    async fn connect(&self, endpoints: &[String]) -> Client {
+        within_request(
+            &format!("making an etcd client for {endpoints:?}"),
+            Client::connect(endpoints, Some(self.connect_options())),
+        )
+        .await
+    }
+
+    /// How the kit's clients connect: this cluster's TLS settings, and root once auth is on.
+    fn connect_options(&self) -> ConnectOptions {
+        let mut options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(2));
+        if let Some(tls) = &self.tls {
+            options = options.with_tls(tls.clone());
+        }
+        if let Some(password) = &self.root_password {
+            options = options.with_user("root", password);
+        }
+        options
     }
 
     fn member(&self, i: usize) -> &Member {
@@ -273,13 +359,16 @@ impl EtcdCluster {
     }
 }
 
-/// Connects a client without a request timeout; `connect` itself only parses the URLs, the
-/// connection is made by the first request.
-async fn connect(endpoints: &[String]) -> Client {
-    let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(2));
-    Client::connect(endpoints, Some(options))
+/// Runs one request of the kit's own, bounded by [`REQUEST_TIMEOUT`]; panics, saying what it
+/// was, if it fails or takes longer.
+async fn within_request<T>(
+    what: &str,
+    request: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> T {
+    tokio::time::timeout(REQUEST_TIMEOUT, request)
         .await
-        .unwrap_or_else(|e| panic!("cannot make an etcd client for {endpoints:?}: {e}"))
+        .unwrap_or_else(|_| panic!("{what} timed out"))
+        .unwrap_or_else(|e| panic!("{what} failed: {e}"))
 }
 
 /// `count` distinct free ports on 127.0.0.1. Every listener is held until all are bound, so the

@@ -10,6 +10,9 @@
 //! - Tests that break things, or that compact, start an [`EtcdCluster`] of their own, of one or
 //!   more members. It can kill a member (SIGKILL), restart it with its data, find the leader,
 //!   wait until the cluster is healthy, and compact.
+//! - Tests of a secured etcd start one with [`EtcdCluster::start_tls`]: TLS and client
+//!   certificates on the client URLs, made at start ([`EtcdTlsFiles`]). Any cluster can also
+//!   turn on etcd's user/password authentication ([`EtcdCluster::enable_auth`]).
 //!
 //! No etcd outlives its test process. Dropping an [`EtcdCluster`] kills its members and removes
 //! their files. Each etcd also runs under a small `sh` watchdog that holds the read end of a pipe
@@ -45,16 +48,19 @@
 //! Layout:
 //! - [`cluster`](EtcdCluster): `EtcdCluster`, its faults and helpers.
 //! - `member`: one etcd process, its files, its health probe and its watchdog.
+//! - [`pki`](EtcdTlsFiles): the certificates of a TLS cluster.
 //! - [`shared`](shared_etcd): the per-process shared etcd.
 //! - [`unique`](unique_prefix): names no other test has (prefixes, cluster tokens).
 
 mod cluster;
 mod member;
+mod pki;
 mod shared;
 mod unique;
 
 pub use cluster::EtcdCluster;
 /// The etcd client crate, at the version [`EtcdCluster::client`] returns.
 pub use etcd_client;
+pub use pki::EtcdTlsFiles;
 pub use shared::shared_etcd;
 pub use unique::unique_prefix;

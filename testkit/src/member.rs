@@ -13,6 +13,8 @@ use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::pki::{EtcdTlsFiles, Pki};
+
 /// Runs etcd (the arguments after the member directory `$1`) in the background and watches its
 /// own stdin, a pipe whose only writer is the test process (std opens pipes close-on-exec, so no
 /// other child inherits it):
@@ -56,6 +58,9 @@ if [ "$?" = 1 ]; then rm -rf "$dir"; fi
 exit "$status"
 "#;
 
+/// A TLS member's certificates and keys, inside its directory.
+const TLS_DIR: &str = "tls";
+
 /// How long one `/health` probe may take. etcd answers within a second (its quorum read times out
 /// after one), so this only bounds a member too starved to answer at all.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -72,6 +77,10 @@ pub(crate) enum ClusterState {
 pub(crate) struct Member {
     name: String,
     client_port: u16,
+    /// Whether the client URL is `https://` (and wants a client certificate).
+    tls: bool,
+    /// Where `/health` is served: the client port, or with TLS a plaintext metrics port.
+    health_port: u16,
     dir: TempDir,
     /// Every etcd flag but `--initial-cluster-state`, which differs between start and restart.
     flags: Vec<String>,
@@ -86,6 +95,15 @@ struct Process {
     owner: ChildStdin,
 }
 
+/// TLS on a member's client URL (peers still talk plaintext: nothing of a test crosses the
+/// loopback between them that TLS would protect).
+pub(crate) struct ClientTls<'a> {
+    pub pki: &'a Pki,
+    /// A plaintext port for `/health` (etcd's `--listen-metrics-urls`): the client port wants a
+    /// client certificate, and the probe is a bare HTTP request.
+    pub metrics_port: u16,
+}
+
 /// Where a cluster's members listen, and how they find each other.
 pub(crate) struct Topology<'a> {
     /// `--initial-cluster`: `name=peer URL` for every member.
@@ -95,16 +113,23 @@ pub(crate) struct Topology<'a> {
 }
 
 impl Member {
-    /// Makes the member's directory; nothing runs until [`Member::spawn`].
-    pub(crate) fn new(name: String, client_port: u16, peer_port: u16, topology: &Topology) -> Self {
+    /// Makes the member's directory (with TLS, its certificates in `tls/`); nothing runs until
+    /// [`Member::spawn`].
+    pub(crate) fn new(
+        name: String,
+        client_port: u16,
+        peer_port: u16,
+        topology: &Topology,
+        tls: Option<ClientTls>,
+    ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("jsonkv-etcd-")
             .tempdir()
             .expect("cannot create a temporary directory for an etcd member");
-        let client_url = loopback_url(client_port);
+        let client_url = client_url(client_port, tls.is_some());
         let peer_url = loopback_url(peer_port);
         let data_dir = dir.path().join("data");
-        let flags = vec![
+        let mut flags = vec![
             format!("--name={name}"),
             format!("--data-dir={}", data_dir.display()),
             format!("--listen-client-urls={client_url}"),
@@ -126,9 +151,21 @@ impl Member {
             "--logger=zap".to_owned(),
             "--log-outputs=stderr".to_owned(),
         ];
+        let mut health_port = client_port;
+        if let Some(tls) = &tls {
+            // In the member's own directory, so that the watchdog removes them with it.
+            flags.extend(tls.pki.write(&dir.path().join(TLS_DIR)));
+            flags.push(format!(
+                "--listen-metrics-urls={}",
+                loopback_url(tls.metrics_port)
+            ));
+            health_port = tls.metrics_port;
+        }
         Member {
             name,
             client_port,
+            tls: tls.is_some(),
+            health_port,
             dir,
             flags,
             process: None,
@@ -140,7 +177,13 @@ impl Member {
     }
 
     pub(crate) fn client_url(&self) -> String {
-        loopback_url(self.client_port)
+        client_url(self.client_port, self.tls)
+    }
+
+    /// The client files of a TLS member (see [`Pki::write`]).
+    pub(crate) fn tls_files(&self) -> Option<EtcdTlsFiles> {
+        self.tls
+            .then(|| EtcdTlsFiles::in_dir(&self.dir.path().join(TLS_DIR)))
     }
 
     pub(crate) fn log_file(&self) -> PathBuf {
@@ -224,7 +267,7 @@ impl Member {
     /// cluster's first put still gets revision 2 (etcd starts at 1).
     pub(crate) async fn healthy(&self) -> bool {
         let probe = async {
-            let mut stream = TcpStream::connect(("127.0.0.1", self.client_port)).await?;
+            let mut stream = TcpStream::connect(("127.0.0.1", self.health_port)).await?;
             stream
                 .write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
                 .await?;
@@ -251,6 +294,15 @@ pub(crate) fn loopback_url(port: u16) -> String {
     format!("http://127.0.0.1:{port}")
 }
 
+/// A member's client URL: [`loopback_url`], or its `https://` twin with TLS.
+fn client_url(port: u16, tls: bool) -> String {
+    if tls {
+        format!("https://127.0.0.1:{port}")
+    } else {
+        loopback_url(port)
+    }
+}
+
 impl Drop for Member {
     /// Kills etcd, then removes the member's files. If a test is panicking, the log stays (and its
     /// path goes to stderr, which the test harness shows with the failure): it is usually why.
@@ -258,6 +310,7 @@ impl Drop for Member {
         self.kill();
         if std::thread::panicking() {
             let _ = fs::remove_dir_all(self.dir.path().join("data"));
+            let _ = fs::remove_dir_all(self.dir.path().join(TLS_DIR));
             self.dir.disable_cleanup(true);
             eprintln!(
                 "jsonkv-testkit: kept the log of etcd member {}: {}",

@@ -1,6 +1,7 @@
 //! The kit against the real etcd: a 3-member cluster serves writes through a killed leader and
-//! takes it back; compaction; the shared etcd with prefixes; and no etcd outlives its cluster, nor
-//! its test process when that dies without running destructors.
+//! takes it back; compaction; the shared etcd with prefixes; TLS with client certificates, and
+//! etcd's authentication; and no etcd outlives its cluster, nor its test process when that dies
+//! without running destructors.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -8,7 +9,9 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use jsonkv_testkit::etcd_client::{Client, EventType, GetOptions, WatchOptions};
+use jsonkv_testkit::etcd_client::{
+    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, TlsOptions, WatchOptions,
+};
 use jsonkv_testkit::{shared_etcd, unique_prefix, EtcdCluster};
 
 /// Bounds every wait of these tests; only a broken etcd or kit ever reaches it.
@@ -150,6 +153,82 @@ async fn compaction_cancels_a_watch_from_an_older_revision() {
     .expect("the watch replayed in time");
     assert_eq!(replayed.event_type(), EventType::Put);
     assert_eq!(replayed.kv().unwrap().value_str().unwrap(), "3");
+}
+
+/// One put through a client of `endpoints` made with `options`: its outcome, as text.
+async fn try_put(endpoints: &[String], options: ConnectOptions) -> Result<(), String> {
+    let mut client = Client::connect(endpoints, Some(options))
+        .await
+        .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(REQUEST, client.put("key", "value", None)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+#[tokio::test]
+async fn a_tls_cluster_wants_a_client_certificate_and_with_auth_a_password() {
+    let mut cluster = EtcdCluster::start_tls(3).await;
+    assert!(cluster
+        .endpoints()
+        .iter()
+        .all(|e| e.starts_with("https://")));
+    let files = cluster.tls_files().expect("a TLS cluster has files");
+    let read = |path: &Path| std::fs::read(path).expect("a TLS file");
+    let ca = Certificate::from_pem(read(&files.ca));
+    let identity = Identity::from_pem(read(&files.client_cert), read(&files.client_key));
+    let endpoints = cluster.endpoints();
+    let with_cert = || {
+        ConnectOptions::new().with_tls(
+            TlsOptions::new()
+                .ca_certificate(ca.clone())
+                .identity(identity.clone()),
+        )
+    };
+
+    // The kit's own client, and one made from the files, get through; none without a
+    // certificate, nor in plaintext.
+    put_eventually(&mut cluster.client().await, "key", "kit").await;
+    assert_eq!(try_put(&endpoints, with_cert()).await, Ok(()));
+    let without_cert = ConnectOptions::new().with_tls(TlsOptions::new().ca_certificate(ca.clone()));
+    assert!(try_put(&endpoints, without_cert).await.is_err());
+    let plaintext: Vec<String> = endpoints
+        .iter()
+        .map(|e| e.replace("https://", "http://"))
+        .collect();
+    assert!(try_put(&plaintext, ConnectOptions::new()).await.is_err());
+
+    // With auth on, the certificate alone is not enough; root's password is.
+    cluster.enable_auth("root password").await;
+    let refused = try_put(&endpoints, with_cert()).await.expect_err("no user");
+    assert!(refused.contains("permission denied"), "{refused}");
+    let as_root = with_cert().with_user("root", "root password");
+    assert_eq!(try_put(&endpoints, as_root).await, Ok(()));
+    let wrong = with_cert().with_user("root", "wrong");
+    let refused = try_put(&endpoints, wrong)
+        .await
+        .expect_err("a wrong password");
+    assert!(refused.contains("authentication failed"), "{refused}");
+
+    // Faults work as on any cluster: health probes and the kit's clients find their way.
+    let leader = cluster.leader().await;
+    cluster.kill(leader);
+    cluster.wait_healthy().await;
+    cluster.restart(leader).await;
+    put_eventually(&mut cluster.client().await, "key", "after").await;
+
+    let dirs: Vec<PathBuf> = (0..2)
+        .map(|i| cluster.log_file(i).parent().unwrap().to_owned())
+        .collect();
+    drop(cluster);
+    for dir in &dirs {
+        assert!(
+            !dir.exists(),
+            "{} (and its keys) left behind",
+            dir.display()
+        );
+    }
 }
 
 #[tokio::test]

@@ -1,11 +1,13 @@
-//! Shared by the server's integration tests: start the real server in-process on port 0 and
-//! talk to it with the generated gRPC client, the same bytes any client sends.
+//! Shared by the server's integration tests: start the real server in-process on port 0, on
+//! either backend, and talk to it with the generated gRPC client, the same bytes any client
+//! sends.
 #![allow(dead_code)] // each test file uses a different subset
 
 use std::time::Duration;
 
 use jsonkv::pb::json_kv_client::JsonKvClient;
 use jsonkv::pb::{self, watch_response::Response as Msg, ValueEncoding};
+use jsonkv_server::etcd::EtcdConfig;
 use jsonkv_server::{Config, RunningServer};
 use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
@@ -28,6 +30,74 @@ pub async fn start(config: Config) -> (RunningServer, Client) {
     let server = RunningServer::start(config).await.expect("server starts");
     let client = connect(&server).await;
     (server, client)
+}
+
+/// The store a test server runs on. The service suite runs every test on both (see
+/// [`both_backends!`]), except the few that need what only one of them has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded store, in memory.
+    Embedded,
+    /// The test process's shared etcd, under a key prefix no other test uses.
+    Etcd,
+}
+
+impl Backend {
+    /// `config`, set to run on this backend.
+    pub fn configure(self, config: Config) -> Config {
+        match self {
+            Backend::Embedded => config,
+            Backend::Etcd => Config {
+                etcd: Some(EtcdConfig {
+                    endpoints: jsonkv_testkit::shared_etcd().endpoints(),
+                    prefix: jsonkv_testkit::unique_prefix(),
+                    ..EtcdConfig::default()
+                }),
+                ..config
+            },
+        }
+    }
+
+    /// Checks exact revision numbers where the contract defines them: on the embedded store the
+    /// first change is revision 1 and each change adds one. On etcd this checks nothing, because
+    /// its revisions count every write to the cluster (other tests' too) and skip; tests check
+    /// the order of revisions on both.
+    pub fn assert_embedded_revisions(self, actual: &[i64], embedded: &[i64]) {
+        if self == Backend::Embedded {
+            assert_eq!(
+                actual, embedded,
+                "the embedded store numbers changes from 1 without gaps"
+            );
+        }
+    }
+}
+
+/// `both_backends!(name)` turns `async fn name(backend: Backend)` into two tests,
+/// `name::embedded` and `name::etcd`, so that every run covers both and a failure names its
+/// backend. Arguments for `#[tokio::test]` may follow the name:
+/// `both_backends!(name, flavor = "multi_thread", worker_threads = 2)`.
+#[allow(unused_macros)] // as dead code above: not every test file runs on both backends
+macro_rules! both_backends {
+    ($name:ident $(, $($arg:tt)+)?) => {
+        mod $name {
+            #[tokio::test$(($($arg)+))?]
+            async fn embedded() {
+                super::$name($crate::common::Backend::Embedded).await;
+            }
+
+            #[tokio::test$(($($arg)+))?]
+            async fn etcd() {
+                super::$name($crate::common::Backend::Etcd).await;
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use both_backends;
+
+/// Starts the real server on `backend`.
+pub async fn start_on(backend: Backend, config: Config) -> (RunningServer, Client) {
+    start(backend.configure(config)).await
 }
 
 pub async fn connect(server: &RunningServer) -> Client {
@@ -190,6 +260,14 @@ pub async fn read_until(stream: &mut Streaming<pb::WatchResponse>, revision: i64
             return out;
         }
     }
+}
+
+/// Checks that each revision is above the one before it: what every backend promises.
+pub fn assert_increasing(revisions: &[i64]) {
+    assert!(
+        revisions.windows(2).all(|pair| pair[0] < pair[1]),
+        "revisions must strictly increase: {revisions:?}"
+    );
 }
 
 /// The ErrorInfo metadata value `key` of a status, parsed as a number.

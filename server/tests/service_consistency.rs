@@ -1,0 +1,365 @@
+//! Read-your-writes through the real server, on both backends: `min_revision` on Get, List and
+//! both watches (served at once when reached, waited for when not yet, UNAVAILABLE when not
+//! reached in time, INVALID_ARGUMENT when negative), and `linearizable` Get and List, which
+//! return what the plain reads return, at a revision the server then serves at once.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use jsonkv::pb::{self, ValueEncoding};
+use jsonkv_server::Config;
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+/// The calls that take a `min_revision`.
+#[derive(Debug, Clone, Copy)]
+enum Read {
+    Get,
+    List,
+    WatchKey,
+    WatchPrefix,
+}
+
+const READS: [Read; 4] = [Read::Get, Read::List, Read::WatchKey, Read::WatchPrefix];
+
+/// A config whose `min_revision` waits give up after `wait`.
+fn waiting(wait: Duration) -> Config {
+    Config {
+        revision_wait: wait,
+        ..config()
+    }
+}
+
+/// Reads `key` with `read` at `min_revision` (List and WatchPrefix use it as the prefix; a
+/// watch is read up to its snapshot): the key's JSON value, if it exists, and the revision the
+/// read was served at. A Get of a missing key is its NOT_FOUND status.
+async fn read_at(
+    client: &mut Client,
+    read: Read,
+    key: &str,
+    min_revision: i64,
+) -> Result<(Option<String>, i64), Status> {
+    let json = ValueEncoding::Json as i32;
+    let value_of = |kvs: Vec<(String, String)>| {
+        kvs.into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, value)| value)
+    };
+    // A watch that cannot start may fail when opened or with its first message.
+    let mut stream = match read {
+        Read::Get => {
+            let resp = client
+                .get(pb::GetRequest {
+                    key: key.into(),
+                    value_encoding: json,
+                    min_revision,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            return Ok((resp.kv.map(|kv| kv.value_json), resp.revision));
+        }
+        Read::List => {
+            let resp = client
+                .list(pb::ListRequest {
+                    prefix: key.into(),
+                    value_encoding: json,
+                    min_revision,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            let kvs = resp.kvs.into_iter().map(|kv| (kv.key, kv.value_json));
+            return Ok((value_of(kvs.collect()), resp.revision));
+        }
+        Read::WatchKey => {
+            client
+                .watch_key(pb::WatchKeyRequest {
+                    key: key.into(),
+                    value_encoding: json,
+                    min_revision,
+                    ..Default::default()
+                })
+                .await?
+        }
+        Read::WatchPrefix => {
+            client
+                .watch_prefix(pb::WatchPrefixRequest {
+                    prefix: key.into(),
+                    value_encoding: json,
+                    min_revision,
+                    ..Default::default()
+                })
+                .await?
+        }
+    }
+    .into_inner();
+    match next(&mut stream).await? {
+        Seen::Snapshot {
+            revision,
+            kvs,
+            last: true,
+        } => Ok((value_of(kvs), revision)),
+        other => panic!("{read:?}: expected a whole snapshot, got {other:?}"),
+    }
+}
+
+/// The revision of an acknowledged write needs no wait on the server that acknowledged it. The
+/// wait limit is short, so a read that waited anyway would fail rather than pass slowly.
+async fn a_min_revision_already_reached_is_served_at_once_with_the_write_visible(backend: Backend) {
+    let (_server, mut client) = start_on(backend, waiting(Duration::from_millis(200))).await;
+    for value in ["1", "2"] {
+        let written = put(&mut client, "k", value).await;
+        for read in READS {
+            let seen = read_at(&mut client, read, "k", written).await;
+            assert_eq!(
+                seen.unwrap_or_else(|s| panic!("{read:?} at {written}: {s:?}")),
+                (Some(value.to_owned()), written),
+                "{read:?} at {written}"
+            );
+        }
+    }
+    let deleted = del(&mut client, "k").await;
+    for read in READS {
+        match read_at(&mut client, read, "k", deleted).await {
+            Err(status) if matches!(read, Read::Get) => {
+                assert_eq!(status.code(), Code::NotFound, "{status:?}")
+            }
+            seen => assert_eq!(seen.unwrap(), (None, deleted), "{read:?} at {deleted}"),
+        }
+    }
+}
+both_backends!(a_min_revision_already_reached_is_served_at_once_with_the_write_visible);
+
+/// Reads asking for the next revision wait for it, then show the write that reached it.
+async fn a_min_revision_reached_while_waiting_is_served_with_the_write(backend: Backend) {
+    // Generous, so that only a wait that never ends fails.
+    let (server, mut client) = start_on(backend, waiting(Duration::from_secs(30))).await;
+    let target = server.store().revision() + 1;
+    let reads: Vec<_> = READS
+        .into_iter()
+        .map(|read| {
+            let mut client = client.clone();
+            tokio::spawn(async move { (read, read_at(&mut client, read, "k", target).await) })
+        })
+        .collect();
+    // Lets the reads arrive first, most likely; the checks hold in either order.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let written = put(&mut client, "k", r#""new""#).await;
+    assert!(written >= target, "{written} reaches {target}");
+    for task in reads {
+        let (read, seen) = within("a waiting read", task).await.unwrap();
+        match seen {
+            // Served at or after the revision it waited for, showing the write exactly when
+            // served at or after it. (On the embedded store the next revision is the write's.
+            // On etcd, writes elsewhere in the shared etcd may reach it first: the view then
+            // moves there without the write, which is right too.)
+            Ok((value, at)) => {
+                assert!(at >= target, "{read:?} served at {at}, before {target}");
+                let want = (at >= written).then(|| r#""new""#.to_owned());
+                assert_eq!(value, want, "{read:?} at {at}");
+                backend.assert_embedded_revisions(&[at], &[written]);
+            }
+            // A Get of the absent key, served before the write: only possible on etcd, as above.
+            Err(status) if backend == Backend::Etcd && matches!(read, Read::Get) => {
+                assert_eq!(status.code(), Code::NotFound, "{status:?}")
+            }
+            Err(status) => panic!("{read:?} at {target}: {status:?}"),
+        }
+    }
+}
+both_backends!(a_min_revision_reached_while_waiting_is_served_with_the_write);
+
+async fn a_min_revision_not_reached_in_time_is_unavailable_naming_it(backend: Backend) {
+    let (server, mut client) = start_on(backend, waiting(Duration::from_millis(200))).await;
+    let written = put(&mut client, "k", "1").await;
+    let far = server.store().revision() + 1_000_000_000;
+    for read in READS {
+        let status = read_at(&mut client, read, "k", far).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{read:?}: {status:?}");
+        assert!(
+            status.message().contains(&format!("revision {far}")),
+            "{read:?}: {}",
+            status.message()
+        );
+    }
+    // Only those reads failed: the server serves on, at the revision it has. (On etcd, asking
+    // etcd whether the view may move on can take it past `written`, to etcd's own revision,
+    // when nothing under the prefix changed in between.)
+    let (value, at) = read_at(&mut client, Read::Get, "k", written).await.unwrap();
+    assert_eq!(value, Some("1".to_owned()));
+    assert!(at >= written, "{at} >= {written}");
+    backend.assert_embedded_revisions(&[at], &[written]);
+}
+both_backends!(a_min_revision_not_reached_in_time_is_unavailable_naming_it);
+
+async fn a_negative_min_revision_is_invalid_argument_naming_the_field(backend: Backend) {
+    let (_server, mut client) = start_on(backend, config()).await;
+    for read in READS {
+        let status = read_at(&mut client, read, "k", -1).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{read:?}: {status:?}");
+        assert!(
+            status
+                .message()
+                .contains("min_revision must not be negative, got -1"),
+            "{read:?}: {}",
+            status.message()
+        );
+        let fields: Vec<_> = status
+            .get_details_bad_request()
+            .unwrap_or_else(|| panic!("{read:?}: no BadRequest in {status:?}"))
+            .field_violations
+            .into_iter()
+            .map(|violation| violation.field)
+            .collect();
+        assert_eq!(fields, ["min_revision"], "{read:?}");
+    }
+}
+both_backends!(a_negative_min_revision_is_invalid_argument_naming_the_field);
+
+async fn get(
+    client: &mut Client,
+    key: &str,
+    value_encoding: ValueEncoding,
+    linearizable: bool,
+) -> Result<pb::GetResponse, Status> {
+    client
+        .get(pb::GetRequest {
+            key: key.into(),
+            value_encoding: value_encoding as i32,
+            linearizable,
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Every page of a listing, read plainly or linearizably.
+async fn list_all(
+    client: &mut Client,
+    request: pb::ListRequest,
+    linearizable: bool,
+) -> Vec<pb::ListResponse> {
+    let mut pages = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list(pb::ListRequest {
+                page_token,
+                linearizable,
+                ..request.clone()
+            })
+            .await
+            .unwrap_or_else(|s| panic!("list (linearizable: {linearizable}): {s:?}"))
+            .into_inner();
+        page_token = page.next_page_token.clone();
+        pages.push(page);
+        if page_token.is_empty() {
+            return pages;
+        }
+    }
+}
+
+/// A linearizable read is served at a revision at least as new as the plain read before it;
+/// the embedded store is its own source of truth, so there it is the same one.
+fn assert_read_at_least_as_new(backend: Backend, plain: i64, linearizable: i64) {
+    assert!(linearizable >= plain, "{linearizable} before {plain}");
+    if backend == Backend::Embedded {
+        assert_eq!(linearizable, plain);
+    }
+}
+
+async fn linearizable_reads_return_what_plain_reads_do(backend: Backend) {
+    let (_server, mut client) = start_on(backend, config()).await;
+    put(&mut client, "a", r#"{"big":18446744073709551617,"s":"✓"}"#).await;
+    for i in 0..5 {
+        put(&mut client, &format!("b/{i}"), &format!("[{i}]")).await;
+    }
+    put(&mut client, "b/2", "null").await;
+    put(&mut client, "c", "true").await;
+    del(&mut client, "c").await;
+
+    for key in ["a", "b/2", "c", "never"] {
+        for encoding in [ValueEncoding::Struct, ValueEncoding::Json] {
+            let plain = get(&mut client, key, encoding, false).await;
+            let fresh = get(&mut client, key, encoding, true).await;
+            match (plain, fresh) {
+                (Ok(plain), Ok(fresh)) => {
+                    assert_eq!(fresh.kv, plain.kv, "{key} as {encoding:?}");
+                    assert_read_at_least_as_new(backend, plain.revision, fresh.revision);
+                }
+                (Err(plain), Err(fresh)) => {
+                    assert_eq!(plain.code(), Code::NotFound, "{key}: {plain:?}");
+                    assert_eq!(
+                        (fresh.code(), fresh.message()),
+                        (plain.code(), plain.message())
+                    );
+                }
+                other => panic!("{key} as {encoding:?}: plain and linearizable differ: {other:?}"),
+            }
+        }
+    }
+
+    for (prefix, keys_only) in [("", false), ("b/", false), ("b/", true), ("none/", false)] {
+        let request = pb::ListRequest {
+            prefix: prefix.into(),
+            page_size: 2,
+            value_encoding: ValueEncoding::Json as i32,
+            keys_only,
+            ..Default::default()
+        };
+        let plain = list_all(&mut client, request.clone(), false).await;
+        let fresh = list_all(&mut client, request, true).await;
+        assert_eq!(fresh.len(), plain.len(), "{prefix:?}: pages");
+        for (plain, fresh) in plain.into_iter().zip(fresh) {
+            assert_eq!(
+                (&fresh.kvs, &fresh.next_page_token),
+                (&plain.kvs, &plain.next_page_token),
+                "{prefix:?}, keys only: {keys_only}"
+            );
+            assert_read_at_least_as_new(backend, plain.revision, fresh.revision);
+        }
+    }
+}
+both_backends!(linearizable_reads_return_what_plain_reads_do);
+
+/// A revision this server served a read at is one it has reached: every change up to it is
+/// applied, so a later read asking for it as `min_revision` is served at once.
+async fn a_revision_a_linearizable_read_was_served_at_is_served_at_once(backend: Backend) {
+    let (_server, mut client) = start_on(backend, waiting(Duration::from_millis(200))).await;
+    let written = put(&mut client, "k", "1").await;
+    if backend == Backend::Etcd {
+        // A write outside jsonkv's prefix moves etcd's revision past jsonkv's last change.
+        let mut etcd = jsonkv_testkit::shared_etcd().client().await;
+        let outside = format!("{}outside", jsonkv_testkit::unique_prefix());
+        within("a write to etcd", etcd.put(outside, "x", None))
+            .await
+            .unwrap();
+    }
+    let fresh = get(&mut client, "k", ValueEncoding::Json, true)
+        .await
+        .unwrap();
+    let listed = client
+        .list(pb::ListRequest {
+            linearizable: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for (what, served_at) in [("get", fresh.revision), ("list", listed.revision)] {
+        assert!(served_at >= written, "{what}: {served_at} before {written}");
+        for read in READS {
+            let seen = read_at(&mut client, read, "k", served_at).await;
+            assert_eq!(
+                seen.unwrap_or_else(|s| panic!("{read:?} at the {what}'s {served_at}: {s:?}"))
+                    .0,
+                Some("1".to_owned()),
+                "{read:?} at the {what}'s {served_at}"
+            );
+        }
+    }
+}
+both_backends!(a_revision_a_linearizable_read_was_served_at_is_served_at_once);
