@@ -1,90 +1,20 @@
-//! The cluster backend (`--etcd`): etcd is the source of truth, and this server's `Database` is
-//! a materialized view of jsonkv's prefix in it.
-//!
-//! - [`Remote`] speaks to etcd: writes become etcd requests (a compare-and-swap is a Txn on the
-//!   key's `mod_revision`), and linearizable reads are etcd ranges. etcd's key metadata
-//!   (create/mod revision, version) is jsonkv's, one to one.
-//! - [`follow`] keeps a [`View`] (the store) in step: it watches the prefix from the view's
-//!   revision + 1 and applies every event in revision order, re-watching from where it stopped
-//!   whenever etcd goes away, so local watchers see no gap. Only when etcd has compacted the
-//!   revisions it missed does it reload the view, and the store ends the watches it cannot
-//!   serve without a gap.
-//! - [`Replay`] serves a watch resume older than the local history from etcd's own history.
-//!
-//! Values are stored in etcd as compact JSON text; a value under the prefix that is not JSON
-//! (written by something other than jsonkv) is treated as absent, with a warning.
+//! [`Remote`]: the etcd client scoped to jsonkv's prefix. Writes (a Txn on `mod_revision` for
+//! compare-and-swap), linearizable reads, the view's load and watches, every request under the
+//! configured timeout, and etcd's errors as jsonkv's.
 
-use std::fmt;
-use std::path::PathBuf;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions,
-    Identity, KeyValue, KvClient, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
-    WatchStream,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, KeyValue,
+    KvClient, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchStream,
 };
-use tokio::task::JoinHandle;
 
+use super::connect::{first_request, tls_options};
+use super::EtcdConfig;
 use crate::database::{Doc, Entry, Event, ExpectedModRevision, Revision};
 use crate::error::Error;
-use crate::hub::WatchTarget;
 use crate::tls;
-
-/// Where jsonkv keeps its keys in etcd, and how to reach it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EtcdConfig {
-    /// Client URLs of the etcd members, e.g. `http://127.0.0.1:2379`; all `https://` with
-    /// `tls`, all `http://` without.
-    pub endpoints: Vec<String>,
-    /// Every jsonkv key is stored in etcd under this prefix.
-    pub prefix: String,
-    /// How long one etcd request may take before the call fails with UNAVAILABLE.
-    pub timeout: Duration,
-    /// Speak TLS to etcd, with these files; `None` speaks plaintext.
-    pub tls: Option<EtcdTls>,
-    /// Log in to etcd (etcd's own user/password authentication) as this user; `None` sends
-    /// no credentials.
-    pub user: Option<EtcdUser>,
-}
-
-impl Default for EtcdConfig {
-    fn default() -> Self {
-        EtcdConfig {
-            endpoints: vec!["http://127.0.0.1:2379".into()],
-            prefix: "/jsonkv/".into(),
-            timeout: Duration::from_secs(5),
-            tls: None,
-            user: None,
-        }
-    }
-}
-
-/// The PEM files for reaching etcd over TLS.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EtcdTls {
-    /// The CA that signed the etcd members' certificates: the only one trusted for them.
-    pub ca: PathBuf,
-    /// A client certificate chain and its private key, for members run with
-    /// `--client-cert-auth`.
-    pub client: Option<(PathBuf, PathBuf)>,
-}
-
-/// An etcd user and its password. `Debug` leaves the password out, so that logging a config
-/// cannot leak it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct EtcdUser {
-    pub name: String,
-    pub password: String,
-}
-
-impl fmt::Debug for EtcdUser {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EtcdUser")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
 
 /// A committed change as etcd reported it: the event and the key's previous entry.
 pub struct Written {
@@ -432,7 +362,7 @@ impl Remote {
     }
 
     /// Watches every key under the prefix from revision `from` on.
-    async fn watch(&self, from: Revision) -> Result<WatchStream, Error> {
+    pub(super) async fn watch(&self, from: Revision) -> Result<WatchStream, Error> {
         let options = WatchOptions::new().with_prefix().with_start_revision(from);
         self.call("watch", || {
             let mut watch = self
@@ -463,7 +393,7 @@ impl Remote {
     }
 
     /// The jsonkv event an etcd watch event stands for; `None` for a key jsonkv cannot name.
-    fn event(&self, event: &etcd_client::Event) -> Option<Event> {
+    pub(super) fn event(&self, event: &etcd_client::Event) -> Option<Event> {
         let kv = event.kv()?;
         let Some(key) = self.jsonkv_key(kv.key()) else {
             tracing::warn!(key = %String::from_utf8_lossy(kv.key()), "key under the jsonkv prefix in etcd is not UTF-8; ignoring it");
@@ -479,309 +409,6 @@ impl Remote {
             entry,
         })
     }
-}
-
-/// What the follower keeps in step with etcd: the store's state, seen through the few
-/// operations following needs.
-pub trait View: Send + Sync + 'static {
-    /// The revision of the last change applied (or of the load the view started from).
-    fn revision(&self) -> Revision;
-    /// Makes changes etcd has committed visible, in revision order.
-    fn apply(&self, events: &[Arc<Event>]);
-    /// Whether the follower currently has a working watch on etcd.
-    fn set_following(&self, following: bool);
-    /// Replaces the whole view with `entries` at `revision`: the changes since
-    /// [`View::revision`] are gone from etcd's history, so they cannot be applied one by one.
-    fn reset(&self, entries: Vec<(String, Entry)>, revision: Revision);
-}
-
-/// Follows etcd on a task until the view is dropped (or the task aborted): watches the prefix
-/// from the view's revision + 1 and applies what arrives, re-watching after any failure.
-pub fn follow<V: View>(view: Weak<V>, remote: Remote) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut backoff = Backoff::default();
-        loop {
-            let Some(from) = view.upgrade().map(|v| v.revision() + 1) else {
-                return;
-            };
-            let result = follow_once(&view, &remote, from, &mut backoff).await;
-            match view.upgrade() {
-                Some(v) => v.set_following(false),
-                None => return,
-            }
-            match result {
-                Ok(Stop::ViewGone) => return,
-                Ok(Stop::Compacted(compacted)) => {
-                    tracing::error!(
-                        from,
-                        compacted,
-                        "etcd compacted revisions this server had not applied yet; reloading the view and ending the watches that cannot continue without a gap"
-                    );
-                    match remote.load().await {
-                        Ok((entries, revision)) => match view.upgrade() {
-                            Some(v) => v.reset(entries, revision),
-                            None => return,
-                        },
-                        Err(err) => tracing::warn!(%err, "cannot reload the view from etcd"),
-                    }
-                }
-                Err(err) => {
-                    tracing::warn!(%err, from, "lost the etcd watch; watches stay open and resume from here once etcd answers");
-                }
-            }
-            tokio::time::sleep(backoff.next()).await;
-        }
-    })
-}
-
-enum Stop {
-    ViewGone,
-    /// etcd no longer holds the revisions from where the view stopped; it holds from this one.
-    Compacted(Revision),
-}
-
-/// One etcd watch, applying events until it fails.
-async fn follow_once<V: View>(
-    view: &Weak<V>,
-    remote: &Remote,
-    from: Revision,
-    backoff: &mut Backoff,
-) -> Result<Stop, Error> {
-    let mut stream = remote.watch(from).await?;
-    loop {
-        let response = match stream.message().await {
-            Ok(Some(response)) => response,
-            Ok(None) => return Err(Error::Unavailable("etcd closed the watch".into())),
-            Err(err) => return Err(etcd_error("watch", err)),
-        };
-        if response.compact_revision() > 0 {
-            return Ok(Stop::Compacted(response.compact_revision()));
-        }
-        if response.canceled() {
-            return Err(Error::Unavailable(format!(
-                "etcd cancelled the watch: {}",
-                response.cancel_reason()
-            )));
-        }
-        backoff.reset();
-        if response.created() {
-            match view.upgrade() {
-                Some(v) => v.set_following(true),
-                None => return Ok(Stop::ViewGone),
-            }
-        }
-        let events: Vec<Arc<Event>> = response
-            .events()
-            .iter()
-            .filter_map(|e| remote.event(e))
-            .map(Arc::new)
-            .collect();
-        if events.is_empty() {
-            continue;
-        }
-        if events.windows(2).any(|w| w[0].revision == w[1].revision) {
-            tracing::warn!(
-                revision = events[0].revision,
-                "another etcd client changed several keys under jsonkv's prefix in one transaction; prefix watchers see only the first of them"
-            );
-        }
-        let Some(view) = view.upgrade() else {
-            return Ok(Stop::ViewGone);
-        };
-        view.apply(&events);
-    }
-}
-
-/// A watch resume older than the local history, served from etcd's history: the events
-/// matching `target` from the requested revision up to `until` (the revision at which the
-/// watcher subscribed locally; everything after comes from the local subscription).
-pub struct Replay {
-    remote: Remote,
-    stream: Option<WatchStream>,
-    target: WatchTarget,
-    requested: Revision,
-    until: Revision,
-    /// An event past `until` has been seen: nothing more to replay.
-    finished: bool,
-}
-
-impl Replay {
-    pub fn new(remote: Remote, target: WatchTarget, from: Revision, until: Revision) -> Replay {
-        Replay {
-            remote,
-            stream: None,
-            target,
-            requested: from,
-            until,
-            finished: false,
-        }
-    }
-
-    /// The next matching events at or before `until`; `None` once etcd has shown an event
-    /// past `until` (so none at or before it can follow). etcd's watch covers the whole prefix,
-    /// not just the target, so that any later write ends the replay.
-    pub async fn next(&mut self) -> Result<Option<Vec<Arc<Event>>>, Error> {
-        while !self.finished {
-            if self.stream.is_none() {
-                self.stream = Some(self.remote.watch(self.requested).await?);
-            }
-            let stream = self.stream.as_mut().expect("just opened");
-            let response = match stream.message().await {
-                Ok(Some(response)) => response,
-                Ok(None) => {
-                    return Err(Error::Unavailable(
-                        "etcd closed the watch while replaying history; resume the watch".into(),
-                    ))
-                }
-                Err(err) => return Err(etcd_error("watch (replaying history)", err)),
-            };
-            if response.compact_revision() > 0 {
-                return Err(Error::Compacted {
-                    requested: self.requested,
-                    oldest: response.compact_revision(),
-                });
-            }
-            if response.canceled() {
-                return Err(Error::Unavailable(format!(
-                    "etcd cancelled the watch while replaying history: {}",
-                    response.cancel_reason()
-                )));
-            }
-            let mut events = Vec::new();
-            for event in response.events() {
-                let Some(event) = self.remote.event(event) else {
-                    continue;
-                };
-                if event.revision > self.until {
-                    self.finished = true;
-                    break;
-                }
-                if self.target.matches(&event.key) {
-                    events.push(Arc::new(event));
-                }
-            }
-            if !events.is_empty() {
-                return Ok(Some(events));
-            }
-        }
-        // Dropping etcd's watch stream cancels it there.
-        self.stream = None;
-        Ok(None)
-    }
-}
-
-/// The etcd client's TLS settings from `config`'s files; `None` for plaintext. Every endpoint
-/// must have the scheme that agrees: etcd-client would refuse a `http://` one with TLS settings
-/// only when connecting, and `https://` without a CA could trust nothing.
-fn tls_options(config: &EtcdConfig) -> Result<Option<TlsOptions>, Error> {
-    let Some(tls) = &config.tls else {
-        return match config.endpoints.iter().find(|e| e.starts_with("https://")) {
-            Some(endpoint) => Err(Error::Config(format!(
-                "etcd endpoint {endpoint} is https://, but no CA to trust for it is given (--etcd-ca)"
-            ))),
-            None => Ok(None),
-        };
-    };
-    if let Some(endpoint) = config.endpoints.iter().find(|e| !e.starts_with("https://")) {
-        return Err(Error::Config(format!(
-            "etcd TLS files are given (--etcd-ca), but etcd endpoint {endpoint} is not https://"
-        )));
-    }
-    let mut options =
-        TlsOptions::new().ca_certificate(Certificate::from_pem(tls::read(&tls.ca, "etcd CA")?));
-    if let Some((cert, key)) = &tls.client {
-        options = options.identity(Identity::from_pem(
-            tls::read(cert, "etcd client certificate")?,
-            tls::read(key, "etcd client key")?,
-        ));
-    }
-    Ok(Some(options))
-}
-
-/// Runs a request of [`Remote::connect`] under the configured timeout, with its errors on one
-/// line that says what they most likely mean.
-async fn first_request<T>(
-    config: &EtcdConfig,
-    request: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-) -> Result<T, Error> {
-    match tokio::time::timeout(config.timeout, request).await {
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(err)) => Err(connect_error(config, err)),
-        Err(_) => Err(Error::Unavailable(format!(
-            "etcd at {} did not answer within {:?}{}",
-            config.endpoints.join(","),
-            config.timeout,
-            user_phrase(config),
-        ))),
-    }
-}
-
-/// Why connecting failed, on one line. `Client::connect` itself only parses the TLS files,
-/// unless it logs in.
-fn connect_error(config: &EtcdConfig, err: etcd_client::Error) -> Error {
-    use tonic::Code;
-    match err {
-        etcd_client::Error::TransportError(err) => {
-            let files = config.tls.iter().flat_map(|tls| {
-                std::iter::once(&tls.ca).chain(tls.client.iter().flat_map(|(c, k)| [c, k]))
-            });
-            Error::Config(format!(
-                "cannot use the etcd TLS files {}: {}",
-                files
-                    .map(|f| f.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                tls::error_chain(&err)
-            ))
-        }
-        etcd_client::Error::GRpcStatus(status) => match status.code() {
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
-                let text = status_text(&status);
-                let hint = if config.tls.is_some() {
-                    tls_hint(&text)
-                } else {
-                    ""
-                };
-                Error::Unavailable(format!(
-                    "cannot reach etcd at {}{}: {text}{hint}",
-                    config.endpoints.join(","),
-                    user_phrase(config),
-                ))
-            }
-            _ => Error::Config(format!(
-                "etcd refused{}: {}",
-                user_phrase(config),
-                status.message()
-            )),
-        },
-        other => Error::Config(format!(
-            "cannot use etcd endpoints {}: {other}",
-            config.endpoints.join(",")
-        )),
-    }
-}
-
-/// What a TLS failure to connect most likely means, in the flags' terms, or "".
-fn tls_hint(text: &str) -> &'static str {
-    if text.contains("invalid peer certificate") {
-        " (check that --etcd-ca is the CA that signed the etcd members' certificates, and that \
-         those name the endpoint's host)"
-    } else if text.contains("fatal alert") || text.ends_with("connection closed") {
-        // How a member that refuses the client certificate shows: an alert, or (the TLS 1.3
-        // handshake being over for the client) just a closed connection.
-        " (etcd most likely refused the client certificate: it wants one, --etcd-cert and \
-         --etcd-key, signed by a CA in its --trusted-ca-file)"
-    } else {
-        ""
-    }
-}
-
-/// " to log in user NAME" when there is a user, for messages about connecting.
-fn user_phrase(config: &EtcdConfig) -> String {
-    config
-        .user
-        .as_ref()
-        .map_or_else(String::new, |u| format!(" to log in user {}", u.name))
 }
 
 /// The smallest key after every key starting with `prefix` (etcd's range end for a prefix).
@@ -821,7 +448,7 @@ fn mismatch(key: &str, expected: Revision, ops: &[TxnOpResponse]) -> Error {
 
 /// An etcd failure as a jsonkv error: unreachable or leaderless etcd is UNAVAILABLE (retry),
 /// anything else is reported as it came.
-fn etcd_error(what: &str, err: etcd_client::Error) -> Error {
+pub(super) fn etcd_error(what: &str, err: etcd_client::Error) -> Error {
     use tonic::Code;
     match err {
         etcd_client::Error::GRpcStatus(status) => match status.code() {
@@ -879,7 +506,7 @@ fn never_sent(err: &etcd_client::Error) -> bool {
 
 /// A status's message and, for one made on this side (a connection that failed or was closed),
 /// its root cause, which the message may not say ("operation was canceled").
-fn status_text(status: &tonic::Status) -> String {
+pub(super) fn status_text(status: &tonic::Status) -> String {
     use std::error::Error as _;
     let mut root = None;
     let mut source = status.source();
@@ -892,24 +519,6 @@ fn status_text(status: &tonic::Status) -> String {
             format!("{}: {cause}", status.message())
         }
         _ => status.message().to_owned(),
-    }
-}
-
-/// Waits between attempts to reach etcd: 100 ms, doubling to 2 s.
-#[derive(Default)]
-struct Backoff {
-    attempt: u32,
-}
-
-impl Backoff {
-    fn next(&mut self) -> Duration {
-        let delay = Duration::from_millis(100) * 2u32.saturating_pow(self.attempt.min(5));
-        self.attempt += 1;
-        delay.min(Duration::from_secs(2))
-    }
-
-    fn reset(&mut self) {
-        self.attempt = 0;
     }
 }
 
