@@ -457,12 +457,12 @@ impl Store {
                 (Ok(events), _) => WatchStart::Replay { events },
                 // Older than the local history: etcd's history has it (or says it is gone).
                 (Err(Error::Compacted { .. }), Backend::Etcd { remote, .. }) => {
-                    replay = Some(Replay::new(
+                    replay = Some(Box::new(Replay::new(
                         Remote::clone(remote),
                         target.clone(),
                         start_revision,
                         current,
-                    ));
+                    )));
                     WatchStart::Replay { events: Vec::new() }
                 }
                 (Err(err), _) => return Err(err),
@@ -652,8 +652,9 @@ pub struct Subscription {
     /// Every matching event with revision <= this has been handed out, or is owed by `replay`.
     delivered: Revision,
     start: Option<WatchStart>,
-    /// Events up to the subscription point still to be replayed from etcd's history.
-    replay: Option<Replay>,
+    /// Events up to the subscription point still to be replayed from etcd's history. Boxed:
+    /// an etcd client is kilobytes, and every idle watcher would carry the space for one.
+    replay: Option<Box<Replay>>,
     /// The store's epoch when subscribed; a reset ends the subscription.
     epoch: u64,
 }
@@ -673,7 +674,9 @@ impl Subscription {
     pub async fn next_events(&mut self) -> Result<Vec<Arc<Event>>, Error> {
         loop {
             if let Some(replay) = self.replay.as_mut() {
-                match replay.next().await? {
+                // Boxed: the replay's future holds an etcd request, kilobytes that would
+                // otherwise sit in every watcher's stream, replaying or not.
+                match Box::pin(replay.next()).await? {
                     Some(events) => return Ok(events),
                     None => self.replay = None,
                 }
@@ -708,12 +711,12 @@ impl Subscription {
                         }
                         // Behind the local history: etcd's history still has the backlog.
                         (Err(_), Backend::Etcd { remote, .. }) => {
-                            self.replay = Some(Replay::new(
+                            self.replay = Some(Box::new(Replay::new(
                                 Remote::clone(remote),
                                 self.target.clone(),
                                 self.delivered + 1,
                                 current,
-                            ));
+                            )));
                             self.delivered = current;
                         }
                         (Err(_), Backend::Embedded { .. }) => {
