@@ -13,6 +13,12 @@ use jsonkv_server::{serve, Config, Listeners, Security, Store};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
+/// glibc's malloc and free took ~12% of the server's CPU under a 64-in-flight insert load
+/// (perf); mimalloc keeps per-thread free lists and takes far less. (The library leaves the
+/// choice to whoever embeds it.)
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// jsonkv: a JSON key-value database served over gRPC.
 #[derive(Debug, Parser)]
 #[command(version, about)]
