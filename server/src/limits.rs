@@ -165,17 +165,24 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> ResponseFuture {
-        let path = request.uri().path().to_owned();
+        // A static name, not the path: no allocation per call for a log line seldom written.
+        let method = crate::metrics::method_of(request.uri().path()).name;
         let response = self.inner.call(request);
         let limit = self.limit;
         if limit.is_zero() {
             return Box::pin(response);
         }
         Box::pin(async move {
+            tokio::pin!(response);
+            // Most reads are answered on their first poll: they need no timer. (Arming and
+            // clearing one for every call cost Get ~4% of its throughput.)
+            if let Poll::Ready(response) = futures::poll!(&mut response) {
+                return response;
+            }
             match tokio::time::timeout(limit, response).await {
                 Ok(response) => response,
                 Err(_) => {
-                    tracing::warn!(method = %path, ?limit, "call timed out");
+                    tracing::warn!(method, ?limit, "call timed out");
                     Ok(Status::from(Error::DeadlineExceeded(limit)).into_http())
                 }
             }
