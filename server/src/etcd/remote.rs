@@ -144,28 +144,16 @@ impl Remote {
                 (header_revision(response.header())?, previous)
             }
             Some(want) => {
-                let txn = Txn::new()
-                    .when([Compare::mod_revision(
-                        etcd_key.clone(),
-                        CompareOp::Equal,
-                        want,
-                    )])
-                    .and_then([TxnOp::put(
-                        etcd_key.clone(),
-                        text,
-                        Some(PutOptions::new().with_prev_key()),
-                    )])
-                    .or_else([TxnOp::get(etcd_key, None)]);
-                let response = self.txn(txn).await?;
-                let revision = header_revision(response.header())?;
-                let ops = response.op_responses();
-                if !response.succeeded() {
-                    return Err(mismatch(key, want, &ops));
-                }
-                let previous = ops.iter().find_map(|op| match op {
+                let put = TxnOp::put(
+                    etcd_key.clone(),
+                    text,
+                    Some(PutOptions::new().with_prev_key()),
+                );
+                let (revision, done) = self.compare_and_swap(key, etcd_key, want, put).await?;
+                let previous = match done {
                     TxnOpResponse::Put(put) => put.prev_key().and_then(|kv| self.entry(kv)),
-                    _ => None,
-                });
+                    _ => return Err(Error::Internal("etcd answered a put without it".into())),
+                };
                 (revision, previous)
             }
         };
@@ -206,6 +194,37 @@ impl Remote {
         .await
     }
 
+    /// Runs `op` on `key` in one transaction if the key's mod revision is `want` (0: absent),
+    /// returning etcd's revision and the op's response; otherwise the mismatch, with the
+    /// current mod revision read in the same transaction.
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        etcd_key: Vec<u8>,
+        want: Revision,
+        op: TxnOp,
+    ) -> Result<(Revision, TxnOpResponse), Error> {
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                etcd_key.clone(),
+                CompareOp::Equal,
+                want,
+            )])
+            .and_then([op])
+            .or_else([TxnOp::get(etcd_key, None)]);
+        let response = self.txn(txn).await?;
+        let ops = response.op_responses();
+        if !response.succeeded() {
+            return Err(mismatch(key, want, &ops));
+        }
+        let revision = header_revision(response.header())?;
+        let done = ops
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Internal("etcd answered a transaction without its op".into()))?;
+        Ok((revision, done))
+    }
+
     /// Deletes `key` if `expected` holds; `Ok(None)` if it was absent (etcd takes no revision).
     pub async fn delete(
         &self,
@@ -214,30 +233,23 @@ impl Remote {
     ) -> Result<Option<Written>, Error> {
         let etcd_key = self.etcd_key(key);
         let options = DeleteOptions::new().with_prev_key();
-        let response = match expected {
+        // The revision comes from the outermost response: inside a transaction, etcd's
+        // responses to each op carry no revision of their own.
+        let (revision, response) = match expected {
             None => {
-                self.call("delete", || {
-                    let (mut kv, key, options) = (self.kv(), etcd_key.clone(), options.clone());
-                    async move { kv.delete(key, Some(options)).await }
-                })
-                .await?
+                let response = self
+                    .call("delete", || {
+                        let (mut kv, key) = (self.kv(), etcd_key.clone());
+                        let options = options.clone();
+                        async move { kv.delete(key, Some(options)).await }
+                    })
+                    .await?;
+                (header_revision(response.header())?, response)
             }
             Some(want) => {
-                let txn = Txn::new()
-                    .when([Compare::mod_revision(
-                        etcd_key.clone(),
-                        CompareOp::Equal,
-                        want,
-                    )])
-                    .and_then([TxnOp::delete(etcd_key.clone(), Some(options))])
-                    .or_else([TxnOp::get(etcd_key, None)]);
-                let response = self.txn(txn).await?;
-                let ops = response.op_responses();
-                if !response.succeeded() {
-                    return Err(mismatch(key, want, &ops));
-                }
-                match ops.into_iter().next() {
-                    Some(TxnOpResponse::Delete(delete)) => delete,
+                let delete = TxnOp::delete(etcd_key.clone(), Some(options));
+                match self.compare_and_swap(key, etcd_key, want, delete).await? {
+                    (revision, TxnOpResponse::Delete(delete)) => (revision, delete),
                     _ => return Err(Error::Internal("etcd answered a delete without it".into())),
                 }
             }
@@ -247,7 +259,7 @@ impl Remote {
         }
         Ok(Some(Written {
             event: Event {
-                revision: header_revision(response.header())?,
+                revision,
                 key: key.to_owned(),
                 entry: None,
             },
