@@ -28,11 +28,6 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// As in jsonkv-server: the echo server here is the reference for the server's stack, and the
-/// load generator is shared by every target, so it changes no ratio.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Load generator for jsonkv, with echo and etcd as references.
 #[derive(Debug, Parser)]
 #[command(name = "jsonkv-bench", version, args_conflicts_with_subcommands = true)]
