@@ -4,10 +4,10 @@
 //! tonic allocates each call's encode buffer up front, 8 KiB by default, and a watch stream
 //! keeps its buffer for as long as it is open: with ten thousand idle watchers it was the
 //! largest part of the server's memory per watcher (heaptrack). jsonkv's messages are mostly
-//! small (an event, a unary reply), so calls start at 256 bytes; a larger message grows the
+//! small (an event, a unary reply), so calls start at 512 bytes; a larger message grows the
 //! buffer as it needs to, which costs a reallocation, not a failure. Measured with the
-//! idle-keys benchmark: 8.6 KB per idle watcher with 8 KiB, 4.2 KB with 1 KiB, 3.2 KB with
-//! 256 bytes, with no change in unary throughput.
+//! idle-keys and fan-out benchmarks: 9.4 KB per idle watcher with 8 KiB, 4.2 KB with 1 KiB,
+//! 3.2 KB with 512 or 256 bytes; fan-out p99 and unary throughput did not move beyond noise.
 
 use std::marker::PhantomData;
 
@@ -16,7 +16,7 @@ use tonic::codec::{BufferSettings, Codec};
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
 /// Initial encode/decode buffer per call, in bytes.
-const BUFFER_BYTES: usize = 256;
+const BUFFER_BYTES: usize = 512;
 /// tonic's default: how much encoded data a stream gathers before yielding it to the transport.
 const YIELD_THRESHOLD: usize = 32 * 1024;
 
