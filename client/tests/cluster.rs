@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::Drained;
+use common::{put, read_up_to, Drained};
 use jsonkv_client::{Client, WatchEvent};
 use jsonkv_server::etcd::EtcdConfig;
 use jsonkv_server::{Config, RunningServer};
@@ -24,23 +24,6 @@ async fn serve(prefix: &str, addr: Option<std::net::SocketAddr>) -> RunningServe
         config.listen = addr;
     }
     RunningServer::start(config).await.expect("server starts")
-}
-
-type Change = (i64, String, Option<u64>);
-
-async fn put(client: &Client, key: &str, n: u64) -> Change {
-    let revision = client.insert(key, &n).await.unwrap().revision;
-    (revision, key.to_owned(), Some(n))
-}
-
-async fn read_up_to(watch: &mut Drained<u64>, seen: &mut Vec<Change>, revision: i64) {
-    while seen.last().is_none_or(|e| e.0 < revision) {
-        seen.push(match watch.next_event().await {
-            WatchEvent::Put { entry, revision } => (revision, entry.key, Some(entry.value)),
-            WatchEvent::Delete { key, revision } => (revision, key, None),
-            WatchEvent::Snapshot { revision, .. } => panic!("second snapshot at {revision}"),
-        });
-    }
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{start_with_store, Drained};
+use common::{put, read_up_to, start_with_store, Change, Drained};
 use jsonkv_client::{Client, Error, WatchEvent};
 use jsonkv_server::{RunningServer, Store};
 use tonic::Code;
@@ -116,26 +116,9 @@ async fn a_watch_moves_between_servers_without_gaps_or_duplicates() {
         WatchEvent::Snapshot { revision: 1, .. }
     ));
 
-    // (revision, key, value or None for a delete), as the watch must deliver them.
-    let mut expected: Vec<(i64, String, Option<u64>)> = Vec::new();
-    let mut seen: Vec<(i64, String, Option<u64>)> = Vec::new();
-    async fn put(client: &Client, key: &str, n: u64) -> (i64, String, Option<u64>) {
-        let revision = client.insert(key, &n).await.unwrap().revision;
-        (revision, key.to_owned(), Some(n))
-    }
-    async fn read_up_to(
-        watch: &mut Drained<u64>,
-        seen: &mut Vec<(i64, String, Option<u64>)>,
-        revision: i64,
-    ) {
-        while seen.last().map(|e| e.0) != Some(revision) {
-            seen.push(match watch.next_event().await {
-                WatchEvent::Put { entry, revision } => (revision, entry.key, Some(entry.value)),
-                WatchEvent::Delete { key, revision } => (revision, key, None),
-                WatchEvent::Snapshot { revision, .. } => panic!("second snapshot at {revision}"),
-            });
-        }
-    }
+    // As the watch must deliver them.
+    let mut expected: Vec<Change> = Vec::new();
+    let mut seen: Vec<Change> = Vec::new();
 
     // On A.
     for n in 1..=3 {

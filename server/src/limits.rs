@@ -5,15 +5,14 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use tonic::body::Body;
+use tonic::codegen::BoxFuture;
 use tonic::Status;
 use tower::{Layer, Service};
 
@@ -148,8 +147,7 @@ pub struct Timeout<S> {
     limit: Duration,
 }
 
-type ResponseFuture =
-    Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
+type ResponseFuture = BoxFuture<http::Response<Body>, Infallible>;
 
 impl<S, B> Service<http::Request<B>> for Timeout<S>
 where

@@ -32,6 +32,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tonic::body::Body;
+use tonic::codegen::BoxFuture;
 use tonic::{Code, Status};
 use tower::{Layer, Service};
 
@@ -324,8 +325,7 @@ pub struct Measure<S> {
     calls: CallMetrics,
 }
 
-type ResponseFuture =
-    Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
+type ResponseFuture = BoxFuture<http::Response<Body>, Infallible>;
 
 impl<S, B> Service<http::Request<B>> for Measure<S>
 where

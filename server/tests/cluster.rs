@@ -7,6 +7,7 @@
 //! and compacting touch nobody else.
 
 mod common;
+mod prom;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -35,6 +36,12 @@ fn cluster_config(endpoints: Vec<String>, prefix: &str) -> Config {
         }),
         ..config()
     }
+}
+
+async fn serve(config: Config) -> RunningServer {
+    RunningServer::start(config)
+        .await
+        .expect("server starts on etcd")
 }
 
 /// One acknowledged write: (revision, key, JSON text).
@@ -109,31 +116,20 @@ fn assert_strictly_increasing(events: &[Ack]) {
 }
 
 async fn get_at(client: &mut Client, key: &str, min_revision: i64) -> String {
-    client
-        .get(pb::GetRequest {
-            key: key.into(),
-            value_encoding: pb::ValueEncoding::Json as i32,
-            min_revision,
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|s| panic!("get {key} failed: {s}"))
-        .into_inner()
-        .kv
-        .expect("a kv")
-        .value_json
+    let request = pb::GetRequest {
+        key: key.into(),
+        min_revision,
+        ..Default::default()
+    };
+    get_json(client, request).await
 }
 
 #[tokio::test]
 async fn two_servers_share_one_keyspace_and_watch_every_write_in_order() {
     let cluster = EtcdCluster::start(3).await;
     let prefix = unique_prefix();
-    let a = RunningServer::start(cluster_config(cluster.endpoints(), &prefix))
-        .await
-        .unwrap();
-    let b = RunningServer::start(cluster_config(cluster.endpoints(), &prefix))
-        .await
-        .unwrap();
+    let a = serve(cluster_config(cluster.endpoints(), &prefix)).await;
+    let b = serve(cluster_config(cluster.endpoints(), &prefix)).await;
     let (mut ca, mut cb) = (connect(&a).await, connect(&b).await);
 
     // A write through A, read through B: min_revision makes B wait for its view to have it.
@@ -175,9 +171,7 @@ async fn two_servers_share_one_keyspace_and_watch_every_write_in_order() {
 async fn writes_continue_when_an_etcd_member_dies_and_no_acknowledged_write_is_lost() {
     let mut cluster = EtcdCluster::start(3).await;
     let prefix = unique_prefix();
-    let server = RunningServer::start(cluster_config(cluster.endpoints(), &prefix))
-        .await
-        .unwrap();
+    let server = serve(cluster_config(cluster.endpoints(), &prefix)).await;
     let client = connect(&server).await;
     let start = server.store().revision() + 1;
 
@@ -246,9 +240,7 @@ async fn writes_continue_when_an_etcd_member_dies_and_no_acknowledged_write_is_l
 async fn with_a_follower_down_no_write_fails() {
     let mut cluster = EtcdCluster::start(3).await;
     let prefix = unique_prefix();
-    let server = RunningServer::start(cluster_config(cluster.endpoints(), &prefix))
-        .await
-        .unwrap();
+    let server = serve(cluster_config(cluster.endpoints(), &prefix)).await;
     let mut client = connect(&server).await;
     put(&mut client, "k", "0").await;
     let leader = cluster.leader().await;
@@ -268,12 +260,16 @@ async fn while_etcd_is_down_writes_are_unavailable_health_says_so_and_watches_re
 {
     let mut cluster = EtcdCluster::start(1).await;
     let prefix = unique_prefix();
-    let server = RunningServer::start(cluster_config(cluster.endpoints(), &prefix))
-        .await
-        .unwrap();
+    let server = serve(Config {
+        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..cluster_config(cluster.endpoints(), &prefix)
+    })
+    .await;
+    let metrics = server.metrics_addr().unwrap();
     let mut client = connect(&server).await;
     let mut watch = watch_prefix(&mut client, "", 0).await.unwrap();
     let before = put(&mut client, "k", "1").await;
+    prom::wait_for(metrics, "jsonkv_source_up", |up| up == 1.0).await;
     assert_eq!(events_until(&mut watch, before).await.len(), 1);
 
     cluster.kill(0);
@@ -296,8 +292,10 @@ async fn while_etcd_is_down_writes_are_unavailable_health_says_so_and_watches_re
     // Reads are still served from the view.
     assert_eq!(get_at(&mut client, "k", 0).await, "1");
 
+    prom::wait_for(metrics, "jsonkv_source_up", |up| up == 0.0).await;
     cluster.restart(0).await;
     within("health to turn SERVING", wait_for_health(&server, true)).await;
+    prom::wait_for(metrics, "jsonkv_source_up", |up| up == 1.0).await;
     let after = within("writes to work again", async {
         loop {
             let request = pb::InsertRequest {
@@ -361,12 +359,8 @@ async fn wait_for_health(server: &RunningServer, serving: bool) {
 async fn a_watch_resumes_without_a_gap_across_a_restart_of_its_jsonkv_server() {
     let cluster = EtcdCluster::start(1).await;
     let prefix = unique_prefix();
-    let a = RunningServer::start(cluster_config(cluster.endpoints(), &prefix))
-        .await
-        .unwrap();
-    let b = RunningServer::start(cluster_config(cluster.endpoints(), &prefix))
-        .await
-        .unwrap();
+    let a = serve(cluster_config(cluster.endpoints(), &prefix)).await;
+    let b = serve(cluster_config(cluster.endpoints(), &prefix)).await;
     let b_addr = b.addr();
     let mut ca = connect(&a).await;
     let mut cb = connect(&b).await;
@@ -389,12 +383,11 @@ async fn a_watch_resumes_without_a_gap_across_a_restart_of_its_jsonkv_server() {
         let json = i.to_string();
         log.push((put(&mut ca, "k", &json).await, "k".to_owned(), json));
     }
-    let b = RunningServer::start(Config {
+    let b = serve(Config {
         listen: b_addr,
         ..cluster_config(cluster.endpoints(), &prefix)
     })
-    .await
-    .unwrap();
+    .await;
     let mut cb = connect(&b).await;
     let mut watch = watch_prefix(&mut cb, "", resume_from).await.unwrap();
     // Writes after the resume: the watch must move from etcd's history to live events with
@@ -411,13 +404,12 @@ async fn a_watch_resumes_without_a_gap_across_a_restart_of_its_jsonkv_server() {
 async fn a_resume_from_a_revision_etcd_compacted_is_out_of_range() {
     let cluster = EtcdCluster::start(1).await;
     let prefix = unique_prefix();
-    let server = RunningServer::start(Config {
+    let server = serve(Config {
         // Local history holds two events, so older resumes need etcd's history.
         history_size: 2,
         ..cluster_config(cluster.endpoints(), &prefix)
     })
-    .await
-    .unwrap();
+    .await;
     let mut client = connect(&server).await;
     let mut revisions = Vec::new();
     for i in 0..10 {
@@ -510,15 +502,12 @@ async fn a_server_that_missed_history_etcd_compacted_reloads_and_ends_its_watche
         .parse()
         .unwrap();
     let proxy = Proxy::start(upstream).await;
-    let cut_off = RunningServer::start(cluster_config(
+    let cut_off = serve(cluster_config(
         vec![format!("http://{}", proxy.addr)],
         &prefix,
     ))
-    .await
-    .unwrap();
-    let healthy = RunningServer::start(cluster_config(cluster.endpoints(), &prefix))
-        .await
-        .unwrap();
+    .await;
+    let healthy = serve(cluster_config(cluster.endpoints(), &prefix)).await;
     let mut cut_client = connect(&cut_off).await;
     let mut healthy_client = connect(&healthy).await;
 

@@ -74,20 +74,13 @@ async fn start_up_error(config: Config) -> String {
     err
 }
 
-async fn get_json(client: &mut Client, key: &str, linearizable: bool) -> String {
-    client
-        .get(pb::GetRequest {
-            key: key.into(),
-            value_encoding: pb::ValueEncoding::Json as i32,
-            linearizable,
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|s| panic!("get {key} failed: {s}"))
-        .into_inner()
-        .kv
-        .expect("a kv")
-        .value_json
+async fn get_linearizable(client: &mut Client, key: &str, linearizable: bool) -> String {
+    let request = pb::GetRequest {
+        key: key.into(),
+        linearizable,
+        ..Default::default()
+    };
+    get_json(client, request).await
 }
 
 /// Puts until a write goes through: while etcd restarts, writes fail with UNAVAILABLE.
@@ -149,8 +142,11 @@ async fn writes_reads_and_watches_go_through_tls_with_a_client_certificate() {
             },
         ]
     );
-    assert_eq!(get_json(&mut client, "b", false).await, r#"{"n":2}"#);
-    assert_eq!(get_json(&mut client, "b", true).await, r#"{"n":2}"#);
+    assert_eq!(
+        get_linearizable(&mut client, "b", false).await,
+        r#"{"n":2}"#
+    );
+    assert_eq!(get_linearizable(&mut client, "b", true).await, r#"{"n":2}"#);
 
     // The data is in etcd, where the kit's own client (with the same certificates) finds it.
     let mut etcd = cluster.client().await;
@@ -343,7 +339,7 @@ async fn with_etcd_auth_the_right_password_serves_and_a_wrong_one_fails_start_up
             json: "1".into()
         }]
     );
-    assert_eq!(get_json(&mut client, "k", true).await, "1");
+    assert_eq!(get_linearizable(&mut client, "k", true).await, "1");
 }
 
 #[tokio::test]
@@ -477,7 +473,7 @@ async fn the_binary_takes_the_etcd_flags_and_the_password_from_the_environment()
         }
     };
     put(&mut client, "k", r#""v""#).await;
-    assert_eq!(get_json(&mut client, "k", true).await, r#""v""#);
+    assert_eq!(get_linearizable(&mut client, "k", true).await, r#""v""#);
 }
 
 /// A server process, killed when the test ends, however it ends.

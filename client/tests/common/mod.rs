@@ -1,5 +1,6 @@
 //! Test support shared by the integration tests: an in-process server on a free port, a bounded
-//! wait for the next watch event, and (in [`proxy`]) a way to break connections.
+//! wait for the next watch event, the change log a watch test checks against ([`put`],
+//! [`read_up_to`]), and (in [`proxy`]) a way to break connections.
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod proxy;
@@ -82,5 +83,25 @@ impl<T: Send + 'static> Drained<T> {
 impl<T> Drop for Drained<T> {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// One change as a watch must deliver it: (revision, key, value or `None` for a delete).
+pub type Change = (i64, String, Option<u64>);
+
+/// Inserts `n` at `key`; the change the watch must then deliver.
+pub async fn put(client: &jsonkv_client::Client, key: &str, n: u64) -> Change {
+    let revision = client.insert(key, &n).await.unwrap().revision;
+    (revision, key.to_owned(), Some(n))
+}
+
+/// Reads events into `seen` until one at or past `revision`; a second snapshot is a failure.
+pub async fn read_up_to(watch: &mut Drained<u64>, seen: &mut Vec<Change>, revision: i64) {
+    while seen.last().is_none_or(|e| e.0 < revision) {
+        seen.push(match watch.next_event().await {
+            WatchEvent::Put { entry, revision } => (revision, entry.key, Some(entry.value)),
+            WatchEvent::Delete { key, revision } => (revision, key, None),
+            WatchEvent::Snapshot { revision, .. } => panic!("second snapshot at {revision}"),
+        });
     }
 }

@@ -129,6 +129,24 @@ pub async fn put(client: &mut Client, key: &str, json: &str) -> i64 {
         .revision
 }
 
+/// The value of a Get, as JSON text (the request's encoding is set to JSON); panics naming
+/// the key if the call fails or the key is absent.
+pub async fn get_json(client: &mut Client, request: pb::GetRequest) -> String {
+    let key = request.key.clone();
+    let request = pb::GetRequest {
+        value_encoding: ValueEncoding::Json as i32,
+        ..request
+    };
+    client
+        .get(request)
+        .await
+        .unwrap_or_else(|s| panic!("get {key} failed: {s}"))
+        .into_inner()
+        .kv
+        .unwrap_or_else(|| panic!("get {key}: no kv"))
+        .value_json
+}
+
 pub async fn del(client: &mut Client, key: &str) -> i64 {
     client
         .delete(pb::DeleteRequest {
