@@ -128,9 +128,14 @@ impl Database {
             "changes apply in revision order"
         );
         match &event.entry {
-            Some(entry) => {
-                self.entries.insert(event.key.clone(), entry.clone());
-            }
+            // An update keeps the map's key: cloning the event's key for it would be an
+            // allocation (and a free) per write.
+            Some(entry) => match self.entries.get_mut(&event.key) {
+                Some(slot) => *slot = entry.clone(),
+                None => {
+                    self.entries.insert(event.key.clone(), entry.clone());
+                }
+            },
             None => {
                 self.entries.remove(&event.key);
             }

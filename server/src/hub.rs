@@ -102,6 +102,20 @@ impl WatchHub {
         }
     }
 
+    /// Whether any watcher covers `key` (its own key, or a prefix of it).
+    pub fn watches(&self, key: &str) -> bool {
+        self.keys.contains_key(key) || self.prefix_senders(key).next().is_some()
+    }
+
+    /// The senders of the watched prefixes of `key`.
+    fn prefix_senders<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a EventSender> + 'a {
+        self.prefix_lengths
+            .keys()
+            .take_while(move |&&len| len <= key.len())
+            .filter(move |&&len| key.is_char_boundary(len))
+            .filter_map(move |&len| self.prefixes.get(&key[..len]))
+    }
+
     /// Sends `event` to every watcher of its key and of every prefix of its key.
     pub fn publish(&self, event: &Arc<Event>) {
         let key = event.key.as_str();
@@ -109,16 +123,8 @@ impl WatchHub {
             // An error only means every receiver is gone; release() will drop the sender.
             let _ = tx.send(Arc::clone(event));
         }
-        for &len in self.prefix_lengths.keys() {
-            if len > key.len() {
-                break;
-            }
-            if !key.is_char_boundary(len) {
-                continue;
-            }
-            if let Some(tx) = self.prefixes.get(&key[..len]) {
-                let _ = tx.send(Arc::clone(event));
-            }
+        for tx in self.prefix_senders(key) {
+            let _ = tx.send(Arc::clone(event));
         }
     }
 
@@ -170,6 +176,23 @@ mod tests {
         assert_eq!(got, [1, 2, 3]);
         assert!(other.try_recv().is_err());
         assert_eq!(unicode.try_recv().unwrap().revision, 3);
+    }
+
+    #[test]
+    fn watches_tells_whether_a_key_has_watchers() {
+        let mut hub = WatchHub::new(4);
+        assert!(!hub.watches("user/1"));
+        let _key = hub.subscribe(&WatchTarget::Key("user/1".into()));
+        let _prefix = hub.subscribe(&WatchTarget::Prefix("team/".into()));
+        let _unicode = hub.subscribe(&WatchTarget::Prefix("é".into()));
+        assert!(hub.watches("user/1"));
+        assert!(!hub.watches("user/10"));
+        assert!(hub.watches("team/1"));
+        assert!(!hub.watches("team"));
+        assert!(hub.watches("éa"));
+        assert!(!hub.watches("e"));
+        let _all = hub.subscribe(&WatchTarget::Prefix(String::new()));
+        assert!(hub.watches("anything"));
     }
 
     #[test]

@@ -17,4 +17,8 @@ impl Storage for MemoryStorage {
     fn append(&mut self, _events: &[Arc<Event>]) -> Result<(), Error> {
         Ok(())
     }
+
+    fn persists(&self) -> bool {
+        false
+    }
 }

@@ -49,4 +49,10 @@ pub trait Storage: Send + 'static {
     /// `Ok`, the events survive what the configured [`SyncMode`] promises. On `Err` none of them
     /// may be recovered later.
     fn append(&mut self, events: &[Arc<Event>]) -> Result<(), Error>;
+
+    /// Whether `append` keeps anything. If not, the store may skip it: a change then has
+    /// nothing to wait for before it is applied.
+    fn persists(&self) -> bool {
+        true
+    }
 }
