@@ -152,6 +152,69 @@ async fn behaviour_on_etcd() {
     behaviour_suite(store).await;
 }
 
+/// Writers to a watched key and to unwatched keys, racing on two threads: every change gets
+/// its own revision, they are applied in revision order (history holds 1..=N with no gap), the
+/// watcher sees exactly its key's changes, and each key ends with its last value. In memory an
+/// unwatched write may be applied by its writer while a watched one is still with the commit
+/// thread; this is what keeps the two from overtaking each other.
+async fn watched_and_unwatched_writers_stay_in_revision_order(store: Store) {
+    const PER_WRITER: i64 = 300;
+    let mut hot = store.watch(WatchTarget::Key("hot".into()), 0).unwrap();
+    hot.take_start();
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..PER_WRITER {
+                    let key = if w % 2 == 0 {
+                        "hot".to_string()
+                    } else {
+                        format!("cold/{w}/{}", i % 7)
+                    };
+                    store.put(key, json!({"w": w, "i": i}), None).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let total = 4 * PER_WRITER;
+    assert_eq!(store.revision(), total);
+    let mut all = store.watch(WatchTarget::Prefix(String::new()), 1).unwrap();
+    match all.take_start() {
+        Some(WatchStart::Replay { events }) => {
+            assert_eq!(revisions(&events), (1..=total).collect::<Vec<_>>());
+        }
+        other => panic!("expected a replay, got {other:?}"),
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 2 * PER_WRITER as usize {
+        seen.extend(hot.next_events().await.unwrap());
+    }
+    assert!(seen.iter().all(|e| e.key == "hot"));
+    assert!(seen.windows(2).all(|w| w[0].revision < w[1].revision));
+    for w in [1, 3] {
+        for k in 0..7 {
+            let last = (0..PER_WRITER).filter(|i| i % 7 == k).max().unwrap();
+            let (entry, _) = store.get(&format!("cold/{w}/{k}"));
+            assert_eq!(*entry.unwrap().value, json!({"w": w, "i": last}));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordering_in_memory() {
+    watched_and_unwatched_writers_stay_in_revision_order(Store::new(&config(None))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordering_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::from_config(&config(Some(dir.path()))).unwrap();
+    watched_and_unwatched_writers_stay_in_revision_order(store).await;
+}
+
 fn etcd_config(etcd: &jsonkv_testkit::EtcdCluster) -> EtcdConfig {
     EtcdConfig {
         endpoints: etcd.endpoints(),
