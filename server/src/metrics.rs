@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::Frame;
+use pin_project_lite::pin_project;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -32,7 +33,6 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tonic::body::Body;
-use tonic::codegen::BoxFuture;
 use tonic::{Code, Status};
 use tower::{Layer, Service};
 
@@ -325,46 +325,76 @@ pub struct Measure<S> {
     calls: CallMetrics,
 }
 
-type ResponseFuture = BoxFuture<http::Response<Body>, Infallible>;
-
 impl<S, B> Service<http::Request<B>> for Measure<S>
 where
     S: Service<http::Request<B>, Response = http::Response<Body>, Error = Infallible>,
-    S::Future: Send + 'static,
 {
     type Response = http::Response<Body>;
     type Error = Infallible;
-    type Future = ResponseFuture;
+    type Future = MeasureFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> ResponseFuture {
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let method = method_of(request.uri().path());
         // Created before the call, so that a call dropped half-way (its client left, or a
         // timeout around this layer fired) still counts, as CANCELLED.
-        let mut call = CallRecord {
+        let call = CallRecord {
             calls: self.calls.clone(),
             method,
             started: Instant::now(),
             timed: false,
             finished: false,
         };
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = response.await?;
-            // A status in the headers is a trailers-only answer: the call is over.
-            if let Some(status) = Status::from_header_map(response.headers()) {
-                call.finish(status.code());
-                return Ok(response);
-            }
-            if call.method.streaming {
-                call.time();
-            }
-            Ok(response.map(|body| Body::new(MeasuredBody { inner: body, call })))
-        })
+        MeasureFuture {
+            inner: self.inner.call(request),
+            call: Some(call),
+        }
     }
+}
+
+pin_project! {
+    /// The response future of [`Measure`]: the inner call's, then the status or the body that
+    /// will carry it.
+    pub struct MeasureFuture<F> {
+        #[pin]
+        inner: F,
+        call: Option<CallRecord>,
+    }
+}
+
+impl<F> Future for MeasureFuture<F>
+where
+    F: Future<Output = Result<http::Response<Body>, Infallible>>,
+{
+    type Output = Result<http::Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(response) = std::task::ready!(this.inner.poll(cx));
+        let mut call = this.call.take().expect("polled after completion");
+        // A status in the headers is a trailers-only answer: the call is over.
+        if let Some(code) = grpc_code(response.headers()) {
+            call.finish(code);
+            return Poll::Ready(Ok(response));
+        }
+        if call.method.streaming {
+            call.time();
+        }
+        Poll::Ready(Ok(
+            response.map(|body| Body::new(MeasuredBody { inner: body, call }))
+        ))
+    }
+}
+
+/// The `grpc-status` in `headers` (or trailers), if there is one. Read directly: tonic's
+/// `Status::from_header_map` copies the whole map to build a status this only needs the code of.
+fn grpc_code(headers: &http::HeaderMap) -> Option<Code> {
+    headers
+        .get("grpc-status")
+        .map(|value| Code::from_bytes(value.as_bytes()))
 }
 
 /// One call's record, written once: when its status is known, or as CANCELLED when dropped
@@ -440,9 +470,8 @@ impl http_body::Body for MeasuredBody {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref() {
-                    let code =
-                        Status::from_header_map(trailers).map_or(Code::Unknown, |s| s.code());
-                    this.call.finish(code);
+                    this.call
+                        .finish(grpc_code(trailers).unwrap_or(Code::Unknown));
                 }
             }
             Poll::Ready(Some(Err(status))) => this.call.finish(status.code()),
