@@ -421,6 +421,64 @@ async fn a_log_cut_at_any_byte_recovers_exactly_the_complete_records() {
     }
 }
 
+/// The active segment is kept zero-filled ahead of its records, and a crash leaves those zeros
+/// behind: recovery reads them as the end of the log, including after a record an interrupted
+/// write left half-done, and cuts them away so appends continue. A clean close leaves none.
+#[tokio::test]
+async fn zeros_after_the_last_record_are_the_end_of_the_log() {
+    let src = tempfile::tempdir().unwrap();
+    let (segment, bytes) = one_segment(src.path(), 12).await;
+    let ends = frame_ends(&bytes);
+    assert_eq!(
+        *ends.last().unwrap(),
+        bytes.len(),
+        "a clean close trims the zeros"
+    );
+    let all = recover(src.path()).unwrap().events;
+    let name = segment.file_name().unwrap();
+    let zeros = vec![0u8; 64 * 1024];
+    // Whole records, then zeros; the last record cut short, then zeros; the last record's
+    // final byte garbled, then zeros.
+    let mut garbled = bytes.clone();
+    *garbled.last_mut().unwrap() ^= 0x55;
+    let cut = ends[ends.len() - 2] + 5;
+    for (what, image, complete) in [
+        ("whole", &bytes[..], all.len()),
+        ("cut", &bytes[..cut], all.len() - 1),
+        ("garbled", &garbled[..], all.len() - 1),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, [image, &zeros].concat()).unwrap();
+        let recovered = recover(dir.path()).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(recovered.events, all[..complete], "{what}");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len() as usize,
+            if complete == all.len() {
+                bytes.len()
+            } else {
+                ends[ends.len() - 2]
+            },
+            "{what}: cut back to the last complete record"
+        );
+        let store = Store::open(
+            &Config::default(),
+            Box::new(DiskStorage::open(dir.path(), SyncMode::Always, 1 << 30).unwrap()),
+        )
+        .unwrap();
+        let next = store.put("after".into(), json!(what), None).await.unwrap();
+        assert_eq!(next.event.revision, complete as Revision + 1, "{what}");
+    }
+    // Zeros with data after them are not an end: that is damage, and start-up stops.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(name), [&bytes[..], &zeros, b"x"].concat()).unwrap();
+    let err = recover(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, Error::Corrupt { offset, .. } if offset == bytes.len() as u64),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn a_corrupt_record_in_the_middle_stops_start_up_naming_file_and_offset() {
     let dir = tempfile::tempdir().unwrap();

@@ -9,9 +9,15 @@
 //! - `snapshot-<revision>.jkv`: every live key as of that revision. Written to a `.tmp` file,
 //!   fsynced, then renamed, so a snapshot is either whole or absent.
 //!
-//! Recovery loads the newest snapshot and replays the segments after it. A torn tail (the last
-//! segment cut anywhere, or its last record garbled by an interrupted write) is truncated with a
-//! warning naming what was dropped: it was never acknowledged, because an append is
+//! The active segment is kept filled with zeros a little ahead of its last record
+//! ([`PREALLOCATE_BYTES`]), so that an append writes into space the file already has, and its
+//! fdatasync flushes only data. A sealed segment, and the active one at a clean shutdown, are
+//! cut back to their last record.
+//!
+//! Recovery loads the newest snapshot and replays the segments after it. In the last segment,
+//! zeros after the last record are the end of the log. A torn tail (the last segment cut
+//! anywhere, or its last record garbled by an interrupted write, with nothing but zeros after
+//! it) is truncated with a warning naming what was dropped: it was never acknowledged, because an append is
 //! acknowledged only after the write (and fsync) of its records returned. Anything else that
 //! fails its checks (a bad record with data after it, a revision gap, a damaged snapshot) stops
 //! start-up with an error naming the file and offset, so later data is never silently lost.
@@ -19,6 +25,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -44,10 +51,48 @@ pub struct DiskStorage {
     compactor: Option<Compactor>,
 }
 
+/// How far the active segment is zero-filled ahead of its records, at most. Appending inside
+/// the file's length spares each fdatasync a journal commit for the new file size: on this
+/// project's test machine (ext4 on a virtual disk) a 2 KB write plus fdatasync took ~91 µs and
+/// ~40 µs of kernel CPU inside a zero-filled file, against ~144 µs and ~57 µs when it extended
+/// the file. The zeros go out 1 MiB at a time, so one fsync in thousands pays for an extension.
+/// (A sparse `set_len` or `fallocate` would not do: ext4 then converts the extent on the first
+/// write to it, which is a journal commit again.)
+pub const PREALLOCATE_BYTES: u64 = 1024 * 1024;
+
 struct Segment {
     file: File,
     path: PathBuf,
+    /// End of the last record: where the next append goes.
     len: u64,
+    /// The file's length. Everything from `len` to here is zeros.
+    zeroed_to: u64,
+}
+
+impl Segment {
+    /// Writes `bytes` after the last record, first zero-filling further ahead (but not past
+    /// `limit`, the size at which the segment is sealed) if they would reach past the file's
+    /// end.
+    fn write_records(&mut self, bytes: &[u8], limit: u64) -> io::Result<()> {
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        let end = self.len + bytes.len() as u64;
+        if end > self.zeroed_to {
+            let target = end.next_multiple_of(PREALLOCATE_BYTES).min(limit.max(end));
+            while self.zeroed_to < target {
+                let n = (target - self.zeroed_to).min(ZEROS.len() as u64) as usize;
+                self.file.write_all_at(&ZEROS[..n], self.zeroed_to)?;
+                self.zeroed_to += n as u64;
+            }
+        }
+        self.file.write_all_at(bytes, self.len)
+    }
+
+    /// Cuts the file back to its last record (dropping the zeros ahead of it).
+    fn trim(&mut self) -> io::Result<()> {
+        self.file.set_len(self.len)?;
+        self.zeroed_to = self.len;
+        Ok(())
+    }
 }
 
 impl DiskStorage {
@@ -88,12 +133,13 @@ impl DiskStorage {
     }
 
     fn seal_and_rotate(&mut self, next_revision: Revision) -> Result<(), Error> {
-        let old = self.active.take().expect("an active segment");
-        // A sealed segment is fsynced even under `--sync none`: compaction deletes the older
-        // files once a snapshot covers it, so it must not vanish with the page cache.
-        old.file
-            .sync_data()
-            .map_err(|e| io_error(format!("cannot sync {}", old.path.display()), e))?;
+        let mut old = self.active.take().expect("an active segment");
+        // A sealed segment holds records only (readers expect zeros in the last segment
+        // alone), and is fsynced even under `--sync none`: compaction deletes the older files
+        // once a snapshot covers it, so it must not vanish with the page cache.
+        old.trim()
+            .and_then(|()| old.file.sync_data())
+            .map_err(|e| io_error(format!("cannot seal {}", old.path.display()), e))?;
         self.active = Some(create_segment(&self.dir, next_revision)?);
         if let Some(compactor) = &self.compactor {
             compactor.sealed_below(next_revision);
@@ -169,11 +215,11 @@ impl Storage for DiskStorage {
             format::encode_event(&mut self.buf, event);
         }
         let segment = self.active.as_mut().expect("recover() opens a segment");
-        if let Err(e) = segment.file.write_all(&self.buf) {
+        if let Err(e) = segment.write_records(&self.buf, self.segment_bytes) {
             // Cut off what part of the batch reached the file, so the log stays a clean
             // sequence of frames and a later append (say, once disk space is freed) is sound.
             let why = format!("cannot write to {}: {e}", segment.path.display());
-            if let Err(e2) = segment.file.set_len(segment.len) {
+            if let Err(e2) = segment.trim() {
                 self.poisoned = Some(format!("{why}; then cannot truncate it: {e2}"));
             }
             return Err(Error::Storage(why));
@@ -193,6 +239,18 @@ impl Storage for DiskStorage {
             }
         }
         Ok(())
+    }
+}
+
+impl Drop for DiskStorage {
+    fn drop(&mut self) {
+        // A clean close leaves the active segment ending at its last record, as a sealed one
+        // does. (After a crash the zeros are still there, and recovery reads them as the end.)
+        if let Some(segment) = &mut self.active {
+            if let Err(err) = segment.trim() {
+                tracing::warn!(file = %segment.path.display(), %err, "cannot trim the log segment");
+            }
+        }
     }
 }
 
@@ -256,13 +314,13 @@ fn create_segment(dir: &Path, first_revision: Revision) -> Result<Segment, Error
         .and_then(|()| file.sync_data())
         .map_err(|e| io_error(format!("cannot write {}", path.display()), e))?;
     sync_dir(dir)?;
-    // Re-open for appending: every write then lands at the end, even after a truncation.
     open_segment(&path)
 }
 
+/// Opens a segment whose file ends with its last record (as recovery leaves it).
 fn open_segment(path: &Path) -> Result<Segment, Error> {
     let file = OpenOptions::new()
-        .append(true)
+        .write(true)
         .open(path)
         .map_err(|e| io_error(format!("cannot open {}", path.display()), e))?;
     let len = file
@@ -273,6 +331,7 @@ fn open_segment(path: &Path) -> Result<Segment, Error> {
         file,
         path: path.to_owned(),
         len,
+        zeroed_to: len,
     })
 }
 
@@ -297,6 +356,11 @@ fn replay_segment(
     }
     let mut at = HEADER_LEN;
     while at < data.len() {
+        if is_last && data[at..].iter().all(|&b| b == 0) {
+            // The zeros the active segment is kept filled with ahead of its records.
+            truncate(path, at as u64)?;
+            break;
+        }
         match format::read_frame(&data, at) {
             Frame::Record(Record::Change(event), next) => {
                 if event.revision > after {
@@ -315,10 +379,14 @@ fn replay_segment(
                 return Err(corrupt(at, "snapshot record in a log segment".into()))
             }
             Frame::Torn if is_last => {
+                let written = data[at..]
+                    .iter()
+                    .rposition(|&b| b != 0)
+                    .map_or(0, |i| i + 1);
                 tracing::warn!(
                     file = %path.display(),
                     offset = at,
-                    dropped_bytes = data.len() - at,
+                    dropped_bytes = written,
                     "dropping a torn record at the end of the log (a write interrupted before it was acknowledged)"
                 );
                 truncate(path, at as u64)?;

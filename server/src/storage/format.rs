@@ -117,8 +117,9 @@ fn end_frame(buf: &mut [u8], start: usize) {
 pub enum Frame {
     /// A valid record, and the offset just past it.
     Record(Record, usize),
-    /// The data ends inside this frame, or this is the file's last frame and its checksum does
-    /// not match: the remains of a write that a crash interrupted.
+    /// The data ends inside this frame, or its checksum does not match and nothing but zeros
+    /// (space a log segment had filled ahead) follows it: the remains of a write that a crash
+    /// interrupted.
     Torn,
     /// A frame that cannot be a torn tail: bad length, or bad checksum with data after it.
     Corrupt(String),
@@ -141,7 +142,7 @@ pub fn read_frame(data: &[u8], offset: usize) -> Frame {
     }
     let payload = &rest[FRAME_HEADER..end];
     if crc32fast::hash(payload) != crc {
-        return if rest.len() == end {
+        return if rest[end..].iter().all(|&b| b == 0) {
             Frame::Torn
         } else {
             Frame::Corrupt("checksum mismatch".into())
@@ -304,6 +305,12 @@ mod tests {
         let mut last = buf.clone();
         *last.last_mut().unwrap() ^= 0xff;
         assert_eq!(read_frame(&last, first), Frame::Torn);
+        // ... also with the zeros of a preallocated segment after it, but not with data after
+        // the zeros.
+        last.extend_from_slice(&[0; 100]);
+        assert_eq!(read_frame(&last, first), Frame::Torn);
+        last.push(1);
+        assert!(matches!(read_frame(&last, first), Frame::Corrupt(_)));
         // A flipped byte in the first frame, with data after it: corrupt.
         let mut middle = buf.clone();
         middle[first - 1] ^= 0xff;
