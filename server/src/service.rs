@@ -57,9 +57,11 @@ impl JsonKvService {
         } else {
             self.store.get(&req.key)
         };
-        let entry = entry.ok_or(Error::NotFound(req.key.clone()))?;
+        let Some(entry) = entry else {
+            return Err(Error::NotFound(req.key));
+        };
         Ok(pb::GetResponse {
-            kv: Some(wire::key_value(&req.key, &entry, encoding, true)),
+            kv: Some(wire::key_value(req.key, &entry, encoding, true)),
             revision,
         })
     }

@@ -203,15 +203,16 @@ pub fn decode_page_token(token: &str, prefix: &str) -> Result<Option<String>, Er
     Ok(Some(token.last_key))
 }
 
-/// A stored entry as a response message, its value in the asked-for encoding.
+/// A stored entry as a response message, its value in the asked-for encoding. (The key is
+/// taken by value so that a caller that owns it, like Get, does not copy it.)
 pub fn key_value(
-    key: &str,
+    key: impl Into<String>,
     entry: &Entry,
     encoding: ValueEncoding,
     with_value: bool,
 ) -> pb::KeyValue {
     let mut kv = pb::KeyValue {
-        key: key.to_owned(),
+        key: key.into(),
         value: None,
         value_json: String::new(),
         create_revision: entry.create_revision,
