@@ -17,8 +17,8 @@
 //! Recovery loads the newest snapshot and replays the segments after it. In the last segment,
 //! zeros after the last record are the end of the log. A torn tail (the last segment cut
 //! anywhere, or its last record garbled by an interrupted write, with nothing but zeros after
-//! it) is truncated with a warning naming what was dropped: it was never acknowledged, because an append is
-//! acknowledged only after the write (and fsync) of its records returned. Anything else that
+//! it) is truncated with a warning naming what was dropped: it was never acknowledged, because
+//! an append is acknowledged only after the write (and fsync) of its records returned. Anything else that
 //! fails its checks (a bad record with data after it, a revision gap, a damaged snapshot) stops
 //! start-up with an error naming the file and offset, so later data is never silently lost.
 
