@@ -104,9 +104,18 @@ fn tls_hint(text: &str) -> &'static str {
     if text.contains("invalid peer certificate") {
         " (check that --etcd-ca is the CA that signed the etcd members' certificates, and that \
          those name the endpoint's host)"
-    } else if text.contains("fatal alert") || text.ends_with("connection closed") {
+    } else if [
+        "fatal alert",
+        "connection closed",
+        "broken pipe",
+        "connection reset",
+    ]
+    .iter()
+    .any(|sign| text.contains(sign))
+    {
         // How a member that refuses the client certificate shows: an alert, or (the TLS 1.3
-        // handshake being over for the client) just a closed connection.
+        // handshake being over for the client) just a connection it closes, which the client
+        // sees as closed, or as a broken pipe or a reset if it was writing at that moment.
         " (etcd most likely refused the client certificate: it wants one, --etcd-cert and \
          --etcd-key, signed by a CA in its --trusted-ca-file)"
     } else {
