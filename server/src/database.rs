@@ -14,45 +14,73 @@ use crate::error::Error;
 /// A store revision: 0 for an empty store, then one more for every change.
 pub type Revision = i64;
 
-/// A stored JSON document, with its compact text made at most once: every JSON-encoded read,
-/// every watcher of a fan-out and the log encoder share one serialization. Derefs to the value.
+/// A stored JSON document, kept as its compact JSON text: what JSON-encoded reads, every
+/// watcher of a fan-out and the log encoder all send or write as is. The parsed form is made
+/// only when something needs it (a `google.protobuf.Value` read) and then kept. Derefs to it.
+///
+/// Text rather than a parsed tree because a tree is many small allocations per document (an
+/// object's map, each key, each string), which the commit thread then frees when history lets
+/// an event go, across threads from where they were made; one string is one allocation, is
+/// smaller, and recovery can load it without parsing.
 #[derive(Debug)]
 pub struct Doc {
-    json: Json,
-    text: OnceLock<String>,
+    text: String,
+    json: OnceLock<Json>,
 }
 
 impl Doc {
+    /// The document `json`, as the compact text `serde_json` writes (every digit, keys in
+    /// their order).
     pub fn new(json: Json) -> Doc {
         Doc {
-            json,
-            text: OnceLock::new(),
+            text: jsonkv::value::to_json_text(&json),
+            json: OnceLock::new(),
         }
     }
 
-    /// Compact JSON text, exactly as `serde_json` writes it (every digit, keys in order).
+    /// A document from text that [`Doc::text`] produced (read back from the log): checked to
+    /// be JSON, without building the parsed form.
+    pub fn from_stored_text(text: String) -> Result<Doc, String> {
+        serde_json::from_str::<serde::de::IgnoredAny>(&text)
+            .map_err(|e| format!("value is not JSON: {e}"))?;
+        Ok(Doc {
+            text,
+            json: OnceLock::new(),
+        })
+    }
+
+    /// Compact JSON text, exactly as `serde_json` writes it.
     pub fn text(&self) -> &str {
-        self.text
-            .get_or_init(|| jsonkv::value::to_json_text(&self.json))
+        &self.text
+    }
+}
+
+impl From<Json> for Doc {
+    fn from(json: Json) -> Doc {
+        Doc::new(json)
     }
 }
 
 impl Deref for Doc {
     type Target = Json;
     fn deref(&self) -> &Json {
-        &self.json
+        self.json.get_or_init(|| {
+            jsonkv::value::parse_json_text(&self.text)
+                .expect("a Doc's text is JSON: it was written from a value or checked")
+        })
     }
 }
 
+/// Two documents are equal when their texts are: the same values with keys in the same order.
 impl PartialEq for Doc {
     fn eq(&self, other: &Doc) -> bool {
-        self.json == other.json
+        self.text == other.text
     }
 }
 
 impl PartialEq<Json> for Doc {
     fn eq(&self, other: &Json) -> bool {
-        &self.json == other
+        **self == *other
     }
 }
 

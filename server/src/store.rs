@@ -36,7 +36,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
-use serde_json::Value as Json;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{oneshot, watch};
 
@@ -361,10 +360,10 @@ impl Store {
     pub async fn put(
         &self,
         key: String,
-        value: Json,
+        value: impl Into<Doc>,
         expected: ExpectedModRevision,
     ) -> Result<Change, Error> {
-        let value = Arc::new(Doc::new(value));
+        let value = Arc::new(value.into());
         if let Backend::Etcd { remote, .. } = &self.shared.backend {
             let written = remote.put(&key, value, expected).await?;
             return Ok(self.applied(written).await);

@@ -2,17 +2,14 @@
 //! INVALID_ARGUMENT the service returns is decided here) and conversion of entries and events
 //! into response messages.
 
-use std::io;
-
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jsonkv::pb::{self, insert_request::NewValue, ValueEncoding};
 use jsonkv::value;
 use prost::Message as _;
-use serde_json::Value as Json;
 
 use crate::config::Config;
-use crate::database::{Entry, Event, Revision};
+use crate::database::{Doc, Entry, Event, Revision};
 use crate::error::Error;
 
 /// The input limits that validation enforces.
@@ -59,8 +56,8 @@ impl Limits {
     }
 
     /// The JSON document of an insert, from whichever field carries it, within the size limit
-    /// (measured as compact JSON text).
-    pub fn value(&self, new_value: Option<NewValue>) -> Result<Json, Error> {
+    /// (measured as compact JSON text, which is also how it is stored).
+    pub fn value(&self, new_value: Option<NewValue>) -> Result<Doc, Error> {
         let (json, field) = match new_value {
             None => {
                 return Err(Error::invalid(
@@ -72,17 +69,14 @@ impl Limits {
                 value::from_proto(&v).map_err(|e| Error::invalid("value", e.to_string()))?,
                 "value",
             ),
-            Some(NewValue::ValueJson(text)) => {
-                let json = value::parse_json_text(&text)
-                    .map_err(|e| Error::invalid("value_json", e.to_string()))?;
-                // Compact text is never longer than the text it was parsed from.
-                if text.len() <= self.max_value_bytes {
-                    return Ok(json);
-                }
-                (json, "value_json")
-            }
+            Some(NewValue::ValueJson(text)) => (
+                value::parse_json_text(&text)
+                    .map_err(|e| Error::invalid("value_json", e.to_string()))?,
+                "value_json",
+            ),
         };
-        let size = compact_len(&json);
+        let doc = Doc::new(json);
+        let size = doc.text().len();
         if size > self.max_value_bytes {
             return Err(Error::invalid(
                 field,
@@ -92,25 +86,8 @@ impl Limits {
                 ),
             ));
         }
-        Ok(json)
+        Ok(doc)
     }
-}
-
-/// Length of the compact JSON text of `json`, without building the text.
-fn compact_len(json: &Json) -> usize {
-    struct Counter(usize);
-    impl io::Write for Counter {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut counter = Counter(0);
-    serde_json::to_writer(&mut counter, json).expect("counting never fails");
-    counter.0
 }
 
 pub fn encoding(raw: i32) -> Result<ValueEncoding, Error> {

@@ -167,12 +167,10 @@ fn decode_payload(p: &[u8]) -> Result<Record, String> {
             let entry = if kind == PUT {
                 let create_revision = r.i64()?;
                 let version = r.i64()?;
-                let value = jsonkv::value::parse_json_text(
-                    std::str::from_utf8(r.rest()).map_err(|_| "value is not UTF-8".to_string())?,
-                )
-                .map_err(|e| e.to_string())?;
+                let text =
+                    std::str::from_utf8(r.rest()).map_err(|_| "value is not UTF-8".to_string())?;
                 Some(Entry {
-                    value: Arc::new(Doc::new(value)),
+                    value: Arc::new(Doc::from_stored_text(text.to_owned())?),
                     create_revision,
                     mod_revision: revision,
                     version,
@@ -247,6 +245,28 @@ mod tests {
                 version: revision,
             }),
         })
+    }
+
+    #[test]
+    fn a_stored_value_that_is_not_json_is_corrupt_even_with_a_good_checksum() {
+        let mut buf = Vec::new();
+        encode_event(&mut buf, &put(1, "k", json!([1, 2])));
+        // Rewrite the value's last byte (`]`) and the checksum, as a bug or a tool might.
+        *buf.last_mut().unwrap() = b',';
+        end_frame(&mut buf, 0);
+        match read_frame(&buf, 0) {
+            Frame::Corrupt(why) => assert!(why.contains("not JSON"), "{why}"),
+            other => panic!("expected corrupt, got {other:?}"),
+        }
+        // The same bytes with the value intact load without being parsed, and read back.
+        let mut good = Vec::new();
+        encode_event(&mut good, &put(1, "k", json!({"b": [1, 2], "a": "x"})));
+        let Frame::Record(Record::Change(event), _) = read_frame(&good, 0) else {
+            panic!("expected a record");
+        };
+        let value = &event.entry.as_ref().unwrap().value;
+        assert_eq!(value.text(), r#"{"b":[1,2],"a":"x"}"#);
+        assert_eq!(**value, json!({"b": [1, 2], "a": "x"}));
     }
 
     #[test]
