@@ -110,6 +110,11 @@ type Committed = oneshot::Receiver<Result<(), Error>>;
 impl State {
     /// The key's latest state, counting changes still in the pipeline.
     fn latest(&self, key: &str) -> Option<&Entry> {
+        // Usually nothing is in the pipeline (always, in memory with no watchers): skip hashing
+        // the key for a lookup in an empty map.
+        if self.planned.is_empty() {
+            return self.db.get(key);
+        }
         match self.planned.get(key) {
             Some((_, planned)) => planned.as_ref(),
             None => self.db.get(key),
