@@ -132,8 +132,10 @@ impl DiskStorage {
         })
     }
 
+    /// Seals the active segment and starts the next. If either step fails, the active
+    /// segment stays active (appends go on into it) and the error says why.
     fn seal_and_rotate(&mut self, next_revision: Revision) -> Result<(), Error> {
-        let mut old = self.active.take().expect("an active segment");
+        let old = self.active.as_mut().expect("an active segment");
         // A sealed segment holds records only (readers expect zeros in the last segment
         // alone), and is fsynced even under `--sync none`: compaction deletes the older files
         // once a snapshot covers it, so it must not vanish with the page cache.
