@@ -554,6 +554,64 @@ impl Storage for Flaky {
     }
 }
 
+/// A segment that cannot be rotated (here: the next segment's name is taken by a directory)
+/// stays the active one: writes go on into it, and nothing is lost once rotation works again.
+#[tokio::test]
+async fn a_failed_rotation_keeps_writing_into_the_active_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        segment_bytes: 1024,
+        ..config(Some(dir.path()))
+    };
+    let blockers: Vec<_> = (1..=400)
+        .map(|r| dir.path().join(format!("log-{r:020}.jkv")))
+        .filter(|p| !p.ends_with("log-00000000000000000001.jkv"))
+        .collect();
+    {
+        let store = Store::from_config(&cfg).unwrap();
+        for path in &blockers {
+            std::fs::create_dir(path).unwrap();
+        }
+        for i in 0..100 {
+            store
+                .put(
+                    format!("k{i}"),
+                    json!({"i": i, "pad": "x".repeat(50)}),
+                    None,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("write {i}: {e}"));
+        }
+    }
+    for path in &blockers {
+        std::fs::remove_dir(path).unwrap();
+    }
+    let store = Store::from_config(&cfg).unwrap();
+    assert_eq!(store.revision(), 100);
+    for i in 0..100 {
+        assert_eq!(
+            *store.get(&format!("k{i}")).0.unwrap().value,
+            json!({"i": i, "pad": "x".repeat(50)})
+        );
+    }
+    // Rotation works again once the names are free.
+    for i in 100..200 {
+        store.put(format!("k{i}"), json!(i), None).await.unwrap();
+    }
+    drop(store);
+    let segments = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("log-")
+        })
+        .count();
+    assert!(segments > 1, "{segments} segment(s)");
+}
+
 #[tokio::test]
 async fn a_failed_write_changes_nothing_reads_go_on_and_later_writes_succeed() {
     let fail = Arc::new(AtomicBool::new(false));
