@@ -38,8 +38,9 @@ impl Doc {
         }
     }
 
-    /// A document from text that [`Doc::text`] produced (read back from the log): checked to
-    /// be JSON, without building the parsed form.
+    /// A document from text that [`Doc::text`] produced (read back from the log, or from
+    /// etcd): checked to be JSON, without building the parsed form. Text written by anything
+    /// else (another etcd client under jsonkv's prefix) is kept as it was written.
     pub fn from_stored_text(text: String) -> Result<Doc, String> {
         serde_json::from_str::<serde::de::IgnoredAny>(&text)
             .map_err(|e| format!("value is not JSON: {e}"))?;

@@ -15,9 +15,9 @@ use tracing_subscriber::EnvFilter;
 
 /// With `--features mimalloc`: glibc's malloc and free took ~12% of the server's CPU under a
 /// 64-in-flight insert load (perf), and mimalloc made get ~10% and insert ~15% faster. It is
-/// not the default because it holds more memory per small allocation: an idle watcher cost
-/// ~4.4 KB of RSS with it against ~3.2 KB with glibc (the idle-keys benchmark), over the
-/// 4 KiB per watcher we aim for. Build with it when throughput matters more than idle watches.
+/// not the default because it holds more memory per small allocation: an idle watcher costs
+/// ~0.6-0.8 KB more RSS with it (4.6-4.8 KB against 4.0 KB at `--watch-buffer 32`, the
+/// idle-keys benchmark), over the 4 KiB per watcher we aim for. Build with it when throughput matters more than idle watches.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, MutexGuard, RwLock};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{oneshot, watch};
 
@@ -566,9 +566,12 @@ impl Shared {
         debug_assert_eq!(event.revision, state.next_revision);
         state.next_revision += 1;
         let event = Arc::new(event);
-        if !persists && state.planned.is_empty() && !self.hub.lock().watches(&event.key) {
-            self.apply_locked(state, std::slice::from_ref(&event));
-            return (event, None);
+        if !persists && state.planned.is_empty() {
+            let hub = self.hub.lock();
+            if !hub.watches(&event.key) {
+                self.install(state, hub, std::slice::from_ref(&event));
+                return (event, None);
+            }
         }
         state
             .planned
@@ -579,7 +582,11 @@ impl Shared {
 
     /// Makes committed changes visible: database, history, watchers. Under the write lock.
     fn apply_locked(&self, state: &mut State, events: &[Arc<Event>]) {
-        let hub = self.hub.lock();
+        self.install(state, self.hub.lock(), events);
+    }
+
+    /// [`Shared::apply_locked`], with the hub already locked (and let go here).
+    fn install(&self, state: &mut State, hub: MutexGuard<'_, WatchHub>, events: &[Arc<Event>]) {
         for event in events {
             state.db.apply(event);
             state.history.push(Arc::clone(event));

@@ -76,6 +76,8 @@ async fn calls_watchers_events_and_storage_are_measured() {
         "{text}"
     );
     assert_eq!(value(&text, "jsonkv_watchers_active"), 1.0);
+    // The embedded store is its own source of truth: always up.
+    assert_eq!(value(&text, "jsonkv_source_up"), 1.0);
     assert_eq!(value(&text, "jsonkv_watch_events_delivered_total"), 3.0);
     // Process-wide, so at least this server's three commits.
     assert!(value(&text, "jsonkv_storage_append_duration_seconds_count") >= 3.0);

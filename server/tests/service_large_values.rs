@@ -96,8 +96,8 @@ async fn on_etcd_a_resume_older_than_local_history_replays_large_values() {
     assert_eq!(seen, expected);
 }
 
-/// A server starting on a prefix that already holds several MiB loads all of it (and so does a
-/// restarted one).
+/// A server starting on a prefix that already holds several MiB loads all of it: every key, and
+/// every value whole.
 #[tokio::test]
 async fn on_etcd_a_server_starts_on_a_prefix_holding_several_mib() {
     let cfg = Backend::Etcd.configure(config());
@@ -118,4 +118,11 @@ async fn on_etcd_a_server_starts_on_a_prefix_holding_several_mib() {
         .into_inner();
     let keys: Vec<String> = listed.kvs.into_iter().map(|kv| kv.key).collect();
     assert_eq!(keys, blob_keys());
+    for key in keys {
+        let request = pb::GetRequest {
+            key: key.clone(),
+            ..Default::default()
+        };
+        assert!(get_json(&mut client, request).await == blob(), "{key}");
+    }
 }

@@ -152,6 +152,58 @@ async fn behaviour_on_etcd() {
     behaviour_suite(store).await;
 }
 
+/// The prefix belongs to jsonkv, but another etcd client may write there: a value that is
+/// not JSON is treated as absent (in the load and as it arrives), and JSON is served as it
+/// was written.
+#[tokio::test]
+async fn foreign_values_under_the_prefix_on_etcd() {
+    let etcd = jsonkv_testkit::shared_etcd();
+    let cfg = etcd_config(etcd);
+    let prefix = cfg.prefix.clone();
+    let mut client = etcd.client().await;
+    client
+        .put(format!("{prefix}loaded-bad"), "not json", None)
+        .await
+        .unwrap();
+    client
+        .put(format!("{prefix}loaded-ok"), "{ \"a\": [1, 2] }", None)
+        .await
+        .unwrap();
+    let store = Store::connect_etcd(&config(None), &cfg).await.unwrap();
+    assert!(store.get("loaded-bad").0.is_none());
+    assert_eq!(
+        store.get("loaded-ok").0.unwrap().value.text(),
+        "{ \"a\": [1, 2] }"
+    );
+
+    let mut sub = store.watch(WatchTarget::Prefix(String::new()), 0).unwrap();
+    sub.take_start();
+    client
+        .put(format!("{prefix}late-bad"), vec![0xff, 0xfe], None)
+        .await
+        .unwrap();
+    client
+        .put(format!("{prefix}late-ok"), "[true ,null]", None)
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    while !events.iter().any(|e: &Arc<Event>| e.key == "late-ok") {
+        events.extend(sub.next_events().await.unwrap());
+    }
+    // The bad value reads as the key being absent: a delete to a watcher.
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(
+        (events[0].key.as_str(), events[0].entry.is_none()),
+        ("late-bad", true)
+    );
+    assert_eq!(
+        *events[1].entry.as_ref().unwrap().value,
+        json!([true, null])
+    );
+    assert!(store.get("late-bad").0.is_none());
+    assert_eq!(store.get("late-ok").0.unwrap().value.text(), "[true ,null]");
+}
+
 /// Writers to a watched key and to unwatched keys, racing on two threads: every change gets
 /// its own revision, they are applied in revision order (history holds 1..=N with no gap), the
 /// watcher sees exactly its key's changes, and each key ends with its last value. In memory an
@@ -190,8 +242,13 @@ async fn watched_and_unwatched_writers_stay_in_revision_order(store: Store) {
     }
     let mut seen = Vec::new();
     while seen.len() < 2 * PER_WRITER as usize {
-        seen.extend(hot.next_events().await.unwrap());
+        // A lost event must fail the test, not hang it.
+        let events = tokio::time::timeout(Duration::from_secs(10), hot.next_events())
+            .await
+            .unwrap_or_else(|_| panic!("the watcher got {} of its key's changes", seen.len()));
+        seen.extend(events.unwrap());
     }
+    assert_eq!(seen.len(), 2 * PER_WRITER as usize);
     assert!(seen.iter().all(|e| e.key == "hot"));
     assert!(seen.windows(2).all(|w| w[0].revision < w[1].revision));
     for w in [1, 3] {
@@ -583,6 +640,16 @@ async fn a_failed_rotation_keeps_writing_into_the_active_segment() {
                 .unwrap_or_else(|e| panic!("write {i}: {e}"));
         }
     }
+    let log_files = |dir: &Path| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_file())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("log-"))
+            .count()
+    };
+    // ~10 KB written with 1 KiB segments: every rotation was tried, and every one failed.
+    assert_eq!(log_files(dir.path()), 1);
     for path in &blockers {
         std::fs::remove_dir(path).unwrap();
     }
@@ -599,16 +666,7 @@ async fn a_failed_rotation_keeps_writing_into_the_active_segment() {
         store.put(format!("k{i}"), json!(i), None).await.unwrap();
     }
     drop(store);
-    let segments = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("log-")
-        })
-        .count();
+    let segments = log_files(dir.path());
     assert!(segments > 1, "{segments} segment(s)");
 }
 

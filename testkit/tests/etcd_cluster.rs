@@ -218,7 +218,7 @@ async fn a_tls_cluster_wants_a_client_certificate_and_with_auth_a_password() {
     cluster.restart(leader).await;
     put_eventually(&mut cluster.client().await, "key", "after").await;
 
-    let dirs: Vec<PathBuf> = (0..2)
+    let dirs: Vec<PathBuf> = (0..3)
         .map(|i| cluster.log_file(i).parent().unwrap().to_owned())
         .collect();
     drop(cluster);

@@ -11,8 +11,10 @@
 //!   serve without a gap.
 //! - [`Replay`] serves a watch resume older than the local history from etcd's own history.
 //!
-//! Values are stored in etcd as compact JSON text; a value under the prefix that is not JSON
-//! (written by something other than jsonkv) is treated as absent, with a warning.
+//! Values are stored in etcd as compact JSON text, and read back as they are (checked, not
+//! parsed). A value under the prefix that is not JSON (written by something other than
+//! jsonkv) is treated as absent, with a warning; JSON written by something else is served as
+//! it was written.
 //!
 //! Files: `remote.rs` (the client and its errors), `connect.rs` (TLS, login and the first
 //! request), `follow.rs` (the follower and `Replay`).

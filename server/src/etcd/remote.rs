@@ -388,11 +388,14 @@ impl Remote {
     }
 
     /// The entry an etcd key-value stands for; `None` (with a warning) if the value is not
-    /// JSON, so that a foreign write cannot break the view.
+    /// JSON, so that a foreign write cannot break the view. The text is kept as etcd holds it
+    /// (jsonkv's own compact text), checked but not parsed: this runs for every event the
+    /// follower applies and every write's previous value.
     fn entry(&self, kv: &KeyValue) -> Option<Entry> {
-        match serde_json::from_slice(kv.value()) {
-            Ok(json) => Some(Entry {
-                value: Arc::new(Doc::new(json)),
+        let text = std::str::from_utf8(kv.value()).map_err(|e| e.to_string());
+        match text.and_then(|text| Doc::from_stored_text(text.to_owned())) {
+            Ok(doc) => Some(Entry {
+                value: Arc::new(doc),
                 create_revision: kv.create_revision(),
                 mod_revision: kv.mod_revision(),
                 version: kv.version(),
