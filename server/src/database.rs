@@ -38,12 +38,20 @@ impl Doc {
         }
     }
 
+    /// A document from JSON text as a client sent it: kept as it is when it is already in
+    /// compact form, rewritten into it otherwise (see [`crate::compact`]).
+    pub fn from_json_text(text: String) -> Result<Doc, jsonkv::value::ValueError> {
+        Ok(Doc {
+            text: crate::compact::compact_json_text(text)?,
+            json: OnceLock::new(),
+        })
+    }
+
     /// A document from text that [`Doc::text`] produced (read back from the log, or from
     /// etcd): checked to be JSON, without building the parsed form. Text written by anything
     /// else (another etcd client under jsonkv's prefix) is kept as it was written.
     pub fn from_stored_text(text: String) -> Result<Doc, String> {
-        serde_json::from_str::<serde::de::IgnoredAny>(&text)
-            .map_err(|e| format!("value is not JSON: {e}"))?;
+        crate::compact::check_json_text(&text).map_err(|e| format!("value is not JSON: {e}"))?;
         Ok(Doc {
             text,
             json: OnceLock::new(),

@@ -1,6 +1,7 @@
 //! jsonkv-server: a JSON key-value store served over gRPC, with revisions and lossless watches.
 //!
 //! Layout (storage up to the wire):
+//! - [`compact`]: recognises JSON text already in compact form, so an insert stores it as sent.
 //! - [`database`]: the `Database`, a `BTreeMap` of key -> JSON value with revision metadata,
 //!   and the global revision counter. Produces an `Event` per change.
 //! - [`history`]: `HistoryRing`, the bounded window of recent events for replay and catch-up.
@@ -32,6 +33,7 @@
 
 pub mod auth;
 pub mod commit;
+pub mod compact;
 pub mod config;
 pub mod database;
 pub mod error;

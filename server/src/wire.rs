@@ -58,7 +58,7 @@ impl Limits {
     /// The JSON document of an insert, from whichever field carries it, within the size limit
     /// (measured as compact JSON text, which is also how it is stored).
     pub fn value(&self, new_value: Option<NewValue>) -> Result<Doc, Error> {
-        let (json, field) = match new_value {
+        let (doc, field) = match new_value {
             None => {
                 return Err(Error::invalid(
                     "value",
@@ -66,16 +66,17 @@ impl Limits {
                 ))
             }
             Some(NewValue::Value(v)) => (
-                value::from_proto(&v).map_err(|e| Error::invalid("value", e.to_string()))?,
+                Doc::new(
+                    value::from_proto(&v).map_err(|e| Error::invalid("value", e.to_string()))?,
+                ),
                 "value",
             ),
             Some(NewValue::ValueJson(text)) => (
-                value::parse_json_text(&text)
+                Doc::from_json_text(text)
                     .map_err(|e| Error::invalid("value_json", e.to_string()))?,
                 "value_json",
             ),
         };
-        let doc = Doc::new(json);
         let size = doc.text().len();
         if size > self.max_value_bytes {
             return Err(Error::invalid(

@@ -169,8 +169,19 @@ async fn foreign_values_under_the_prefix_on_etcd() {
         .put(format!("{prefix}loaded-ok"), "{ \"a\": [1, 2] }", None)
         .await
         .unwrap();
+    // Text that looks like JSON at a glance but that parsing refuses (a lone surrogate, nesting
+    // past serde_json's limit) is not JSON either: kept, it would fail when a read parses it.
+    let deep = "[".repeat(200) + &"]".repeat(200);
+    for (key, text) in [("loaded-surrogate", r#""\ud800""#), ("loaded-deep", &deep)] {
+        client
+            .put(format!("{prefix}{key}"), text, None)
+            .await
+            .unwrap();
+    }
     let store = Store::connect_etcd(&config(None), &cfg).await.unwrap();
-    assert!(store.get("loaded-bad").0.is_none());
+    for key in ["loaded-bad", "loaded-surrogate", "loaded-deep"] {
+        assert!(store.get(key).0.is_none(), "{key}");
+    }
     assert_eq!(
         store.get("loaded-ok").0.unwrap().value.text(),
         "{ \"a\": [1, 2] }"
