@@ -4,7 +4,6 @@
 //! its stream holds until it ends.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use jsonkv::pb::{self, json_kv_server::JsonKv};
 use tonic::{Request, Response, Status};
@@ -16,14 +15,14 @@ use crate::limits::WatcherLimits;
 use crate::metrics::WatchCounters;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
-use crate::watch_stream::{watch_stream, WatchStream};
+use crate::watch_stream::{watch_stream, ProgressClock, WatchStream};
 use crate::wire::{self, Limits};
 
 #[derive(Clone)]
 pub struct JsonKvService {
     store: Store,
     limits: Limits,
-    progress_interval: Duration,
+    progress: ProgressClock,
     shutdown: Shutdown,
     watchers: WatcherLimits,
     counters: WatchCounters,
@@ -38,9 +37,9 @@ impl JsonKvService {
         counters: WatchCounters,
     ) -> Self {
         JsonKvService {
+            progress: ProgressClock::start(&store, config.progress_interval, shutdown.clone()),
             store,
             limits: Limits::from(config),
-            progress_interval: config.progress_interval,
             shutdown,
             watchers,
             counters,
@@ -171,7 +170,7 @@ impl JsonKvService {
             sub,
             permit,
             encoding,
-            self.progress_interval,
+            &self.progress,
             self.shutdown.clone(),
             self.counters.clone(),
         ))

@@ -31,7 +31,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -152,6 +152,19 @@ pub enum WatchStart {
     Replay { events: Vec<Arc<Event>> },
 }
 
+/// See [`Store::downgrade`].
+#[derive(Clone)]
+pub struct WeakStore(Weak<Shared>);
+
+impl WeakStore {
+    /// [`Store::revision`], or `None` once the store is gone.
+    pub fn revision(&self) -> Option<Revision> {
+        self.0
+            .upgrade()
+            .map(|shared| shared.state.read().db.revision())
+    }
+}
+
 impl Store {
     /// An in-memory store (nothing persisted).
     pub fn new(config: &Config) -> Store {
@@ -239,6 +252,12 @@ impl Store {
     /// The revision of the last applied change.
     pub fn revision(&self) -> Revision {
         self.shared.state.read().db.revision()
+    }
+
+    /// A handle for a background task that must not keep the store open (its data directory
+    /// locked) after everything else has let go of it.
+    pub fn downgrade(&self) -> WeakStore {
+        WeakStore(Arc::downgrade(&self.shared))
     }
 
     /// Waits (up to [`Config::revision_wait`]) until every change up to `revision` has been

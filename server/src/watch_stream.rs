@@ -1,9 +1,9 @@
 //! The response stream of one WatchKey/WatchPrefix call: the snapshot (split into messages of
 //! bounded size) or history replay, then events as the [`Subscription`] yields them, with
-//! progress notices when idle. Ends with UNAVAILABLE on shutdown, or with the error that ended
-//! the subscription. Dropping the stream (the client went away) drops the subscription, which
-//! frees its broadcast sender if it was the last, and the watcher permit, which frees its place
-//! under the watcher limits.
+//! progress notices when idle (timed by the one [`ProgressClock`] all streams share). Ends with
+//! UNAVAILABLE on shutdown, or with the error that ended the subscription. Dropping the stream
+//! (the client went away) drops the subscription, which frees its broadcast sender if it was
+//! the last, and the watcher permit, which frees its place under the watcher limits.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -11,7 +11,8 @@ use std::time::Duration;
 use futures::Stream;
 use jsonkv::pb::{self, watch_response::Response as Msg, ValueEncoding};
 use prost::Message as _;
-use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
+use tokio::sync::watch;
+use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use tonic::Status;
 
 use crate::database::{Entry, Revision};
@@ -19,7 +20,7 @@ use crate::error::Error;
 use crate::limits::WatcherPermit;
 use crate::metrics::WatchCounters;
 use crate::shutdown::Shutdown;
-use crate::store::{Subscription, WatchStart};
+use crate::store::{Store, Subscription, WatchStart};
 use crate::wire;
 
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
@@ -28,10 +29,11 @@ pub fn watch_stream(
     mut sub: Subscription,
     permit: WatcherPermit,
     encoding: ValueEncoding,
-    progress_interval: Duration,
+    clock: &ProgressClock,
     mut shutdown: Shutdown,
     counters: WatchCounters,
 ) -> WatchStream {
+    let mut clock = clock.for_stream();
     Box::pin(async_stream::stream! {
         // Held for as long as the stream lives, however it ends.
         let _permit = permit;
@@ -49,7 +51,6 @@ pub fn watch_stream(
             }
             None => {}
         }
-        let mut ticker = progress_ticker(progress_interval);
         loop {
             tokio::select! {
                 biased;
@@ -73,7 +74,7 @@ pub fn watch_stream(
                         break;
                     }
                 },
-                _ = tick(&mut ticker) => {
+                () = clock.tick() => {
                     if let Some(revision) = sub.progress() {
                         yield Ok(response(Msg::Progress(pb::Progress { revision })));
                     }
@@ -118,20 +119,70 @@ fn snapshot_messages(
     messages
 }
 
-fn progress_ticker(period: Duration) -> Option<Interval> {
-    if period.is_zero() {
-        return None;
-    }
-    let mut ticker = interval_at(Instant::now() + period, period);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    Some(ticker)
+/// When watch streams look whether they owe their client a progress notice: one clock for all
+/// of them. It ticks every `--progress-interval-ms` while the store's revision moves, and once
+/// more after it stops (a stream that still had an event on its way at the last change's tick
+/// gets its answer then); after that no stream's answer (`Subscription::progress`) can change,
+/// so a quiet store wakes no watcher. Before, each stream had its own interval timer: ten
+/// thousand idle watchers meant ten thousand timers firing every second, and the idle-keys
+/// benchmark measured ~80 bytes more per watcher.
+#[derive(Clone)]
+pub struct ProgressClock {
+    /// `None` when notices are off.
+    ticks: Option<watch::Receiver<()>>,
 }
 
-async fn tick(ticker: &mut Option<Interval>) {
-    match ticker {
-        Some(t) => {
-            t.tick().await;
+impl ProgressClock {
+    /// Starts the clock's task, which ends on shutdown, once no stream or service holds the
+    /// clock any more, or with the store (it does not keep the store open). A zero `period`
+    /// turns notices off.
+    pub fn start(store: &Store, period: Duration, mut shutdown: Shutdown) -> ProgressClock {
+        if period.is_zero() {
+            return ProgressClock { ticks: None };
         }
-        None => std::future::pending().await,
+        let (tx, rx) = watch::channel(());
+        let mut last = store.revision();
+        let store = store.downgrade();
+        tokio::spawn(async move {
+            let mut ticker = interval_at(Instant::now() + period, period);
+            ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            let mut quiet_ticks = 0;
+            loop {
+                tokio::select! {
+                    () = shutdown.wait() => break,
+                    () = tx.closed() => break,
+                    _ = ticker.tick() => {}
+                }
+                let Some(now) = store.revision() else { break };
+                if now != last {
+                    (last, quiet_ticks) = (now, 0);
+                } else {
+                    quiet_ticks += 1;
+                }
+                if quiet_ticks <= 1 {
+                    tx.send_replace(());
+                }
+            }
+        });
+        ProgressClock { ticks: Some(rx) }
+    }
+
+    /// This stream's own view of the clock, counting ticks from now.
+    fn for_stream(&self) -> ProgressClock {
+        let mut ticks = self.ticks.clone();
+        if let Some(ticks) = &mut ticks {
+            ticks.mark_unchanged();
+        }
+        ProgressClock { ticks }
+    }
+
+    /// The next tick; never, when notices are off or the clock has stopped.
+    async fn tick(&mut self) {
+        if let Some(ticks) = &mut self.ticks {
+            if ticks.changed().await.is_ok() {
+                return;
+            }
+        }
+        std::future::pending().await
     }
 }
