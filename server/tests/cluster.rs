@@ -298,22 +298,10 @@ async fn while_etcd_is_down_writes_are_unavailable_health_says_so_and_watches_re
     cluster.restart(0).await;
     within("health to turn SERVING", wait_for_health(&server, true)).await;
     prom::wait_for(metrics, "jsonkv_source_up", |up| up == 1.0).await;
-    let after = within("writes to work again", async {
-        loop {
-            let request = pb::InsertRequest {
-                key: "k".into(),
-                new_value: Some(pb::insert_request::NewValue::ValueJson("3".into())),
-                ..Default::default()
-            };
-            match client.insert(request).await {
-                Ok(response) => break response.into_inner().revision,
-                Err(status) => {
-                    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    })
+    let after = within(
+        "writes to work again",
+        put_eventually(&mut client, "k", "3"),
+    )
     .await;
     // The watch never closed, and shows the one change after the outage: nothing lost, nothing
     // repeated.

@@ -18,7 +18,6 @@ use jsonkv_server::{Config, RunningServer};
 use jsonkv_testkit::etcd_client::Permission;
 use jsonkv_testkit::{unique_prefix, EtcdCluster, EtcdTlsFiles};
 use tokio::net::TcpListener;
-use tonic::Code;
 
 /// The etcd timeout of these tests: start-up failures must come within it (plus slack).
 const ETCD_TIMEOUT: Duration = Duration::from_secs(2);
@@ -81,26 +80,6 @@ async fn get_linearizable(client: &mut Client, key: &str, linearizable: bool) ->
         ..Default::default()
     };
     get_json(client, request).await
-}
-
-/// Puts until a write goes through: while etcd restarts, writes fail with UNAVAILABLE.
-async fn put_eventually(client: &mut Client, key: &str, json: &str) -> i64 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let request = pb::InsertRequest {
-            key: key.into(),
-            new_value: Some(pb::insert_request::NewValue::ValueJson(json.into())),
-            ..Default::default()
-        };
-        match client.insert(request).await {
-            Ok(response) => return response.into_inner().revision,
-            Err(status) => {
-                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-                assert!(Instant::now() < deadline, "writes did not resume: {status}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! Values of several MiB in total through the paths that carry many at once, on the backends
-//! that have each path: a linearizable listing, a replay from etcd's history, and a server
-//! starting on an etcd prefix that already holds them. (Plain listings and watch snapshots of
-//! large values: tests/api.rs and tests/watch.rs.)
+//! that have each path: a listing, plain and linearizable, a replay from etcd's history, and a
+//! server starting on an etcd prefix that already holds them. (Watch snapshots of large values:
+//! tests/watch.rs.)
 
 mod common;
 
@@ -12,6 +12,9 @@ use jsonkv_server::{Config, RunningServer};
 /// How many large values each test writes: together more than the 4 MiB a gRPC message may
 /// carry by default, while each one is far below the value limit.
 const VALUES: usize = 8;
+
+/// The 4 MiB a gRPC client accepts in one message by default.
+const MESSAGE_LIMIT: usize = 4 * 1024 * 1024;
 
 /// A JSON string of 600 KiB.
 fn blob() -> String {
@@ -32,39 +35,47 @@ fn blob_keys() -> Vec<String> {
     (0..VALUES).map(|i| format!("blob/{i}")).collect()
 }
 
+/// Lists the blobs, `linearizable` or not, and checks that the pages each fit one message.
+async fn assert_listed_in_pages_that_fit(backend: Backend, linearizable: bool) {
+    let (_server, mut client) = start_on(backend, config()).await;
+    write_blobs(&mut client).await;
+    let request = pb::ListRequest {
+        prefix: "blob/".into(),
+        value_encoding: ValueEncoding::Json as i32,
+        linearizable,
+        ..Default::default()
+    };
+    let pages = list_pages(&mut client, request).await;
+    let blob = blob();
+    let mut keys = Vec::new();
+    for page in &pages {
+        let bytes = prost::Message::encoded_len(page);
+        assert!(
+            bytes <= MESSAGE_LIMIT,
+            "a page of {bytes} bytes does not fit one message"
+        );
+        for kv in &page.kvs {
+            assert_eq!(kv.value_json, blob, "{}", kv.key);
+            keys.push(kv.key.clone());
+        }
+    }
+    let sizes: Vec<usize> = pages.iter().map(|page| page.kvs.len()).collect();
+    assert!(
+        sizes.len() > 1,
+        "{VALUES} × 600 KiB should not come as one page: {sizes:?}"
+    );
+    assert_eq!(keys, blob_keys());
+}
+
+async fn a_page_of_large_values_is_cut_to_fit_one_message(backend: Backend) {
+    assert_listed_in_pages_that_fit(backend, false).await;
+}
+both_backends!(a_page_of_large_values_is_cut_to_fit_one_message);
+
 /// As a plain listing, a linearizable page of large values is cut to fit one message, however
 /// large the values under the prefix are in total.
 async fn a_linearizable_page_of_large_values_is_cut_to_fit_one_message(backend: Backend) {
-    let (_server, mut client) = start_on(backend, config()).await;
-    write_blobs(&mut client).await;
-    let blob = blob();
-    let mut keys = Vec::new();
-    let mut pages = 0;
-    let mut page_token = String::new();
-    loop {
-        let page = client
-            .list(pb::ListRequest {
-                prefix: "blob/".into(),
-                page_token,
-                value_encoding: ValueEncoding::Json as i32,
-                linearizable: true,
-                ..Default::default()
-            })
-            .await
-            .unwrap_or_else(|s| panic!("linearizable list, page {pages}: {s:?}"))
-            .into_inner();
-        pages += 1;
-        for kv in page.kvs {
-            assert_eq!(kv.value_json, blob, "{}", kv.key);
-            keys.push(kv.key);
-        }
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        page_token = page.next_page_token;
-    }
-    assert!(pages > 1, "{VALUES} × 600 KiB should not come as one page");
-    assert_eq!(keys, blob_keys());
+    assert_listed_in_pages_that_fit(backend, true).await;
 }
 both_backends!(a_linearizable_page_of_large_values_is_cut_to_fit_one_message);
 

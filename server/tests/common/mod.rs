@@ -3,7 +3,7 @@
 //! sends.
 #![allow(dead_code)] // each test file uses a different subset
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jsonkv::pb::json_kv_client::JsonKvClient;
 use jsonkv::pb::{self, watch_response::Response as Msg, ValueEncoding};
@@ -129,6 +129,26 @@ pub async fn put(client: &mut Client, key: &str, json: &str) -> i64 {
         .revision
 }
 
+/// Puts until a write goes through: while etcd restarts, writes fail with UNAVAILABLE.
+pub async fn put_eventually(client: &mut Client, key: &str, json: &str) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let request = pb::InsertRequest {
+            key: key.into(),
+            new_value: Some(pb::insert_request::NewValue::ValueJson(json.into())),
+            ..Default::default()
+        };
+        match client.insert(request).await {
+            Ok(response) => return response.into_inner().revision,
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                assert!(Instant::now() < deadline, "writes did not resume: {status}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 /// The value of a Get, as JSON text (the request's encoding is set to JSON); panics naming
 /// the key if the call fails or the key is absent.
 pub async fn get_json(client: &mut Client, request: pb::GetRequest) -> String {
@@ -145,6 +165,34 @@ pub async fn get_json(client: &mut Client, request: pb::GetRequest) -> String {
         .kv
         .unwrap_or_else(|| panic!("get {key}: no kv"))
         .value_json
+}
+
+/// Every page of a listing, from the first; a failed call panics naming the page it was for.
+pub async fn list_pages(client: &mut Client, request: pb::ListRequest) -> Vec<pb::ListResponse> {
+    let mut pages = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list(pb::ListRequest {
+                page_token,
+                ..request.clone()
+            })
+            .await
+            .unwrap_or_else(|s| {
+                panic!(
+                    "list {:?} (linearizable: {}), page {}: {s:?}",
+                    request.prefix,
+                    request.linearizable,
+                    pages.len()
+                )
+            })
+            .into_inner();
+        page_token = page.next_page_token.clone();
+        pages.push(page);
+        if page_token.is_empty() {
+            return pages;
+        }
+    }
 }
 
 pub async fn del(client: &mut Client, key: &str) -> i64 {
