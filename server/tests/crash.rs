@@ -18,6 +18,8 @@ use tonic::transport::Channel;
 
 const ROUNDS: u64 = 8;
 const WRITERS: usize = 8;
+/// How long a writer waits for an answer before it takes the server for gone.
+const CALL_LIMIT: Duration = Duration::from_secs(10);
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -122,8 +124,14 @@ async fn acknowledged_writes_survive_sigkill() {
                         new_value: Some(NewValue::ValueJson(value.clone())),
                         ..Default::default()
                     };
-                    let result = client.insert(request).await;
-                    let ack = result.ok().map(|r| r.into_inner().revision);
+                    // Bounded: a call to a killed server should fail at once, but one once hung
+                    // the whole run with nothing left to wake it (tonic's client, not the
+                    // server, which was gone). Unanswered is unacknowledged either way.
+                    let result = tokio::time::timeout(CALL_LIMIT, client.insert(request)).await;
+                    let ack = match result {
+                        Ok(Ok(response)) => Some(response.into_inner().revision),
+                        Ok(Err(_)) | Err(_) => None,
+                    };
                     let failed = ack.is_none();
                     log.push((key, value, ack));
                     if failed {
