@@ -5,8 +5,8 @@
 //!
 //! Why: a stored value is its compact text (`database::Doc`). Parsing an insert's JSON into a
 //! tree of allocations only to serialise it straight back cost more than the rest of the insert
-//! path in jsonkv's own code (callgrind: ~2,700 instructions per 100-byte value, against ~600
-//! for the check).
+//! path in jsonkv's own code: ~2,700 instructions for a 100-byte value (callgrind), of which
+//! checking instead saves ~1,600; in-memory inserts ran ~3% faster.
 
 use std::fmt;
 
