@@ -237,32 +237,6 @@ async fn get(
         .map(|r| r.into_inner())
 }
 
-/// Every page of a listing, read plainly or linearizably.
-async fn list_all(
-    client: &mut Client,
-    request: pb::ListRequest,
-    linearizable: bool,
-) -> Vec<pb::ListResponse> {
-    let mut pages = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = client
-            .list(pb::ListRequest {
-                page_token,
-                linearizable,
-                ..request.clone()
-            })
-            .await
-            .unwrap_or_else(|s| panic!("list (linearizable: {linearizable}): {s:?}"))
-            .into_inner();
-        page_token = page.next_page_token.clone();
-        pages.push(page);
-        if page_token.is_empty() {
-            return pages;
-        }
-    }
-}
-
 /// A linearizable read is served at a revision at least as new as the plain read before it;
 /// the embedded store is its own source of truth, so there it is the same one.
 fn assert_read_at_least_as_new(backend: Backend, plain: i64, linearizable: i64) {
@@ -311,8 +285,12 @@ async fn linearizable_reads_return_what_plain_reads_do(backend: Backend) {
             keys_only,
             ..Default::default()
         };
-        let plain = list_all(&mut client, request.clone(), false).await;
-        let fresh = list_all(&mut client, request, true).await;
+        let plain = list_pages(&mut client, request.clone()).await;
+        let linearizable = pb::ListRequest {
+            linearizable: true,
+            ..request
+        };
+        let fresh = list_pages(&mut client, linearizable).await;
         assert_eq!(fresh.len(), plain.len(), "{prefix:?}: pages");
         for (plain, fresh) in plain.into_iter().zip(fresh) {
             assert_eq!(
