@@ -26,6 +26,9 @@ pub struct Config {
     pub segment_bytes: u64,
     /// Events kept for `start_revision` replay and for lagging watchers to catch up.
     pub history_size: usize,
+    /// ...and fewer, once their keys and values come to more than this many bytes: with large
+    /// values, `history_size` events alone could hold more memory than the machine has.
+    pub history_bytes: usize,
     /// Per key/prefix broadcast buffer: how far a watcher may fall behind the writers before it
     /// has to catch up from history (losslessly). Every slot is allocated when the first
     /// watcher of a key opens, so for watchers on distinct keys this is the largest part of
@@ -95,6 +98,7 @@ impl Default for Config {
             revision_wait: Duration::from_secs(5),
             segment_bytes: 64 * 1024 * 1024,
             history_size: 100_000,
+            history_bytes: 256 * 1024 * 1024,
             watch_buffer: 16,
             max_key_bytes: 4 * 1024,
             max_value_bytes: 1024 * 1024,

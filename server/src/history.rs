@@ -1,17 +1,45 @@
-//! `HistoryRing`: the most recent events, bounded by count, from which watches replay
-//! (`start_revision`) and lagging watchers catch up.
+//! `HistoryRing`: the most recent events, bounded by count and by the bytes of their keys and
+//! values, from which watches replay (`start_revision`) and lagging watchers catch up.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use crate::config::Config;
 use crate::database::{Event, Revision};
 use crate::error::Error;
 use crate::hub::WatchTarget;
 
+/// How much history is kept: at most `events` events, and fewer once their keys and values
+/// come to more than `bytes` (counted whether or not the map still shares a value, so the
+/// bound errs towards less history).
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryBounds {
+    pub events: usize,
+    pub bytes: usize,
+}
+
+impl From<&Config> for HistoryBounds {
+    fn from(config: &Config) -> Self {
+        HistoryBounds {
+            events: config.history_size,
+            bytes: config.history_bytes,
+        }
+    }
+}
+
+/// What an event adds to the history's byte count: its key and value, and roughly what the
+/// event, its entry and their reference counts take besides.
+fn event_bytes(event: &Event) -> usize {
+    const OVERHEAD: usize = 128;
+    OVERHEAD + event.key.len() + event.entry.as_ref().map_or(0, |e| e.value.text().len())
+}
+
 #[derive(Debug)]
 pub struct HistoryRing {
     events: VecDeque<Arc<Event>>,
-    capacity: usize,
+    bounds: HistoryBounds,
+    /// [`event_bytes`] of every event held.
+    bytes: usize,
     /// Every event with a revision at or after this one is held. Revisions need not be
     /// consecutive (on etcd they skip the numbers of writes outside jsonkv's prefix), so this
     /// is tracked, not derived from the first event.
@@ -20,10 +48,11 @@ pub struct HistoryRing {
 
 impl HistoryRing {
     /// An empty ring for a store whose next event has a revision of at least `covered_from`.
-    pub fn new(capacity: usize, covered_from: Revision) -> Self {
+    pub fn new(bounds: HistoryBounds, covered_from: Revision) -> Self {
         HistoryRing {
-            events: VecDeque::with_capacity(capacity.min(1 << 16)),
-            capacity,
+            events: VecDeque::with_capacity(bounds.events.min(1 << 16)),
+            bounds,
+            bytes: 0,
             covered_from,
         }
     }
@@ -35,16 +64,17 @@ impl HistoryRing {
             .events
             .back()
             .is_none_or(|last| last.revision <= event.revision));
-        if self.capacity == 0 {
-            self.covered_from = event.revision + 1;
-            return;
-        }
-        if self.events.len() == self.capacity {
-            if let Some(evicted) = self.events.pop_front() {
-                self.covered_from = evicted.revision + 1;
-            }
-        }
+        self.bytes += event_bytes(&event);
         self.events.push_back(event);
+        // The newest event goes too if it alone is over the byte bound: a watcher that needs
+        // it from here gets OUT_OF_RANGE, never a gap.
+        while self.events.len() > self.bounds.events || self.bytes > self.bounds.bytes {
+            let Some(evicted) = self.events.pop_front() else {
+                break;
+            };
+            self.bytes -= event_bytes(&evicted);
+            self.covered_from = evicted.revision + 1;
+        }
     }
 
     /// The oldest revision a replay can still start from.
@@ -74,6 +104,7 @@ impl HistoryRing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::database::{Doc, Entry};
 
     fn event(revision: Revision, key: &str) -> Arc<Event> {
         Arc::new(Event {
@@ -83,13 +114,70 @@ mod tests {
         })
     }
 
+    /// Bounds by count alone.
+    fn count(events: usize) -> HistoryBounds {
+        HistoryBounds {
+            events,
+            bytes: usize::MAX,
+        }
+    }
+
+    fn put(revision: Revision, key: &str, text: &str) -> Arc<Event> {
+        Arc::new(Event {
+            revision,
+            key: key.into(),
+            entry: Some(Entry {
+                value: Arc::new(Doc::from_stored_text(text.to_owned()).unwrap()),
+                create_revision: revision,
+                mod_revision: revision,
+                version: 1,
+            }),
+        })
+    }
+
+    #[test]
+    fn large_values_are_dropped_before_the_count_is_reached() {
+        let value = format!("\"{}\"", "v".repeat(1000));
+        let one = event_bytes(&put(1, "k", &value));
+        let mut ring = HistoryRing::new(
+            HistoryBounds {
+                events: 100,
+                bytes: 3 * one,
+            },
+            1,
+        );
+        for r in 1..=5 {
+            ring.push(put(r, "k", &value));
+        }
+        let all = WatchTarget::Prefix(String::new());
+        assert_eq!(ring.oldest(), 3);
+        assert_eq!(revisions(ring.since(3, &all).unwrap()), [3, 4, 5]);
+        assert!(ring.since(2, &all).is_err());
+        // Small events fit many to the same budget: dropping one large event made room for
+        // seven deletes, which hold no value.
+        for r in 6..=12 {
+            ring.push(event(r, "k"));
+        }
+        assert_eq!(ring.oldest(), 4);
+        assert_eq!(
+            revisions(ring.since(4, &all).unwrap()),
+            [4, 5, 6, 7, 8, 9, 10, 11, 12]
+        );
+        // One event over the whole budget leaves nothing, and says so.
+        let huge = format!("\"{}\"", "v".repeat(4 * one));
+        ring.push(put(13, "k", &huge));
+        assert_eq!(ring.oldest(), 14);
+        assert!(ring.since(13, &all).is_err());
+        assert!(ring.since(14, &all).unwrap().is_empty());
+    }
+
     fn revisions(events: Vec<Arc<Event>>) -> Vec<Revision> {
         events.iter().map(|e| e.revision).collect()
     }
 
     #[test]
     fn keeps_the_newest_events_and_reports_the_oldest() {
-        let mut ring = HistoryRing::new(3, 1);
+        let mut ring = HistoryRing::new(count(3), 1);
         assert_eq!(ring.oldest(), 1);
         for r in 1..=5 {
             ring.push(event(r, if r % 2 == 0 { "even" } else { "odd" }));
@@ -113,7 +201,7 @@ mod tests {
 
     #[test]
     fn zero_capacity_holds_nothing() {
-        let mut ring = HistoryRing::new(0, 1);
+        let mut ring = HistoryRing::new(count(0), 1);
         ring.push(event(1, "k"));
         assert_eq!(ring.oldest(), 2);
         let all = WatchTarget::Prefix(String::new());
@@ -124,7 +212,7 @@ mod tests {
     #[test]
     fn revisions_may_skip_numbers() {
         // As on etcd, where writes outside jsonkv's prefix take revisions too.
-        let mut ring = HistoryRing::new(3, 11);
+        let mut ring = HistoryRing::new(count(3), 11);
         for r in [12, 15, 16, 20] {
             ring.push(event(r, "k"));
         }

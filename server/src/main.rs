@@ -77,6 +77,10 @@ struct Args {
     /// up; older revisions answer OUT_OF_RANGE.
     #[arg(long, default_value_t = Config::default().history_size)]
     history_size: usize,
+    /// Bytes of keys and values the history may hold: past it, the oldest events are dropped
+    /// before --history-size is reached (large values would otherwise fill memory).
+    #[arg(long, default_value_t = Config::default().history_bytes)]
+    history_bytes: usize,
     /// Events buffered per watched key or prefix before a slow watcher must catch up from
     /// history.
     #[arg(long, default_value_t = Config::default().watch_buffer)]
@@ -182,6 +186,7 @@ impl TryFrom<Args> for Config {
             etcd,
             revision_wait: Duration::from_millis(args.revision_wait_ms),
             history_size: args.history_size,
+            history_bytes: args.history_bytes,
             watch_buffer: args.watch_buffer,
             max_key_bytes: args.max_key_bytes,
             max_value_bytes: args.max_value_bytes,

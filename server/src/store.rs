@@ -44,7 +44,7 @@ use crate::config::Config;
 use crate::database::{self, Database, Doc, Entry, Event, ExpectedModRevision, Revision};
 use crate::error::Error;
 use crate::etcd::{self, EtcdConfig, Remote, Replay, View};
-use crate::history::HistoryRing;
+use crate::history::{HistoryBounds, HistoryRing};
 use crate::hub::{EventReceiver, WatchHub, WatchTarget};
 use crate::storage::{DiskStorage, MemoryStorage, Storage};
 
@@ -68,7 +68,8 @@ struct Shared {
     progress_min_lag: Revision,
     /// See [`Config::revision_wait`].
     revision_wait: Duration,
-    history_size: usize,
+    /// For the fresh history of a view reset.
+    history: HistoryBounds,
 }
 
 /// Who orders, stores and applies writes.
@@ -201,7 +202,7 @@ impl Store {
         for event in events.by_ref().take(keep) {
             db.apply_owned(Arc::unwrap_or_clone(event));
         }
-        let mut history = HistoryRing::new(config.history_size, db.revision() + 1);
+        let mut history = HistoryRing::new(HistoryBounds::from(config), db.revision() + 1);
         for event in events {
             db.apply(&event);
             history.push(event);
@@ -236,7 +237,7 @@ impl Store {
             ))
         })?;
         let db = database_at(entries, revision);
-        let history = HistoryRing::new(config.history_size, revision + 1);
+        let history = HistoryRing::new(HistoryBounds::from(config), revision + 1);
         let backend = Backend::Etcd {
             remote: Box::new(remote.clone()),
             follower: Mutex::new(None),
@@ -561,7 +562,7 @@ impl Shared {
             catch_ups: AtomicU64::new(0),
             progress_min_lag: config.progress_min_lag.max(1),
             revision_wait: config.revision_wait,
-            history_size: config.history_size,
+            history: HistoryBounds::from(config),
         }
     }
 
@@ -666,7 +667,7 @@ impl View for Shared {
     fn reset(&self, entries: Vec<(String, Entry)>, revision: Revision) {
         let mut state = self.state.write();
         state.db = database_at(entries, revision);
-        state.history = HistoryRing::new(self.history_size, revision + 1);
+        state.history = HistoryRing::new(self.history, revision + 1);
         state.epoch += 1;
         // Every receiver sees its channel close once it has drained what it holds, and ends
         // with `ViewReset`; watches opened from now on start from the new view.

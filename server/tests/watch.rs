@@ -353,6 +353,32 @@ async fn a_compacted_start_revision_is_out_of_range_naming_the_oldest() {
     assert_eq!(read_until(&mut stream, 25).await.len(), 10);
 }
 
+/// Large values fill history's byte budget long before its event count: the oldest events go,
+/// and a resume from one of them is OUT_OF_RANGE naming the oldest left, never a gap.
+#[tokio::test]
+async fn history_holds_a_bounded_number_of_bytes_of_large_values() {
+    let mut cfg = config();
+    cfg.history_size = 1000;
+    cfg.history_bytes = 64 * 1024;
+    let (_server, mut client) = start(cfg).await;
+    let value = format!(r#""{}""#, "v".repeat(10 * 1024));
+    for _ in 1..=20 {
+        put(&mut client, "big", &value).await;
+    }
+    let status = match watch_key(&mut client, "big", 1).await {
+        Err(status) => status,
+        Ok(mut stream) => next(&mut stream).await.unwrap_err(),
+    };
+    assert_eq!(status.code(), Code::OutOfRange);
+    let oldest = detail(&status, "oldest_revision");
+    // 64 KiB holds six 10 KiB values (with their keys and bookkeeping), not seven.
+    assert_eq!(oldest, 15, "{}", status.message());
+    let mut stream = watch_key(&mut client, "big", oldest).await.unwrap();
+    let replayed = read_until(&mut stream, 20).await;
+    let revisions: Vec<i64> = replayed.iter().map(Seen::revision).collect();
+    assert_eq!(revisions, (15..=20).collect::<Vec<i64>>());
+}
+
 /// The client does not read while a burst far larger than the broadcast buffer goes by: HTTP/2
 /// flow control stalls the server's send, the receiver lags, and the watcher must catch up
 /// from history and deliver every event once, in order.
