@@ -186,3 +186,39 @@ impl ProgressClock {
         std::future::pending().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::Config;
+
+    /// Lets one period go by (on tokio's paused clock) and says whether the clock ticked for
+    /// `stream` meanwhile.
+    async fn ticked(stream: &mut ProgressClock) -> bool {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let ticks = stream.ticks.as_mut().unwrap();
+        let ticked = ticks.has_changed().unwrap();
+        ticks.mark_unchanged();
+        ticked
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_clock_ticks_while_the_store_changes_and_once_after() {
+        let store = Store::new(&Config::default());
+        let (_trigger, shutdown) = crate::shutdown::channel();
+        let clock = ProgressClock::start(&store, Duration::from_secs(1), shutdown);
+        let mut stream = clock.for_stream();
+        // Half a period off the clock's beat, so each wait spans exactly one tick.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Quiet from the start: the one tick after, then none.
+        assert!(ticked(&mut stream).await);
+        assert!(!ticked(&mut stream).await);
+        assert!(!ticked(&mut stream).await);
+        store.put("k".into(), json!(1), None).await.unwrap();
+        assert!(ticked(&mut stream).await, "the store changed");
+        assert!(ticked(&mut stream).await, "once after");
+        assert!(!ticked(&mut stream).await);
+    }
+}

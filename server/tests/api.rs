@@ -104,6 +104,32 @@ async fn json_text_is_lossless_for_big_numbers(backend: Backend) {
 }
 both_backends!(json_text_is_lossless_for_big_numbers);
 
+/// JSON text that is not compact comes back compact, as README says: no whitespace, escapes
+/// only where JSON needs them, exponents as `e+`, and a repeated key's last value in its first
+/// place; digits stay as written.
+async fn json_text_comes_back_compact(backend: Backend) {
+    let (_server, mut client) = start_on(backend, config()).await;
+    let text = r#"{ "b": 1E5, "a": "\u00e9\/", "b": [1.50, -0] }"#;
+    client.insert(insert_json("loose", text)).await.unwrap();
+    let kv = get(&mut client, "loose", ValueEncoding::Json)
+        .await
+        .unwrap()
+        .kv
+        .unwrap();
+    assert_eq!(kv.value_json, r#"{"b":[1.50,-0],"a":"é/"}"#);
+    client
+        .insert(insert_json("exp", "[1E5, 2e-3]"))
+        .await
+        .unwrap();
+    let kv = get(&mut client, "exp", ValueEncoding::Json)
+        .await
+        .unwrap()
+        .kv
+        .unwrap();
+    assert_eq!(kv.value_json, "[1e+5,2e-3]");
+}
+both_backends!(json_text_comes_back_compact);
+
 async fn get_of_a_missing_key_is_not_found(backend: Backend) {
     let (_server, mut client) = start_on(backend, config()).await;
     let status = get(&mut client, "nope", ValueEncoding::Json)

@@ -161,18 +161,15 @@ async fn foreign_values_under_the_prefix_on_etcd() {
     let cfg = etcd_config(etcd);
     let prefix = cfg.prefix.clone();
     let mut client = etcd.client().await;
-    client
-        .put(format!("{prefix}loaded-bad"), "not json", None)
-        .await
-        .unwrap();
-    client
-        .put(format!("{prefix}loaded-ok"), "{ \"a\": [1, 2] }", None)
-        .await
-        .unwrap();
     // Text that looks like JSON at a glance but that parsing refuses (a lone surrogate, nesting
     // past serde_json's limit) is not JSON either: kept, it would fail when a read parses it.
     let deep = "[".repeat(200) + &"]".repeat(200);
-    for (key, text) in [("loaded-surrogate", r#""\ud800""#), ("loaded-deep", &deep)] {
+    for (key, text) in [
+        ("loaded-bad", "not json"),
+        ("loaded-ok", "{ \"a\": [1, 2] }"),
+        ("loaded-surrogate", r#""\ud800""#),
+        ("loaded-deep", &deep),
+    ] {
         client
             .put(format!("{prefix}{key}"), text, None)
             .await
