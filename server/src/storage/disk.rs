@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use super::format::{self, Frame, Record, HEADER_LEN, LOG_MAGIC, SNAPSHOT_MAGIC};
 use super::{Recovered, Storage, SyncMode};
@@ -107,7 +108,7 @@ impl DiskStorage {
             .write(true)
             .open(&lock_path)
             .map_err(|e| io_error(format!("cannot open {}", lock_path.display()), e))?;
-        match lock.try_lock() {
+        match lock_patiently(&lock) {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
                 return Err(Error::Storage(format!(
@@ -252,6 +253,24 @@ impl Drop for DiskStorage {
             if let Err(err) = segment.trim() {
                 tracing::warn!(file = %segment.path.display(), %err, "cannot trim the log segment");
             }
+        }
+    }
+}
+
+/// Takes the flock on `lock`, waiting up to half a second for it. A lock that is busy that long
+/// is another server's. A shorter hold is the last one letting go: a server still exiting, or,
+/// in a program that starts processes (the tests do), a child forked while this process had the
+/// lock open, which shares the lock until it execs. Refusing at once failed a test that reopens
+/// a directory it had just closed while another test started etcd.
+fn lock_patiently(lock: &File) -> Result<(), fs::TryLockError> {
+    const PATIENCE: Duration = Duration::from_millis(500);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match lock.try_lock() {
+            Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
         }
     }
 }
