@@ -615,6 +615,15 @@ fn method(md: &mut String) {
          settings (`TCP_NODELAY`, tonic's default HTTP/2 settings); etcd is reached through the \
          `etcd-client` crate over that same tonic channel. Requests are spread round-robin over \
          the connections.\n\
+         - The harness runs one client thread per connection (up to one per CPU) for get, \
+         insert and mixed, and one per CPU for the watch workloads. A connection's requests all \
+         pass through its one HTTP/2 task, so a second thread would only hand requests and \
+         replies between threads, on the cores the servers need. Measured in interleaved runs \
+         (medians of four), the empty RPC ran at 90.0k/s with two client threads and 90.8k/s \
+         with one; jsonkv's get went from 0.74× to 0.95× of it, its insert from 0.76× to 0.91×, \
+         durable insert from 50.4k/s to 52.1k/s and etcd put from 31.0k/s to 29.9k/s. One \
+         client thread drove an echo server with one worker at ~114k/s, so it does not cap \
+         these figures.\n\
          - `echo` is `jsonkv-bench echo-server`: an empty unary RPC on the same tonic server stack \
          and settings as jsonkv-server, i.e. the transport's limit on this machine.\n\
          - jsonkv values travel as JSON text (`value_json`, `VALUE_ENCODING_JSON`). Gets read \
@@ -624,7 +633,8 @@ fn method(md: &mut String) {
          - Other work on the machine only ever makes a run look worse. So each run starts once \
          the CPUs have been at least 90% idle for two seconds (waiting at most 2 minutes), every \
          run is made in interleaved rounds, and the least disturbed round counts (the most \
-         throughput; for a fan-out, the lowest p99). Expect a few percent of noise.\n\
+         throughput; for a fan-out, the lowest p99). Runs still move by up to ~10% between \
+         server processes on this VM.\n\
          - The watch fan-out writer sends on a fixed schedule (open loop) from its own \
          connection; each insert carries its sequence number, so every watcher's copy is \
          matched to the moment the insert was sent and acknowledged. Watchers must receive every \

@@ -115,6 +115,9 @@ pub struct Report {
     pub write_addr: Option<String>,
     pub concurrency: usize,
     pub connections: usize,
+    /// Worker threads of the client's runtime (see `RunArgs::client_threads`).
+    #[serde(default)]
+    pub client_threads: usize,
     pub keys: usize,
     pub value_size: usize,
     pub read_ratio: Option<f64>,
@@ -140,6 +143,7 @@ impl Report {
         self.write_addr = args.write_addr.clone();
         self.concurrency = args.concurrency;
         self.connections = args.connections;
+        self.client_threads = args.client_threads();
         self.keys = args.keys;
         self.value_size = args.value_size;
         self.read_ratio = (args.workload == crate::Workload::Mixed).then_some(args.read_ratio);
