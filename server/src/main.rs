@@ -129,6 +129,11 @@ struct Args {
     /// Open watches in total; more get RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = Config::default().max_watchers)]
     max_watchers: usize,
+    /// Threads that serve calls (tokio workers; default: one per CPU). Fewer leave cores to
+    /// other processes: on a 2-core machine shared with its client, one worker served a single
+    /// busy connection faster than two, but one worker can never use more than one core.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    workers: Option<u16>,
     /// Seconds a call may take before it gets DEADLINE_EXCEEDED (0: no limit). A watch only
     /// has to open in that time; it then streams for as long as it likes.
     #[arg(long, default_value_t = Config::default().request_timeout.as_secs())]
@@ -253,12 +258,27 @@ fn etcd_user(name: String) -> Result<EtcdUser, String> {
     }
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
-    let config = Config::try_from(Args::parse()).unwrap_or_else(|err| fail(err));
+    let args = Args::parse();
+    // The runtime is built here rather than by `#[tokio::main]` so that --workers can size it.
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = args.workers {
+        runtime.worker_threads(workers.into());
+    }
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .unwrap_or_else(|err| fail(format!("cannot start the runtime: {err}")));
+    let config = Config::try_from(args).unwrap_or_else(|err| fail(err));
+    runtime.block_on(run(config));
+}
+
+/// Everything after the flags: files, listeners, the store, then serving until a shutdown
+/// signal.
+async fn run(config: Config) {
     // Files first: a bad certificate or tokens file should stop start-up before anything else.
     let security = Security::load(&config).unwrap_or_else(|err| fail(err));
     let listener = match TcpListener::bind(config.listen).await {

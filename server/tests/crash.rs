@@ -2,7 +2,8 @@
 //! is killed with SIGKILL at pseudo-random moments, many times over, and after each restart
 //! every acknowledged write is there with its value and revision, no value appears that no
 //! writer sent, and revisions go on increasing. Rounds alternate `--sync always` and
-//! `--sync none` (both promise to survive a process crash).
+//! `--sync none` (both promise to survive a process crash), and one tokio worker
+//! (`--workers 1`) and two, checking that the server runs that many.
 
 mod common;
 
@@ -46,7 +47,7 @@ impl Drop for Server {
     }
 }
 
-fn spawn_server(dir: &Path, port: u16, sync: &str) -> Server {
+fn spawn_server(dir: &Path, port: u16, sync: &str, workers: usize) -> Server {
     Server(
         Command::new(env!("CARGO_BIN_EXE_jsonkv-server"))
             .args([
@@ -56,6 +57,8 @@ fn spawn_server(dir: &Path, port: u16, sync: &str) -> Server {
                 sync,
                 "--segment-bytes",
                 "65536",
+                "--workers",
+                &workers.to_string(),
             ])
             .arg("--data-dir")
             .arg(dir)
@@ -65,6 +68,15 @@ fn spawn_server(dir: &Path, port: u16, sync: &str) -> Server {
             .spawn()
             .expect("server binary starts"),
     )
+}
+
+/// The server's tokio worker threads, counted by name in /proc.
+fn tokio_workers(server: &Server) -> usize {
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", server.0.id())).expect("/proc");
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim() == "tokio-rt-worker")
+        .count()
 }
 
 async fn connect(port: u16) -> JsonKvClient<Channel> {
@@ -100,9 +112,15 @@ async fn acknowledged_writes_survive_sigkill() {
 
     for round in 0..ROUNDS {
         let sync = if round % 2 == 0 { "always" } else { "none" };
+        let workers = 1 + (round as usize / 2) % 2;
         let port = free_port();
-        let mut server = spawn_server(dir.path(), port, sync);
+        let mut server = spawn_server(dir.path(), port, sync, workers);
         let client = connect(port).await;
+        assert_eq!(
+            tokio_workers(&server),
+            workers,
+            "round {round}: --workers {workers}"
+        );
 
         verify(&client, &acked, &sent, max_acked).await;
 
@@ -171,7 +189,7 @@ async fn acknowledged_writes_survive_sigkill() {
 
     // A last restart, checked the same way.
     let port = free_port();
-    let mut server = spawn_server(dir.path(), port, "always");
+    let mut server = spawn_server(dir.path(), port, "always", 2);
     let client = connect(port).await;
     verify(&client, &acked, &sent, max_acked).await;
     server.kill();
