@@ -51,6 +51,7 @@ pub struct ClientBuilder {
     ca: Option<Pem>,
     identity: Option<(Pem, Pem)>,
     read_your_writes: bool,
+    timeout: Option<Duration>,
 }
 
 /// PEM text, or the file to read it from when connecting.
@@ -69,6 +70,7 @@ impl fmt::Debug for ClientBuilder {
             .field("ca", &self.ca.is_some())
             .field("identity", &self.identity.is_some())
             .field("read_your_writes", &self.read_your_writes)
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -81,6 +83,7 @@ impl ClientBuilder {
             ca: None,
             identity: None,
             read_your_writes: true,
+            timeout: None,
         }
     }
 
@@ -121,6 +124,18 @@ impl ClientBuilder {
     /// still kept, to hand to another client ([`Client::observe_revision`]).
     pub fn read_your_writes(mut self, on: bool) -> Self {
         self.read_your_writes = on;
+        self
+    }
+
+    /// Bounds every call: a get, insert, delete or list page, or the opening of a watch, that
+    /// has no answer within `limit` (over all the servers it tries) fails with
+    /// DEADLINE_EXCEEDED ([`Error::Status`]), and the client moves on from the server in use, as
+    /// from one that is down. A write that times out may still have been applied. A watch whose
+    /// opening times out reconnects, like one whose connection broke; once open it streams for
+    /// as long as it likes. No limit by default: HTTP/2 keepalive still finds a server that
+    /// vanished, but not one that holds a call without answering.
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.timeout = Some(limit);
         self
     }
 
@@ -177,7 +192,7 @@ impl ClientBuilder {
             })
             .collect();
         Ok(Client {
-            servers: Servers::new(servers, current),
+            servers: Servers::new(servers, current, self.timeout),
             consistency: Consistency::new(self.read_your_writes),
         })
     }

@@ -11,6 +11,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tonic::Status;
 
@@ -23,6 +24,10 @@ use crate::reconnect::is_retryable;
 pub(crate) struct Servers {
     servers: Arc<[Server]>,
     current: Arc<AtomicUsize>,
+    /// How long one call may take over all the servers it tries ([`ClientBuilder::timeout`]).
+    ///
+    /// [`ClientBuilder::timeout`]: crate::ClientBuilder::timeout
+    timeout: Option<Duration>,
 }
 
 /// One server: its address, for logs, and the generated client on its own channel.
@@ -45,17 +50,51 @@ pub(crate) enum CallKind {
 
 impl Servers {
     /// `servers` must not be empty; `current` is the one to use first.
-    pub(crate) fn new(servers: Vec<Server>, current: usize) -> Self {
+    pub(crate) fn new(servers: Vec<Server>, current: usize, timeout: Option<Duration>) -> Self {
         Servers {
             servers: servers.into(),
             current: Arc::new(AtomicUsize::new(current)),
+            timeout,
         }
     }
 
     /// Runs `attempt` on the server in use; when that server fails in a way `kind` allows, on the
     /// next, and so on, trying each server at most once. Returns the first answer that is not
-    /// such a failure, or the last failure.
+    /// such a failure, or the last failure; or DEADLINE_EXCEEDED when the client's timeout runs
+    /// out first, after which the server the call was waiting on is no longer the one in use.
     pub(crate) async fn call<T, Attempt, Fut>(
+        &self,
+        kind: CallKind,
+        attempt: Attempt,
+    ) -> Result<T, Status>
+    where
+        Attempt: FnMut(Rpc) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let Some(limit) = self.timeout else {
+            return self.each_in_turn(kind, attempt).await;
+        };
+        match tokio::time::timeout(limit, self.each_in_turn(kind, attempt)).await {
+            Ok(result) => result,
+            Err(_elapsed) => {
+                // A server that holds calls without answering is left like one that is down.
+                let index = self.current.load(Ordering::Relaxed);
+                tracing::debug!(
+                    server = self.servers[index].addr,
+                    ?limit,
+                    "no answer within the client's timeout; moving on"
+                );
+                self.move_past(index);
+                Err(Status::deadline_exceeded(format!(
+                    "no answer within {} ms (the client's timeout)",
+                    limit.as_millis()
+                )))
+            }
+        }
+    }
+
+    /// [`Servers::call`] without the timeout.
+    async fn each_in_turn<T, Attempt, Fut>(
         &self,
         kind: CallKind,
         mut attempt: Attempt,

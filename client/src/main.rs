@@ -4,6 +4,7 @@
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
@@ -58,6 +59,11 @@ struct Cli {
         requires = "cert"
     )]
     cert_key: Option<PathBuf>,
+
+    /// Seconds a call may wait for its answer (a watch: for its opening) before it fails with
+    /// "deadline exceeded". No limit by default.
+    #[arg(long, global = true, env = "JSONKV_TIMEOUT", value_name = "SECONDS", value_parser = parse_timeout)]
+    timeout: Option<Duration>,
 
     #[command(subcommand)]
     command: Command,
@@ -213,6 +219,18 @@ async fn main() -> ExitCode {
     }
 }
 
+/// `--timeout`: a positive number of seconds, fractions allowed.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 => {
+            Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text} seconds is too long"))
+        }
+        _ => Err(format!(
+            "expected a positive number of seconds, got {text:?}"
+        )),
+    }
+}
+
 async fn run(cli: Cli) -> Result<(), Exit> {
     // A bad value is rejected before any connection is made.
     let value = match &cli.command {
@@ -228,6 +246,9 @@ async fn run(cli: Cli) -> Result<(), Exit> {
     }
     if let (Some(cert), Some(key)) = (cli.cert, cli.cert_key) {
         builder = builder.identity_files(cert, key);
+    }
+    if let Some(limit) = cli.timeout {
+        builder = builder.timeout(limit);
     }
     let client = builder.connect().await?;
     match cli.command {

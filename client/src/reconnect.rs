@@ -166,7 +166,8 @@ impl Resume {
 
 /// Whether a failed watch is worth re-issuing: the server went away or the connection broke.
 ///
-/// UNAVAILABLE, UNKNOWN, ABORTED and CANCELLED are; so is INTERNAL when tonic made it locally
+/// UNAVAILABLE, UNKNOWN, ABORTED, CANCELLED and DEADLINE_EXCEEDED (no answer in time: the
+/// server is stuck or overloaded) are; so is INTERNAL when tonic made it locally
 /// from a broken HTTP/2 connection (it then carries a source error, or says "h2 protocol error"),
 /// as opposed to an INTERNAL the server sent, which retrying would only repeat. An UNAVAILABLE
 /// saying the server has not reached the revision floor is not: every server was already asked
@@ -175,7 +176,8 @@ impl Resume {
 pub(crate) fn is_retryable(status: &Status) -> bool {
     match status.code() {
         Code::Unavailable => !is_behind(status),
-        Code::Unknown | Code::Aborted | Code::Cancelled => true,
+        // DEADLINE_EXCEEDED: the client's timeout on opening, or the server's on a call.
+        Code::Unknown | Code::Aborted | Code::Cancelled | Code::DeadlineExceeded => true,
         Code::Internal => {
             std::error::Error::source(status).is_some()
                 || status.message().starts_with("h2 protocol error")

@@ -251,6 +251,46 @@ async fn several_addresses_and_linearizable_reads() {
     }
 }
 
+/// `--timeout`: a server that holds the call (its connection frozen) costs the CLI that long,
+/// then one line and exit 1; the same call with a timeout on a server that answers succeeds, and
+/// a timeout that is no number of seconds is a usage error. (A watch whose opening times out
+/// reconnects, as it does from a server that is down; the library's tests cover that.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_ends_a_call_that_gets_no_answer() {
+    let server = common::start().await;
+    let proxy = common::proxy::Proxy::start(server.addr()).await;
+    assert_eq!(
+        ok(jsonkv(
+            &proxy.url(),
+            &["--timeout", "5", "put", "k", "1"],
+            None
+        )),
+        "{\"revision\":1}\n"
+    );
+    proxy.freeze();
+    for args in [
+        &["get", "k"][..],
+        &["put", "k", "2"],
+        &["list"],
+        &["del", "k"],
+    ] {
+        let mut with_timeout = vec!["--timeout", "0.3"];
+        with_timeout.extend_from_slice(args);
+        let out = jsonkv(&proxy.url(), &with_timeout, None);
+        assert_one_line_error(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(
+            stderr(&out),
+            "error: deadline exceeded: no answer within 300 ms (the client's timeout)\n",
+            "{args:?}"
+        );
+    }
+    for bad in ["0", "-1", "soon"] {
+        let out = jsonkv(&server.url(), &["--timeout", bad, "get", "k"], None);
+        assert_eq!(out.status.code(), Some(2), "--timeout {bad}");
+    }
+}
+
 #[test]
 fn usage_errors_exit_2() {
     let out = Command::new(BIN).args(["get"]).output().unwrap();

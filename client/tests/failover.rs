@@ -4,6 +4,9 @@
 
 mod common;
 
+use std::time::Duration;
+
+use common::proxy::Proxy;
 use common::{put, read_up_to, start_with_store, Change, Drained};
 use jsonkv_client::{Client, Error, WatchEvent};
 use jsonkv_server::{RunningServer, Store};
@@ -94,6 +97,67 @@ async fn connect_skips_a_server_that_is_down_and_names_every_address_when_all_ar
         let err = Client::connect(bad).await.unwrap_err();
         assert!(matches!(err, Error::Config(_)), "{bad:?}: {err:?}");
     }
+}
+
+/// A server that holds calls without answering (a hung process, a black-holed network: its
+/// connection stays open, so nothing else would notice for a keepalive interval) costs a call the
+/// client's timeout: the call fails with DEADLINE_EXCEEDED, and the client moves on to the next
+/// server, where reads, writes and watches carry on. A watch whose opening times out reconnects
+/// there.
+#[tokio::test]
+async fn a_server_that_holds_calls_costs_one_call_its_timeout_and_is_then_left() {
+    let store = Store::new(&common::config());
+    let (a, b) = (serve(&store, None).await, serve(&store, None).await);
+    let (to_a, to_b) = (Proxy::start(a.addr()).await, Proxy::start(b.addr()).await);
+    let client = Client::builder(format!("{},{}", to_a.url(), to_b.url()))
+        .timeout(Duration::from_millis(300))
+        .connect()
+        .await
+        .unwrap();
+    let first = client.insert("k", &1).await.unwrap();
+    let timed_out = |err: Error| {
+        assert_eq!(err.code(), Some(Code::DeadlineExceeded), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "deadline exceeded: no answer within 300 ms (the client's timeout)"
+        );
+    };
+
+    // A holds the read; the next one goes to B.
+    to_a.freeze();
+    timed_out(client.get::<i64>("k").await.unwrap_err());
+    let entry = client.get::<i64>("k").await.unwrap().unwrap();
+    assert_eq!((entry.value, entry.mod_revision), (1, first.revision));
+
+    // Now B holds, and A answers again: a watch opened on B times out there and opens on A.
+    to_a.thaw();
+    to_b.freeze();
+    let mut watch = Drained::new(client.watch_key::<i64>("k"));
+    match watch.next_event().await {
+        WatchEvent::Snapshot { revision, entries } => {
+            assert_eq!(revision, first.revision);
+            assert_eq!(entries.len(), 1);
+            assert_eq!(entries[0].value, 1);
+        }
+        other => panic!("expected the snapshot, got {other:?}"),
+    }
+    let second = client.insert("k", &2).await.unwrap();
+    assert_eq!(watch.next_event().await.revision(), second.revision);
+    drop(watch);
+
+    // Both hold: a write times out too (what A was sent never reaches it: A stays frozen). Then
+    // B answers again, and the next write goes there.
+    to_a.freeze();
+    timed_out(client.insert("k", &3).await.unwrap_err());
+    to_b.thaw();
+    let fourth = client.insert("k", &4).await.unwrap();
+    let entry = client.get::<i64>("k").await.unwrap().unwrap();
+    assert_eq!((entry.value, entry.mod_revision), (4, fourth.revision));
+    assert_eq!(
+        fourth.revision,
+        second.revision + 1,
+        "the timed-out write was never applied"
+    );
 }
 
 /// The watched server shuts down; the watch resumes on the other one, which then shuts down
