@@ -71,14 +71,17 @@ impl Servers {
         Attempt: FnMut(Rpc) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
+        // The server the call is waiting on, for when the timeout runs out.
+        let trying = AtomicUsize::new(self.current.load(Ordering::Relaxed));
         let Some(limit) = self.timeout else {
-            return self.each_in_turn(kind, attempt).await;
+            return self.each_in_turn(kind, attempt, &trying).await;
         };
-        match tokio::time::timeout(limit, self.each_in_turn(kind, attempt)).await {
+        match tokio::time::timeout(limit, self.each_in_turn(kind, attempt, &trying)).await {
             Ok(result) => result,
             Err(_elapsed) => {
                 // A server that holds calls without answering is left like one that is down.
-                let index = self.current.load(Ordering::Relaxed);
+                // (Not `current`'s server: another call may have moved on from it meanwhile.)
+                let index = trying.load(Ordering::Relaxed);
                 tracing::debug!(
                     server = self.servers[index].addr,
                     ?limit,
@@ -93,11 +96,13 @@ impl Servers {
         }
     }
 
-    /// [`Servers::call`] without the timeout.
+    /// [`Servers::call`] without the timeout; keeps the index of the server it is asking in
+    /// `trying`.
     async fn each_in_turn<T, Attempt, Fut>(
         &self,
         kind: CallKind,
         mut attempt: Attempt,
+        trying: &AtomicUsize,
     ) -> Result<T, Status>
     where
         Attempt: FnMut(Rpc) -> Fut,
@@ -107,6 +112,7 @@ impl Servers {
         loop {
             // Relaxed: the index guards no other memory; a stale one only costs one more try.
             let index = self.current.load(Ordering::Relaxed);
+            trying.store(index, Ordering::Relaxed);
             let server = &self.servers[index];
             let result = attempt(server.rpc.clone()).await;
             left -= 1;
