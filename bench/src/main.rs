@@ -191,11 +191,8 @@ impl RunArgs {
     /// Why one per connection for request load: all of a connection's requests pass through its
     /// one HTTP/2 connection task, so a second client thread has no work of its own. It only
     /// hands requests and replies across threads, and each hand-off is a futex wake-up and a
-    /// context switch on the cores the client shares with the server. Measured on the 2-core
-    /// machine, 1 connection x 64 in flight, interleaved medians of four: the empty RPC ran at
-    /// 90.0k/s with two client threads and 90.8k/s with one, while jsonkv's get went from 0.74x
-    /// to 0.95x of it and insert from 0.76x to 0.91x. One client thread alone drove an echo
-    /// server with one worker at ~114k/s, so it is not what limits these figures.
+    /// context switch on the cores the client shares with the server. The figures that showed
+    /// it are in BENCHMARKS.md's Method section (`markdown::method`).
     pub fn client_threads(&self) -> usize {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let default = match self.workload {

@@ -15,11 +15,24 @@ const BIN: &str = env!("CARGO_BIN_EXE_jsonkv");
 
 /// Runs `jsonkv --addr ADDR ARGS...`, feeding `stdin` if given.
 fn jsonkv(addr: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(BIN)
+    run(command(addr, args), stdin)
+}
+
+/// `jsonkv --addr ADDR ARGS...`, with no address from the environment.
+fn command(addr: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command
         .arg("--addr")
         .arg(addr)
         .args(args)
-        .env_remove("JSONKV_ADDR")
+        .env_remove("JSONKV_ADDR");
+    command
+}
+
+/// Runs `command` to its end, feeding `stdin` if given; a run that has not ended within
+/// [`PATIENCE`] is killed and fails the test rather than hanging it.
+fn run(mut command: Command, stdin: Option<&str>) -> Output {
+    let mut child = command
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -34,7 +47,18 @@ fn jsonkv(addr: &str, args: &[&str], stdin: Option<&str>) -> Output {
         pipe.write_all(text.as_bytes()).unwrap();
         // Dropping the pipe closes it, so the child sees end of input.
     }
-    child.wait_with_output().unwrap()
+    let pid = child.id();
+    let (done, output) = mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output()));
+    match output.recv_timeout(PATIENCE) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("{command:?} did not end within {PATIENCE:?}");
+        }
+    }
 }
 
 fn stdout(output: &Output) -> String {
@@ -285,6 +309,15 @@ async fn timeout_ends_a_call_that_gets_no_answer() {
             "{args:?}"
         );
     }
+    // The same limit from the environment, as README says.
+    let mut get = command(&proxy.url(), &["get", "k"]);
+    get.env("JSONKV_TIMEOUT", "0.3");
+    let out = run(get, None);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: deadline exceeded: no answer within 300 ms (the client's timeout)\n"
+    );
     for bad in ["0", "-1", "soon"] {
         let out = jsonkv(&server.url(), &["--timeout", bad, "get", "k"], None);
         assert_eq!(out.status.code(), Some(2), "--timeout {bad}");

@@ -160,9 +160,7 @@ pub struct WeakStore(Weak<Shared>);
 impl WeakStore {
     /// [`Store::revision`], or `None` once the store is gone.
     pub fn revision(&self) -> Option<Revision> {
-        self.0
-            .upgrade()
-            .map(|shared| shared.state.read().db.revision())
+        self.0.upgrade().map(|shared| Store { shared }.revision())
     }
 }
 

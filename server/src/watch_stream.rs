@@ -146,7 +146,9 @@ impl ProgressClock {
         tokio::spawn(async move {
             let mut ticker = interval_at(Instant::now() + period, period);
             ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            let mut quiet_ticks = 0;
+            // Whether the revision moved in the period before the last tick; at the start, as
+            // if it had, so that a stream opened on a quiet store gets one look.
+            let mut moved_before = true;
             loop {
                 tokio::select! {
                     () = shutdown.wait() => break,
@@ -154,14 +156,11 @@ impl ProgressClock {
                     _ = ticker.tick() => {}
                 }
                 let Some(now) = store.revision() else { break };
-                if now != last {
-                    (last, quiet_ticks) = (now, 0);
-                } else {
-                    quiet_ticks += 1;
-                }
-                if quiet_ticks <= 1 {
+                let moved = now != last;
+                if moved || moved_before {
                     tx.send_replace(());
                 }
+                (last, moved_before) = (now, moved);
             }
         });
         ProgressClock { ticks: Some(rx) }
