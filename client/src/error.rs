@@ -43,6 +43,13 @@ pub enum Error {
     #[error("invalid argument: {}", one_line(.0))]
     InvalidArgument(String),
 
+    /// A watch could not resume: the server serves another store than the one whose revisions
+    /// the watch had (an in-memory server restarted empty, data replaced), or its store lost
+    /// changes the watch had seen (data restored from an older copy). Resuming would skip
+    /// changes; start a new watch from a snapshot.
+    #[error("store changed: {}", one_line(.0))]
+    StoreChanged(String),
+
     /// A watch asked for (or fell behind to) a revision the server no longer keeps.
     #[error("revision compacted: the oldest revision still in history is {oldest_revision}")]
     OutOfRange { oldest_revision: i64 },
@@ -86,6 +93,9 @@ impl From<Status> for Error {
 
 fn precondition_failed(status: &Status) -> Option<Error> {
     let info = status.get_details_error_info()?;
+    if info.reason == "STORE_MISMATCH" || info.reason == "STORE_BEHIND" {
+        return Some(Error::StoreChanged(status.message().to_owned()));
+    }
     if info.reason != "REVISION_MISMATCH" {
         return None;
     }
@@ -181,7 +191,9 @@ impl Error {
     pub fn code(&self) -> Option<Code> {
         match self {
             Error::NotFound(_) => Some(Code::NotFound),
-            Error::PreconditionFailed { .. } => Some(Code::FailedPrecondition),
+            Error::PreconditionFailed { .. } | Error::StoreChanged(_) => {
+                Some(Code::FailedPrecondition)
+            }
             Error::InvalidArgument(_) => Some(Code::InvalidArgument),
             Error::OutOfRange { .. } => Some(Code::OutOfRange),
             Error::Status(status) => Some(status.code()),
@@ -228,6 +240,16 @@ mod tests {
                 current_mod_revision: 17,
             } if key == "k" => {}
             other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_store_detail_becomes_store_changed() {
+        for reason in ["STORE_MISMATCH", "STORE_BEHIND"] {
+            let status = with_info(Code::FailedPrecondition, reason, &[("store_id", "s1")]);
+            let err = Error::from(status);
+            assert!(matches!(err, Error::StoreChanged(_)), "{reason}: {err:?}");
+            assert_eq!(err.code(), Some(Code::FailedPrecondition));
         }
     }
 

@@ -15,6 +15,14 @@
 //! from that revision on, so nothing is missed. Any event at or below the watermark is dropped,
 //! so nothing is delivered twice either.
 //!
+//! Revisions count the changes of one store, so the watermark means nothing to another. Every
+//! stream's `jsonkv-store-id` header names its store; a resume sends the watermark's store as
+//! `store_id`, and a server that serves another store, or (embedded) one that has lost changes
+//! the watch saw, refuses with FAILED_PRECONDITION ([`Error::StoreChanged`]) instead of
+//! replaying from a point that would silently skip changes: an in-memory server that restarted
+//! empty, a data directory replaced or restored from a backup, a client given servers of two
+//! unrelated stores.
+//!
 //! Until the caller has its snapshot there is no watermark: a watch that asked for a snapshot
 //! (`start_revision = 0`) and lost its stream before the last snapshot message is re-issued with
 //! `start_revision = 0` again, and the partial snapshot is discarded.
@@ -60,6 +68,8 @@ pub(crate) struct Resume {
     watermark: Option<i64>,
     /// Snapshot messages received so far on the current stream, before the one with `last`.
     partial_snapshot: Option<(i64, Vec<pb::KeyValue>)>,
+    /// The store the watermark's revisions belong to, once a server has named it.
+    store_id: Option<String>,
 }
 
 impl Resume {
@@ -68,6 +78,33 @@ impl Resume {
         Resume {
             watermark: (start_revision > 0).then(|| start_revision - 1),
             partial_snapshot: None,
+            store_id: None,
+        }
+    }
+
+    /// The `store_id` to send on the next (re)connect: the store of the revisions the watch
+    /// resumes from, if a server has named it. None while a snapshot is awaited: a snapshot
+    /// needs no earlier revisions, so any store will do.
+    pub(crate) fn store_id(&self) -> Option<String> {
+        self.watermark.and(self.store_id.clone())
+    }
+
+    /// A stream opened on a server whose store is `store_id` (`None`: a server too old to say).
+    /// Before the snapshot there are no revisions to keep, so the stream's store becomes the
+    /// watch's; after it, the server has accepted the one sent, so a different one breaks the
+    /// contract.
+    pub(crate) fn opened(&mut self, store_id: Option<String>) -> Result<(), Error> {
+        match (&self.store_id, store_id) {
+            (Some(ours), Some(theirs)) if *ours != theirs && self.watermark.is_some() => {
+                Err(Error::Protocol(format!(
+                    "resumed a watch of store {ours} on a server of store {theirs}"
+                )))
+            }
+            (_, Some(theirs)) => {
+                self.store_id = Some(theirs);
+                Ok(())
+            }
+            (_, None) => Ok(()),
         }
     }
 
@@ -232,41 +269,56 @@ fn random_fraction() -> f64 {
     (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// The watch opened by `open(start_revision)`, kept alive by the resume rule above. `open` is
-/// called again for every reconnect; it returns the server's message stream or the status that
-/// refused it.
+/// A watch stream as opened: the store its server named in the `jsonkv-store-id` header, and
+/// its messages.
+pub(crate) struct Opened<Messages> {
+    pub(crate) store_id: Option<String>,
+    pub(crate) messages: Messages,
+}
+
+/// The watch opened by `open(start_revision, store_id)`, kept alive by the resume rule above.
+/// `open` is called again for every reconnect; it returns the server's stream or the status
+/// that refused it.
 pub(crate) fn resumable<Open, Fut, Messages>(
     mut open: Open,
     start_revision: i64,
     mut backoff: Backoff,
 ) -> impl Stream<Item = Result<Delivery, Error>>
 where
-    Open: FnMut(i64) -> Fut,
-    Fut: Future<Output = Result<Messages, Status>>,
+    Open: FnMut(i64, Option<String>) -> Fut,
+    Fut: Future<Output = Result<Opened<Messages>, Status>>,
     Messages: Stream<Item = Result<pb::WatchResponse, Status>> + Unpin,
 {
     async_stream::stream! {
         let mut resume = Resume::new(start_revision);
         loop {
-            let failure = match open(resume.start_revision()).await {
+            let failure = match open(resume.start_revision(), resume.store_id()).await {
                 Err(status) => status,
-                Ok(mut messages) => loop {
-                    match messages.next().await {
-                        Some(Ok(message)) => {
-                            backoff.reset();
-                            match resume.receive(message) {
-                                Ok(Some(delivery)) => yield Ok(delivery),
-                                Ok(None) => {}
-                                Err(error) => {
-                                    yield Err(error);
-                                    return;
+                Ok(Opened { store_id, mut messages }) => {
+                    if let Err(error) = resume.opened(store_id) {
+                        yield Err(error);
+                        return;
+                    }
+                    loop {
+                        match messages.next().await {
+                            Some(Ok(message)) => {
+                                backoff.reset();
+                                match resume.receive(message) {
+                                    Ok(Some(delivery)) => yield Ok(delivery),
+                                    Ok(None) => {}
+                                    Err(error) => {
+                                        yield Err(error);
+                                        return;
+                                    }
                                 }
                             }
+                            Some(Err(status)) => break status,
+                            None => {
+                                break Status::unavailable("watch stream ended without a status")
+                            }
                         }
-                        Some(Err(status)) => break status,
-                        None => break Status::unavailable("watch stream ended without a status"),
                     }
-                },
+                }
             };
             resume.disconnected();
             if !is_retryable(&failure) {
@@ -349,16 +401,30 @@ mod tests {
         start_revision: i64,
         scripts: Vec<Script>,
     ) -> (Vec<Result<Delivery, String>>, Vec<i64>) {
+        let scripts = scripts.into_iter().map(|script| (None, script)).collect();
+        let (seen, asked) = run_on(start_revision, scripts).await;
+        (seen, asked.into_iter().map(|(start, _)| start).collect())
+    }
+
+    /// [`run`], with each connection's server naming a store (or not), and the `store_id` of
+    /// every connect returned too.
+    async fn run_on(
+        start_revision: i64,
+        scripts: Vec<(Option<&'static str>, Script)>,
+    ) -> (Vec<Result<Delivery, String>>, Vec<(i64, Option<String>)>) {
         let asked = Arc::new(Mutex::new(Vec::new()));
         let scripts = Arc::new(Mutex::new(scripts.into_iter()));
         let open = {
             let asked = asked.clone();
-            move |start: i64| {
-                asked.lock().unwrap().push(start);
+            move |start: i64, store_id: Option<String>| {
+                asked.lock().unwrap().push((start, store_id));
                 let script = scripts.lock().unwrap().next();
                 async move {
                     match script {
-                        Some(messages) => Ok(stream::iter(messages)),
+                        Some((store_id, messages)) => Ok(Opened {
+                            store_id: store_id.map(str::to_owned),
+                            messages: stream::iter(messages),
+                        }),
                         // Out of scripts: end the test with a non-retryable status.
                         None => Err(Status::permission_denied("script over")),
                     }
@@ -372,6 +438,93 @@ mod tests {
             .await;
         let asked = asked.lock().unwrap().clone();
         (seen, asked)
+    }
+
+    fn some(id: &str) -> Option<String> {
+        Some(id.to_owned())
+    }
+
+    #[tokio::test]
+    async fn a_resume_names_the_store_of_its_revisions() {
+        let (seen, asked) = run_on(
+            0,
+            vec![
+                (
+                    Some("a"),
+                    vec![
+                        Ok(snapshot(3, &[], true)),
+                        Ok(put("k", 4)),
+                        Err(Status::unavailable("gone")),
+                    ],
+                ),
+                (Some("a"), vec![Ok(put("k", 5))]),
+            ],
+        )
+        .await;
+        assert_eq!(asked, [(0, None), (5, some("a")), (6, some("a"))]);
+        assert_eq!(revisions(&seen), [3, 4, 5]);
+    }
+
+    #[tokio::test]
+    async fn a_watch_started_at_a_revision_takes_the_first_server_s_store() {
+        let (_, asked) = run_on(
+            10,
+            vec![
+                (Some("a"), vec![Err(Status::unavailable("gone"))]),
+                (Some("a"), vec![]),
+            ],
+        )
+        .await;
+        // The first connect has no store to name; the server's header then gives it one.
+        assert_eq!(asked, [(10, None), (10, some("a")), (10, some("a"))]);
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_asked_for_again_may_come_from_another_store() {
+        let (seen, asked) = run_on(
+            0,
+            vec![
+                (
+                    Some("a"),
+                    vec![
+                        Ok(snapshot(4, &["x"], false)),
+                        Err(Status::unavailable("gone")),
+                    ],
+                ),
+                (
+                    Some("b"),
+                    vec![Ok(snapshot(2, &["x"], true)), Err(Status::unknown("reset"))],
+                ),
+            ],
+        )
+        .await;
+        assert_eq!(asked, [(0, None), (0, None), (3, some("b"))]);
+        assert_eq!(revisions(&seen), [2]);
+    }
+
+    #[tokio::test]
+    async fn a_server_of_another_store_that_accepts_a_resume_is_a_protocol_error() {
+        let (seen, asked) = run_on(
+            0,
+            vec![
+                (
+                    Some("a"),
+                    vec![Ok(snapshot(3, &[], true)), Err(Status::unknown("reset"))],
+                ),
+                (Some("b"), vec![Ok(put("k", 9))]),
+            ],
+        )
+        .await;
+        assert_eq!(asked, [(0, None), (4, some("a"))]);
+        assert_eq!(revisions(&seen), [3], "nothing from store b is delivered");
+        assert!(
+            seen.last()
+                .unwrap()
+                .as_ref()
+                .unwrap_err()
+                .contains("store b"),
+            "{seen:?}"
+        );
     }
 
     fn revisions(seen: &[Result<Delivery, String>]) -> Vec<i64> {

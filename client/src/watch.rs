@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use crate::connect::Rpc;
 use crate::entry::decode_all;
 use crate::failover::CallKind;
-use crate::reconnect::{resumable, Backoff, Delivery};
+use crate::reconnect::{resumable, Backoff, Delivery, Opened};
 use crate::{Client, Entry, Error};
 
 /// What a watch follows.
@@ -24,6 +24,9 @@ pub enum WatchTarget {
     /// Every key starting with this prefix; empty for every key.
     Prefix(String),
 }
+
+/// The response header naming the store a watch stream's revisions belong to.
+const STORE_ID_HEADER: &str = "jsonkv-store-id";
 
 /// How a watch starts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -114,15 +117,17 @@ impl Client {
         options: WatchOptions,
     ) -> WatchStream<T> {
         let client = self.clone();
-        let open = move |start_revision: i64| {
+        let open = move |start_revision: i64, store_id: Option<String>| {
             let servers = client.servers.clone();
             let target = target.clone();
             // Read at every (re)issue: the floor may have risen since the watch began.
             let min_revision = client.consistency.min_revision();
             async move {
                 let encoding = pb::ValueEncoding::Json as i32;
+                let store_id = store_id.unwrap_or_default();
                 let open_on = |mut rpc: Rpc| {
                     let target = target.clone();
+                    let store_id = store_id.clone();
                     async move {
                         let response = match target {
                             WatchTarget::Key(key) => {
@@ -131,6 +136,7 @@ impl Client {
                                     start_revision,
                                     value_encoding: encoding,
                                     min_revision,
+                                    store_id,
                                 })
                                 .await
                             }
@@ -140,11 +146,19 @@ impl Client {
                                     start_revision,
                                     value_encoding: encoding,
                                     min_revision,
+                                    store_id,
                                 })
                                 .await
                             }
                         };
-                        response.map(tonic::Response::into_inner)
+                        response.map(|response| Opened {
+                            store_id: response
+                                .metadata()
+                                .get(STORE_ID_HEADER)
+                                .and_then(|id| id.to_str().ok())
+                                .map(str::to_owned),
+                            messages: response.into_inner(),
+                        })
                     }
                 };
                 servers.call(CallKind::Read, open_on).await

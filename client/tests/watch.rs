@@ -349,6 +349,51 @@ async fn quiet_watch_resumes_after_restart() {
     server_b.shutdown().await;
 }
 
+/// A server that comes back as another store (in memory, restarted empty): its revisions count
+/// from 1 again, so resuming at the watch's revision would skip every change up to there
+/// without a word. The watch ends with StoreChanged instead, and delivers nothing from the new
+/// store.
+#[tokio::test]
+async fn a_watch_on_a_server_that_came_back_as_another_store_ends_instead_of_skipping() {
+    let config = common::config();
+    let server_a = start_with_store(config.clone(), Store::new(&config)).await;
+    let addr = server_a.addr();
+    let client = Client::connect(server_a.url()).await.unwrap();
+    let mut watch = Drained::new(client.watch_key::<u64>("k"));
+    assert!(matches!(
+        watch.next_event().await,
+        WatchEvent::Snapshot { revision: 0, .. }
+    ));
+    for n in 1..=5 {
+        client.insert("k", &n).await.unwrap();
+    }
+    for _ in 1..=5 {
+        watch.next_event().await;
+    }
+    server_a.shutdown().await;
+
+    let server_b = start_with_store(
+        Config {
+            listen: addr,
+            ..config.clone()
+        },
+        Store::new(&config),
+    )
+    .await;
+    let client_b = Client::connect(server_b.url()).await.unwrap();
+    // Revisions 1 to 6 of the new store: the watch had seen up to 5 of the old one.
+    for n in 10..16 {
+        client_b.insert("k", &n).await.unwrap();
+    }
+    match watch.next_item().await {
+        Err(Error::StoreChanged(message)) => {
+            assert!(message.contains("watch again from a snapshot"), "{message}")
+        }
+        other => panic!("expected the watch to end with StoreChanged, got {other:?}"),
+    }
+    server_b.shutdown().await;
+}
+
 /// Connections cut without any status (as a crash or a network failure does), once while the
 /// watch is idle and once right after changes were made that it has not read yet: the watch
 /// reconnects and still delivers every change exactly once.

@@ -16,6 +16,8 @@ const PROTO_ROOT = path.resolve(__dirname, '..', '..', 'proto');
 const DEFAULT_TARGET = '127.0.0.1:50051';
 // Every unary call gets a deadline, so no call can hang forever.
 const DEFAULT_TIMEOUT_MS = 10_000;
+// The response header of every watch stream that names the store its revisions belong to.
+const STORE_ID_HEADER = 'jsonkv-store-id';
 
 // google/protobuf/struct.proto, which jsonkv.proto imports, comes bundled with protobufjs.
 const definition = protoLoader.loadSync('jsonkv/v1/jsonkv.proto', {
@@ -61,12 +63,18 @@ const EVENT_TYPES = { EVENT_TYPE_PUT: 'put', EVENT_TYPE_DELETE: 'delete' };
 // unless the watch started from a revision, then to events ({ type: 'put' | 'delete', revision,
 // entry }). A snapshot sent in several messages comes out as one. Progress notices are consumed
 // here: they only advance `resumeRevision`, the start_revision that resumes after all seen so far.
-// next() rejects with the stream's error, and resolves to null when the stream ends.
+// `storeId` is the store those revisions belong to (the stream's jsonkv-store-id header, set
+// before the first item): resume with both, since resuming from another store's revisions would
+// silently skip changes. next() rejects with the stream's error, and resolves to null at the end.
 class Watch {
   constructor(call) {
     this.call = call;
     this.messages = call[Symbol.asyncIterator]();
     this.resumeRevision = 0n;
+    this.storeId = '';
+    call.on('metadata', (metadata) => {
+      this.storeId = String(metadata.get(STORE_ID_HEADER)[0] ?? '');
+    });
   }
 
   async next() {
@@ -165,14 +173,17 @@ class Client {
     return entries;
   }
 
-  // `deadlineMs`, when given, bounds the whole stream.
-  watchKey(key, { start_revision = 0, deadlineMs } = {}) {
-    const request = { key, start_revision, value_encoding: 'VALUE_ENCODING_JSON' };
+  // `deadlineMs`, when given, bounds the whole stream. To resume an earlier watch, pass its
+  // `resumeRevision` as `start_revision` and its `storeId` as `store_id`: the watch then fails
+  // with FAILED_PRECONDITION (STORE_MISMATCH, STORE_BEHIND) where resuming would skip changes.
+  watchKey(key, { start_revision = 0, store_id = '', deadlineMs } = {}) {
+    const request = { key, start_revision, store_id, value_encoding: 'VALUE_ENCODING_JSON' };
     return new Watch(this.stub.WatchKey(request, streamOptions(deadlineMs)));
   }
 
-  watchPrefix(prefix, { start_revision = 0, deadlineMs } = {}) {
-    const request = { prefix, start_revision, value_encoding: 'VALUE_ENCODING_JSON' };
+  // The options are as in watchKey().
+  watchPrefix(prefix, { start_revision = 0, store_id = '', deadlineMs } = {}) {
+    const request = { prefix, start_revision, store_id, value_encoding: 'VALUE_ENCODING_JSON' };
     return new Watch(this.stub.WatchPrefix(request, streamOptions(deadlineMs)));
   }
 }
@@ -193,8 +204,8 @@ function statusDetails(err, typeName) {
     .map((any) => type.toObject(type.decode(any.value), { defaults: true }));
 }
 
-// The google.rpc.ErrorInfo detail of a failed call (REVISION_MISMATCH, REVISION_COMPACTED), or
-// null when it has none.
+// The google.rpc.ErrorInfo detail of a failed call (REVISION_MISMATCH, REVISION_COMPACTED,
+// STORE_MISMATCH, ...), or null when it has none.
 function errorInfo(err) {
   return statusDetails(err, 'google.rpc.ErrorInfo')[0] ?? null;
 }

@@ -28,6 +28,8 @@ from jsonkv.v1 import jsonkv_pb2_grpc as pb_grpc  # noqa: E402
 DEFAULT_TARGET = "127.0.0.1:50051"
 # Every unary call gets a deadline, so no call can hang forever.
 DEFAULT_TIMEOUT = 10.0
+# The response header of every watch stream that names the store its revisions belong to.
+STORE_ID_HEADER = "jsonkv-store-id"
 _JSON = pb.VALUE_ENCODING_JSON
 
 
@@ -77,12 +79,20 @@ class Watch:
 
     A snapshot sent in several messages comes out as one Snapshot. Progress notices are consumed
     here: they only advance `resume_revision`, the `start_revision` that resumes this watch
-    after everything it has seen. `cancel()` (or leaving a `with` block) ends the stream.
+    after everything it has seen; resume with `store_id` too. `cancel()` (or leaving a `with`
+    block) ends the stream.
     """
 
     def __init__(self, call: Any):
         self._call = call
         self.resume_revision = 0
+
+    @property
+    def store_id(self) -> str:
+        """The store this watch's revisions belong to (the stream's `jsonkv-store-id` header):
+        resume with it next to `resume_revision`, since resuming from another store's revisions
+        would silently skip changes. Waits for the headers; "" if the stream ended without them."""
+        return dict(self._call.initial_metadata()).get(STORE_ID_HEADER, "")
 
     def __iter__(self) -> Iterator[Snapshot | Event]:
         return self
@@ -175,17 +185,31 @@ class Client:
             if not token:
                 return
 
-    def watch_key(self, key: str, start_revision: int = 0, timeout: float | None = None) -> Watch:
-        """Watches one key; `timeout` (seconds, None for none) bounds the whole stream."""
-        request = pb.WatchKeyRequest(key=key, start_revision=start_revision, value_encoding=_JSON)
+    def watch_key(
+        self,
+        key: str,
+        start_revision: int = 0,
+        timeout: float | None = None,
+        store_id: str = "",
+    ) -> Watch:
+        """Watches one key; `timeout` (seconds, None for none) bounds the whole stream. To resume
+        an earlier watch, pass its `resume_revision` and `store_id`: the watch then fails with
+        FAILED_PRECONDITION (STORE_MISMATCH, STORE_BEHIND) where resuming would skip changes."""
+        request = pb.WatchKeyRequest(
+            key=key, start_revision=start_revision, value_encoding=_JSON, store_id=store_id
+        )
         return Watch(self.stub.WatchKey(request, timeout=timeout))
 
     def watch_prefix(
-        self, prefix: str, start_revision: int = 0, timeout: float | None = None
+        self,
+        prefix: str,
+        start_revision: int = 0,
+        timeout: float | None = None,
+        store_id: str = "",
     ) -> Watch:
-        """Watches every key under `prefix`; `timeout` bounds the whole stream."""
+        """Watches every key under `prefix`; the arguments are as in `watch_key`."""
         request = pb.WatchPrefixRequest(
-            prefix=prefix, start_revision=start_revision, value_encoding=_JSON
+            prefix=prefix, start_revision=start_revision, value_encoding=_JSON, store_id=store_id
         )
         return Watch(self.stub.WatchPrefix(request, timeout=timeout))
 
@@ -195,8 +219,8 @@ def connect(target: str = DEFAULT_TARGET, timeout: float = DEFAULT_TIMEOUT) -> C
 
 
 def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
-    """The google.rpc.ErrorInfo detail of a failed call (REVISION_MISMATCH, REVISION_COMPACTED),
-    or None when it has none."""
+    """The google.rpc.ErrorInfo detail of a failed call (REVISION_MISMATCH, REVISION_COMPACTED,
+    STORE_MISMATCH, ...), or None when it has none."""
     status = rpc_status.from_call(error)
     if status is None:
         return None

@@ -53,6 +53,21 @@ pub enum Error {
         oldest: Revision,
     },
 
+    /// A watch resumed with revisions of another store (`expected`): this server serves
+    /// `actual`, whose revisions count other changes.
+    #[error("this server serves store {actual}, but the watch's revisions are from store {expected} (the server restarted in memory, or its data was replaced): resuming would skip changes; watch again from a snapshot")]
+    StoreMismatch { expected: String, actual: String },
+
+    /// A watch resumed past this store's revision on the embedded store, where every revision
+    /// a watcher saw had been applied here: the store lost changes since (a data directory
+    /// restored from a backup, say).
+    #[error("store {store} is at revision {current}, but the watch had seen revision {seen}: the store lost changes since (its data was restored from an older copy?); resuming would skip changes; watch again from a snapshot")]
+    StoreBehind {
+        store: String,
+        seen: Revision,
+        current: Revision,
+    },
+
     #[error("server is shutting down")]
     ShuttingDown,
 
@@ -140,6 +155,27 @@ impl From<Error> for Status {
                         ("key".to_owned(), key),
                         ("expected_mod_revision".to_owned(), expected.to_string()),
                         ("current_mod_revision".to_owned(), current.to_string()),
+                    ]),
+                ),
+            ),
+            Error::StoreMismatch { actual, .. } => Status::with_error_details(
+                Code::FailedPrecondition,
+                message,
+                ErrorDetails::with_error_info(
+                    "STORE_MISMATCH",
+                    ERROR_DOMAIN,
+                    HashMap::from([("store_id".to_owned(), actual)]),
+                ),
+            ),
+            Error::StoreBehind { store, current, .. } => Status::with_error_details(
+                Code::FailedPrecondition,
+                message,
+                ErrorDetails::with_error_info(
+                    "STORE_BEHIND",
+                    ERROR_DOMAIN,
+                    HashMap::from([
+                        ("store_id".to_owned(), store),
+                        ("current_revision".to_owned(), current.to_string()),
                     ]),
                 ),
             ),

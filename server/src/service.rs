@@ -1,11 +1,13 @@
 //! The `jsonkv.v1.JsonKv` gRPC service: validates each request through [`crate::wire`], calls
 //! the [`Store`], and shapes the response. Errors become `Status` in one place
 //! (`impl From<Error> for Status`). A watch opens only with a [`WatcherLimits`] permit, which
-//! its stream holds until it ends.
+//! its stream holds until it ends. Every watch stream's response headers name the store its
+//! revisions belong to ([`STORE_ID_HEADER`]).
 
 use std::net::SocketAddr;
 
 use jsonkv::pb::{self, json_kv_server::JsonKv};
+use tonic::metadata::AsciiMetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::config::Config;
@@ -18,9 +20,15 @@ use crate::store::Store;
 use crate::watch_stream::{watch_stream, ProgressClock, WatchStream};
 use crate::wire::{self, Limits};
 
+/// The response header that carries [`Store::id`] on every watch stream; a client resuming
+/// the watch sends it back as `store_id`.
+pub const STORE_ID_HEADER: &str = "jsonkv-store-id";
+
 #[derive(Clone)]
 pub struct JsonKvService {
     store: Store,
+    /// [`Store::id`], ready to go out as a header.
+    store_id: AsciiMetadataValue,
     limits: Limits,
     progress: ProgressClock,
     shutdown: Shutdown,
@@ -38,6 +46,8 @@ impl JsonKvService {
     ) -> Self {
         JsonKvService {
             progress: ProgressClock::start(&store, config.progress_interval, shutdown.clone()),
+            store_id: AsciiMetadataValue::try_from(store.id())
+                .expect("store identities are letters, digits and dashes"),
             store,
             limits: Limits::from(config),
             shutdown,
@@ -155,7 +165,8 @@ impl JsonKvService {
         start_revision: i64,
         min_revision: i64,
         value_encoding: i32,
-    ) -> Result<WatchStream, Error> {
+        store_id: &str,
+    ) -> Result<Response<WatchStream>, Error> {
         match &target {
             WatchTarget::Key(key) => self.limits.key(key)?,
             WatchTarget::Prefix(prefix) => self.limits.prefix(prefix)?,
@@ -163,17 +174,23 @@ impl JsonKvService {
         let encoding = wire::encoding(value_encoding)?;
         let start = wire::start_revision(start_revision)?;
         let min_revision = wire::min_revision(min_revision)?;
+        // Before waiting for `min_revision`: on a store that lost changes it would never come.
+        self.store.check_resume(store_id, start)?;
         let permit = self.watchers.acquire(peer)?;
         self.store.wait_for(min_revision).await?;
         let sub = self.store.watch(target, start)?;
-        Ok(watch_stream(
+        let mut response = Response::new(watch_stream(
             sub,
             permit,
             encoding,
             &self.progress,
             self.shutdown.clone(),
             self.counters.clone(),
-        ))
+        ));
+        response
+            .metadata_mut()
+            .insert(STORE_ID_HEADER, self.store_id.clone());
+        Ok(response)
     }
 }
 
@@ -221,16 +238,16 @@ impl JsonKv for JsonKvService {
         let peer = req.remote_addr();
         let req = req.into_inner();
         let target = WatchTarget::Key(req.key);
-        Ok(Response::new(
-            self.watch(
+        Ok(self
+            .watch(
                 peer,
                 target,
                 req.start_revision,
                 req.min_revision,
                 req.value_encoding,
+                &req.store_id,
             )
-            .await?,
-        ))
+            .await?)
     }
 
     type WatchPrefixStream = WatchStream;
@@ -242,15 +259,15 @@ impl JsonKv for JsonKvService {
         let peer = req.remote_addr();
         let req = req.into_inner();
         let target = WatchTarget::Prefix(req.prefix);
-        Ok(Response::new(
-            self.watch(
+        Ok(self
+            .watch(
                 peer,
                 target,
                 req.start_revision,
                 req.min_revision,
                 req.value_encoding,
+                &req.store_id,
             )
-            .await?,
-        ))
+            .await?)
     }
 }

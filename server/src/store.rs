@@ -54,6 +54,8 @@ pub struct Store {
 }
 
 struct Shared {
+    /// Which store this is (see [`Recovered::store_id`](crate::storage::Recovered)).
+    id: String,
     state: RwLock<State>,
     hub: Mutex<WatchHub>,
     backend: Backend,
@@ -193,6 +195,7 @@ impl Store {
     /// Recovers what `storage` holds and starts committing to it.
     pub fn open(config: &Config, mut storage: Box<dyn Storage>) -> Result<Store, Error> {
         let recovered = storage.recover()?;
+        let id = recovered.store_id;
         let mut db = database_at(recovered.snapshot, recovered.snapshot_revision);
         // Only the newest events go into history; the rest move into the map without a copy.
         let keep = recovered.events.len().saturating_sub(config.history_size);
@@ -216,7 +219,7 @@ impl Store {
             persists: storage.persists(),
             commit_thread: Mutex::new(None),
         };
-        let shared = Arc::new(Shared::new(config, db, history, backend));
+        let shared = Arc::new(Shared::new(config, id, db, history, backend));
         let thread = commit::spawn(queue, Arc::downgrade(&shared), storage);
         if let Backend::Embedded { commit_thread, .. } = &shared.backend {
             *commit_thread.lock() = Some(thread);
@@ -234,13 +237,19 @@ impl Store {
                 etcd.endpoints.join(",")
             ))
         })?;
+        let id = remote.store_id().await.map_err(|err| {
+            Error::Unavailable(format!(
+                "cannot read etcd's cluster ID from {}: {err}",
+                etcd.endpoints.join(",")
+            ))
+        })?;
         let db = database_at(entries, revision);
         let history = HistoryRing::new(HistoryBounds::from(config), revision + 1);
         let backend = Backend::Etcd {
             remote: Box::new(remote.clone()),
             follower: Mutex::new(None),
         };
-        let shared = Arc::new(Shared::new(config, db, history, backend));
+        let shared = Arc::new(Shared::new(config, id, db, history, backend));
         let task = etcd::follow(Arc::downgrade(&shared), remote);
         if let Backend::Etcd { follower, .. } = &shared.backend {
             *follower.lock() = Some(task);
@@ -251,6 +260,40 @@ impl Store {
     /// The revision of the last applied change.
     pub fn revision(&self) -> Revision {
         self.shared.state.read().db.revision()
+    }
+
+    /// Which store this is: its revisions mean nothing to another store. Random per data
+    /// directory, and per start in memory; on etcd, etcd's cluster ID with jsonkv's prefix.
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// Refuses a watch resumed with revisions this store cannot continue, where resuming could
+    /// only skip changes: they are another store's (`store_id` is set and not this one), or,
+    /// on the embedded store, beyond this one's revision. Every revision a watcher sees was
+    /// applied here first, so the store has lost changes since (its data restored from an
+    /// older copy). On etcd a server that trails catches up instead. An empty `store_id`
+    /// checks nothing (a watch may start at a future revision on purpose), and neither does a
+    /// snapshot start (`start_revision` 0), which needs no earlier revisions.
+    pub fn check_resume(&self, store_id: &str, start_revision: Revision) -> Result<(), Error> {
+        if store_id.is_empty() || start_revision == 0 {
+            return Ok(());
+        }
+        if store_id != self.shared.id {
+            return Err(Error::StoreMismatch {
+                expected: store_id.to_owned(),
+                actual: self.shared.id.clone(),
+            });
+        }
+        let current = self.revision();
+        if matches!(self.shared.backend, Backend::Embedded { .. }) && start_revision - 1 > current {
+            return Err(Error::StoreBehind {
+                store: self.shared.id.clone(),
+                seen: start_revision - 1,
+                current,
+            });
+        }
+        Ok(())
     }
 
     /// A handle for a background task that must not keep the store open (its data directory
@@ -543,9 +586,16 @@ async fn committed(done: Option<Committed>) -> Result<(), Error> {
 }
 
 impl Shared {
-    fn new(config: &Config, db: Database, history: HistoryRing, backend: Backend) -> Shared {
+    fn new(
+        config: &Config,
+        id: String,
+        db: Database,
+        history: HistoryRing,
+        backend: Backend,
+    ) -> Shared {
         let revision = db.revision();
         Shared {
+            id,
             state: RwLock::new(State {
                 next_revision: revision + 1,
                 db,

@@ -583,6 +583,104 @@ async fn a_damaged_file_header_is_an_error() {
     assert!(message.contains("format version"), "{message}");
 }
 
+/// Copies the files of a closed data directory (a backup), leaving out its lock.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "LOCK" {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// A data directory is one store for life; each in-memory start is a new one; and a resume
+/// the store cannot continue is refused instead of skipping changes.
+#[tokio::test]
+async fn a_store_keeps_its_identity_and_refuses_resumes_it_cannot_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(Some(dir.path()));
+    let backups = tempfile::tempdir().unwrap();
+    let backup = backups.path().join("backup");
+    let (id, at_backup, seen) = {
+        let store = Store::from_config(&cfg).unwrap();
+        for i in 0..5 {
+            store.put("k".into(), json!(i), None).await.unwrap();
+        }
+        let at_backup = store.revision();
+        drop(store);
+        copy_dir(dir.path(), &backup);
+        let store = Store::from_config(&cfg).unwrap();
+        for i in 5..10 {
+            store.put("k".into(), json!(i), None).await.unwrap();
+        }
+        (store.id().to_owned(), at_backup, store.revision())
+    };
+    assert_eq!(id.len(), 32, "128 random bits in hex: {id}");
+
+    // Restarted: the same store, which continues every revision it gave out.
+    let store = Store::from_config(&cfg).unwrap();
+    assert_eq!(store.id(), id);
+    store.check_resume(&id, seen + 1).unwrap();
+    assert!(matches!(
+        store.check_resume("another", 1),
+        Err(Error::StoreMismatch { .. })
+    ));
+    drop(store);
+
+    // Restored from the backup: the same store, but it lost revisions a watcher has seen.
+    let restored = Store::from_config(&config(Some(&backup))).unwrap();
+    assert_eq!(restored.id(), id);
+    restored.check_resume(&id, at_backup + 1).unwrap();
+    match restored.check_resume(&id, seen + 1) {
+        Err(err @ Error::StoreBehind { current, .. }) => {
+            assert_eq!(current, at_backup);
+            assert!(err.to_string().contains("lost changes"), "{err}");
+        }
+        other => panic!("expected StoreBehind, got {other:?}"),
+    }
+    drop(restored);
+
+    let other = tempfile::tempdir().unwrap();
+    assert_ne!(
+        Store::from_config(&config(Some(other.path())))
+            .unwrap()
+            .id(),
+        id
+    );
+    assert_ne!(
+        Store::new(&config(None)).id(),
+        Store::new(&config(None)).id()
+    );
+
+    // A damaged identity stops start-up, naming the file, rather than making a new store.
+    std::fs::write(dir.path().join("STORE_ID"), "not an id!\n").unwrap();
+    let err = Store::from_config(&cfg).err().expect("start-up fails");
+    assert!(err.to_string().contains("STORE_ID"), "{err}");
+}
+
+/// On etcd the store is the cluster and jsonkv's prefix in it: every server of one names the
+/// same store, and another prefix is another store.
+#[tokio::test]
+async fn servers_on_one_etcd_prefix_are_one_store() {
+    let etcd = jsonkv_testkit::shared_etcd();
+    let shared = etcd_config(etcd);
+    let a = Store::connect_etcd(&config(None), &shared).await.unwrap();
+    let b = Store::connect_etcd(&config(None), &shared).await.unwrap();
+    let elsewhere = Store::connect_etcd(&config(None), &etcd_config(etcd))
+        .await
+        .unwrap();
+    assert_eq!(a.id(), b.id());
+    assert_ne!(a.id(), elsewhere.id());
+    let written = a
+        .put("k".into(), json!(1), None)
+        .await
+        .unwrap()
+        .event
+        .revision;
+    b.check_resume(a.id(), written).unwrap();
+}
+
 #[tokio::test]
 async fn only_one_server_may_open_a_data_dir() {
     let dir = tempfile::tempdir().unwrap();

@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
+use jsonkv::pb;
 use jsonkv_server::RunningServer;
-use tonic::Code;
+use tonic::{Code, Status};
 
 async fn snapshot_carries_the_current_value_or_absence_then_events_follow(backend: Backend) {
     let (_server, mut client) = start_on(backend, config()).await;
@@ -508,6 +509,88 @@ async fn an_idle_watch_gets_progress_notices_for_a_safe_resume_point(backend: Ba
     }
 }
 both_backends!(an_idle_watch_gets_progress_notices_for_a_safe_resume_point);
+
+/// Opens a key watch with `store_id` set, returning the stream's `jsonkv-store-id` header.
+async fn watch_from(
+    client: &mut Client,
+    key: &str,
+    start_revision: i64,
+    store_id: &str,
+) -> Result<(String, tonic::Streaming<pb::WatchResponse>), Status> {
+    let response = client
+        .watch_key(pb::WatchKeyRequest {
+            key: key.into(),
+            start_revision,
+            store_id: store_id.into(),
+            value_encoding: pb::ValueEncoding::Json as i32,
+            ..Default::default()
+        })
+        .await?;
+    let header = response
+        .metadata()
+        .get("jsonkv-store-id")
+        .map(|v| v.to_str().unwrap().to_owned());
+    Ok((
+        header.expect("a watch stream names its store"),
+        response.into_inner(),
+    ))
+}
+
+async fn a_watch_names_its_store_and_a_resume_with_another_store_s_revisions_fails(
+    backend: Backend,
+) {
+    let (server, mut client) = start_on(backend, config()).await;
+    let (store, mut first) = watch_from(&mut client, "k", 0, "").await.unwrap();
+    assert!(!store.is_empty());
+    assert_eq!(store, server.store().id());
+    let Seen::Snapshot { revision, .. } = next(&mut first).await.unwrap() else {
+        panic!("a snapshot first");
+    };
+
+    // Resuming with this store's name replays from the revision asked for.
+    let written = put(&mut client, "k", "1").await;
+    let (again, mut resumed) = watch_from(&mut client, "k", revision + 1, &store)
+        .await
+        .unwrap();
+    assert_eq!(again, store, "every watch on one store names the same one");
+    assert_eq!(next(&mut resumed).await.unwrap().revision(), written);
+
+    let status = watch_from(&mut client, "k", revision + 1, "another-store")
+        .await
+        .expect_err("a resume with another store's revisions is refused");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    let info = tonic_types::StatusExt::get_details_error_info(&status).unwrap();
+    assert_eq!(info.reason, "STORE_MISMATCH");
+    assert_eq!(info.metadata["store_id"], store);
+    assert!(
+        status.message().contains("another-store"),
+        "{}",
+        status.message()
+    );
+
+    // Past the store's revision: on the embedded store every revision a watcher saw was
+    // applied first, so the store must have lost changes; a server on etcd may only trail.
+    let ahead = watch_from(&mut client, "k", written + 100, &store).await;
+    match backend {
+        Backend::Embedded => {
+            let status = ahead.expect_err("a resume past the store is refused");
+            assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+            assert_eq!(detail(&status, "current_revision"), written);
+            let info = tonic_types::StatusExt::get_details_error_info(&status).unwrap();
+            assert_eq!(info.reason, "STORE_BEHIND");
+        }
+        Backend::Etcd => assert!(ahead.is_ok(), "{ahead:?}"),
+    }
+    // Without a store named nothing is checked: a watch may start at a future revision. Nor
+    // does a snapshot, which needs no earlier revisions, check the store it is given.
+    assert!(watch_from(&mut client, "k", written + 100, "")
+        .await
+        .is_ok());
+    assert!(watch_from(&mut client, "k", 0, "another-store")
+        .await
+        .is_ok());
+}
+both_backends!(a_watch_names_its_store_and_a_resume_with_another_store_s_revisions_fails);
 
 async fn a_big_prefix_snapshot_is_split_into_several_messages(backend: Backend) {
     let (_server, mut client) = start_on(backend, config()).await;

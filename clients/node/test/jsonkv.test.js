@@ -265,6 +265,110 @@ test('a watch from start_revision replays exactly the later events', async (t) =
   });
 });
 
+test('watches name their store, and watches of one server share it', async (t) => {
+  const prefix = freshPrefix(t);
+  const byKey = kv.watchKey(`${prefix}k`, { deadlineMs: WATCH_DEADLINE_MS });
+  const byPrefix = kv.watchPrefix(prefix, { deadlineMs: WATCH_DEADLINE_MS });
+  try {
+    assert.equal((await byKey.next()).type, 'snapshot');
+    assert.equal((await byPrefix.next()).type, 'snapshot');
+    assert.ok(byKey.storeId);
+    assert.equal(byPrefix.storeId, byKey.storeId);
+  } finally {
+    byKey.cancel();
+    byPrefix.cancel();
+  }
+});
+
+// The store id of the server, as a fresh watch names it.
+async function serverStoreId(key) {
+  return withWatch(kv.watchKey(key, { deadlineMs: WATCH_DEADLINE_MS }), async (watch) => {
+    await watch.next();
+    return watch.storeId;
+  });
+}
+
+test('a watch resumed with its store id continues after its resume revision', async (t) => {
+  const prefix = freshPrefix(t);
+  const key = `${prefix}k`;
+  const { resumeRevision, storeId, seen } = await withWatch(
+    kv.watchPrefix(prefix, { deadlineMs: WATCH_DEADLINE_MS }),
+    async (watch) => {
+      assert.equal((await watch.next()).type, 'snapshot');
+      const seen = (await kv.insert(key, 'seen')).revision;
+      assert.equal((await watch.next()).revision, seen);
+      return { resumeRevision: watch.resumeRevision, storeId: watch.storeId, seen };
+    },
+  );
+  assert.equal(resumeRevision, BigInt(seen) + 1n);
+
+  const missed = [];
+  for (const n of [1, 2]) missed.push((await kv.insert(key, n)).revision);
+  const resumed = kv.watchPrefix(prefix, {
+    start_revision: resumeRevision,
+    store_id: storeId,
+    deadlineMs: WATCH_DEADLINE_MS,
+  });
+  await withWatch(resumed, async () => {
+    const replayed = await take(resumed, 2);
+    assert.deepEqual(
+      replayed.map((e) => [e.revision, e.entry.value]),
+      [
+        [missed[0], 1],
+        [missed[1], 2],
+      ],
+    );
+    const live = (await kv.insert(key, 3)).revision;
+    assert.equal((await resumed.next()).revision, live);
+    assert.equal(resumed.storeId, storeId);
+  });
+});
+
+for (const method of ['watchKey', 'watchPrefix']) {
+  test(`${method} resumed with another store id fails with STORE_MISMATCH`, async (t) => {
+    const prefix = freshPrefix(t);
+    const key = `${prefix}k`;
+    const { revision } = await kv.insert(key, 'v');
+    const storeId = await serverStoreId(key);
+
+    const resumed = kv[method](method === 'watchKey' ? key : prefix, {
+      start_revision: revision,
+      store_id: 'not-this-store',
+      deadlineMs: WATCH_DEADLINE_MS,
+    });
+    const err = await withWatch(resumed, () => failure(resumed.next()));
+    assert.equal(err.code, grpc.status.FAILED_PRECONDITION);
+    assert.match(err.details, /not-this-store/);
+    assert.deepEqual(jsonkv.errorInfo(err), {
+      reason: 'STORE_MISMATCH',
+      domain: 'jsonkv.dev',
+      metadata: { store_id: storeId },
+    });
+  });
+}
+
+test('a watch resumed beyond the store revision fails with STORE_BEHIND', async (t) => {
+  const key = `${freshPrefix(t)}k`;
+  const current = BigInt((await kv.insert(key, 'v')).revision);
+  const storeId = await serverStoreId(key);
+
+  // The store never reached the revision this resume claims to have seen: it lost changes.
+  const resumed = kv.watchKey(key, {
+    start_revision: current + 1000n,
+    store_id: storeId,
+    deadlineMs: WATCH_DEADLINE_MS,
+  });
+  const err = await withWatch(resumed, () => failure(resumed.next()));
+  assert.equal(err.code, grpc.status.FAILED_PRECONDITION);
+  const info = jsonkv.errorInfo(err);
+  assert.deepEqual(
+    [info.reason, info.domain, info.metadata.store_id],
+    ['STORE_BEHIND', 'jsonkv.dev', storeId],
+  );
+  const behind = BigInt(info.metadata.current_revision);
+  assert.ok(current <= behind && behind < current + 999n, `current_revision ${behind}`);
+});
+
 test('compare-and-swap succeeds on a match and fails with REVISION_MISMATCH', async (t) => {
   const key = `${freshPrefix(t)}cas`;
   const created = (await kv.insert(key, 'v1', { expected_mod_revision: 0 })).revision;

@@ -167,6 +167,79 @@ def test_watch_from_start_revision_replays_exactly_the_later_events(kv, prefix):
         assert watch.resume_revision == live + 1
 
 
+def test_watches_name_their_store_and_share_it(kv, prefix):
+    with (
+        kv.watch_key(prefix + "k", timeout=WATCH_DEADLINE) as by_key,
+        kv.watch_prefix(prefix, timeout=WATCH_DEADLINE) as by_prefix,
+    ):
+        assert isinstance(next(by_key), Snapshot) and isinstance(next(by_prefix), Snapshot)
+        assert by_key.store_id
+        assert by_prefix.store_id == by_key.store_id
+
+
+def test_resume_with_store_id_continues_after_resume_revision(kv, prefix):
+    key = prefix + "k"
+    with kv.watch_prefix(prefix, timeout=WATCH_DEADLINE) as watch:
+        assert isinstance(next(watch), Snapshot)
+        seen = kv.insert(key, "seen").revision
+        assert next(watch).revision == seen
+        resume_revision, store_id = watch.resume_revision, watch.store_id
+    assert resume_revision == seen + 1
+
+    missed = [kv.insert(key, n).revision for n in (1, 2)]
+    with kv.watch_prefix(
+        prefix, start_revision=resume_revision, store_id=store_id, timeout=WATCH_DEADLINE
+    ) as resumed:
+        replayed = [next(resumed) for _ in range(2)]
+        assert [(e.revision, e.entry.value) for e in replayed] == [(missed[0], 1), (missed[1], 2)]
+        live = kv.insert(key, 3).revision
+        assert next(resumed).revision == live
+        assert resumed.store_id == store_id
+
+
+@pytest.mark.parametrize("watch", ["watch_key", "watch_prefix"])
+def test_resume_with_another_store_id_fails_with_store_mismatch(kv, prefix, watch):
+    key = prefix + "k"
+    revision = kv.insert(key, "v").revision
+    with kv.watch_key(key, timeout=WATCH_DEADLINE) as fresh:
+        store_id = fresh.store_id
+
+    target = key if watch == "watch_key" else prefix
+    with getattr(kv, watch)(
+        target, start_revision=revision, store_id="not-this-store", timeout=WATCH_DEADLINE
+    ) as resumed:
+        with pytest.raises(grpc.RpcError) as failed:
+            next(resumed)
+    assert failed.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "not-this-store" in failed.value.details()
+    info = jsonkv_client.error_info(failed.value)
+    assert (info.reason, info.domain) == ("STORE_MISMATCH", "jsonkv.dev")
+    assert dict(info.metadata) == {"store_id": store_id}
+
+
+def test_resume_beyond_the_store_revision_fails_with_store_behind(kv, prefix):
+    key = prefix + "k"
+    current = kv.insert(key, "v").revision
+    with kv.watch_key(key, timeout=WATCH_DEADLINE) as fresh:
+        store_id = fresh.store_id
+
+    # The store never reached the revision this resume claims to have seen: it lost changes.
+    with kv.watch_key(
+        key, start_revision=current + 1000, store_id=store_id, timeout=WATCH_DEADLINE
+    ) as resumed:
+        with pytest.raises(grpc.RpcError) as failed:
+            next(resumed)
+    assert failed.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    info = jsonkv_client.error_info(failed.value)
+    assert (info.reason, info.domain) == ("STORE_BEHIND", "jsonkv.dev")
+    assert info.metadata["store_id"] == store_id
+    assert current <= int(info.metadata["current_revision"]) < current + 999
+
+    # Without a store_id nothing is checked: a watch may start at a future revision on purpose.
+    with kv.watch_key(key, start_revision=current + 1000, timeout=WATCH_DEADLINE) as future:
+        assert future.store_id == store_id
+
+
 def test_compare_and_swap(kv, prefix):
     key = prefix + "cas"
     created = kv.insert(key, "v1", expected_mod_revision=0).revision

@@ -10,6 +10,8 @@ use etcd_client::{
     KvClient, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchStream,
 };
 
+use sha2::{Digest, Sha256};
+
 use super::connect::{first_request, tls_options};
 use super::EtcdConfig;
 use crate::database::{Doc, Entry, Event, ExpectedModRevision, Revision};
@@ -319,6 +321,25 @@ impl Remote {
             response.more(),
             header_revision(response.header())?,
         ))
+    }
+
+    /// The identity of the store this remote serves: etcd's cluster ID (a cluster keeps it for
+    /// life; a restore from a snapshot makes a new one) and jsonkv's prefix in it, since each
+    /// prefix is a keyspace of its own. Every server of the cluster computes the same.
+    pub async fn store_id(&self) -> Result<String, Error> {
+        let options = GetOptions::new().with_count_only();
+        let response = self
+            .range_request("identify", self.etcd_key(""), Some(options))
+            .await?;
+        let cluster = response
+            .header()
+            .map(|h| h.cluster_id())
+            .ok_or_else(|| Error::Internal("etcd answered without a response header".into()))?;
+        let prefix: String = Sha256::digest(self.prefix.as_bytes())[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(format!("etcd-{cluster:016x}-{prefix}"))
     }
 
     /// Every key under the prefix, read at one revision, and that revision: the view's start.

@@ -4,6 +4,8 @@
 //!
 //! Files in the data directory:
 //! - `LOCK`: held (flock) while a server has the directory open; a second server is refused.
+//! - `STORE_ID`: the store's identity (see [`super::new_store_id`]), written once when the
+//!   directory is first used, so that watchers can tell this store's revisions from another's.
 //! - `log-<first revision>.jkv`: segments. Only the newest is appended to; it is sealed and a
 //!   new one started once it passes `segment_bytes`.
 //! - `snapshot-<revision>.jkv`: every live key as of that revision. Written to a `.tmp` file,
@@ -154,7 +156,10 @@ impl DiskStorage {
 impl Storage for DiskStorage {
     fn recover(&mut self) -> Result<Recovered, Error> {
         let files = Files::list(&self.dir)?;
-        let mut recovered = Recovered::default();
+        let mut recovered = Recovered {
+            store_id: store_id(&self.dir)?,
+            ..Recovered::default()
+        };
         if let Some((_, path)) = files.snapshots.last() {
             let (entries, revision) = read_snapshot(path)?;
             recovered.snapshot = entries;
@@ -305,6 +310,38 @@ impl Files {
         files.snapshots.sort();
         files.segments.sort();
         Ok(files)
+    }
+}
+
+/// The store identity kept in `dir`, created (whole or not at all: written aside, fsynced,
+/// renamed) if the directory has none yet, as a new one or one from before identities has not.
+fn store_id(dir: &Path) -> Result<String, Error> {
+    let path = dir.join("STORE_ID");
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let id = text.trim();
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                return Err(Error::Corrupt {
+                    file: path.display().to_string(),
+                    offset: 0,
+                    reason: "not a store identity (letters, digits and dashes on one line)".into(),
+                });
+            }
+            Ok(id.to_owned())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let id = super::new_store_id();
+            let tmp = dir.join("STORE_ID.tmp");
+            fs::write(&tmp, format!("{id}\n"))
+                .and_then(|()| File::open(&tmp)?.sync_all())
+                .map_err(|e| io_error(format!("cannot write {}", tmp.display()), e))?;
+            fs::rename(&tmp, &path)
+                .map_err(|e| io_error(format!("cannot rename {}", tmp.display()), e))?;
+            sync_dir(dir)?;
+            tracing::info!(store_id = %id, file = %path.display(), "new store identity");
+            Ok(id)
+        }
+        Err(e) => Err(io_error(format!("cannot read {}", path.display()), e)),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{Recovered, Storage};
+use super::{new_store_id, Recovered, Storage};
 use crate::database::Event;
 use crate::error::Error;
 
@@ -11,7 +11,11 @@ pub struct MemoryStorage;
 
 impl Storage for MemoryStorage {
     fn recover(&mut self) -> Result<Recovered, Error> {
-        Ok(Recovered::default())
+        // Nothing survives, so each start is a new store.
+        Ok(Recovered {
+            store_id: new_store_id(),
+            ..Recovered::default()
+        })
     }
 
     fn append(&mut self, _events: &[Arc<Event>]) -> Result<(), Error> {

@@ -33,12 +33,23 @@ pub enum SyncMode {
 /// The state found on start.
 #[derive(Debug, Default)]
 pub struct Recovered {
+    /// Which store this is: revisions count changes to one store and mean nothing to another,
+    /// so a watch resumed on a different one (an in-memory server restarted, a data directory
+    /// replaced) must fail instead of skipping changes.
+    pub store_id: String,
     /// Live keys as of `snapshot_revision`.
     pub snapshot: Vec<(String, Entry)>,
     pub snapshot_revision: Revision,
     /// Every change after `snapshot_revision`, in order with no gaps. They also seed the
     /// watch history, so a watch can resume across a restart.
     pub events: Vec<Arc<Event>>,
+}
+
+/// A fresh store identity: 128 random bits, as 32 hex digits.
+pub fn new_store_id() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub trait Storage: Send + 'static {
