@@ -2,8 +2,12 @@
 //! last committed change. Pure, synchronous state. A change is first *planned*
 //! ([`plan_put`], [`plan_delete`]: precondition check and new metadata, nothing changed), then,
 //! once durable, *applied* ([`Database::apply`]). [`crate::store::Store`] does the sequencing.
+//!
+//! The map also remembers recent deletes ([`Deletes`]), so that it can tell whether a key or
+//! prefix changed since a revision after history has let that revision's events go
+//! ([`Database::key_unchanged_since`]): a quiet watch can then resume from however long ago.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::{Bound, Deref};
 use std::sync::{Arc, OnceLock};
 
@@ -120,6 +124,66 @@ pub type ExpectedModRevision = Option<Revision>;
 pub struct Database {
     entries: BTreeMap<String, Entry>,
     revision: Revision,
+    deletes: Deletes,
+}
+
+/// How many deletes a [`Database`] remembers by default: as many as history keeps events by
+/// default (`--history-size`), so a delete is remembered at least as long as its event would
+/// be. Each costs about its key twice plus ~100 bytes.
+pub const REMEMBERED_DELETES: usize = 100_000;
+
+/// The revision at which each recently deleted key went, while it stays absent. Every delete
+/// with a revision above `floor` is here, or its key exists again (with a later mod revision);
+/// the oldest records go once there are more than `capacity`, and `floor` rises past them.
+#[derive(Debug)]
+struct Deletes {
+    by_key: BTreeMap<String, Revision>,
+    /// Records in revision order, to find the oldest. A record whose key was created or deleted
+    /// again since is stale: `by_key` no longer holds its revision, and it is skipped.
+    order: VecDeque<(Revision, String)>,
+    floor: Revision,
+    capacity: usize,
+}
+
+impl Default for Deletes {
+    fn default() -> Deletes {
+        Deletes {
+            by_key: BTreeMap::new(),
+            order: VecDeque::new(),
+            floor: 0,
+            capacity: REMEMBERED_DELETES,
+        }
+    }
+}
+
+impl Deletes {
+    fn record(&mut self, key: &str, revision: Revision) {
+        self.by_key.insert(key.to_owned(), revision);
+        self.order.push_back((revision, key.to_owned()));
+        while self.order.len() > self.capacity {
+            let (oldest, key) = self.order.pop_front().expect("longer than the capacity");
+            if self.by_key.get(&key) == Some(&oldest) {
+                self.by_key.remove(&key);
+                self.floor = self.floor.max(oldest);
+            }
+        }
+    }
+
+    /// The key exists again: its entry's mod revision now says when it last changed.
+    fn forget(&mut self, key: &str) {
+        // Most creations find nothing to forget: skip the lookup while nothing is remembered.
+        if !self.by_key.is_empty() {
+            self.by_key.remove(key);
+        }
+    }
+
+    /// Whether an absent `key` was not deleted at or after `from`.
+    fn key_unchanged_since(&self, key: &str, from: Revision) -> bool {
+        match self.by_key.get(key) {
+            Some(&deleted) => deleted < from,
+            None => from > self.floor,
+        }
+    }
 }
 
 impl Database {
@@ -139,6 +203,48 @@ impl Database {
 
     pub fn get(&self, key: &str) -> Option<&Entry> {
         self.entries.get(key)
+    }
+
+    /// An empty database that remembers up to `capacity` deletes (not the default
+    /// [`REMEMBERED_DELETES`]), to see what happens when records go.
+    #[cfg(test)]
+    fn remembering_deletes(capacity: usize) -> Database {
+        Database {
+            deletes: Deletes {
+                capacity: capacity.max(1),
+                ..Deletes::default()
+            },
+            ..Database::default()
+        }
+    }
+
+    /// Whether no change to `key` has a revision at or after `from`, up to this database's
+    /// revision: present and last changed before `from`, or absent and not deleted since, as
+    /// far as the remembered deletes reach. `false` when it cannot tell.
+    pub fn key_unchanged_since(&self, key: &str, from: Revision) -> bool {
+        match self.entries.get(key) {
+            Some(entry) => entry.mod_revision < from,
+            None => self.deletes.key_unchanged_since(key, from),
+        }
+    }
+
+    /// [`Database::key_unchanged_since`] for every key under `prefix`: those present, and
+    /// those deleted. Scans the prefix, as a snapshot of it would.
+    pub fn prefix_unchanged_since(&self, prefix: &str, from: Revision) -> bool {
+        from > self.deletes.floor
+            && self.range(prefix, None).all(|(_, e)| e.mod_revision < from)
+            && self
+                .deletes
+                .by_key
+                .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .all(|(_, &deleted)| deleted < from)
+    }
+
+    /// Declares every delete at or before `revision` unknown: what a database built from a
+    /// snapshot (or an etcd load) at that revision knows.
+    pub fn deletes_unknown_up_to(&mut self, revision: Revision) {
+        self.deletes.floor = self.deletes.floor.max(revision);
     }
 
     /// Keys starting with `prefix`, in order, strictly after `after` when given.
@@ -171,10 +277,12 @@ impl Database {
                 Some(slot) => *slot = entry.clone(),
                 None => {
                     self.entries.insert(event.key.clone(), entry.clone());
+                    self.deletes.forget(&event.key);
                 }
             },
             None => {
                 self.entries.remove(&event.key);
+                self.deletes.record(&event.key, event.revision);
             }
         }
         self.revision = event.revision;
@@ -189,10 +297,12 @@ impl Database {
         self.revision = event.revision;
         match event.entry {
             Some(entry) => {
+                self.deletes.forget(&event.key);
                 self.entries.insert(event.key, entry);
             }
             None => {
                 self.entries.remove(&event.key);
+                self.deletes.record(&event.key, event.revision);
             }
         }
     }
@@ -311,6 +421,69 @@ mod tests {
         put(&mut db, "a", json!(5), None).unwrap();
         let a = db.get("a").unwrap();
         assert_eq!((a.create_revision, a.mod_revision, a.version), (5, 5, 1));
+    }
+
+    #[test]
+    fn a_key_is_unchanged_since_a_revision_after_its_last_change() {
+        let mut db = Database::default();
+        put(&mut db, "kept", json!(1), None).unwrap(); // 1
+        put(&mut db, "gone", json!(1), None).unwrap(); // 2
+        delete(&mut db, "gone", None).unwrap(); // 3
+        put(&mut db, "back", json!(1), None).unwrap(); // 4
+        delete(&mut db, "back", None).unwrap(); // 5
+        put(&mut db, "back", json!(2), None).unwrap(); // 6
+        put(&mut db, "other", json!(1), None).unwrap(); // 7
+        for from in 1..=8 {
+            assert_eq!(
+                db.key_unchanged_since("kept", from),
+                from > 1,
+                "kept, {from}"
+            );
+            assert_eq!(
+                db.key_unchanged_since("gone", from),
+                from > 3,
+                "gone, {from}"
+            );
+            assert_eq!(
+                db.key_unchanged_since("back", from),
+                from > 6,
+                "back, {from}"
+            );
+            assert!(db.key_unchanged_since("never", from), "never, {from}");
+        }
+        assert!(db.prefix_unchanged_since("kept", 2));
+        assert!(!db.prefix_unchanged_since("", 7), "other changed at 7");
+        assert!(db.prefix_unchanged_since("", 8));
+        assert!(!db.prefix_unchanged_since("go", 3), "gone was deleted at 3");
+        assert!(db.prefix_unchanged_since("go", 4));
+    }
+
+    #[test]
+    fn forgotten_deletes_make_absent_keys_unknown_before_them() {
+        let mut db = Database::remembering_deletes(2);
+        for key in ["a", "b", "c"] {
+            put(&mut db, key, json!(1), None).unwrap(); // 1, 2, 3
+        }
+        delete(&mut db, "a", None).unwrap(); // 4
+        delete(&mut db, "b", None).unwrap(); // 5
+        assert!(db.key_unchanged_since("a", 5) && db.key_unchanged_since("x", 1));
+        delete(&mut db, "c", None).unwrap(); // 6: a's record goes
+        assert!(!db.key_unchanged_since("a", 4), "a's delete is forgotten");
+        assert!(!db.key_unchanged_since("x", 4), "so is whether x went at 4");
+        assert!(db.key_unchanged_since("a", 5) && db.key_unchanged_since("x", 5));
+        assert!(db.key_unchanged_since("b", 6) && !db.key_unchanged_since("b", 5));
+        assert!(!db.prefix_unchanged_since("", 4) && db.prefix_unchanged_since("", 7));
+        // A record made stale by the key coming back goes without raising the floor.
+        put(&mut db, "b", json!(2), None).unwrap(); // 7
+        delete(&mut db, "c", None).ok(); // absent: nothing
+        put(&mut db, "d", json!(1), None).unwrap(); // 8
+        delete(&mut db, "d", None).unwrap(); // 9: b's stale record goes
+        assert!(db.key_unchanged_since("x", 5), "the floor stayed at 4");
+        // A database loaded at a revision knows no delete before it.
+        let mut loaded = Database::default();
+        loaded.set_revision(10);
+        loaded.deletes_unknown_up_to(10);
+        assert!(!loaded.key_unchanged_since("x", 10) && loaded.key_unchanged_since("x", 11));
     }
 
     #[test]

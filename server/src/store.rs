@@ -519,6 +519,13 @@ impl Store {
                 &self.shared.backend,
             ) {
                 (Ok(events), _) => WatchStart::Replay { events },
+                // Older than history, but nothing the watch covers changed since: nothing is
+                // missing, so a quiet watch resumes however long it was away.
+                (Err(Error::Compacted { .. }), _)
+                    if unchanged_since(&state.db, &target, start_revision) =>
+                {
+                    WatchStart::Replay { events: Vec::new() }
+                }
                 // Older than the local history: etcd's history has it (or says it is gone).
                 (Err(Error::Compacted { .. }), Backend::Etcd { remote, .. }) => {
                     replay = Some(Box::new(Replay::new(
@@ -572,7 +579,18 @@ fn database_at(entries: Vec<(String, Entry)>, revision: Revision) -> Database {
         db.load(key, entry);
     }
     db.set_revision(revision);
+    // Whatever was deleted before, no entry tells.
+    db.deletes_unknown_up_to(revision);
     db
+}
+
+/// Whether no change `target` covers has a revision at or after `from`: then a watch from
+/// `from` has nothing to replay, however long ago that was.
+fn unchanged_since(db: &Database, target: &WatchTarget, from: Revision) -> bool {
+    match target {
+        WatchTarget::Key(key) => db.key_unchanged_since(key, from),
+        WatchTarget::Prefix(prefix) => db.prefix_unchanged_since(prefix, from),
+    }
 }
 
 /// Waits for a change's commit, if it was queued for one.

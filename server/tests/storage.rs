@@ -362,6 +362,45 @@ async fn a_watch_resumes_across_a_restart_from_the_log() {
     assert_eq!(revisions(&sub.next_events().await.unwrap()), [11]);
 }
 
+/// A client away across a restart, and longer than history reaches: a key that did not
+/// change since its resume point resumes with nothing to replay; one that did gets
+/// OUT_OF_RANGE.
+#[tokio::test]
+async fn a_quiet_key_resumes_across_a_restart_beyond_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        history_size: 5,
+        ..config(Some(dir.path()))
+    };
+    {
+        let store = Store::from_config(&cfg).unwrap();
+        store.put("quiet".into(), json!(1), None).await.unwrap(); // 1
+        for i in 0..20 {
+            store.put("busy".into(), json!(i), None).await.unwrap();
+        }
+    }
+    let store = Store::from_config(&cfg).unwrap();
+    let mut sub = store.watch(WatchTarget::Key("quiet".into()), 2).unwrap();
+    match sub.take_start() {
+        Some(WatchStart::Replay { events }) => assert!(events.is_empty()),
+        other => panic!("expected an empty replay, got {other:?}"),
+    }
+    let next = store.put("quiet".into(), json!(2), None).await.unwrap();
+    assert_eq!(
+        revisions(&sub.next_events().await.unwrap()),
+        [next.event.revision]
+    );
+    for (key, from) in [("quiet", 1), ("busy", 2)] {
+        assert!(
+            matches!(
+                store.watch(WatchTarget::Key(key.into()), from),
+                Err(Error::Compacted { .. })
+            ),
+            "{key} from {from}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn after_compaction_an_old_resume_point_is_out_of_range_and_disk_stays_small() {
     let dir = tempfile::tempdir().unwrap();
