@@ -67,10 +67,12 @@ const EVENT_TYPES = { EVENT_TYPE_PUT: 'put', EVENT_TYPE_DELETE: 'delete' };
 // before the first item): resume with both, since resuming from another store's revisions would
 // silently skip changes. next() rejects with the stream's error, and resolves to null at the end.
 class Watch {
-  constructor(call) {
+  constructor(call, startRevision = 0) {
     this.call = call;
     this.messages = call[Symbol.asyncIterator]();
-    this.resumeRevision = 0n;
+    // A watch started at a revision resumes there until it has seen something: 0 would ask for
+    // a snapshot instead of the events the caller asked for.
+    this.resumeRevision = BigInt(startRevision);
     this.storeId = '';
     call.on('metadata', (metadata) => {
       this.storeId = String(metadata.get(STORE_ID_HEADER)[0] ?? '');
@@ -178,13 +180,13 @@ class Client {
   // with FAILED_PRECONDITION (STORE_MISMATCH, STORE_BEHIND) where resuming would skip changes.
   watchKey(key, { start_revision = 0, store_id = '', deadlineMs } = {}) {
     const request = { key, start_revision, store_id, value_encoding: 'VALUE_ENCODING_JSON' };
-    return new Watch(this.stub.WatchKey(request, streamOptions(deadlineMs)));
+    return new Watch(this.stub.WatchKey(request, streamOptions(deadlineMs)), start_revision);
   }
 
   // The options are as in watchKey().
   watchPrefix(prefix, { start_revision = 0, store_id = '', deadlineMs } = {}) {
     const request = { prefix, start_revision, store_id, value_encoding: 'VALUE_ENCODING_JSON' };
-    return new Watch(this.stub.WatchPrefix(request, streamOptions(deadlineMs)));
+    return new Watch(this.stub.WatchPrefix(request, streamOptions(deadlineMs)), start_revision);
   }
 }
 

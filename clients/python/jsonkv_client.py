@@ -83,9 +83,11 @@ class Watch:
     block) ends the stream.
     """
 
-    def __init__(self, call: Any):
+    def __init__(self, call: Any, start_revision: int = 0):
         self._call = call
-        self.resume_revision = 0
+        # A watch started at a revision resumes there until it has seen something: 0 would
+        # ask for a snapshot instead of the events the caller asked for.
+        self.resume_revision = start_revision
 
     @property
     def store_id(self) -> str:
@@ -198,7 +200,7 @@ class Client:
         request = pb.WatchKeyRequest(
             key=key, start_revision=start_revision, value_encoding=_JSON, store_id=store_id
         )
-        return Watch(self.stub.WatchKey(request, timeout=timeout))
+        return Watch(self.stub.WatchKey(request, timeout=timeout), start_revision)
 
     def watch_prefix(
         self,
@@ -211,7 +213,7 @@ class Client:
         request = pb.WatchPrefixRequest(
             prefix=prefix, start_revision=start_revision, value_encoding=_JSON, store_id=store_id
         )
-        return Watch(self.stub.WatchPrefix(request, timeout=timeout))
+        return Watch(self.stub.WatchPrefix(request, timeout=timeout), start_revision)
 
 
 def connect(target: str = DEFAULT_TARGET, timeout: float = DEFAULT_TIMEOUT) -> Client:

@@ -265,6 +265,21 @@ test('a watch from start_revision replays exactly the later events', async (t) =
   });
 });
 
+test('a watch from a revision resumes there until it sees something', async (t) => {
+  const prefix = freshPrefix(t);
+  const start = BigInt((await kv.insert(`${prefix}other`, 0)).revision) + 1n;
+  const watch = kv.watchKey(`${prefix}later`, {
+    start_revision: start.toString(),
+    deadlineMs: WATCH_DEADLINE_MS,
+  });
+  await withWatch(watch, async () => {
+    assert.equal(watch.resumeRevision, start);
+    const written = (await kv.insert(`${prefix}later`, 1)).revision;
+    assert.equal((await watch.next()).revision, written);
+    assert.equal(watch.resumeRevision, BigInt(written) + 1n);
+  });
+});
+
 test('watches name their store, and watches of one server share it', async (t) => {
   const prefix = freshPrefix(t);
   const byKey = kv.watchKey(`${prefix}k`, { deadlineMs: WATCH_DEADLINE_MS });

@@ -167,6 +167,16 @@ def test_watch_from_start_revision_replays_exactly_the_later_events(kv, prefix):
         assert watch.resume_revision == live + 1
 
 
+def test_a_watch_from_a_revision_resumes_there_until_it_sees_something(kv, prefix):
+    key = prefix + "later"
+    start = kv.insert(prefix + "other", 0).revision + 1
+    with kv.watch_key(key, start_revision=start, timeout=WATCH_DEADLINE) as watch:
+        assert watch.resume_revision == start
+        written = kv.insert(key, 1).revision
+        assert next(watch).revision == written
+        assert watch.resume_revision == written + 1
+
+
 def test_watches_name_their_store_and_share_it(kv, prefix):
     with (
         kv.watch_key(prefix + "k", timeout=WATCH_DEADLINE) as by_key,
