@@ -162,6 +162,25 @@ event EVENT_TYPE_PUT $rev1 \"v1\"
 event EVENT_TYPE_PUT $rev2 {\"n\": 2}
 event EVENT_TYPE_DELETE $rev3 null"
 
+# Resuming: a watch names its store in the jsonkv-store-id response header (grpcurl -v shows it),
+# and a resume sends it back as store_id. Revisions of another store, or ones this store has not
+# reached, are refused instead of skipping changes.
+rpc -v -max-time 2 -d "{\"key\":\"watched\",\"start_revision\":\"$rev3\"}" "$ADDR" \
+  jsonkv.v1.JsonKv/WatchKey
+store_id=$(sed -n 's/^jsonkv-store-id: //p' <<<"$out" | head -n 1)
+out=$(grep -cE '^[0-9a-f]{32}$' <<<"$store_id")
+expect_equal "a watch names its store in its response headers" 1
+rpc -max-time 2 -d "{\"key\":\"watched\",\"start_revision\":\"$rev3\",\"store_id\":\"$store_id\"}" \
+  "$ADDR" jsonkv.v1.JsonKv/WatchKey
+expect "a resume naming this store replays" "\"revision\": \"$rev3\"" "EVENT_TYPE_DELETE"
+rpc -d "{\"key\":\"watched\",\"start_revision\":\"$rev3\",\"store_id\":\"another-store\"}" "$ADDR" \
+  jsonkv.v1.JsonKv/WatchKey
+expect "a resume naming another store is refused" "Code: FailedPrecondition" '"reason":"STORE_MISMATCH"'
+rpc -d "{\"key\":\"watched\",\"start_revision\":\"$((rev3 + 100))\",\"store_id\":\"$store_id\"}" \
+  "$ADDR" jsonkv.v1.JsonKv/WatchKey
+expect "a resume past what this store holds is refused" "Code: FailedPrecondition" \
+  '"reason":"STORE_BEHIND"'
+
 # The server must exit 0 on SIGTERM: that is checked too.
 if stop_server; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 echo "grpcurl: $passed passed, $failed failed"
