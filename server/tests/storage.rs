@@ -446,6 +446,128 @@ async fn after_compaction_an_old_resume_point_is_out_of_range_and_disk_stays_sma
     }
 }
 
+/// Compaction merges the old snapshot with the sealed segments key by key, as it streams the
+/// snapshot: keys only in the snapshot, only in the segments, in both, and deleted in the
+/// segments all come out right, over many rounds.
+#[tokio::test]
+async fn compaction_merges_snapshot_and_segments_key_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        segment_bytes: 8 * 1024,
+        ..config(Some(dir.path()))
+    };
+    let mut model = std::collections::BTreeMap::new();
+    {
+        let store = Store::from_config(&cfg).unwrap();
+        let mut x: u64 = 7;
+        for i in 0..4000 {
+            // xorshift: a fixed, well-mixed sequence of keys and operations.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let key = format!("k{:03}", (x >> 8) % 300);
+            if x.is_multiple_of(5) {
+                store.delete(&key, None).await.unwrap();
+                model.remove(&key);
+            } else {
+                store.put(key.clone(), json!(i), None).await.unwrap();
+                model.insert(key, json!(i));
+            }
+        }
+        // Wait until compaction has folded at least half the log into a snapshot, over
+        // several rounds (each runs once the sealed segments outweigh the last snapshot).
+        let revision = store.revision();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while newest_snapshot(dir.path()) < revision / 2 {
+            assert!(std::time::Instant::now() < deadline, "no recent snapshot");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let store = Store::from_config(&cfg).unwrap();
+    let listed: std::collections::BTreeMap<String, Value> = store
+        .list("", None, 1000)
+        .entries
+        .into_iter()
+        .map(|(key, entry)| (key, (*entry.value).clone()))
+        .collect();
+    assert_eq!(listed, model);
+    assert!(model.len() < 280, "some keys end deleted: {}", model.len());
+}
+
+/// A snapshot is renamed into place only when whole, so any damage to one is corruption:
+/// start-up stops naming the file and the offset, whether the snapshot is cut short, has a
+/// flipped byte, or has bytes after its end record.
+#[tokio::test]
+async fn a_damaged_snapshot_stops_start_up_naming_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        segment_bytes: 4 * 1024,
+        ..config(Some(dir.path()))
+    };
+    {
+        let store = Store::from_config(&cfg).unwrap();
+        for i in 0..400 {
+            store
+                .put(format!("k{}", i % 40), json!(i), None)
+                .await
+                .unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while newest_snapshot(dir.path()) == 0 {
+            assert!(std::time::Instant::now() < deadline, "no snapshot");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let name = format!("snapshot-{:020}.jkv", newest_snapshot(dir.path()));
+    let path = dir.path().join(&name);
+    let good = std::fs::read(&path).unwrap();
+    let middle = good.len() / 2;
+    let mut flipped = good.clone();
+    // The last byte of the last key's record: 25 bytes of end record follow it.
+    flipped[good.len() - 26] ^= 0xff;
+    let mut extended = good.clone();
+    extended.extend_from_slice(b"more");
+    // A cut can fall inside a record or between two.
+    for (damage, bytes, why) in [
+        (
+            "cut short",
+            good[..middle].to_vec(),
+            ["ends inside a record", "no end record"],
+        ),
+        ("a flipped byte", flipped, ["checksum mismatch"; 2]),
+        (
+            "bytes after its end",
+            extended,
+            ["data after the end record"; 2],
+        ),
+    ] {
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Store::from_config(&cfg).err().expect("start-up fails");
+        let text = err.to_string();
+        assert!(
+            text.contains(&name) && text.contains("offset") && why.iter().any(|w| text.contains(w)),
+            "{damage}: {text}"
+        );
+    }
+    std::fs::write(&path, &good).unwrap();
+    Store::from_config(&cfg).expect("the whole snapshot loads again");
+}
+
+/// The revision of the newest snapshot in `dir` (0 if none).
+fn newest_snapshot(dir: &Path) -> i64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            name.strip_prefix("snapshot-")?
+                .strip_suffix(".jkv")?
+                .parse()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .unwrap()

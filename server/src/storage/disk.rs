@@ -464,80 +464,197 @@ fn replay_segment(
 
 /// Reads a whole snapshot: its entries and the revision it was taken at.
 fn read_snapshot(path: &Path) -> Result<(Vec<(String, Entry)>, Revision), Error> {
-    let data = read_file(path)?;
-    let corrupt = |offset: usize, reason: String| corrupt_at(path, offset, reason);
-    format::check_header(&data, SNAPSHOT_MAGIC).map_err(|why| corrupt(0, why))?;
+    let mut reader = SnapshotReader::open(path)?;
     let mut entries = Vec::new();
-    let mut at = HEADER_LEN;
-    while at < data.len() {
-        match format::read_frame(&data, at) {
-            Frame::Record(Record::Change(event), next) => {
+    while let Some(entry) = reader.next()? {
+        entries.push(entry);
+    }
+    Ok((entries, reader.revision().expect("read to its end record")))
+}
+
+/// Reads a snapshot one record at a time, so that neither recovery nor compaction holds the
+/// file's bytes and its decoded entries at once.
+struct SnapshotReader {
+    path: PathBuf,
+    input: io::BufReader<File>,
+    /// Where the next frame starts, for errors.
+    offset: usize,
+    /// Keys read so far, to check against the end record's count.
+    count: u64,
+    /// The frame being read (header and payload): one buffer, reused.
+    frame: Vec<u8>,
+    /// The end record's revision, once read.
+    end: Option<Revision>,
+}
+
+impl SnapshotReader {
+    fn open(path: &Path) -> Result<SnapshotReader, Error> {
+        let file =
+            File::open(path).map_err(|e| io_error(format!("cannot read {}", path.display()), e))?;
+        let mut reader = SnapshotReader {
+            path: path.to_owned(),
+            input: io::BufReader::with_capacity(1 << 20, file),
+            offset: 0,
+            count: 0,
+            frame: Vec::new(),
+            end: None,
+        };
+        let mut header = [0u8; HEADER_LEN];
+        let got = reader.fill(&mut header)?;
+        format::check_header(&header[..got], SNAPSHOT_MAGIC)
+            .map_err(|why| corrupt_at(path, 0, why))?;
+        reader.offset = HEADER_LEN;
+        Ok(reader)
+    }
+
+    /// The revision the snapshot was taken at, once [`SnapshotReader::next`] has returned `None`.
+    fn revision(&self) -> Option<Revision> {
+        self.end
+    }
+
+    /// The next live key, in key order; `None` after the end record, which must close the file.
+    fn next(&mut self) -> Result<Option<(String, Entry)>, Error> {
+        if self.end.is_some() {
+            return Ok(None);
+        }
+        let at = self.offset;
+        self.frame.resize(format::FRAME_HEADER, 0);
+        let mut frame = std::mem::take(&mut self.frame);
+        let got = self.fill(&mut frame)?;
+        if got == 0 {
+            return Err(self.corrupt(at, "snapshot has no end record"));
+        }
+        let len = u32::from_le_bytes(frame[..4].try_into().expect("4 bytes")) as usize;
+        let mut complete = false;
+        if got == format::FRAME_HEADER && len <= format::MAX_PAYLOAD {
+            frame.resize(format::FRAME_HEADER + len, 0);
+            let got = self.fill(&mut frame[format::FRAME_HEADER..])?;
+            frame.truncate(format::FRAME_HEADER + got);
+            complete = got == len;
+        }
+        let record = format::read_frame(&frame, 0);
+        self.offset += frame.len();
+        self.frame = frame;
+        match record {
+            Frame::Record(Record::Change(event), _) => {
                 let event = Arc::unwrap_or_clone(event);
                 let entry = event
                     .entry
-                    .ok_or_else(|| corrupt(at, "delete record in a snapshot".into()))?;
-                entries.push((event.key, entry));
-                at = next;
+                    .ok_or_else(|| self.corrupt(at, "delete record in a snapshot"))?;
+                self.count += 1;
+                Ok(Some((event.key, entry)))
             }
-            Frame::Record(Record::End { revision, count }, next) => {
-                if count != entries.len() as u64 || next != data.len() {
-                    return Err(corrupt(
-                        at,
-                        format!("end record says {count} keys, found {}", entries.len()),
-                    ));
+            Frame::Record(Record::End { revision, count }, _) => {
+                if count != self.count {
+                    let why = format!("end record says {count} keys, found {}", self.count);
+                    return Err(self.corrupt(at, &why));
                 }
-                return Ok((entries, revision));
+                if self.fill(&mut [0u8; 1])? != 0 {
+                    return Err(self.corrupt(self.offset, "data after the end record"));
+                }
+                self.end = Some(revision);
+                Ok(None)
             }
-            // A snapshot is renamed into place only when complete: it is never torn.
-            Frame::Torn => return Err(corrupt(at, "snapshot ends inside a record".into())),
-            Frame::Corrupt(why) => return Err(corrupt(at, why)),
+            // A snapshot is renamed into place only when complete: it is never torn. (Read
+            // alone, a whole frame whose checksum fails also looks torn.)
+            Frame::Torn if complete => Err(self.corrupt(at, "checksum mismatch")),
+            Frame::Torn => Err(self.corrupt(at, "snapshot ends inside a record")),
+            Frame::Corrupt(why) => Err(self.corrupt(at, &why)),
         }
     }
-    Err(corrupt(at, "snapshot has no end record".into()))
+
+    /// Reads until `buf` is full or the file ends; how many bytes it got.
+    fn fill(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
+        let mut got = 0;
+        while got < buf.len() {
+            match io::Read::read(&mut self.input, &mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_error(format!("cannot read {}", self.path.display()), e)),
+            }
+        }
+        Ok(got)
+    }
+
+    fn corrupt(&self, offset: usize, reason: &str) -> Error {
+        corrupt_at(&self.path, offset, reason.to_owned())
+    }
 }
 
-/// Writes a snapshot of `entries` at `revision` atomically (tmp, fsync, rename, fsync dir).
-fn write_snapshot(
-    dir: &Path,
+/// Writes a snapshot atomically: to a `.tmp` file, fsynced, then renamed into place (and the
+/// directory fsynced) by [`SnapshotWriter::finish`]. Entries must come in key order.
+struct SnapshotWriter {
+    dir: PathBuf,
+    path: PathBuf,
+    tmp: PathBuf,
     revision: Revision,
-    entries: &BTreeMap<String, Entry>,
-) -> Result<u64, Error> {
-    let path = snapshot_path(dir, revision);
-    let tmp = path.with_extension("jkv.tmp");
-    let mut out = io::BufWriter::with_capacity(
-        1 << 20,
-        File::create(&tmp).map_err(|e| io_error(format!("cannot create {}", tmp.display()), e))?,
-    );
-    let mut buf = Vec::with_capacity(64 * 1024);
-    let write = |out: &mut io::BufWriter<File>, buf: &[u8]| {
-        out.write_all(buf)
-            .map_err(|e| io_error(format!("cannot write {}", tmp.display()), e))
-    };
-    write(&mut out, &format::header(SNAPSHOT_MAGIC))?;
-    for (key, entry) in entries {
+    out: io::BufWriter<File>,
+    buf: Vec<u8>,
+    count: u64,
+}
+
+impl SnapshotWriter {
+    fn create(dir: &Path, revision: Revision) -> Result<SnapshotWriter, Error> {
+        let path = snapshot_path(dir, revision);
+        let tmp = path.with_extension("jkv.tmp");
+        let file = File::create(&tmp)
+            .map_err(|e| io_error(format!("cannot create {}", tmp.display()), e))?;
+        let mut writer = SnapshotWriter {
+            dir: dir.to_owned(),
+            path,
+            tmp,
+            revision,
+            out: io::BufWriter::with_capacity(1 << 20, file),
+            buf: Vec::with_capacity(64 * 1024),
+            count: 0,
+        };
+        writer.write(&format::header(SNAPSHOT_MAGIC))?;
+        Ok(writer)
+    }
+
+    fn push(&mut self, key: String, entry: Entry) -> Result<(), Error> {
+        let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         format::encode_event(
             &mut buf,
             &Event {
                 revision: entry.mod_revision,
-                key: key.clone(),
-                entry: Some(entry.clone()),
+                key,
+                entry: Some(entry),
             },
         );
-        write(&mut out, &buf)?;
+        let written = self.write(&buf);
+        self.buf = buf;
+        self.count += 1;
+        written
     }
-    buf.clear();
-    format::encode_end(&mut buf, revision, entries.len() as u64);
-    write(&mut out, &buf)?;
-    let file = out
-        .into_inner()
-        .map_err(|e| io_error(format!("cannot write {}", tmp.display()), e.into_error()))?;
-    file.sync_all()
-        .map_err(|e| io_error(format!("cannot fsync {}", tmp.display()), e))?;
-    let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-    fs::rename(&tmp, &path).map_err(|e| io_error(format!("cannot rename {}", tmp.display()), e))?;
-    sync_dir(dir)?;
-    Ok(bytes)
+
+    /// Ends the snapshot and puts it in place; returns its size in bytes.
+    fn finish(mut self) -> Result<u64, Error> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        format::encode_end(&mut buf, self.revision, self.count);
+        self.write(&buf)?;
+        let tmp = self.tmp;
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| io_error(format!("cannot write {}", tmp.display()), e.into_error()))?;
+        file.sync_all()
+            .map_err(|e| io_error(format!("cannot fsync {}", tmp.display()), e))?;
+        let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+        fs::rename(&tmp, &self.path)
+            .map_err(|e| io_error(format!("cannot rename {}", tmp.display()), e))?;
+        sync_dir(&self.dir)?;
+        Ok(bytes)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.out
+            .write_all(bytes)
+            .map_err(|e| io_error(format!("cannot write {}", self.tmp.display()), e))
+    }
 }
 
 /// The background thread that folds sealed segments into a new snapshot.
@@ -604,11 +721,10 @@ fn compact(dir: &Path, active_first: Revision, min_bytes: u64) -> Result<(), Err
     if sealed.is_empty() || sealed_bytes < snapshot_bytes.max(min_bytes) {
         return Ok(());
     }
-    let (entries, snapshot_revision) = match files.snapshots.last() {
-        Some((_, path)) => read_snapshot(path)?,
-        None => (Vec::new(), 0),
-    };
-    let mut live: BTreeMap<String, Entry> = entries.into_iter().collect();
+    // The changes the sealed segments hold, newest per key (`None`: deleted). Only these are
+    // held in memory; the old snapshot is merged in as it is read, in key order.
+    let snapshot_revision = files.snapshots.last().map_or(0, |(revision, _)| *revision);
+    let mut changes: BTreeMap<String, Option<Entry>> = BTreeMap::new();
     let mut last = snapshot_revision;
     let mut events = Vec::new();
     for (_, path) in &sealed {
@@ -616,10 +732,7 @@ fn compact(dir: &Path, active_first: Revision, min_bytes: u64) -> Result<(), Err
         replay_segment(path, false, snapshot_revision, &mut last, &mut events)?;
         for event in events.drain(..) {
             let event = Arc::unwrap_or_clone(event);
-            match event.entry {
-                Some(entry) => live.insert(event.key, entry),
-                None => live.remove(&event.key),
-            };
+            changes.insert(event.key, event.entry);
         }
     }
     let revision = active_first - 1;
@@ -630,13 +743,54 @@ fn compact(dir: &Path, active_first: Revision, min_bytes: u64) -> Result<(), Err
             reason: format!("sealed segments end at revision {last}, expected {revision}"),
         });
     }
-    let bytes = write_snapshot(dir, revision, &live)?;
+    let mut old = match files.snapshots.last() {
+        Some((_, path)) => Some(SnapshotReader::open(path)?),
+        None => None,
+    };
+    let mut writer = SnapshotWriter::create(dir, revision)?;
+    let mut kept = match &mut old {
+        Some(reader) => reader.next()?,
+        None => None,
+    };
+    let mut changes = changes.into_iter().peekable();
+    loop {
+        let take_change = match (&kept, changes.peek()) {
+            (None, None) => break,
+            (Some(_), None) => false,
+            (None, Some(_)) => true,
+            (Some((key, _)), Some((changed, _))) => changed <= key,
+        };
+        if take_change {
+            let (key, change) = changes.next().expect("peeked");
+            if kept.as_ref().is_some_and(|(k, _)| *k == key) {
+                kept = old.as_mut().expect("a kept entry has a reader").next()?;
+            }
+            if let Some(entry) = change {
+                writer.push(key, entry)?;
+            }
+        } else {
+            let (key, entry) = kept.take().expect("matched as Some");
+            writer.push(key, entry)?;
+            kept = old.as_mut().expect("a kept entry has a reader").next()?;
+        }
+    }
+    if let Some(reader) = &old {
+        // The name said which revision the segments continue from; the file must agree.
+        let read = reader.revision().expect("read to its end record");
+        if read != snapshot_revision {
+            let (_, path) = files.snapshots.last().expect("a reader has a file");
+            let why = format!("snapshot named for revision {snapshot_revision} ends at {read}");
+            return Err(corrupt_at(path, 0, why));
+        }
+    }
+    let keys = writer.count;
+    let bytes = writer.finish()?;
     for (_, path) in files.snapshots.iter().chain(sealed.iter().copied()) {
         remove(path);
     }
     tracing::info!(
         revision,
-        keys = live.len(),
+        keys,
         snapshot_bytes = bytes,
         folded_bytes = sealed_bytes,
         "compacted the log into a snapshot"

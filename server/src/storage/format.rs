@@ -19,7 +19,7 @@ pub const HEADER_LEN: usize = 16;
 pub const FORMAT_VERSION: u32 = 1;
 pub const LOG_MAGIC: &[u8; 8] = b"JKV-LOG\0";
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"JKV-SNP\0";
-const FRAME_HEADER: usize = 8;
+pub const FRAME_HEADER: usize = 8;
 /// No record is this large (keys and values are limited far below); a bigger length field is
 /// corruption, not a record.
 pub const MAX_PAYLOAD: usize = 256 * 1024 * 1024;
