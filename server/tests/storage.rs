@@ -476,12 +476,7 @@ async fn compaction_merges_snapshot_and_segments_key_by_key() {
         }
         // Wait until compaction has folded at least half the log into a snapshot, over
         // several rounds (each runs once the sealed segments outweigh the last snapshot).
-        let revision = store.revision();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while newest_snapshot(dir.path()) < revision / 2 {
-            assert!(std::time::Instant::now() < deadline, "no recent snapshot");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_snapshot(dir.path(), store.revision() / 2).await;
     }
     let store = Store::from_config(&cfg).unwrap();
     let listed: std::collections::BTreeMap<String, Value> = store
@@ -512,11 +507,7 @@ async fn a_damaged_snapshot_stops_start_up_naming_file_and_offset() {
                 .await
                 .unwrap();
         }
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while newest_snapshot(dir.path()) == 0 {
-            assert!(std::time::Instant::now() < deadline, "no snapshot");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_snapshot(dir.path(), 1).await;
     }
     let name = format!("snapshot-{:020}.jkv", newest_snapshot(dir.path()));
     let path = dir.path().join(&name);
@@ -551,6 +542,18 @@ async fn a_damaged_snapshot_stops_start_up_naming_file_and_offset() {
     }
     std::fs::write(&path, &good).unwrap();
     Store::from_config(&cfg).expect("the whole snapshot loads again");
+}
+
+/// Waits (up to 30 s) for background compaction to write a snapshot at `revision` or later.
+async fn wait_for_snapshot(dir: &Path, revision: i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while newest_snapshot(dir) < revision {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot at revision {revision} or later"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The revision of the newest snapshot in `dir` (0 if none).
