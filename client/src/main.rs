@@ -333,7 +333,11 @@ async fn list(client: &Client, prefix: &str) -> Result<(), Exit> {
 }
 
 async fn watch(client: &Client, target: WatchTarget, start_revision: i64) -> Result<(), Exit> {
-    let mut events = client.watch::<Value>(target, WatchOptions { start_revision });
+    let options = WatchOptions {
+        start_revision,
+        ..WatchOptions::default()
+    };
+    let mut events = client.watch::<Value>(target, options);
     while let Some(event) = events.next().await {
         let event = event?;
         let line = match &event {

@@ -40,8 +40,10 @@ use futures::{Stream, StreamExt};
 use jsonkv::pb::{self, event::EventType, watch_response::Response};
 use tonic::{Code, Status};
 
+use std::sync::{Arc, Mutex};
+
 use crate::consistency::is_behind;
-use crate::Error;
+use crate::{Error, WatchOptions};
 
 /// A change the caller has not seen yet, still in wire form.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,12 +75,13 @@ pub(crate) struct Resume {
 }
 
 impl Resume {
-    /// A watch as the caller asked for it: 0 for a snapshot first, N > 0 to replay from N.
-    pub(crate) fn new(start_revision: i64) -> Self {
+    /// A watch as the caller asked for it: 0 for a snapshot first, N > 0 to replay from N (of
+    /// the store `store_id` names, if given).
+    pub(crate) fn new(start_revision: i64, store_id: Option<String>) -> Self {
         Resume {
             watermark: (start_revision > 0).then(|| start_revision - 1),
             partial_snapshot: None,
-            store_id: None,
+            store_id,
         }
     }
 
@@ -278,11 +281,12 @@ pub(crate) struct Opened<Messages> {
 
 /// The watch opened by `open(start_revision, store_id)`, kept alive by the resume rule above.
 /// `open` is called again for every reconnect; it returns the server's stream or the status
-/// that refused it.
+/// that refused it. `store` is kept up to date with the store the watch's revisions belong to.
 pub(crate) fn resumable<Open, Fut, Messages>(
     mut open: Open,
-    start_revision: i64,
+    options: WatchOptions,
     mut backoff: Backoff,
+    store: Arc<Mutex<Option<String>>>,
 ) -> impl Stream<Item = Result<Delivery, Error>>
 where
     Open: FnMut(i64, Option<String>) -> Fut,
@@ -290,7 +294,7 @@ where
     Messages: Stream<Item = Result<pb::WatchResponse, Status>> + Unpin,
 {
     async_stream::stream! {
-        let mut resume = Resume::new(start_revision);
+        let mut resume = Resume::new(options.start_revision, options.store_id);
         loop {
             let failure = match open(resume.start_revision(), resume.store_id()).await {
                 Err(status) => status,
@@ -299,6 +303,7 @@ where
                         yield Err(error);
                         return;
                     }
+                    store.lock().expect("never poisoned").clone_from(&resume.store_id);
                     loop {
                         match messages.next().await {
                             Some(Ok(message)) => {
@@ -402,16 +407,22 @@ mod tests {
         scripts: Vec<Script>,
     ) -> (Vec<Result<Delivery, String>>, Vec<i64>) {
         let scripts = scripts.into_iter().map(|script| (None, script)).collect();
-        let (seen, asked) = run_on(start_revision, scripts).await;
+        let (seen, asked, _) = run_on(start_revision, None, scripts).await;
         (seen, asked.into_iter().map(|(start, _)| start).collect())
     }
 
-    /// [`run`], with each connection's server naming a store (or not), and the `store_id` of
-    /// every connect returned too.
+    /// [`run`], for a watch of the store `store_id` names (if any), with each connection's
+    /// server naming a store (or not); returns the `store_id` of every connect too, and the
+    /// store the watch ended on.
     async fn run_on(
         start_revision: i64,
+        store_id: Option<&str>,
         scripts: Vec<(Option<&'static str>, Script)>,
-    ) -> (Vec<Result<Delivery, String>>, Vec<(i64, Option<String>)>) {
+    ) -> (
+        Vec<Result<Delivery, String>>,
+        Vec<(i64, Option<String>)>,
+        Option<String>,
+    ) {
         let asked = Arc::new(Mutex::new(Vec::new()));
         let scripts = Arc::new(Mutex::new(scripts.into_iter()));
         let open = {
@@ -432,12 +443,18 @@ mod tests {
             }
         };
         let backoff = Backoff::new(Duration::ZERO, Duration::ZERO);
-        let seen = resumable(open, start_revision, backoff)
+        let options = WatchOptions {
+            start_revision,
+            store_id: store_id.map(str::to_owned),
+        };
+        let store = Arc::new(Mutex::new(None));
+        let seen = resumable(open, options, backoff, Arc::clone(&store))
             .map(|item| item.map_err(|e| e.to_string()))
             .collect::<Vec<_>>()
             .await;
         let asked = asked.lock().unwrap().clone();
-        (seen, asked)
+        let store = store.lock().unwrap().clone();
+        (seen, asked, store)
     }
 
     fn some(id: &str) -> Option<String> {
@@ -446,8 +463,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_resume_names_the_store_of_its_revisions() {
-        let (seen, asked) = run_on(
+        let (seen, asked, _) = run_on(
             0,
+            None,
             vec![
                 (
                     Some("a"),
@@ -467,8 +485,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_watch_started_at_a_revision_takes_the_first_server_s_store() {
-        let (_, asked) = run_on(
+        let (_, asked, store) = run_on(
             10,
+            None,
             vec![
                 (Some("a"), vec![Err(Status::unavailable("gone"))]),
                 (Some("a"), vec![]),
@@ -477,12 +496,23 @@ mod tests {
         .await;
         // The first connect has no store to name; the server's header then gives it one.
         assert_eq!(asked, [(10, None), (10, some("a")), (10, some("a"))]);
+        assert_eq!(store, some("a"), "the caller can read it");
+    }
+
+    #[tokio::test]
+    async fn a_watch_resumed_from_an_earlier_process_names_its_store_from_the_first_connect() {
+        let (seen, asked, store) =
+            run_on(10, Some("a"), vec![(Some("a"), vec![Ok(put("k", 10))])]).await;
+        assert_eq!(asked, [(10, some("a")), (11, some("a"))]);
+        assert_eq!(revisions(&seen), [10]);
+        assert_eq!(store, some("a"));
     }
 
     #[tokio::test]
     async fn a_snapshot_asked_for_again_may_come_from_another_store() {
-        let (seen, asked) = run_on(
+        let (seen, asked, _) = run_on(
             0,
+            None,
             vec![
                 (
                     Some("a"),
@@ -504,8 +534,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_server_of_another_store_that_accepts_a_resume_is_a_protocol_error() {
-        let (seen, asked) = run_on(
+        let (seen, asked, _) = run_on(
             0,
+            None,
             vec![
                 (
                     Some("a"),

@@ -4,6 +4,7 @@
 
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures::{Stream, StreamExt};
@@ -29,13 +30,18 @@ pub enum WatchTarget {
 const STORE_ID_HEADER: &str = "jsonkv-store-id";
 
 /// How a watch starts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WatchOptions {
     /// 0 (the default): first a [`WatchEvent::Snapshot`] of the current state, then every
     /// change. N > 0: no snapshot; every change with revision >= N, replayed from the server's
     /// history, then live changes. A revision the server no longer keeps ends the stream with
     /// [`Error::OutOfRange`].
     pub start_revision: i64,
+    /// The store `start_revision` belongs to, when resuming a watch from an earlier process
+    /// ([`WatchStream::store_id`], kept with the revision): a server of another store, or one
+    /// that lost changes, then ends the stream with [`Error::StoreChanged`] instead of
+    /// skipping changes. `None`: no check on the first connect.
+    pub store_id: Option<String>,
 }
 
 /// One item of a watch.
@@ -76,7 +82,17 @@ impl<T> WatchEvent<T> {
 /// within its wait limit ends the stream with UNAVAILABLE, rather than waiting forever unseen.
 pub struct WatchStream<T> {
     events: Pin<Box<dyn Stream<Item = Result<WatchEvent<T>, Error>> + Send>>,
+    store_id: Arc<Mutex<Option<String>>>,
     _type: PhantomData<fn() -> T>,
+}
+
+impl<T> WatchStream<T> {
+    /// The store this watch's revisions belong to, once a server has named it (the stream's
+    /// `jsonkv-store-id` header). To resume in a later process, keep it with the last
+    /// revision seen and pass both back in [`WatchOptions`].
+    pub fn store_id(&self) -> Option<String> {
+        self.store_id.lock().expect("never poisoned").clone()
+    }
 }
 
 impl<T> Stream for WatchStream<T> {
@@ -164,10 +180,12 @@ impl Client {
                 servers.call(CallKind::Read, open_on).await
             }
         };
-        let events = resumable(open, options.start_revision, Backoff::default())
+        let store_id = Arc::new(Mutex::new(None));
+        let events = resumable(open, options, Backoff::default(), Arc::clone(&store_id))
             .map(|delivery| delivery.and_then(decode_delivery));
         WatchStream {
             events: Box::pin(events),
+            store_id,
             _type: PhantomData,
         }
     }

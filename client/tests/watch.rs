@@ -164,7 +164,10 @@ async fn start_revision_replays_history_without_a_snapshot() {
     }
     let mut watch = client.watch::<Counter>(
         WatchTarget::Key("k".into()),
-        WatchOptions { start_revision: 2 },
+        WatchOptions {
+            start_revision: 2,
+            ..WatchOptions::default()
+        },
     );
     for expected in 2..=4 {
         match next_event(&mut watch).await {
@@ -192,7 +195,10 @@ async fn a_compacted_start_revision_ends_the_watch_with_out_of_range() {
     }
     let mut watch = client.watch::<Value>(
         WatchTarget::Prefix(String::new()),
-        WatchOptions { start_revision: 1 },
+        WatchOptions {
+            start_revision: 1,
+            ..WatchOptions::default()
+        },
     );
     match next_item(&mut watch).await {
         Err(Error::OutOfRange { oldest_revision }) => assert!(oldest_revision > 1),
@@ -347,6 +353,47 @@ async fn quiet_watch_resumes_after_restart() {
         other => panic!("expected the put, got {other:?}"),
     }
     server_b.shutdown().await;
+}
+
+/// A watch kept across processes: its last revision and its store, saved and passed back in
+/// WatchOptions, resume it with nothing missed; a store that is not the saved one refuses.
+#[tokio::test]
+async fn a_watch_resumes_in_a_later_process_from_its_revision_and_store() {
+    let server = common::start().await;
+    let client = Client::connect(server.url()).await.unwrap();
+    let mut watch = client.watch_key::<u64>("k");
+    assert_eq!(watch.store_id(), None, "no server has named it yet");
+    assert!(matches!(
+        next_event(&mut watch).await,
+        WatchEvent::Snapshot { .. }
+    ));
+    let seen = client.insert("k", &1).await.unwrap().revision;
+    assert_eq!(next_event(&mut watch).await.revision(), seen);
+    let store_id = watch.store_id().expect("the server named its store");
+    drop(watch);
+
+    let missed = client.insert("k", &2).await.unwrap().revision;
+    let mut resumed = client.watch::<u64>(
+        WatchTarget::Key("k".into()),
+        WatchOptions {
+            start_revision: seen + 1,
+            store_id: Some(store_id.clone()),
+        },
+    );
+    assert_eq!(next_event(&mut resumed).await.revision(), missed);
+    assert_eq!(resumed.store_id(), Some(store_id));
+
+    let mut elsewhere = client.watch::<u64>(
+        WatchTarget::Key("k".into()),
+        WatchOptions {
+            start_revision: seen + 1,
+            store_id: Some("another-store".into()),
+        },
+    );
+    assert!(matches!(
+        next_item(&mut elsewhere).await,
+        Err(Error::StoreChanged(_))
+    ));
 }
 
 /// A server that comes back as another store (in memory, restarted empty): its revisions count
