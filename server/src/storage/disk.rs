@@ -313,8 +313,9 @@ impl Files {
     }
 }
 
-/// The store identity kept in `dir`, created (whole or not at all: written aside, fsynced,
-/// renamed) if the directory has none yet, as a new one or one from before identities has not.
+/// The store identity kept in `dir`. Created if the directory has none yet (it is new, or
+/// was written before store identities existed), whole or not at all: written aside,
+/// fsynced, renamed.
 fn store_id(dir: &Path) -> Result<String, Error> {
     let path = dir.join("STORE_ID");
     match fs::read_to_string(&path) {
