@@ -167,6 +167,24 @@ async fn try_put(endpoints: &[String], options: ConnectOptions) -> Result<(), St
     }
 }
 
+/// [`try_put`] just after auth was enabled. A member that has not applied the change yet
+/// answers "revision of auth store is old" for a moment (etcd's ErrAuthOldRevision, which its
+/// own clients retry); that answer is retried, for up to 5 s.
+async fn try_put_after_auth(
+    endpoints: &[String],
+    options: impl Fn() -> ConnectOptions,
+) -> Result<(), String> {
+    for _ in 0..50 {
+        match try_put(endpoints, options()).await {
+            Err(e) if e.contains("revision of auth store is old") => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            answer => return answer,
+        }
+    }
+    Err("auth was still settling after 5 s".into())
+}
+
 #[tokio::test]
 async fn a_tls_cluster_wants_a_client_certificate_and_with_auth_a_password() {
     let mut cluster = EtcdCluster::start_tls(3).await;
@@ -201,12 +219,14 @@ async fn a_tls_cluster_wants_a_client_certificate_and_with_auth_a_password() {
 
     // With auth on, the certificate alone is not enough; root's password is.
     cluster.enable_auth("root password").await;
-    let refused = try_put(&endpoints, with_cert()).await.expect_err("no user");
+    let refused = try_put_after_auth(&endpoints, with_cert)
+        .await
+        .expect_err("no user");
     assert!(refused.contains("permission denied"), "{refused}");
-    let as_root = with_cert().with_user("root", "root password");
-    assert_eq!(try_put(&endpoints, as_root).await, Ok(()));
-    let wrong = with_cert().with_user("root", "wrong");
-    let refused = try_put(&endpoints, wrong)
+    let as_root = || with_cert().with_user("root", "root password");
+    assert_eq!(try_put_after_auth(&endpoints, as_root).await, Ok(()));
+    let wrong = || with_cert().with_user("root", "wrong");
+    let refused = try_put_after_auth(&endpoints, wrong)
         .await
         .expect_err("a wrong password");
     assert!(refused.contains("authentication failed"), "{refused}");
