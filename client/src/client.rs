@@ -2,13 +2,15 @@
 //! delete, list), with the revision floor its writes raise. Connecting with TLS or a token is
 //! [`crate::connect`]; watches live in [`crate::watch`].
 
+use std::future::Future;
+
 use jsonkv::pb::{self, insert_request::NewValue};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::Code;
+use tonic::{Code, Status};
 
 use crate::connect::ClientBuilder;
-use crate::consistency::Consistency;
+use crate::consistency::{other_store, store_of, Consistency, MinRevision};
 use crate::entry::decode_all;
 use crate::failover::{CallKind, Servers};
 use crate::{Entry, Error};
@@ -152,19 +154,41 @@ impl Client {
         }
     }
 
+    /// Runs a read carrying the client's floor. If the server refuses the floor as another
+    /// store's (its writes are not there: an in-memory server restarted empty, data replaced),
+    /// no server can ever reach it, so the floor starts again on that store and the read runs
+    /// once more.
+    async fn read<T, Fut>(&self, mut call: impl FnMut(MinRevision) -> Fut) -> Result<T, Status>
+    where
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        match call(self.consistency.min_revision()).await {
+            Err(status) => match other_store(&status) {
+                Some(store) => {
+                    self.consistency.store_changed(&store);
+                    call(self.consistency.min_revision()).await
+                }
+                None => Err(status),
+            },
+            answered => answered,
+        }
+    }
+
     /// Reads a key; `None` if it does not exist.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<Entry<T>>, Error> {
-        let request = pb::GetRequest {
-            key: key.to_owned(),
-            value_encoding: JSON,
-            min_revision: self.consistency.min_revision(),
-            linearizable: self.consistency.linearizable(),
-        };
         let response = self
-            .servers
-            .call(CallKind::Read, |mut rpc| {
-                let request = request.clone();
-                async move { rpc.get(request).await }
+            .read(|floor| {
+                let request = pb::GetRequest {
+                    key: key.to_owned(),
+                    value_encoding: JSON,
+                    min_revision: floor.revision,
+                    store_id: floor.store_id,
+                    linearizable: self.consistency.linearizable(),
+                };
+                self.servers.call(CallKind::Read, move |mut rpc| {
+                    let request = request.clone();
+                    async move { rpc.get(request).await }
+                })
             })
             .await;
         let response = match response {
@@ -234,9 +258,11 @@ impl Client {
                 let request = request.clone();
                 async move { rpc.insert(request).await }
             })
-            .await?
-            .into_inner();
-        self.consistency.observe(response.revision);
+            .await?;
+        let store_id = store_of(response.metadata());
+        let response = response.into_inner();
+        self.consistency
+            .observe_write(response.revision, store_id.as_deref());
         let result = InsertResult {
             revision: response.revision,
             create_revision: response.create_revision,
@@ -280,12 +306,14 @@ impl Client {
                 let request = request.clone();
                 async move { rpc.delete(request).await }
             })
-            .await?
-            .into_inner();
+            .await?;
+        let store_id = store_of(response.metadata());
+        let response = response.into_inner();
         // Without a deletion the revision is only where the store stood: no write to wait for.
         let deleted = response.deleted.then_some(response.revision);
         if let Some(revision) = deleted {
-            self.consistency.observe(revision);
+            self.consistency
+                .observe_write(revision, store_id.as_deref());
         }
         Ok(deleted)
     }
@@ -314,21 +342,23 @@ impl Client {
         page_size: u32,
         page_token: Option<&str>,
     ) -> Result<ListPage<T>, Error> {
-        let request = pb::ListRequest {
-            prefix: prefix.to_owned(),
-            // The server reads anything above 1000 as 1000, so clamping changes nothing.
-            page_size: i32::try_from(page_size).unwrap_or(i32::MAX),
-            page_token: page_token.unwrap_or_default().to_owned(),
-            value_encoding: JSON,
-            keys_only: false,
-            min_revision: self.consistency.min_revision(),
-            linearizable: self.consistency.linearizable(),
-        };
         let response = self
-            .servers
-            .call(CallKind::Read, |mut rpc| {
-                let request = request.clone();
-                async move { rpc.list(request).await }
+            .read(|floor| {
+                let request = pb::ListRequest {
+                    prefix: prefix.to_owned(),
+                    // The server reads anything above 1000 as 1000, so clamping changes nothing.
+                    page_size: i32::try_from(page_size).unwrap_or(i32::MAX),
+                    page_token: page_token.unwrap_or_default().to_owned(),
+                    value_encoding: JSON,
+                    keys_only: false,
+                    min_revision: floor.revision,
+                    store_id: floor.store_id,
+                    linearizable: self.consistency.linearizable(),
+                };
+                self.servers.call(CallKind::Read, move |mut rpc| {
+                    let request = request.clone();
+                    async move { rpc.list(request).await }
+                })
             })
             .await?
             .into_inner();

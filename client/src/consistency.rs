@@ -1,9 +1,8 @@
 //! How fresh a client's reads and watches are: the revision floor that gives read-your-writes
-//! across the servers of a cluster, linearizable reads, and telling a server that has not reached
-//! the floor apart from one that is down.
+//! across the servers of a cluster (and the store it belongs to), linearizable reads, and telling
+//! a server that has not reached the floor apart from one that is down, or one of another store.
 
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
@@ -12,12 +11,27 @@ use tonic_types::StatusExt;
 /// of a [`crate::Client`] raises it for all of them.
 #[derive(Debug, Clone)]
 pub(crate) struct Consistency {
-    /// The highest revision of the writes this client saw acknowledged (or was told of).
-    floor: Arc<AtomicI64>,
+    floor: Arc<Mutex<Floor>>,
     /// Whether reads and watches send the floor as `min_revision`.
     read_your_writes: bool,
     /// Whether get and list ask for a linearizable read.
     linearizable: bool,
+}
+
+/// The highest revision of the writes this client saw acknowledged (or was told of), and the
+/// store it belongs to once a write's answer has named it.
+#[derive(Debug, Default)]
+struct Floor {
+    revision: i64,
+    store_id: Option<String>,
+}
+
+/// What a read sends so that its server waits for the client's writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct MinRevision {
+    pub(crate) revision: i64,
+    /// Empty when unknown.
+    pub(crate) store_id: String,
 }
 
 impl Consistency {
@@ -29,25 +43,67 @@ impl Consistency {
         }
     }
 
-    // Relaxed is enough: the floor guards no other memory, and coherence alone makes a load that
-    // happens after a write's acknowledgement see its revision (or a higher one).
+    fn lock(&self) -> std::sync::MutexGuard<'_, Floor> {
+        self.floor.lock().expect("never poisoned")
+    }
 
     pub(crate) fn floor(&self) -> i64 {
-        self.floor.load(Ordering::Relaxed)
+        self.lock().revision
     }
 
-    /// Raises the floor to `revision`; a lower revision changes nothing.
+    /// Raises the floor to `revision` (a revision given by hand, of the same store); a lower
+    /// revision changes nothing.
     pub(crate) fn observe(&self, revision: i64) {
-        self.floor.fetch_max(revision, Ordering::Relaxed);
+        let mut floor = self.lock();
+        floor.revision = floor.revision.max(revision);
     }
 
-    /// The `min_revision` to send with a read or a watch: the floor, or 0 (no wait) when
-    /// read-your-writes is off.
-    pub(crate) fn min_revision(&self) -> i64 {
-        if self.read_your_writes {
-            self.floor()
-        } else {
-            0
+    /// A write acknowledged at `revision` by a server of the store `store_id` (if it said). A
+    /// store other than the floor's starts the floor again: the old store's revisions mean
+    /// nothing to this one.
+    pub(crate) fn observe_write(&self, revision: i64, store_id: Option<&str>) {
+        let mut floor = self.lock();
+        match (store_id, floor.store_id.as_deref()) {
+            (Some(new), Some(old)) if new != old => {
+                tracing::warn!(
+                    old_store = old,
+                    new_store = new,
+                    "a write went to another store than the client's earlier writes; the revision floor starts again"
+                );
+                floor.revision = revision;
+            }
+            _ => floor.revision = floor.revision.max(revision),
+        }
+        if let Some(new) = store_id {
+            floor.store_id = Some(new.to_owned());
+        }
+    }
+
+    /// The server serves `store_id`, which is not the floor's store: the floor's writes are not
+    /// there (an in-memory server restarted empty, data replaced), so no server can reach it.
+    /// It starts again from nothing, on that store.
+    pub(crate) fn store_changed(&self, store_id: &str) {
+        let mut floor = self.lock();
+        tracing::warn!(
+            old_store = floor.store_id.as_deref().unwrap_or("?"),
+            new_store = store_id,
+            dropped_floor = floor.revision,
+            "the server serves another store than the client's writes went to; the revision floor starts again"
+        );
+        floor.revision = 0;
+        floor.store_id = Some(store_id.to_owned());
+    }
+
+    /// The `min_revision` to send with a read or a watch: the floor and its store, or 0 (no
+    /// wait) when read-your-writes is off.
+    pub(crate) fn min_revision(&self) -> MinRevision {
+        if !self.read_your_writes {
+            return MinRevision::default();
+        }
+        let floor = self.lock();
+        MinRevision {
+            revision: floor.revision,
+            store_id: floor.store_id.clone().unwrap_or_default(),
         }
     }
 
@@ -62,6 +118,30 @@ impl Consistency {
             ..self.clone()
         }
     }
+}
+
+/// The response header that names the store a response's revisions belong to (on writes and
+/// watch streams).
+pub(crate) const STORE_ID_HEADER: &str = "jsonkv-store-id";
+
+/// The store a response's headers name, if its server said.
+pub(crate) fn store_of(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
+    metadata
+        .get(STORE_ID_HEADER)
+        .and_then(|id| id.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// The store a server serves, when it refused a request for carrying another store's revisions
+/// (FAILED_PRECONDITION with a `google.rpc.ErrorInfo` of reason `STORE_MISMATCH`).
+pub(crate) fn other_store(status: &Status) -> Option<String> {
+    if status.code() != Code::FailedPrecondition {
+        return None;
+    }
+    let info = status.get_details_error_info()?;
+    (info.reason == "STORE_MISMATCH")
+        .then(|| info.metadata.get("store_id").cloned())
+        .flatten()
 }
 
 /// Whether a server refused a read or watch because its view had not reached the `min_revision`
@@ -88,7 +168,33 @@ mod tests {
         clone.observe(3);
         assert_eq!((consistency.floor(), clone.floor()), (7, 7));
         assert!(clone.linearizable() && !consistency.linearizable());
-        assert_eq!(Consistency::new(false).min_revision(), 0);
+        assert_eq!(Consistency::new(false).min_revision().revision, 0);
+    }
+
+    #[test]
+    fn a_write_to_another_store_starts_the_floor_again() {
+        let consistency = Consistency::new(true);
+        consistency.observe_write(9, Some("a"));
+        consistency.observe_write(4, Some("a"));
+        consistency.observe(6);
+        assert_eq!(consistency.min_revision().revision, 9);
+        assert_eq!(consistency.min_revision().store_id, "a");
+        consistency.observe_write(2, Some("b"));
+        assert_eq!(
+            (consistency.floor(), consistency.min_revision().store_id),
+            (2, "b".into())
+        );
+        consistency.store_changed("c");
+        assert_eq!(
+            (consistency.floor(), consistency.min_revision().store_id),
+            (0, "c".into())
+        );
+        // A server too old to name its store leaves the floor's store as it was.
+        consistency.observe_write(3, None);
+        assert_eq!(
+            (consistency.floor(), consistency.min_revision().store_id),
+            (3, "c".into())
+        );
     }
 
     fn refusal(code: Code, reason: &str) -> Status {

@@ -12,6 +12,7 @@ use jsonkv::pb;
 use serde::de::DeserializeOwned;
 
 use crate::connect::Rpc;
+use crate::consistency::{other_store, store_of, MinRevision};
 use crate::entry::decode_all;
 use crate::failover::CallKind;
 use crate::reconnect::{resumable, Backoff, Delivery, Opened};
@@ -25,9 +26,6 @@ pub enum WatchTarget {
     /// Every key starting with this prefix; empty for every key.
     Prefix(String),
 }
-
-/// The response header naming the store a watch stream's revisions belong to.
-const STORE_ID_HEADER: &str = "jsonkv-store-id";
 
 /// How a watch starts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -134,50 +132,25 @@ impl Client {
     ) -> WatchStream<T> {
         let client = self.clone();
         let open = move |start_revision: i64, store_id: Option<String>| {
-            let servers = client.servers.clone();
+            let client = client.clone();
             let target = target.clone();
-            // Read at every (re)issue: the floor may have risen since the watch began.
-            let min_revision = client.consistency.min_revision();
             async move {
-                let encoding = pb::ValueEncoding::Json as i32;
-                let store_id = store_id.unwrap_or_default();
-                let open_on = |mut rpc: Rpc| {
-                    let target = target.clone();
-                    let store_id = store_id.clone();
-                    async move {
-                        let response = match target {
-                            WatchTarget::Key(key) => {
-                                rpc.watch_key(pb::WatchKeyRequest {
-                                    key,
-                                    start_revision,
-                                    value_encoding: encoding,
-                                    min_revision,
-                                    store_id,
-                                })
-                                .await
-                            }
-                            WatchTarget::Prefix(prefix) => {
-                                rpc.watch_prefix(pb::WatchPrefixRequest {
-                                    prefix,
-                                    start_revision,
-                                    value_encoding: encoding,
-                                    min_revision,
-                                    store_id,
-                                })
-                                .await
-                            }
-                        };
-                        response.map(|response| Opened {
-                            store_id: response
-                                .metadata()
-                                .get(STORE_ID_HEADER)
-                                .and_then(|id| id.to_str().ok())
-                                .map(str::to_owned),
-                            messages: response.into_inner(),
-                        })
+                // A resume names the store of its revisions; a snapshot start, the floor's.
+                let resuming = store_id.is_some();
+                // Read at every (re)issue: the floor may have risen since the watch began.
+                let mut floor = client.consistency.min_revision();
+                let opened =
+                    open_watch(&client, &target, start_revision, &floor, store_id.clone()).await;
+                match opened.as_ref().err().and_then(other_store) {
+                    // A snapshot needs none of the old store's revisions: start the floor
+                    // again on this store and ask once more.
+                    Some(store) if !resuming && start_revision == 0 => {
+                        client.consistency.store_changed(&store);
+                        floor = client.consistency.min_revision();
+                        open_watch(&client, &target, start_revision, &floor, None).await
                     }
-                };
-                servers.call(CallKind::Read, open_on).await
+                    _ => opened,
+                }
             }
         };
         let store_id = Arc::new(Mutex::new(None));
@@ -189,6 +162,52 @@ impl Client {
             _type: PhantomData,
         }
     }
+}
+
+/// Opens one watch stream on the client's servers: from `start_revision` of the store
+/// `store_id` names (a resume), or else with the floor's store.
+async fn open_watch(
+    client: &Client,
+    target: &WatchTarget,
+    start_revision: i64,
+    floor: &MinRevision,
+    store_id: Option<String>,
+) -> Result<Opened<tonic::Streaming<pb::WatchResponse>>, tonic::Status> {
+    let encoding = pb::ValueEncoding::Json as i32;
+    let store_id = store_id.unwrap_or_else(|| floor.store_id.clone());
+    let open_on = |mut rpc: Rpc| {
+        let target = target.clone();
+        let store_id = store_id.clone();
+        async move {
+            let response = match target {
+                WatchTarget::Key(key) => {
+                    rpc.watch_key(pb::WatchKeyRequest {
+                        key,
+                        start_revision,
+                        value_encoding: encoding,
+                        min_revision: floor.revision,
+                        store_id,
+                    })
+                    .await
+                }
+                WatchTarget::Prefix(prefix) => {
+                    rpc.watch_prefix(pb::WatchPrefixRequest {
+                        prefix,
+                        start_revision,
+                        value_encoding: encoding,
+                        min_revision: floor.revision,
+                        store_id,
+                    })
+                    .await
+                }
+            };
+            response.map(|response| Opened {
+                store_id: store_of(response.metadata()),
+                messages: response.into_inner(),
+            })
+        }
+    };
+    client.servers.call(CallKind::Read, open_on).await
 }
 
 fn decode_delivery<T: DeserializeOwned>(delivery: Delivery) -> Result<WatchEvent<T>, Error> {

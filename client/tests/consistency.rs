@@ -240,6 +240,97 @@ async fn reads_and_watches_move_on_from_a_server_behind_the_floor() {
     }
 }
 
+/// A server that came back as another store (in memory, restarted empty) holds none of the
+/// client's writes, so no server will ever reach the client's floor. Reads and new watches are
+/// not held back by it: the server refuses the floor as another store's at once (no waiting
+/// out `--revision-wait-ms`), and the floor starts again on the new store.
+#[tokio::test]
+async fn a_floor_from_a_store_that_is_gone_starts_again_on_the_new_one() {
+    // A wait far past PATIENCE: a read that waited it out would fail the test.
+    let patient = Config {
+        revision_wait: PATIENCE * 10,
+        ..common::config()
+    };
+    let first = start_with_store(patient.clone(), Store::new(&patient)).await;
+    let addr = first.addr();
+    let client = Client::connect(first.url()).await.unwrap();
+    for n in 0..5 {
+        client.insert("k", &n).await.unwrap();
+    }
+    assert_eq!(client.revision_floor(), 5);
+    first.shutdown().await;
+
+    let second = start_with_store(
+        Config {
+            listen: addr,
+            ..patient.clone()
+        },
+        Store::new(&patient),
+    )
+    .await;
+    let other = Client::connect(second.url()).await.unwrap();
+    other.insert("other", &1).await.unwrap();
+    let read = tokio::time::timeout(PATIENCE, client.get::<i64>("other"))
+        .await
+        .expect("the read waited for a floor no server will reach");
+    assert_eq!(read.unwrap().unwrap().value, 1);
+    assert_eq!(client.revision_floor(), 0, "the floor started again");
+    let listed = tokio::time::timeout(PATIENCE, client.list::<i64>(""))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+
+    // Writes on the new store raise the new floor, and a new watch starts from it at once.
+    let put = client.insert("k", &9).await.unwrap();
+    assert_eq!(client.revision_floor(), put.revision);
+    let mut watch = client.watch_key::<i64>("k");
+    match tokio::time::timeout(PATIENCE, next_event(&mut watch))
+        .await
+        .unwrap()
+    {
+        WatchEvent::Snapshot { revision, entries } => {
+            assert_eq!(revision, put.revision);
+            assert_eq!(entries[0].value, 9);
+        }
+        other => panic!("expected a snapshot, got {other:?}"),
+    }
+}
+
+/// The same for a watch opened while the floor is still the old store's.
+#[tokio::test]
+async fn a_new_watch_drops_a_floor_from_a_store_that_is_gone() {
+    let patient = Config {
+        revision_wait: PATIENCE * 10,
+        ..common::config()
+    };
+    let first = start_with_store(patient.clone(), Store::new(&patient)).await;
+    let addr = first.addr();
+    let client = Client::connect(first.url()).await.unwrap();
+    client.insert("k", &1).await.unwrap();
+    client.insert("k", &2).await.unwrap();
+    first.shutdown().await;
+    let _second = start_with_store(
+        Config {
+            listen: addr,
+            ..patient.clone()
+        },
+        Store::new(&patient),
+    )
+    .await;
+    let mut watch = client.watch_key::<i64>("k");
+    match tokio::time::timeout(PATIENCE, next_event(&mut watch))
+        .await
+        .unwrap()
+    {
+        WatchEvent::Snapshot { revision, entries } => {
+            assert_eq!((revision, entries.len()), (0, 0));
+        }
+        other => panic!("expected a snapshot, got {other:?}"),
+    }
+    assert_eq!(client.revision_floor(), 0);
+}
+
 /// A floor raised while a watch runs is carried by its resume: the server it resumes on has not
 /// reached it, so the watch ends with the refusal instead of resuming from an older view.
 #[tokio::test]

@@ -53,9 +53,9 @@ pub enum Error {
         oldest: Revision,
     },
 
-    /// A watch resumed with revisions of another store (`expected`): this server serves
-    /// `actual`, whose revisions count other changes.
-    #[error("this server serves store {actual}, but the watch's revisions are from store {expected} (the server restarted in memory, or its data was replaced): resuming would skip changes; watch again from a snapshot")]
+    /// A request carried revisions of another store (`expected`): a watch's resume point or
+    /// a `min_revision`. This server serves `actual`, whose revisions count other changes.
+    #[error("this server serves store {actual}, but the request's revisions are store {expected}'s (the server restarted in memory, or its data was replaced), and mean nothing here: start again from this store (a watch from a snapshot, a read without that min_revision)")]
     StoreMismatch { expected: String, actual: String },
 
     /// A watch resumed past this store's revision on the embedded store, where every revision

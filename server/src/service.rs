@@ -1,8 +1,8 @@
 //! The `jsonkv.v1.JsonKv` gRPC service: validates each request through [`crate::wire`], calls
 //! the [`Store`], and shapes the response. Errors become `Status` in one place
 //! (`impl From<Error> for Status`). A watch opens only with a [`WatcherLimits`] permit, which
-//! its stream holds until it ends. Every watch stream's response headers name the store its
-//! revisions belong to ([`STORE_ID_HEADER`]).
+//! its stream holds until it ends. The response headers of every watch stream, insert and
+//! delete name the store their revisions belong to ([`STORE_ID_HEADER`]).
 
 use std::net::SocketAddr;
 
@@ -20,8 +20,8 @@ use crate::store::Store;
 use crate::watch_stream::{watch_stream, ProgressClock, WatchStream};
 use crate::wire::{self, Limits};
 
-/// The response header that carries [`Store::id`] on every watch stream; a client resuming
-/// the watch sends it back as `store_id`.
+/// The response header that carries [`Store::id`] on every watch stream, insert and delete; a
+/// client resuming the watch, or reading at a write's revision, sends it back as `store_id`.
 pub const STORE_ID_HEADER: &str = "jsonkv-store-id";
 
 #[derive(Clone)]
@@ -60,6 +60,7 @@ impl JsonKvService {
         self.limits.key(&req.key)?;
         let encoding = wire::encoding(req.value_encoding)?;
         let min_revision = wire::min_revision(req.min_revision)?;
+        self.store.check_floor(&req.store_id, min_revision)?;
         self.store.wait_for(min_revision).await?;
         let (entry, revision) = if req.linearizable {
             self.store.get_linearizable(&req.key).await?
@@ -126,6 +127,7 @@ impl JsonKvService {
         let page_size = wire::page_size(req.page_size)?;
         let after = wire::decode_page_token(&req.page_token, &req.prefix)?;
         let min_revision = wire::min_revision(req.min_revision)?;
+        self.store.check_floor(&req.store_id, min_revision)?;
         self.store.wait_for(min_revision).await?;
         let page = if req.linearizable {
             self.store
@@ -176,21 +178,29 @@ impl JsonKvService {
         let min_revision = wire::min_revision(min_revision)?;
         // Before waiting for `min_revision`: on a store that lost changes it would never come.
         self.store.check_resume(store_id, start)?;
+        if start == 0 {
+            self.store.check_floor(store_id, min_revision)?;
+        }
         let permit = self.watchers.acquire(peer)?;
         self.store.wait_for(min_revision).await?;
         let sub = self.store.watch(target, start)?;
-        let mut response = Response::new(watch_stream(
+        Ok(self.naming_the_store(watch_stream(
             sub,
             permit,
             encoding,
             &self.progress,
             self.shutdown.clone(),
             self.counters.clone(),
-        ));
+        )))
+    }
+
+    /// `message` as a response whose headers name the store its revisions belong to.
+    fn naming_the_store<T>(&self, message: T) -> Response<T> {
+        let mut response = Response::new(message);
         response
             .metadata_mut()
             .insert(STORE_ID_HEADER, self.store_id.clone());
-        Ok(response)
+        response
     }
 }
 
@@ -206,18 +216,16 @@ impl JsonKv for JsonKvService {
         &self,
         req: Request<pb::InsertRequest>,
     ) -> Result<Response<pb::InsertResponse>, Status> {
-        Ok(Response::new(
-            JsonKvService::insert(self, req.into_inner()).await?,
-        ))
+        let response = JsonKvService::insert(self, req.into_inner()).await?;
+        Ok(self.naming_the_store(response))
     }
 
     async fn delete(
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        Ok(Response::new(
-            JsonKvService::delete(self, req.into_inner()).await?,
-        ))
+        let response = JsonKvService::delete(self, req.into_inner()).await?;
+        Ok(self.naming_the_store(response))
     }
 
     async fn list(

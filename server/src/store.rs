@@ -268,6 +268,19 @@ impl Store {
         &self.shared.id
     }
 
+    /// Refuses a `min_revision` from another store (`store_id` set and not this one): only
+    /// that store reached it, so waiting here would be for nothing. An empty `store_id`, or no
+    /// `min_revision`, checks nothing.
+    pub fn check_floor(&self, store_id: &str, min_revision: Revision) -> Result<(), Error> {
+        if store_id.is_empty() || min_revision <= 0 || store_id == self.shared.id {
+            return Ok(());
+        }
+        Err(Error::StoreMismatch {
+            expected: store_id.to_owned(),
+            actual: self.shared.id.clone(),
+        })
+    }
+
     /// Refuses a watch resumed with revisions this store cannot continue, where resuming could
     /// only skip changes: they are another store's (`store_id` is set and not this one), or,
     /// on the embedded store, beyond this one's revision. Every revision a watcher sees was
@@ -279,12 +292,7 @@ impl Store {
         if store_id.is_empty() || start_revision == 0 {
             return Ok(());
         }
-        if store_id != self.shared.id {
-            return Err(Error::StoreMismatch {
-                expected: store_id.to_owned(),
-                actual: self.shared.id.clone(),
-            });
-        }
+        self.check_floor(store_id, start_revision)?;
         let current = self.revision();
         if matches!(self.shared.backend, Backend::Embedded { .. }) && start_revision - 1 > current {
             return Err(Error::StoreBehind {

@@ -41,6 +41,17 @@ async fn read_at(
     key: &str,
     min_revision: i64,
 ) -> Result<(Option<String>, i64), Status> {
+    read_of_store(client, read, key, min_revision, "").await
+}
+
+/// [`read_at`], saying which store `min_revision` belongs to.
+async fn read_of_store(
+    client: &mut Client,
+    read: Read,
+    key: &str,
+    min_revision: i64,
+    store_id: &str,
+) -> Result<(Option<String>, i64), Status> {
     let json = ValueEncoding::Json as i32;
     let value_of = |kvs: Vec<(String, String)>| {
         kvs.into_iter()
@@ -55,6 +66,7 @@ async fn read_at(
                     key: key.into(),
                     value_encoding: json,
                     min_revision,
+                    store_id: store_id.into(),
                     ..Default::default()
                 })
                 .await?
@@ -67,6 +79,7 @@ async fn read_at(
                     prefix: key.into(),
                     value_encoding: json,
                     min_revision,
+                    store_id: store_id.into(),
                     ..Default::default()
                 })
                 .await?
@@ -80,6 +93,7 @@ async fn read_at(
                     key: key.into(),
                     value_encoding: json,
                     min_revision,
+                    store_id: store_id.into(),
                     ..Default::default()
                 })
                 .await?
@@ -90,6 +104,7 @@ async fn read_at(
                     prefix: key.into(),
                     value_encoding: json,
                     min_revision,
+                    store_id: store_id.into(),
                     ..Default::default()
                 })
                 .await?
@@ -105,6 +120,72 @@ async fn read_at(
         other => panic!("{read:?}: expected a whole snapshot, got {other:?}"),
     }
 }
+
+/// Writes name their store in a response header, and a `min_revision` sent with another
+/// store's name is refused at once (only that store reached it), on every read; with this
+/// store's name it is served as usual.
+async fn a_min_revision_of_another_store_is_refused_at_once(backend: Backend) {
+    // A wait far past `within`'s limit: a read that waited it out would fail the test.
+    let (server, mut client) = start_on(backend, waiting(Duration::from_secs(600))).await;
+    let response = client
+        .insert(pb::InsertRequest {
+            key: "k".into(),
+            new_value: Some(pb::insert_request::NewValue::ValueJson("1".into())),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let store = response
+        .metadata()
+        .get("jsonkv-store-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(store, server.store().id());
+    let written = response.into_inner().revision;
+    let deleted = client
+        .delete(pb::DeleteRequest {
+            key: "gone".into(),
+            allow_missing: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        deleted
+            .metadata()
+            .get("jsonkv-store-id")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        store
+    );
+
+    for read in READS {
+        let (value, _) = read_of_store(&mut client, read, "k", written, &store)
+            .await
+            .unwrap();
+        assert_eq!(value.as_deref(), Some("1"), "{read:?}");
+        let refused = within(
+            "a refusal that does not wait",
+            read_of_store(&mut client, read, "k", written + 1000, "another-store"),
+        )
+        .await
+        .expect_err("another store's floor is refused");
+        assert_eq!(
+            refused.code(),
+            Code::FailedPrecondition,
+            "{read:?}: {refused:?}"
+        );
+        let info = refused.get_details_error_info().unwrap();
+        assert_eq!(
+            (info.reason.as_str(), info.metadata["store_id"].as_str()),
+            ("STORE_MISMATCH", store.as_str())
+        );
+    }
+}
+both_backends!(a_min_revision_of_another_store_is_refused_at_once);
 
 /// The revision of an acknowledged write needs no wait on the server that acknowledged it. The
 /// wait limit is short, so a read that waited anyway would fail rather than pass slowly.
