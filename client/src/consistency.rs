@@ -81,9 +81,13 @@ impl Consistency {
 
     /// The server serves `store_id`, which is not the floor's store: the floor's writes are not
     /// there (an in-memory server restarted empty, data replaced), so no server can reach it.
-    /// It starts again from nothing, on that store.
+    /// It starts again from nothing, on that store; unless it already has (another call saw the
+    /// same refusal, and a write since may have raised the new floor).
     pub(crate) fn store_changed(&self, store_id: &str) {
         let mut floor = self.lock();
+        if floor.store_id.as_deref() == Some(store_id) {
+            return;
+        }
         tracing::warn!(
             old_store = floor.store_id.as_deref().unwrap_or("?"),
             new_store = store_id,
@@ -195,6 +199,9 @@ mod tests {
             (consistency.floor(), consistency.min_revision().store_id),
             (3, "c".into())
         );
+        // A second refusal naming the same store leaves a floor raised since on it.
+        consistency.store_changed("c");
+        assert_eq!(consistency.floor(), 3);
     }
 
     fn refusal(code: Code, reason: &str) -> Status {
