@@ -135,7 +135,6 @@ impl Client {
             let client = client.clone();
             let target = target.clone();
             async move {
-                // A resume names the store of its revisions; a snapshot start, the floor's.
                 let resuming = store_id.is_some();
                 // Read at every (re)issue: the floor may have risen since the watch began.
                 let mut floor = client.consistency.min_revision();
@@ -165,7 +164,9 @@ impl Client {
 }
 
 /// Opens one watch stream on the client's servers: from `start_revision` of the store
-/// `store_id` names (a resume), or else with the floor's store.
+/// `store_id` names (a resume). A snapshot start sends the floor's store instead, for its
+/// `min_revision`; a start revision the caller gave with no store names none, so that a watch
+/// from a future revision stays possible.
 async fn open_watch(
     client: &Client,
     target: &WatchTarget,
@@ -174,7 +175,11 @@ async fn open_watch(
     store_id: Option<String>,
 ) -> Result<Opened<tonic::Streaming<pb::WatchResponse>>, tonic::Status> {
     let encoding = pb::ValueEncoding::Json as i32;
-    let store_id = store_id.unwrap_or_else(|| floor.store_id.clone());
+    let store_id = match store_id {
+        Some(store_id) => store_id,
+        None if start_revision == 0 => floor.store_id.clone(),
+        None => String::new(),
+    };
     let open_on = |mut rpc: Rpc| {
         let target = target.clone();
         let store_id = store_id.clone();

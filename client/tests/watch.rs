@@ -355,6 +355,36 @@ async fn quiet_watch_resumes_after_restart() {
     server_b.shutdown().await;
 }
 
+/// A watch from a future revision, asked for with no store, is served once the store gets
+/// there, even though the client's writes gave it a floor of a known store.
+#[tokio::test]
+async fn a_watch_from_a_future_revision_waits_for_it() {
+    let server = common::start().await;
+    let client = Client::connect(server.url()).await.unwrap();
+    let now = client.insert("k", &0).await.unwrap().revision;
+    let mut watch = client.watch::<u64>(
+        WatchTarget::Key("k".into()),
+        WatchOptions {
+            start_revision: now + 3,
+            ..WatchOptions::default()
+        },
+    );
+    // Opened (a watch opens when first polled) before the store gets there.
+    let first = tokio::spawn(async move { next_item(&mut watch).await.map(|e| e.revision()) });
+    tokio::time::timeout(PATIENCE, async {
+        while server.store().watched_targets() == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the watch opened");
+    let mut written = Vec::new();
+    for n in 1..=3 {
+        written.push(client.insert("k", &n).await.unwrap().revision);
+    }
+    assert_eq!(first.await.unwrap().unwrap(), written[2]);
+}
+
 /// A watch kept across processes: its last revision and its store, saved and passed back in
 /// WatchOptions, resume it with nothing missed; a store that is not the saved one refuses.
 #[tokio::test]
