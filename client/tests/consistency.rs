@@ -240,13 +240,10 @@ async fn reads_and_watches_move_on_from_a_server_behind_the_floor() {
     }
 }
 
-/// A server that came back as another store (in memory, restarted empty) holds none of the
-/// client's writes, so no server will ever reach the client's floor. Reads and new watches are
-/// not held back by it: the server refuses the floor as another store's at once (no waiting
-/// out `--revision-wait-ms`), and the floor starts again on the new store.
-#[tokio::test]
-async fn a_floor_from_a_store_that_is_gone_starts_again_on_the_new_one() {
-    // A wait far past PATIENCE: a read that waited it out would fail the test.
+/// A client that wrote `writes` changes to an in-memory server, and that server's address
+/// serving a new, empty store. Its reads wait far past PATIENCE for a floor they have not
+/// reached, so a read that waited would fail the test.
+async fn client_of_a_server_that_came_back_empty(writes: i64) -> (Client, RunningServer) {
     let patient = Config {
         revision_wait: PATIENCE * 10,
         ..common::config()
@@ -254,12 +251,11 @@ async fn a_floor_from_a_store_that_is_gone_starts_again_on_the_new_one() {
     let first = start_with_store(patient.clone(), Store::new(&patient)).await;
     let addr = first.addr();
     let client = Client::connect(first.url()).await.unwrap();
-    for n in 0..5 {
+    for n in 0..writes {
         client.insert("k", &n).await.unwrap();
     }
-    assert_eq!(client.revision_floor(), 5);
+    assert_eq!(client.revision_floor(), writes);
     first.shutdown().await;
-
     let second = start_with_store(
         Config {
             listen: addr,
@@ -268,6 +264,16 @@ async fn a_floor_from_a_store_that_is_gone_starts_again_on_the_new_one() {
         Store::new(&patient),
     )
     .await;
+    (client, second)
+}
+
+/// A server that came back as another store (in memory, restarted empty) holds none of the
+/// client's writes, so no server will ever reach the client's floor. Reads are not held back by
+/// it: the server refuses the floor as another store's at once (no waiting out
+/// `--revision-wait-ms`), and the floor starts again on the new store.
+#[tokio::test]
+async fn a_floor_from_a_store_that_is_gone_starts_again_on_the_new_one() {
+    let (client, second) = client_of_a_server_that_came_back_empty(5).await;
     let other = Client::connect(second.url()).await.unwrap();
     other.insert("other", &1).await.unwrap();
     let read = tokio::time::timeout(PATIENCE, client.get::<i64>("other"))
@@ -300,24 +306,7 @@ async fn a_floor_from_a_store_that_is_gone_starts_again_on_the_new_one() {
 /// The same for a watch opened while the floor is still the old store's.
 #[tokio::test]
 async fn a_new_watch_drops_a_floor_from_a_store_that_is_gone() {
-    let patient = Config {
-        revision_wait: PATIENCE * 10,
-        ..common::config()
-    };
-    let first = start_with_store(patient.clone(), Store::new(&patient)).await;
-    let addr = first.addr();
-    let client = Client::connect(first.url()).await.unwrap();
-    client.insert("k", &1).await.unwrap();
-    client.insert("k", &2).await.unwrap();
-    first.shutdown().await;
-    let _second = start_with_store(
-        Config {
-            listen: addr,
-            ..patient.clone()
-        },
-        Store::new(&patient),
-    )
-    .await;
+    let (client, _second) = client_of_a_server_that_came_back_empty(2).await;
     let mut watch = client.watch_key::<i64>("k");
     match tokio::time::timeout(PATIENCE, next_event(&mut watch))
         .await
