@@ -154,11 +154,15 @@ impl Client {
         }
     }
 
-    /// Runs a read carrying the client's floor. If the server refuses the floor as another
+    /// Runs a read (or a watch's opening) carrying the client's floor. If the server refuses the
+    /// floor as another
     /// store's (its writes are not there: an in-memory server restarted empty, data replaced),
     /// no server can ever reach it, so the floor starts again on that store and the read runs
     /// once more.
-    async fn read<T, Fut>(&self, mut call: impl FnMut(MinRevision) -> Fut) -> Result<T, Status>
+    pub(crate) async fn read<T, Fut>(
+        &self,
+        mut call: impl FnMut(MinRevision) -> Fut,
+    ) -> Result<T, Status>
     where
         Fut: Future<Output = Result<T, Status>>,
     {

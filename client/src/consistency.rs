@@ -26,6 +26,28 @@ struct Floor {
     store_id: Option<String>,
 }
 
+impl Floor {
+    /// The floor's store is now `store_id`. If it was another one, the floor starts again from
+    /// nothing: the old store's revisions mean nothing to this one. (A floor no server had
+    /// named a store for is taken to be this store's.)
+    fn move_to(&mut self, store_id: &str) {
+        match self.store_id.as_deref() {
+            Some(old) if old == store_id => return,
+            Some(old) => {
+                tracing::warn!(
+                    old_store = old,
+                    new_store = store_id,
+                    dropped_floor = self.revision,
+                    "the client's writes and reads now meet another store; its revision floor starts again"
+                );
+                self.revision = 0;
+            }
+            None => {}
+        }
+        self.store_id = Some(store_id.to_owned());
+    }
+}
+
 /// What a read sends so that its server waits for the client's writes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct MinRevision {
@@ -63,20 +85,10 @@ impl Consistency {
     /// nothing to this one.
     pub(crate) fn observe_write(&self, revision: i64, store_id: Option<&str>) {
         let mut floor = self.lock();
-        match (store_id, floor.store_id.as_deref()) {
-            (Some(new), Some(old)) if new != old => {
-                tracing::warn!(
-                    old_store = old,
-                    new_store = new,
-                    "a write went to another store than the client's earlier writes; the revision floor starts again"
-                );
-                floor.revision = revision;
-            }
-            _ => floor.revision = floor.revision.max(revision),
+        if let Some(store_id) = store_id {
+            floor.move_to(store_id);
         }
-        if let Some(new) = store_id {
-            floor.store_id = Some(new.to_owned());
-        }
+        floor.revision = floor.revision.max(revision);
     }
 
     /// The server serves `store_id`, which is not the floor's store: the floor's writes are not
@@ -84,18 +96,7 @@ impl Consistency {
     /// It starts again from nothing, on that store; unless it already has (another call saw the
     /// same refusal, and a write since may have raised the new floor).
     pub(crate) fn store_changed(&self, store_id: &str) {
-        let mut floor = self.lock();
-        if floor.store_id.as_deref() == Some(store_id) {
-            return;
-        }
-        tracing::warn!(
-            old_store = floor.store_id.as_deref().unwrap_or("?"),
-            new_store = store_id,
-            dropped_floor = floor.revision,
-            "the server serves another store than the client's writes went to; the revision floor starts again"
-        );
-        floor.revision = 0;
-        floor.store_id = Some(store_id.to_owned());
+        self.lock().move_to(store_id);
     }
 
     /// The `min_revision` to send with a read or a watch: the floor and its store, or 0 (no

@@ -34,13 +34,12 @@
 use std::collections::hash_map::RandomState;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use jsonkv::pb::{self, event::EventType, watch_response::Response};
 use tonic::{Code, Status};
-
-use std::sync::{Arc, Mutex};
 
 use crate::consistency::is_behind;
 use crate::{Error, WatchOptions};

@@ -12,7 +12,7 @@ use jsonkv::pb;
 use serde::de::DeserializeOwned;
 
 use crate::connect::Rpc;
-use crate::consistency::{other_store, store_of, MinRevision};
+use crate::consistency::{store_of, MinRevision};
 use crate::entry::decode_all;
 use crate::failover::CallKind;
 use crate::reconnect::{resumable, Backoff, Delivery, Opened};
@@ -134,22 +134,15 @@ impl Client {
         let open = move |start_revision: i64, store_id: Option<String>| {
             let client = client.clone();
             let target = target.clone();
+            // Read at every (re)issue: the floor may have risen since the watch began. A server of
+            // another store refuses it like any read's; a resume it refused is refused again, and
+            // ends the watch.
             async move {
-                let resuming = store_id.is_some();
-                // Read at every (re)issue: the floor may have risen since the watch began.
-                let mut floor = client.consistency.min_revision();
-                let opened =
-                    open_watch(&client, &target, start_revision, &floor, store_id.clone()).await;
-                match opened.as_ref().err().and_then(other_store) {
-                    // A snapshot needs none of the old store's revisions: start the floor
-                    // again on this store and ask once more.
-                    Some(store) if !resuming && start_revision == 0 => {
-                        client.consistency.store_changed(&store);
-                        floor = client.consistency.min_revision();
-                        open_watch(&client, &target, start_revision, &floor, None).await
-                    }
-                    _ => opened,
-                }
+                client
+                    .read(|floor| {
+                        open_watch(&client, &target, start_revision, floor, store_id.clone())
+                    })
+                    .await
             }
         };
         let store_id = Arc::new(Mutex::new(None));
@@ -171,15 +164,16 @@ async fn open_watch(
     client: &Client,
     target: &WatchTarget,
     start_revision: i64,
-    floor: &MinRevision,
+    floor: MinRevision,
     store_id: Option<String>,
 ) -> Result<Opened<tonic::Streaming<pb::WatchResponse>>, tonic::Status> {
     let encoding = pb::ValueEncoding::Json as i32;
     let store_id = match store_id {
         Some(store_id) => store_id,
-        None if start_revision == 0 => floor.store_id.clone(),
+        None if start_revision == 0 => floor.store_id,
         None => String::new(),
     };
+    let min_revision = floor.revision;
     let open_on = |mut rpc: Rpc| {
         let target = target.clone();
         let store_id = store_id.clone();
@@ -190,7 +184,7 @@ async fn open_watch(
                         key,
                         start_revision,
                         value_encoding: encoding,
-                        min_revision: floor.revision,
+                        min_revision,
                         store_id,
                     })
                     .await
@@ -200,7 +194,7 @@ async fn open_watch(
                         prefix,
                         start_revision,
                         value_encoding: encoding,
-                        min_revision: floor.revision,
+                        min_revision,
                         store_id,
                     })
                     .await

@@ -233,12 +233,7 @@ impl Database {
     pub fn prefix_unchanged_since(&self, prefix: &str, from: Revision) -> bool {
         from > self.deletes.floor
             && self.range(prefix, None).all(|(_, e)| e.mod_revision < from)
-            && self
-                .deletes
-                .by_key
-                .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
-                .take_while(|(k, _)| k.starts_with(prefix))
-                .all(|(_, &deleted)| deleted < from)
+            && under(&self.deletes.by_key, prefix, None).all(|(_, &deleted)| deleted < from)
     }
 
     /// Declares every delete at or before `revision` unknown: what a database built from a
@@ -253,13 +248,7 @@ impl Database {
         prefix: &'a str,
         after: Option<&'a str>,
     ) -> impl Iterator<Item = (&'a String, &'a Entry)> + 'a {
-        let start = match after {
-            Some(key) => Bound::Excluded(key),
-            None => Bound::Included(prefix),
-        };
-        self.entries
-            .range::<str, _>((start, Bound::Unbounded))
-            .take_while(move |(k, _)| k.starts_with(prefix))
+        under(&self.entries, prefix, after)
     }
 
     /// Installs a change planned by [`plan_put`] or [`plan_delete`]: the one way the map and
@@ -316,6 +305,21 @@ impl Database {
     pub fn set_revision(&mut self, revision: Revision) {
         self.revision = revision;
     }
+}
+
+/// The entries of `map` whose keys start with `prefix`, in order, strictly after `after` when
+/// given.
+fn under<'a, V>(
+    map: &'a BTreeMap<String, V>,
+    prefix: &'a str,
+    after: Option<&'a str>,
+) -> impl Iterator<Item = (&'a String, &'a V)> + 'a {
+    let start = match after {
+        Some(key) => Bound::Excluded(key),
+        None => Bound::Included(prefix),
+    };
+    map.range::<str, _>((start, Bound::Unbounded))
+        .take_while(move |(k, _)| k.starts_with(prefix))
 }
 
 /// Plans setting `key` to `value` as change `revision`, given the key's `current` entry:

@@ -178,9 +178,7 @@ impl JsonKvService {
         let min_revision = wire::min_revision(min_revision)?;
         // Before waiting for `min_revision`: on a store that lost changes it would never come.
         self.store.check_resume(store_id, start)?;
-        if start == 0 {
-            self.store.check_floor(store_id, min_revision)?;
-        }
+        self.store.check_floor(store_id, min_revision)?;
         let permit = self.watchers.acquire(peer)?;
         self.store.wait_for(min_revision).await?;
         let sub = self.store.watch(target, start)?;

@@ -26,7 +26,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -500,10 +500,9 @@ impl SnapshotReader {
             frame: Vec::new(),
             end: None,
         };
-        let mut header = [0u8; HEADER_LEN];
-        let got = reader.fill(&mut header)?;
-        format::check_header(&header[..got], SNAPSHOT_MAGIC)
-            .map_err(|why| corrupt_at(path, 0, why))?;
+        let mut header = Vec::with_capacity(HEADER_LEN);
+        reader.read_up_to(HEADER_LEN, &mut header)?;
+        format::check_header(&header, SNAPSHOT_MAGIC).map_err(|why| corrupt_at(path, 0, why))?;
         reader.offset = HEADER_LEN;
         Ok(reader)
     }
@@ -519,19 +518,18 @@ impl SnapshotReader {
             return Ok(None);
         }
         let at = self.offset;
-        self.frame.resize(format::FRAME_HEADER, 0);
         let mut frame = std::mem::take(&mut self.frame);
-        let got = self.fill(&mut frame)?;
+        frame.clear();
+        let got = self.read_up_to(format::FRAME_HEADER, &mut frame)?;
         if got == 0 {
             return Err(self.corrupt(at, "snapshot has no end record"));
         }
-        let len = u32::from_le_bytes(frame[..4].try_into().expect("4 bytes")) as usize;
         let mut complete = false;
-        if got == format::FRAME_HEADER && len <= format::MAX_PAYLOAD {
-            frame.resize(format::FRAME_HEADER + len, 0);
-            let got = self.fill(&mut frame[format::FRAME_HEADER..])?;
-            frame.truncate(format::FRAME_HEADER + got);
-            complete = got == len;
+        if got == format::FRAME_HEADER {
+            let len = u32::from_le_bytes(frame[..4].try_into().expect("4 bytes")) as usize;
+            if len <= format::MAX_PAYLOAD {
+                complete = self.read_up_to(len, &mut frame)? == len;
+            }
         }
         let record = format::read_frame(&frame, 0);
         self.offset += frame.len();
@@ -550,7 +548,7 @@ impl SnapshotReader {
                     let why = format!("end record says {count} keys, found {}", self.count);
                     return Err(self.corrupt(at, &why));
                 }
-                if self.fill(&mut [0u8; 1])? != 0 {
+                if self.read_up_to(1, &mut Vec::new())? != 0 {
                     return Err(self.corrupt(self.offset, "data after the end record"));
                 }
                 self.end = Some(revision);
@@ -564,18 +562,13 @@ impl SnapshotReader {
         }
     }
 
-    /// Reads until `buf` is full or the file ends; how many bytes it got.
-    fn fill(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
-        let mut got = 0;
-        while got < buf.len() {
-            match io::Read::read(&mut self.input, &mut buf[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_error(format!("cannot read {}", self.path.display()), e)),
-            }
-        }
-        Ok(got)
+    /// Appends the next `n` bytes of the file to `buf`; how many it got (fewer only at its
+    /// end).
+    fn read_up_to(&mut self, n: usize, buf: &mut Vec<u8>) -> Result<usize, Error> {
+        (&mut self.input)
+            .take(n as u64)
+            .read_to_end(buf)
+            .map_err(|e| io_error(format!("cannot read {}", self.path.display()), e))
     }
 
     fn corrupt(&self, offset: usize, reason: &str) -> Error {
@@ -744,15 +737,14 @@ fn compact(dir: &Path, active_first: Revision, min_bytes: u64) -> Result<(), Err
             reason: format!("sealed segments end at revision {last}, expected {revision}"),
         });
     }
-    let mut old = match files.snapshots.last() {
-        Some((_, path)) => Some(SnapshotReader::open(path)?),
-        None => None,
-    };
+    let mut old = files
+        .snapshots
+        .last()
+        .map(|(_, path)| SnapshotReader::open(path))
+        .transpose()?;
+    let mut next_kept = || old.as_mut().map_or(Ok(None), SnapshotReader::next);
     let mut writer = SnapshotWriter::create(dir, revision)?;
-    let mut kept = match &mut old {
-        Some(reader) => reader.next()?,
-        None => None,
-    };
+    let mut kept = next_kept()?;
     let mut changes = changes.into_iter().peekable();
     loop {
         let take_change = match (&kept, changes.peek()) {
@@ -764,7 +756,7 @@ fn compact(dir: &Path, active_first: Revision, min_bytes: u64) -> Result<(), Err
         if take_change {
             let (key, change) = changes.next().expect("peeked");
             if kept.as_ref().is_some_and(|(k, _)| *k == key) {
-                kept = old.as_mut().expect("a kept entry has a reader").next()?;
+                kept = next_kept()?;
             }
             if let Some(entry) = change {
                 writer.push(key, entry)?;
@@ -772,7 +764,7 @@ fn compact(dir: &Path, active_first: Revision, min_bytes: u64) -> Result<(), Err
         } else {
             let (key, entry) = kept.take().expect("matched as Some");
             writer.push(key, entry)?;
-            kept = old.as_mut().expect("a kept entry has a reader").next()?;
+            kept = next_kept()?;
         }
     }
     if let Some(reader) = &old {
