@@ -43,10 +43,10 @@ impl Doc {
     }
 
     /// A document from JSON text as a client sent it: kept as it is when it is already in
-    /// compact form, rewritten into it otherwise (see [`crate::compact`]).
+    /// compact form, rewritten into it otherwise (see [`crate::json_text`]).
     pub fn from_json_text(text: String) -> Result<Doc, jsonkv::value::ValueError> {
         Ok(Doc {
-            text: crate::compact::compact_json_text(text)?,
+            text: crate::json_text::compact(text)?,
             json: OnceLock::new(),
         })
     }
@@ -55,7 +55,7 @@ impl Doc {
     /// etcd): checked to be JSON, without building the parsed form. Text written by anything
     /// else (another etcd client under jsonkv's prefix) is kept as it was written.
     pub fn from_stored_text(text: String) -> Result<Doc, String> {
-        crate::compact::check_json_text(&text).map_err(|e| format!("value is not JSON: {e}"))?;
+        crate::json_text::check(&text).map_err(|e| format!("value is not JSON: {e}"))?;
         Ok(Doc {
             text,
             json: OnceLock::new(),

@@ -1,7 +1,7 @@
 //! jsonkv-server: a JSON key-value store served over gRPC, with revisions and lossless watches.
 //!
 //! Layout (storage up to the wire):
-//! - [`compact`]: recognises JSON text already in compact form, so an insert stores it as sent.
+//! - [`json_text`]: JSON text in the compact form stored; an insert already in it is kept as sent.
 //! - [`database`]: the `Database`, a `BTreeMap` of key -> JSON value with revision metadata,
 //!   and the global revision counter. Produces an `Event` per change.
 //! - [`history`]: `HistoryRing`, the bounded window of recent events for replay and catch-up.
@@ -33,13 +33,13 @@
 
 pub mod auth;
 pub mod commit;
-pub mod compact;
 pub mod config;
 pub mod database;
 pub mod error;
 pub mod etcd;
 pub mod history;
 pub mod hub;
+pub mod json_text;
 pub mod limits;
 pub mod metrics;
 pub mod server;

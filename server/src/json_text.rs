@@ -1,12 +1,11 @@
-//! Compact JSON text without a round trip: [`compact_json_text`] returns JSON text in the exact
-//! form `serde_json` writes for it, and when the text already is in that form (what most
-//! programs send) it checks it and keeps it, instead of building the document and writing it
-//! out again.
+//! JSON text in the form jsonkv stores it: [`compact`] returns JSON text in the exact form
+//! `serde_json` writes for it, and when the text already is in that form (what most programs
+//! send) it checks it and keeps it, instead of building the document and writing it out again.
+//! [`check`] checks stored text the same way.
 //!
-//! Why: a stored value is its compact text (`database::Doc`). Parsing an insert's JSON into a
-//! tree of allocations only to serialise it straight back cost more than the rest of the insert
-//! path in jsonkv's own code: ~2,700 instructions for a 100-byte value (callgrind), of which
-//! checking instead saves ~1,600; in-memory inserts ran ~3% faster.
+//! Why: a stored value is its compact text (`database::Doc`). Parsing an insert's JSON into
+//! a tree of allocations only to serialise it straight back cost more than the rest of the
+//! insert path in jsonkv's own code.
 
 use std::fmt;
 
@@ -16,7 +15,7 @@ use jsonkv::value::{parse_json_text, to_json_text, ValueError};
 
 /// The compact form of JSON `text`, exactly what `to_json_text(&parse_json_text(&text)?)`
 /// gives (the same errors too), reusing `text` when it already is that form.
-pub fn compact_json_text(text: String) -> Result<String, ValueError> {
+pub fn compact(text: String) -> Result<String, ValueError> {
     if is_compact(text.as_bytes()) && is_json(&text) {
         return Ok(text);
     }
@@ -25,7 +24,7 @@ pub fn compact_json_text(text: String) -> Result<String, ValueError> {
 
 /// Checks that `text` is JSON that [`parse_json_text`] accepts (the same errors too), without
 /// building the document.
-pub fn check_json_text(text: &str) -> Result<(), ValueError> {
+pub fn check(text: &str) -> Result<(), ValueError> {
     if is_json(text) {
         return Ok(());
     }
@@ -171,7 +170,7 @@ mod tests {
     }
 
     fn fast(text: &str) -> Result<String, ValueError> {
-        compact_json_text(text.to_owned())
+        compact(text.to_owned())
     }
 
     #[test]
@@ -228,11 +227,7 @@ mod tests {
                 "{\"a\":".repeat(depth) + "1" + &"}".repeat(depth),
             ] {
                 assert_eq!(fast(&text), round_trip(&text), "depth {depth}");
-                assert_eq!(
-                    check_json_text(&text),
-                    round_trip(&text).map(drop),
-                    "depth {depth}"
-                );
+                assert_eq!(check(&text), round_trip(&text).map(drop), "depth {depth}");
             }
         }
     }
@@ -246,7 +241,7 @@ mod tests {
             r#""\x""#,
         ] {
             assert_eq!(fast(text), round_trip(text), "{text}");
-            assert_eq!(check_json_text(text), round_trip(text).map(drop), "{text}");
+            assert_eq!(check(text), round_trip(text).map(drop), "{text}");
         }
     }
 
@@ -312,7 +307,7 @@ mod tests {
         #[test]
         fn matches_the_round_trip_on_any_document(text in document()) {
             prop_assert_eq!(fast(&text), round_trip(&text));
-            prop_assert_eq!(check_json_text(&text), round_trip(&text).map(drop));
+            prop_assert_eq!(check(&text), round_trip(&text).map(drop));
         }
 
         #[test]
@@ -326,7 +321,7 @@ mod tests {
             let broken = format!("{}{junk}{}", &text[..at], &text[at..]);
             for text in [&broken, &text[..at]] {
                 prop_assert_eq!(fast(text), round_trip(text));
-                prop_assert_eq!(check_json_text(text), round_trip(text).map(drop));
+                prop_assert_eq!(check(text), round_trip(text).map(drop));
             }
         }
     }
