@@ -1,5 +1,6 @@
-//! Bearer tokens with roles: the `--auth-tokens` file ([`Tokens`]) and the tower layer
-//! ([`AuthLayer`]) that checks every JsonKv call against it. Health and reflection stay open.
+//! Bearer tokens with roles: the `--auth-tokens` file ([`Tokens`]), and the rule for which
+//! methods a role may call. The layer that applies it to every call is
+//! [`crate::layers::auth`].
 //!
 //! A call must carry `authorization: Bearer TOKEN`. No token, or one not in the file:
 //! UNAUTHENTICATED. A `read` token may call only the methods in [`READ_METHODS`]; anything else,
@@ -8,20 +9,10 @@
 //! Tokens are kept only as SHA-256 digests and compared in constant time, and no token ever
 //! reaches a log line or an error message: refusals are logged with the method and peer only.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use futures::future::{self, Either, Ready};
-use jsonkv::pb::json_kv_server::SERVICE_NAME;
 use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
-use tonic::body::Body;
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-use tonic::Status;
-use tower::{Layer, Service};
 
 use crate::error::Error;
 
@@ -145,7 +136,7 @@ impl Tokens {
     }
 
     /// Whether the call may go ahead: `Ok`, or the error to answer with.
-    fn check(&self, method: &str, authorization: Option<&[u8]>) -> Result<(), Error> {
+    pub fn check(&self, method: &str, authorization: Option<&[u8]>) -> Result<(), Error> {
         let token = authorization
             .and_then(bearer_token)
             .ok_or(Error::Unauthenticated(
@@ -175,95 +166,6 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     }
     let token = value[SCHEME.len()..].trim_ascii();
     (!token.is_empty()).then_some(token)
-}
-
-/// Wraps the gRPC services so that JsonKv calls are checked against `tokens`; with `None`,
-/// every call goes through.
-#[derive(Debug, Clone)]
-pub struct AuthLayer {
-    tokens: Option<Arc<Tokens>>,
-}
-
-impl AuthLayer {
-    pub fn new(tokens: Option<Arc<Tokens>>) -> Self {
-        AuthLayer { tokens }
-    }
-}
-
-impl<S> Layer<S> for AuthLayer {
-    type Service = Authenticate<S>;
-
-    fn layer(&self, inner: S) -> Authenticate<S> {
-        Authenticate {
-            inner,
-            tokens: self.tokens.clone(),
-        }
-    }
-}
-
-/// The service [`AuthLayer`] makes: answers refused calls itself, passes the rest on.
-#[derive(Debug, Clone)]
-pub struct Authenticate<S> {
-    inner: S,
-    tokens: Option<Arc<Tokens>>,
-}
-
-impl<S, B> Service<http::Request<B>> for Authenticate<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<Body>, Error = Infallible>,
-{
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = Either<Ready<Result<http::Response<Body>, Infallible>>, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let Some(tokens) = &self.tokens else {
-            return Either::Right(self.inner.call(request));
-        };
-        // Only JsonKv is guarded: health checks and reflection stay open to probes and tools.
-        let Some(method) = jsonkv_method(request.uri().path()) else {
-            return Either::Right(self.inner.call(request));
-        };
-        let authorization = request
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .map(|v| v.as_bytes());
-        match tokens.check(method, authorization) {
-            Ok(()) => Either::Right(self.inner.call(request)),
-            Err(err) => {
-                tracing::warn!(
-                    method,
-                    peer = ?peer_addr(request.extensions()),
-                    reason = %err,
-                    "call refused"
-                );
-                Either::Left(future::ready(Ok(Status::from(err).into_http())))
-            }
-        }
-    }
-}
-
-/// The method name of a JsonKv call path (`/jsonkv.v1.JsonKv/Get` -> `Get`).
-fn jsonkv_method(path: &str) -> Option<&str> {
-    path.strip_prefix('/')?
-        .strip_prefix(SERVICE_NAME)?
-        .strip_prefix('/')
-}
-
-/// The client's address, from the connection info tonic attaches to each request.
-fn peer_addr(extensions: &http::Extensions) -> Option<SocketAddr> {
-    extensions
-        .get::<TcpConnectInfo>()
-        .and_then(TcpConnectInfo::remote_addr)
-        .or_else(|| {
-            extensions
-                .get::<TlsConnectInfo<TcpConnectInfo>>()
-                .and_then(|tls| tls.get_ref().remote_addr())
-        })
 }
 
 #[cfg(test)]
@@ -350,12 +252,5 @@ read  r-abcdef   \n";
             Err(Error::Unauthenticated("unknown token"))
         );
         assert_eq!(tokens.check("Get", Some(b"bearer   r ")), Ok(()));
-    }
-
-    #[test]
-    fn only_jsonkv_paths_are_guarded() {
-        assert_eq!(jsonkv_method("/jsonkv.v1.JsonKv/Insert"), Some("Insert"));
-        assert_eq!(jsonkv_method("/grpc.health.v1.Health/Check"), None);
-        assert_eq!(jsonkv_method("/jsonkv.v1.JsonKvX/Get"), None);
     }
 }

@@ -18,9 +18,11 @@
 //! - [`watch_stream`]: turns a `Subscription` into a gRPC response stream.
 //! - [`wire`]: request validation and conversion to protobuf messages.
 //! - [`service`]: the `jsonkv.v1.JsonKv` implementation.
-//! - [`auth`]: bearer tokens with read/write roles, checked by a tower layer.
-//! - [`limits`]: watcher limits (per connection, in total) and the request timeout.
-//! - [`metrics`]: Prometheus metrics, the layer that counts and times calls, `/metrics`.
+//! - [`auth`]: bearer tokens with read/write roles.
+//! - [`watcher_limits`]: open watches counted and capped (per connection, in total).
+//! - [`method`]: the gRPC methods the server knows, for labels and log lines.
+//! - [`layers`]: the tower layers around every call: metrics, the request timeout, auth.
+//! - [`metrics`]: the Prometheus registry and `/metrics`.
 //! - [`tls`]: the TLS certificate, key and client CA, read into tonic's rustls config.
 //! - [`error`]: the error type and its one mapping to `tonic::Status`.
 //! - [`server`]: serving, health, reflection and graceful shutdown; [`RunningServer`].
@@ -40,7 +42,8 @@ pub mod etcd;
 pub mod history;
 pub mod hub;
 pub mod json_text;
-pub mod limits;
+pub mod layers;
+pub mod method;
 pub mod metrics;
 pub mod server;
 pub mod service;
@@ -49,6 +52,7 @@ pub mod storage;
 pub mod store;
 pub mod tls;
 pub mod watch_stream;
+pub mod watcher_limits;
 pub mod wire;
 
 pub use config::Config;

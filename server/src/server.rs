@@ -24,15 +24,17 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
-use crate::auth::{AuthLayer, Tokens};
+use crate::auth::Tokens;
 use crate::config::Config;
 use crate::error::Error;
-use crate::limits::{TimeoutLayer, WatcherLimits};
+use crate::layers::auth::AuthLayer;
+use crate::layers::timeout::TimeoutLayer;
 use crate::metrics::{self, Metrics};
 use crate::service::JsonKvService;
 use crate::shutdown;
 use crate::store::Store;
 use crate::tls;
+use crate::watcher_limits::WatcherLimits;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -13,11 +13,11 @@ use tonic::{Request, Response, Status};
 use crate::config::Config;
 use crate::error::Error;
 use crate::hub::WatchTarget;
-use crate::limits::WatcherLimits;
 use crate::metrics::WatchCounters;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::watch_stream::{watch_stream, ProgressClock, WatchStream};
+use crate::watcher_limits::WatcherLimits;
 use crate::wire::{self, Limits};
 
 /// The response header that carries [`Store::id`] on every watch stream, insert and delete; a

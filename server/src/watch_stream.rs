@@ -17,10 +17,10 @@ use tonic::Status;
 
 use crate::database::{Entry, Revision};
 use crate::error::Error;
-use crate::limits::WatcherPermit;
 use crate::metrics::WatchCounters;
 use crate::shutdown::Shutdown;
 use crate::store::{Store, Subscription, WatchStart};
+use crate::watcher_limits::WatcherPermit;
 use crate::wire;
 
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;

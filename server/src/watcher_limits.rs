@@ -1,22 +1,12 @@
-//! The limits a misbehaving client runs into beyond request validation: open watches, per
-//! connection and in total ([`WatcherLimits`]), and the request timeout ([`TimeoutLayer`]).
-//! Stream concurrency, message size and keepalive are HTTP/2 and codec settings, applied in
-//! `server.rs`.
+//! [`WatcherLimits`]: open watches counted, per client connection and in total, and refused
+//! beyond either limit. (The other limits a client runs into are request validation in
+//! `wire.rs`, the request timeout layer, and HTTP/2 and codec settings applied in `server.rs`.)
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
 
 use parking_lot::Mutex;
-use pin_project_lite::pin_project;
-use tonic::body::Body;
-use tonic::Status;
-use tower::{Layer, Service};
 
 use crate::config::Config;
 use crate::error::Error;
@@ -113,103 +103,6 @@ impl Drop for WatcherPermit {
                 }
             }
         }
-    }
-}
-
-/// Ends a call that has not produced its response within `limit` with DEADLINE_EXCEEDED.
-/// A unary call's response is its whole run; a watch's is its opening, so watches live on
-/// (tonic's own `Server::timeout` works the same way, but answers CANCELLED). A zero limit
-/// turns it off.
-#[derive(Debug, Clone, Copy)]
-pub struct TimeoutLayer {
-    limit: Duration,
-}
-
-impl TimeoutLayer {
-    pub fn new(limit: Duration) -> Self {
-        TimeoutLayer { limit }
-    }
-}
-
-impl<S> Layer<S> for TimeoutLayer {
-    type Service = Timeout<S>;
-
-    fn layer(&self, inner: S) -> Timeout<S> {
-        Timeout {
-            inner,
-            limit: self.limit,
-        }
-    }
-}
-
-/// The service [`TimeoutLayer`] makes.
-#[derive(Debug, Clone)]
-pub struct Timeout<S> {
-    inner: S,
-    limit: Duration,
-}
-
-impl<S, B> Service<http::Request<B>> for Timeout<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<Body>, Error = Infallible>,
-{
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = TimeoutFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        // A static name, not the path: no allocation per call for a log line seldom written.
-        let method = crate::metrics::method_of(request.uri().path()).name;
-        TimeoutFuture {
-            inner: self.inner.call(request),
-            limit: self.limit,
-            timer: None,
-            method,
-        }
-    }
-}
-
-pin_project! {
-    /// The response future of [`Timeout`].
-    pub struct TimeoutFuture<F> {
-        #[pin]
-        inner: F,
-        limit: Duration,
-        // Armed on the first poll that finds the call pending: most reads are answered on
-        // their first poll and need no timer. (Arming and clearing one for every call cost
-        // Get ~4% of its throughput.)
-        timer: Option<Pin<Box<tokio::time::Sleep>>>,
-        method: &'static str,
-    }
-}
-
-impl<F> Future for TimeoutFuture<F>
-where
-    F: Future<Output = Result<http::Response<Body>, Infallible>>,
-{
-    type Output = Result<http::Response<Body>, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if let Poll::Ready(response) = this.inner.poll(cx) {
-            return Poll::Ready(response);
-        }
-        let limit = *this.limit;
-        if limit.is_zero() {
-            return Poll::Pending;
-        }
-        let timer = this
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        if timer.as_mut().poll(cx).is_pending() {
-            return Poll::Pending;
-        }
-        tracing::warn!(method = *this.method, ?limit, "call timed out");
-        Poll::Ready(Ok(Status::from(Error::DeadlineExceeded(limit)).into_http()))
     }
 }
 

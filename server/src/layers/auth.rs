@@ -1,0 +1,117 @@
+//! [`AuthLayer`]: checks every JsonKv call's bearer token against the [`Tokens`], and answers
+//! refused calls itself. Health and reflection stay open.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::future::{self, Either, Ready};
+use jsonkv::pb::json_kv_server::SERVICE_NAME;
+use tonic::body::Body;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tonic::Status;
+use tower::{Layer, Service};
+
+use crate::auth::Tokens;
+
+/// Wraps the gRPC services so that JsonKv calls are checked against `tokens`; with `None`,
+/// every call goes through.
+#[derive(Debug, Clone)]
+pub struct AuthLayer {
+    tokens: Option<Arc<Tokens>>,
+}
+
+impl AuthLayer {
+    pub fn new(tokens: Option<Arc<Tokens>>) -> Self {
+        AuthLayer { tokens }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Authenticate<S>;
+
+    fn layer(&self, inner: S) -> Authenticate<S> {
+        Authenticate {
+            inner,
+            tokens: self.tokens.clone(),
+        }
+    }
+}
+
+/// The service [`AuthLayer`] makes: answers refused calls itself, passes the rest on.
+#[derive(Debug, Clone)]
+pub struct Authenticate<S> {
+    inner: S,
+    tokens: Option<Arc<Tokens>>,
+}
+
+impl<S, B> Service<http::Request<B>> for Authenticate<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<Body>, Error = Infallible>,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Either<Ready<Result<http::Response<Body>, Infallible>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let Some(tokens) = &self.tokens else {
+            return Either::Right(self.inner.call(request));
+        };
+        // Only JsonKv is guarded: health checks and reflection stay open to probes and tools.
+        let Some(method) = jsonkv_method(request.uri().path()) else {
+            return Either::Right(self.inner.call(request));
+        };
+        let authorization = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        match tokens.check(method, authorization) {
+            Ok(()) => Either::Right(self.inner.call(request)),
+            Err(err) => {
+                tracing::warn!(
+                    method,
+                    peer = ?peer_addr(request.extensions()),
+                    reason = %err,
+                    "call refused"
+                );
+                Either::Left(future::ready(Ok(Status::from(err).into_http())))
+            }
+        }
+    }
+}
+
+/// The method name of a JsonKv call path (`/jsonkv.v1.JsonKv/Get` -> `Get`).
+fn jsonkv_method(path: &str) -> Option<&str> {
+    path.strip_prefix('/')?
+        .strip_prefix(SERVICE_NAME)?
+        .strip_prefix('/')
+}
+
+/// The client's address, from the connection info tonic attaches to each request.
+fn peer_addr(extensions: &http::Extensions) -> Option<SocketAddr> {
+    extensions
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+        .or_else(|| {
+            extensions
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|tls| tls.get_ref().remote_addr())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_jsonkv_paths_are_guarded() {
+        assert_eq!(jsonkv_method("/jsonkv.v1.JsonKv/Insert"), Some("Insert"));
+        assert_eq!(jsonkv_method("/grpc.health.v1.Health/Check"), None);
+        assert_eq!(jsonkv_method("/jsonkv.v1.JsonKvX/Get"), None);
+    }
+}

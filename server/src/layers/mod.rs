@@ -1,0 +1,7 @@
+//! The tower layers around the gRPC services, outermost first as `server.rs` stacks them:
+//! [`metrics`] counts and times every call, [`timeout`] ends one that takes too long, and
+//! [`auth`] checks the token of every JsonKv call.
+
+pub mod auth;
+pub mod metrics;
+pub mod timeout;
