@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use jsonkv_server::hub::WatchTarget;
-use jsonkv_server::store::Subscription;
+use jsonkv_server::revision::Start;
+use jsonkv_server::subscription::Subscription;
 use jsonkv_server::{Config, Store};
 use serde_json::{json, Value as Json};
 use tokio::runtime::Runtime;
@@ -17,7 +18,7 @@ use tokio::runtime::Runtime;
 /// An in-memory store whose watchers may fall `watch_buffer` events behind before they have to
 /// catch up from history.
 fn store(watch_buffer: usize) -> Store {
-    Store::new(&Config {
+    Store::in_memory(&Config {
         watch_buffer,
         ..Config::default()
     })
@@ -29,7 +30,7 @@ async fn put(store: &Store, key: String, value: &Json) {
 
 fn watch(store: &Store, key: &str) -> Subscription {
     store
-        .watch(WatchTarget::Key(key.to_owned()), 0)
+        .watch(WatchTarget::Key(key.to_owned()), Start::Snapshot)
         .expect("watch")
 }
 

@@ -6,14 +6,14 @@ mod common;
 
 use common::{put, read_up_to, Drained};
 use jsonkv_client::{Client, WatchEvent};
-use jsonkv_server::etcd::EtcdConfig;
+use jsonkv_server::config::{BackendConfig, EtcdConfig};
 use jsonkv_server::{Config, RunningServer};
 use jsonkv_testkit::{shared_etcd, unique_prefix};
 
 /// A server on the shared etcd under `prefix`, on a free port or on `addr` again (a restart).
 async fn serve(prefix: &str, addr: Option<std::net::SocketAddr>) -> RunningServer {
     let mut config = Config {
-        etcd: Some(EtcdConfig {
+        backend: BackendConfig::Etcd(EtcdConfig {
             endpoints: shared_etcd().endpoints(),
             prefix: prefix.to_owned(),
             ..EtcdConfig::default()

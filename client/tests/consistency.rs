@@ -248,7 +248,7 @@ async fn client_of_a_server_that_came_back_empty(writes: i64) -> (Client, Runnin
         revision_wait: PATIENCE * 10,
         ..common::config()
     };
-    let first = start_with_store(patient.clone(), Store::new(&patient)).await;
+    let first = start_with_store(patient.clone(), Store::in_memory(&patient)).await;
     let addr = first.addr();
     let client = Client::connect(first.url()).await.unwrap();
     for n in 0..writes {
@@ -261,7 +261,7 @@ async fn client_of_a_server_that_came_back_empty(writes: i64) -> (Client, Runnin
             listen: addr,
             ..patient.clone()
         },
-        Store::new(&patient),
+        Store::in_memory(&patient),
     )
     .await;
     (client, second)
@@ -324,7 +324,7 @@ async fn a_new_watch_drops_a_floor_from_a_store_that_is_gone() {
 /// reached it, so the watch ends with the refusal instead of resuming from an older view.
 #[tokio::test]
 async fn a_watch_resume_carries_the_floor_as_it_stands_then() {
-    let store = Store::new(&impatient());
+    let store = Store::in_memory(&impatient());
     let first = start_with_store(impatient(), store.clone()).await;
     let addr = first.addr();
     let client = Client::connect(first.url()).await.unwrap();

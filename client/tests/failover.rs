@@ -32,7 +32,7 @@ fn dead_url() -> String {
 /// used again once they are back.
 #[tokio::test]
 async fn calls_go_to_a_live_server_when_the_one_in_use_shuts_down() {
-    let store = Store::new(&common::config());
+    let store = Store::in_memory(&common::config());
     let a = serve(&store, None).await;
     let b = serve(&store, None).await;
     let (addr_a, addr_b) = (a.addr(), b.addr());
@@ -106,7 +106,7 @@ async fn connect_skips_a_server_that_is_down_and_names_every_address_when_all_ar
 /// there.
 #[tokio::test]
 async fn a_server_that_holds_calls_costs_one_call_its_timeout_and_is_then_left() {
-    let store = Store::new(&common::config());
+    let store = Store::in_memory(&common::config());
     let (a, b) = (serve(&store, None).await, serve(&store, None).await);
     let (to_a, to_b) = (Proxy::start(a.addr()).await, Proxy::start(b.addr()).await);
     let client = Client::builder(format!("{},{}", to_a.url(), to_b.url()))
@@ -166,7 +166,7 @@ async fn a_server_that_holds_calls_costs_one_call_its_timeout_and_is_then_left()
 /// snapshot.
 #[tokio::test]
 async fn a_watch_moves_between_servers_without_gaps_or_duplicates() {
-    let store = Store::new(&common::config());
+    let store = Store::in_memory(&common::config());
     let a = serve(&store, None).await;
     let b = serve(&store, None).await;
     let addr_a = a.addr();

@@ -192,7 +192,7 @@ async fn a_watch_over_tls_with_a_token_resumes_across_a_restart() {
         auth_tokens: Some(tokens),
         ..common::config()
     };
-    let store = jsonkv_server::Store::new(&config);
+    let store = jsonkv_server::Store::in_memory(&config);
     let first = common::start_with_store(config.clone(), store.clone()).await;
     let url = first.url();
     let connect = || {
@@ -247,7 +247,7 @@ async fn tls_and_the_token_apply_to_every_server_of_the_list() {
         auth_tokens: Some(tokens),
         ..common::config()
     };
-    let store = jsonkv_server::Store::new(&config);
+    let store = jsonkv_server::Store::in_memory(&config);
     let first = common::start_with_store(config.clone(), store.clone()).await;
     let second = common::start_with_store(config, store).await;
     let alice = pki.client("alice");

@@ -229,7 +229,7 @@ async fn an_invalid_watch_ends_with_invalid_argument() {
 /// deliver every change exactly once, in order, and never a second snapshot.
 #[tokio::test]
 async fn watch_resumes_across_a_server_restart_without_gaps_or_duplicates() {
-    let store = Store::new(&common::config());
+    let store = Store::in_memory(&common::config());
     let server_a = start_with_store(common::config(), store.clone()).await;
     let addr = server_a.addr();
     // A second server on the same data, to write while the watched one is down.
@@ -320,7 +320,7 @@ async fn quiet_watch_resumes_after_restart() {
         progress_min_lag: 1,
         ..common::config()
     };
-    let store = Store::new(&config);
+    let store = Store::in_memory(&config);
     let server_a = start_with_store(config.clone(), store.clone()).await;
     let addr = server_a.addr();
     let client = Client::connect(server_a.url()).await.unwrap();
@@ -433,7 +433,7 @@ async fn a_watch_resumes_in_a_later_process_from_its_revision_and_store() {
 #[tokio::test]
 async fn a_watch_on_a_server_that_came_back_as_another_store_ends_instead_of_skipping() {
     let config = common::config();
-    let server_a = start_with_store(config.clone(), Store::new(&config)).await;
+    let server_a = start_with_store(config.clone(), Store::in_memory(&config)).await;
     let addr = server_a.addr();
     let client = Client::connect(server_a.url()).await.unwrap();
     let mut watch = Drained::new(client.watch_key::<u64>("k"));
@@ -454,7 +454,7 @@ async fn a_watch_on_a_server_that_came_back_as_another_store_ends_instead_of_ski
             listen: addr,
             ..config.clone()
         },
-        Store::new(&config),
+        Store::in_memory(&config),
     )
     .await;
     let client_b = Client::connect(server_b.url()).await.unwrap();

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use jsonkv_server::storage::SyncMode;
+use jsonkv_server::config::{BackendConfig, DiskConfig, SyncMode};
 use jsonkv_server::{Config, Store};
 use serde_json::json;
 
@@ -19,16 +19,19 @@ async fn main() {
 
     // 1. Fill: 64 writers, no fsync (the fill is not what is measured), one huge segment so
     //    nothing is compacted yet.
-    let log_only = Config {
-        data_dir: Some(dir.path().to_owned()),
-        sync: SyncMode::None,
-        segment_bytes: u64::MAX / 2,
+    let on_disk = |segment_bytes| Config {
+        backend: BackendConfig::Disk(DiskConfig {
+            sync: SyncMode::None,
+            segment_bytes,
+            ..DiskConfig::new(dir.path())
+        }),
         history_size: 1000,
         ..Config::default()
     };
+    let log_only = on_disk(u64::MAX / 2);
     let started = Instant::now();
     {
-        let store = Store::from_config(&log_only).expect("open");
+        let store = Store::start(&log_only).await.expect("open");
         let writers = 64;
         let mut tasks = Vec::new();
         for w in 0..writers {
@@ -52,18 +55,15 @@ async fn main() {
     report(json_out, "fill", keys, fill, log_bytes);
 
     // 2. Recover from the log alone.
-    let (elapsed, revision) = time_open(&log_only);
+    let (elapsed, revision) = time_open(&log_only).await;
     assert_eq!(revision, keys as i64);
     report(json_out, "startup_from_log", keys, elapsed, log_bytes);
 
     // 3. Seal the log with one more write at a small segment size, wait for the compactor to
     //    fold it into a snapshot, then recover from that.
-    let compacting = Config {
-        segment_bytes: 1,
-        ..log_only.clone()
-    };
+    let compacting = on_disk(1);
     {
-        let store = Store::from_config(&compacting).expect("open");
+        let store = Store::start(&compacting).await.expect("open");
         store
             .put("seal".into(), json!(true), None)
             .await
@@ -81,7 +81,7 @@ async fn main() {
     }
     flush(dir.path());
     let snapshot_bytes = dir_bytes(dir.path());
-    let (elapsed, revision) = time_open(&log_only);
+    let (elapsed, revision) = time_open(&log_only).await;
     assert_eq!(revision, keys as i64 + 1);
     report(
         json_out,
@@ -92,9 +92,9 @@ async fn main() {
     );
 }
 
-fn time_open(config: &Config) -> (Duration, i64) {
+async fn time_open(config: &Config) -> (Duration, i64) {
     let started = Instant::now();
-    let store = Store::from_config(config).expect("recover");
+    let store = Store::start(config).await.expect("recover");
     let elapsed = started.elapsed();
     (elapsed, store.revision())
 }

@@ -1,29 +1,21 @@
-//! Server settings, with the defaults the binary documents in `--help`.
+//! Server settings, with the defaults the binary documents in `--help`. Plain data, below
+//! every module that reads it.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-
-use crate::etcd::EtcdConfig;
-use crate::storage::SyncMode;
 
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// Where data is kept; `None` keeps it in memory only. (The binary defaults to
+    /// Who orders and keeps the writes. (The binary defaults to a data directory,
     /// `./jsonkv-data`; this library default is in memory, for tests and embedding.)
-    pub data_dir: Option<PathBuf>,
-    /// When a write counts as stored: fsynced (`Always`) or only handed to the OS (`None`).
-    pub sync: SyncMode,
-    /// Run on etcd (the cluster backend) instead of the embedded store; `data_dir` and `sync`
-    /// are then unused.
-    pub etcd: Option<EtcdConfig>,
+    pub backend: BackendConfig,
     /// How long a read or watch carrying a `min_revision` may wait for this server's view to
     /// reach it; UNAVAILABLE beyond.
     pub revision_wait: Duration,
-    /// A log segment is sealed, and compaction considered, once it reaches this size.
-    pub segment_bytes: u64,
     /// Events kept for `start_revision` replay and for lagging watchers to catch up.
     pub history_size: usize,
     /// ...and fewer, once their keys and values come to more than this many bytes: with large
@@ -32,8 +24,7 @@ pub struct Config {
     /// Per key/prefix broadcast buffer: how far a watcher may fall behind the writers before it
     /// has to catch up from history (losslessly). Every slot is allocated when the first
     /// watcher of a key opens, so for watchers on distinct keys this is the largest part of
-    /// their memory: 16 slots put an idle watcher at ~3.7 KB, 32 at ~4.2 KB (idle-keys
-    /// benchmark, RSS per watcher).
+    /// their memory (the idle-keys benchmark measures it).
     pub watch_buffer: usize,
     /// Longest key (and prefix) accepted, in bytes.
     pub max_key_bytes: usize,
@@ -88,15 +79,113 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
 }
 
+/// Who orders, stores and applies writes. One of three, so that no setting of one can be
+/// given to another and then ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendConfig {
+    /// The embedded store, keeping nothing: a restart starts empty.
+    InMemory,
+    /// The embedded store, on disk.
+    Disk(DiskConfig),
+    /// etcd holds the data (the cluster backend); this server keeps a live view of it.
+    Etcd(EtcdConfig),
+}
+
+/// A data directory and how it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskConfig {
+    /// Where data is kept (one server at a time).
+    pub dir: PathBuf,
+    /// When a write counts as stored.
+    pub sync: SyncMode,
+    /// A log segment is sealed, and compaction considered, once it reaches this size.
+    pub segment_bytes: u64,
+}
+
+impl DiskConfig {
+    /// `dir`, written with the defaults: fsync before acknowledging, 64 MiB segments.
+    pub fn new(dir: impl Into<PathBuf>) -> DiskConfig {
+        DiskConfig {
+            dir: dir.into(),
+            sync: SyncMode::Always,
+            segment_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// When an append counts as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// fsync (fdatasync) before acknowledging: survives power loss. Concurrent writes share one
+    /// fsync (group commit).
+    #[default]
+    Always,
+    /// Written to the OS before acknowledging, never fsynced: survives a process crash, not
+    /// power loss.
+    None,
+}
+
+/// Where jsonkv keeps its keys in etcd, and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdConfig {
+    /// Client URLs of the etcd members, e.g. `http://127.0.0.1:2379`; all `https://` with
+    /// `tls`, all `http://` without.
+    pub endpoints: Vec<String>,
+    /// Every jsonkv key is stored in etcd under this prefix.
+    pub prefix: String,
+    /// How long one etcd request may take before the call fails with UNAVAILABLE.
+    pub timeout: Duration,
+    /// Speak TLS to etcd, with these files; `None` speaks plaintext.
+    pub tls: Option<EtcdTls>,
+    /// Log in to etcd (etcd's own user/password authentication) as this user; `None` sends
+    /// no credentials.
+    pub user: Option<EtcdUser>,
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        EtcdConfig {
+            endpoints: vec!["http://127.0.0.1:2379".into()],
+            prefix: "/jsonkv/".into(),
+            timeout: Duration::from_secs(5),
+            tls: None,
+            user: None,
+        }
+    }
+}
+
+/// The PEM files for reaching etcd over TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// The CA that signed the etcd members' certificates: the only one trusted for them.
+    pub ca: PathBuf,
+    /// A client certificate chain and its private key, for members run with
+    /// `--client-cert-auth`.
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+/// An etcd user and its password. `Debug` leaves the password out, so that logging a config
+/// cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EtcdUser {
+    pub name: String,
+    pub password: String,
+}
+
+impl fmt::Debug for EtcdUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdUser")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
-            data_dir: None,
-            sync: SyncMode::Always,
-            etcd: None,
+            backend: BackendConfig::InMemory,
             revision_wait: Duration::from_secs(5),
-            segment_bytes: 64 * 1024 * 1024,
             history_size: 100_000,
             history_bytes: 256 * 1024 * 1024,
             watch_buffer: 16,

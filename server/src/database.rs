@@ -1,101 +1,19 @@
 //! The `Database`: the key -> JSON map with per-key revision metadata and the revision of the
 //! last committed change. Pure, synchronous state. A change is first *planned*
 //! ([`plan_put`], [`plan_delete`]: precondition check and new metadata, nothing changed), then,
-//! once durable, *applied* ([`Database::apply`]). [`crate::store::Store`] does the sequencing.
+//! once durable, *applied* ([`Database::apply`]). The backends do the sequencing.
 //!
 //! The map also remembers recent deletes ([`Deletes`]), so that it can tell whether a key or
 //! prefix changed since a revision after history has let that revision's events go
 //! ([`Database::key_unchanged_since`]): a quiet watch can then resume from however long ago.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::ops::{Bound, Deref};
-use std::sync::{Arc, OnceLock};
+use std::ops::Bound;
+use std::sync::Arc;
 
-use serde_json::Value as Json;
-
+use crate::doc::Doc;
 use crate::error::Error;
-
-/// A store revision: 0 for an empty store, then one more for every change.
-pub type Revision = i64;
-
-/// A stored JSON document, kept as its compact JSON text: what JSON-encoded reads, every
-/// watcher of a fan-out and the log encoder all send or write as is. The parsed form is made
-/// only when something needs it (a `google.protobuf.Value` read) and then kept. Derefs to it.
-///
-/// Text rather than a parsed tree because a tree is many small allocations per document (an
-/// object's map, each key, each string), which the commit thread then frees when history lets
-/// an event go, across threads from where they were made; one string is one allocation, is
-/// smaller, and recovery can load it without parsing.
-#[derive(Debug)]
-pub struct Doc {
-    text: String,
-    json: OnceLock<Json>,
-}
-
-impl Doc {
-    /// The document `json`, as the compact text `serde_json` writes (every digit, keys in
-    /// their order).
-    pub fn new(json: Json) -> Doc {
-        Doc {
-            text: jsonkv::value::to_json_text(&json),
-            json: OnceLock::new(),
-        }
-    }
-
-    /// A document from JSON text as a client sent it: kept as it is when it is already in
-    /// compact form, rewritten into it otherwise (see [`crate::json_text`]).
-    pub fn from_json_text(text: String) -> Result<Doc, jsonkv::value::ValueError> {
-        Ok(Doc {
-            text: crate::json_text::compact(text)?,
-            json: OnceLock::new(),
-        })
-    }
-
-    /// A document from text that [`Doc::text`] produced (read back from the log, or from
-    /// etcd): checked to be JSON, without building the parsed form. Text written by anything
-    /// else (another etcd client under jsonkv's prefix) is kept as it was written.
-    pub fn from_stored_text(text: String) -> Result<Doc, String> {
-        crate::json_text::check(&text).map_err(|e| format!("value is not JSON: {e}"))?;
-        Ok(Doc {
-            text,
-            json: OnceLock::new(),
-        })
-    }
-
-    /// Compact JSON text, exactly as `serde_json` writes it.
-    pub fn text(&self) -> &str {
-        &self.text
-    }
-}
-
-impl From<Json> for Doc {
-    fn from(json: Json) -> Doc {
-        Doc::new(json)
-    }
-}
-
-impl Deref for Doc {
-    type Target = Json;
-    fn deref(&self) -> &Json {
-        self.json.get_or_init(|| {
-            jsonkv::value::parse_json_text(&self.text)
-                .expect("a Doc's text is JSON: it was written from a value or checked")
-        })
-    }
-}
-
-/// Two documents are equal when their texts are: the same values with keys in the same order.
-impl PartialEq for Doc {
-    fn eq(&self, other: &Doc) -> bool {
-        self.text == other.text
-    }
-}
-
-impl PartialEq<Json> for Doc {
-    fn eq(&self, other: &Json) -> bool {
-        **self == *other
-    }
-}
+use crate::revision::Revision;
 
 /// A stored value and its revision metadata. Cloning is cheap: the value is shared with the
 /// events and history that mention it, so a 1 MiB document is never copied per watcher.
@@ -107,6 +25,20 @@ pub struct Entry {
     pub version: i64,
 }
 
+impl Entry {
+    /// The entry a put of `value` at `revision` leaves, given the key's `previous` one: a key
+    /// that did not exist starts a new life (created now, version 1); one that did keeps its
+    /// create revision and counts one more version. etcd counts the same way.
+    pub fn after(previous: Option<&Entry>, value: Arc<Doc>, revision: Revision) -> Entry {
+        Entry {
+            value,
+            create_revision: previous.map_or(revision, |p| p.create_revision),
+            mod_revision: revision,
+            version: previous.map_or(1, |p| p.version + 1),
+        }
+    }
+}
+
 /// One change, as told to watchers and kept in history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
@@ -116,8 +48,38 @@ pub struct Event {
     pub entry: Option<Entry>,
 }
 
-/// A condition on a key's current mod revision; 0 means "the key is absent".
-pub type ExpectedModRevision = Option<Revision>;
+/// What a write requires of its key's current state, or nothing changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// The key does not exist.
+    Absent,
+    /// The key's mod revision is exactly this.
+    ModRevision(Revision),
+}
+
+impl Precondition {
+    /// The mod revision this asks for, where an absent key counts as 0 (as etcd counts it).
+    pub fn mod_revision(self) -> Revision {
+        match self {
+            Precondition::Absent => 0,
+            Precondition::ModRevision(revision) => revision,
+        }
+    }
+
+    /// Whether `current` (the key's entry, if any) meets it; if not, the mismatch to report.
+    pub fn check(self, key: &str, current: Option<&Entry>) -> Result<(), Error> {
+        let current = current.map_or(0, |e| e.mod_revision);
+        let want = self.mod_revision();
+        if want == current {
+            return Ok(());
+        }
+        Err(Error::RevisionMismatch {
+            key: key.to_owned(),
+            expected: want,
+            current,
+        })
+    }
+}
 
 /// The keyspace at one revision.
 #[derive(Debug, Default)]
@@ -187,6 +149,18 @@ impl Deletes {
 }
 
 impl Database {
+    /// A database holding `entries` as of `revision` (a snapshot's, or an etcd load's). It
+    /// knows of no delete before `revision`.
+    pub fn at(entries: Vec<(String, Entry)>, revision: Revision) -> Database {
+        let mut db = Database::default();
+        for (key, entry) in entries {
+            db.load(key, entry);
+        }
+        db.set_revision(revision);
+        db.deletes_unknown_up_to(revision);
+        db
+    }
+
     /// The revision of the last change (0 if none).
     pub fn revision(&self) -> Revision {
         self.revision
@@ -323,37 +297,35 @@ fn under<'a, V>(
 }
 
 /// Plans setting `key` to `value` as change `revision`, given the key's `current` entry:
-/// checks `expected` and computes the new metadata. Changes nothing.
+/// checks `precondition` and computes the new metadata. Changes nothing.
 pub fn plan_put(
     current: Option<&Entry>,
     key: String,
     value: Arc<Doc>,
-    expected: ExpectedModRevision,
+    precondition: Option<Precondition>,
     revision: Revision,
 ) -> Result<Event, Error> {
-    check(&key, expected, current)?;
-    let entry = Entry {
-        value,
-        create_revision: current.map_or(revision, |c| c.create_revision),
-        mod_revision: revision,
-        version: current.map_or(1, |c| c.version + 1),
-    };
+    if let Some(precondition) = precondition {
+        precondition.check(&key, current)?;
+    }
     Ok(Event {
         revision,
+        entry: Some(Entry::after(current, value, revision)),
         key,
-        entry: Some(entry),
     })
 }
 
-/// Plans deleting `key` as change `revision`. `Ok(None)` when the key is absent and `expected`
-/// allows that: nothing to do, and no revision is used.
+/// Plans deleting `key` as change `revision`. `Ok(None)` when the key is absent and
+/// `precondition` allows that: nothing to do, and no revision is used.
 pub fn plan_delete(
     current: Option<&Entry>,
     key: &str,
-    expected: ExpectedModRevision,
+    precondition: Option<Precondition>,
     revision: Revision,
 ) -> Result<Option<Event>, Error> {
-    check(key, expected, current)?;
+    if let Some(precondition) = precondition {
+        precondition.check(key, current)?;
+    }
     Ok(current.map(|_| Event {
         revision,
         key: key.to_owned(),
@@ -361,29 +333,17 @@ pub fn plan_delete(
     }))
 }
 
-fn check(key: &str, expected: ExpectedModRevision, current: Option<&Entry>) -> Result<(), Error> {
-    let current_mod_revision = current.map_or(0, |e| e.mod_revision);
-    match expected {
-        Some(want) if want != current_mod_revision => Err(Error::RevisionMismatch {
-            key: key.to_owned(),
-            expected: want,
-            current: current_mod_revision,
-        }),
-        _ => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value as Json};
 
     /// Plans and applies a put against `db`, as the store does.
     fn put(
         db: &mut Database,
         key: &str,
         value: Json,
-        expected: ExpectedModRevision,
+        expected: Option<Precondition>,
     ) -> Result<Event, Error> {
         let event = plan_put(
             db.get(key),
@@ -399,7 +359,7 @@ mod tests {
     fn delete(
         db: &mut Database,
         key: &str,
-        expected: ExpectedModRevision,
+        expected: Option<Precondition>,
     ) -> Result<Option<Event>, Error> {
         let event = plan_delete(db.get(key), key, expected, db.revision() + 1)?;
         if let Some(event) = &event {
@@ -493,8 +453,8 @@ mod tests {
     #[test]
     fn failed_preconditions_change_nothing() {
         let mut db = Database::default();
-        put(&mut db, "k", json!("x"), Some(0)).unwrap();
-        let err = put(&mut db, "k", json!("y"), Some(0)).unwrap_err();
+        put(&mut db, "k", json!("x"), Some(Precondition::Absent)).unwrap();
+        let err = put(&mut db, "k", json!("y"), Some(Precondition::Absent)).unwrap_err();
         assert!(matches!(
             err,
             Error::RevisionMismatch {
@@ -503,21 +463,25 @@ mod tests {
                 ..
             }
         ));
-        let err = delete(&mut db, "k", Some(7)).unwrap_err();
+        let err = delete(&mut db, "k", Some(Precondition::ModRevision(7))).unwrap_err();
         assert!(matches!(err, Error::RevisionMismatch { current: 1, .. }));
         assert_eq!(db.revision(), 1);
         assert_eq!(*db.get("k").unwrap().value, json!("x"));
         // A matching revision succeeds.
-        put(&mut db, "k", json!("z"), Some(1)).unwrap();
-        assert!(delete(&mut db, "k", Some(2)).unwrap().is_some());
+        put(&mut db, "k", json!("z"), Some(Precondition::ModRevision(1))).unwrap();
+        assert!(delete(&mut db, "k", Some(Precondition::ModRevision(2)))
+            .unwrap()
+            .is_some());
     }
 
     #[test]
     fn deleting_an_absent_key_uses_no_revision() {
         let mut db = Database::default();
         assert!(delete(&mut db, "nope", None).unwrap().is_none());
-        assert!(delete(&mut db, "nope", Some(0)).unwrap().is_none());
-        assert!(delete(&mut db, "nope", Some(3)).is_err());
+        assert!(delete(&mut db, "nope", Some(Precondition::Absent))
+            .unwrap()
+            .is_none());
+        assert!(delete(&mut db, "nope", Some(Precondition::ModRevision(3))).is_err());
         assert_eq!(db.revision(), 0);
     }
 

@@ -9,7 +9,8 @@ use std::time::Duration;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::database::Revision;
+use crate::revision::Revision;
+use crate::store_id::StoreId;
 
 /// The `ErrorInfo.domain` of every jsonkv error detail.
 pub const ERROR_DOMAIN: &str = "jsonkv.dev";
@@ -33,7 +34,7 @@ pub enum Error {
 
     /// A watch needs history that was already discarded.
     #[error("revision {requested} is no longer in history; the oldest available is {oldest}")]
-    Compacted {
+    NotInHistory {
         requested: Revision,
         oldest: Revision,
     },
@@ -56,14 +57,14 @@ pub enum Error {
     /// A request carried revisions of another store (`expected`): a watch's resume point or
     /// a `min_revision`. This server serves `actual`, whose revisions count other changes.
     #[error("this server serves store {actual}, but the request's revisions are store {expected}'s (the server restarted in memory, or its data was replaced), and mean nothing here: start again from this store (a watch from a snapshot, a read without that min_revision)")]
-    StoreMismatch { expected: String, actual: String },
+    StoreMismatch { expected: StoreId, actual: StoreId },
 
     /// A watch resumed past this store's revision on the embedded store, where every revision
     /// a watcher saw had been applied here: the store lost changes since (a data directory
     /// restored from a backup, say).
     #[error("store {store} is at revision {current}, but the watch had seen revision {seen}: the store lost changes since (its data was restored from an older copy?); resuming would skip changes; watch again from a snapshot")]
     StoreBehind {
-        store: String,
+        store: StoreId,
         seen: Revision,
         current: Revision,
     },
@@ -164,7 +165,7 @@ impl From<Error> for Status {
                 ErrorDetails::with_error_info(
                     "STORE_MISMATCH",
                     ERROR_DOMAIN,
-                    HashMap::from([("store_id".to_owned(), actual)]),
+                    HashMap::from([("store_id".to_owned(), actual.to_string())]),
                 ),
             ),
             Error::StoreBehind { store, current, .. } => Status::with_error_details(
@@ -174,14 +175,14 @@ impl From<Error> for Status {
                     "STORE_BEHIND",
                     ERROR_DOMAIN,
                     HashMap::from([
-                        ("store_id".to_owned(), store),
+                        ("store_id".to_owned(), store.to_string()),
                         ("current_revision".to_owned(), current.to_string()),
                     ]),
                 ),
             ),
-            Error::Compacted { requested, oldest } => compacted(message, requested, oldest),
+            Error::NotInHistory { requested, oldest } => not_in_history(message, requested, oldest),
             Error::WatcherLagged { delivered, oldest } | Error::ViewReset { delivered, oldest } => {
-                compacted(message, delivered + 1, oldest)
+                not_in_history(message, delivered + 1, oldest)
             }
             Error::ShuttingDown | Error::Storage(_) | Error::Unavailable(_) => {
                 Status::unavailable(message)
@@ -211,7 +212,7 @@ impl From<Error> for Status {
 }
 
 /// OUT_OF_RANGE, naming the oldest revision a new watch could start from.
-fn compacted(message: String, requested: Revision, oldest: Revision) -> Status {
+fn not_in_history(message: String, requested: Revision, oldest: Revision) -> Status {
     Status::with_error_details(
         Code::OutOfRange,
         message,

@@ -5,9 +5,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::database::{Event, Revision};
+use crate::database::Event;
 use crate::error::Error;
 use crate::hub::WatchTarget;
+use crate::revision::Revision;
 
 /// How much history is kept: at most `events` events, and fewer once their keys and values
 /// come to more than `bytes` (counted whether or not the map still shares a value, so the
@@ -82,11 +83,11 @@ impl HistoryRing {
         self.covered_from
     }
 
-    /// Every event matching `target` with revision >= `from`. `Compacted` if events at or
+    /// Every event matching `target` with revision >= `from`. `NotInHistory` if events at or
     /// after `from` may have been dropped.
     pub fn since(&self, from: Revision, target: &WatchTarget) -> Result<Vec<Arc<Event>>, Error> {
         if from < self.covered_from {
-            return Err(Error::Compacted {
+            return Err(Error::NotInHistory {
                 requested: from,
                 oldest: self.covered_from,
             });
@@ -104,7 +105,8 @@ impl HistoryRing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::database::{Doc, Entry};
+    use crate::database::Entry;
+    use crate::doc::Doc;
 
     fn event(revision: Revision, key: &str) -> Arc<Event> {
         Arc::new(Event {
@@ -191,11 +193,11 @@ mod tests {
         // The future is not an error: there is simply nothing yet.
         assert!(ring.since(9, &all).unwrap().is_empty());
         match ring.since(2, &all) {
-            Err(Error::Compacted {
+            Err(Error::NotInHistory {
                 requested: 2,
                 oldest: 3,
             }) => {}
-            other => panic!("expected Compacted, got {other:?}"),
+            other => panic!("expected NotInHistory, got {other:?}"),
         }
     }
 

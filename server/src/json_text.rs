@@ -3,7 +3,7 @@
 //! send) it checks it and keeps it, instead of building the document and writing it out again.
 //! [`check`] checks stored text the same way.
 //!
-//! Why: a stored value is its compact text (`database::Doc`). Parsing an insert's JSON into
+//! Why: a stored value is its compact text ([`crate::doc::Doc`]). Parsing an insert's JSON into
 //! a tree of allocations only to serialise it straight back cost more than the rest of the
 //! insert path in jsonkv's own code.
 

@@ -1,56 +1,64 @@
 //! jsonkv-server: a JSON key-value store served over gRPC, with revisions and lossless watches.
 //!
-//! Layout (storage up to the wire):
-//! - [`json_text`]: JSON text in the compact form stored; an insert already in it is kept as sent.
-//! - [`database`]: the `Database`, a `BTreeMap` of key -> JSON value with revision metadata,
-//!   and the global revision counter. Produces an `Event` per change.
-//! - [`history`]: `HistoryRing`, the bounded window of recent events for replay and catch-up.
-//! - [`hub`]: `WatchHub`, per-key and per-prefix `broadcast` senders.
-//! - [`storage`]: the `Storage` trait and its two implementations, memory and a checksummed
-//!   log with snapshots on disk.
-//! - [`commit`]: the commit pipeline: one thread persists queued changes in batches (group
-//!   commit) and then applies them.
-//! - [`etcd`]: the cluster backend (`--etcd`): writes and linearizable reads go to etcd, a
-//!   follower task applies etcd's events to the local view, and old resumes replay etcd's
-//!   history.
-//! - [`store`]: `Store`, the cheap-to-clone handle tying those together, and `Subscription`,
-//!   a watcher's gap-free, duplicate-free view of the events.
-//! - [`watch_stream`]: turns a `Subscription` into a gRPC response stream.
-//! - [`wire`]: request validation and conversion to protobuf messages.
+//! Layout, from the bottom up. A module uses only modules above it in this list (and `config`
+//! and `error`, which every layer may use):
+//! - [`config`]: settings, plain data. [`error`]: the one error type and its mapping to
+//!   `tonic::Status`.
+//! - [`revision`]: `Revision` and `Start`. [`store_id`]: `StoreId`, which store revisions
+//!   belong to.
+//! - [`json_text`]: JSON text in the compact form stored. [`doc`]: `Doc`, a stored document.
+//! - [`database`]: the `Database`, a `BTreeMap` of key -> JSON document with revision
+//!   metadata; `Entry`, `Event`, `Precondition` and how a change is planned.
+//! - [`hub`]: `WatchHub`, per-key and per-prefix `broadcast` senders, and `WatchTarget`.
+//!   [`history`]: `HistoryRing`, the bounded window of recent events.
+//! - [`view`]: `View`, the applied state every read and watch is served from, and the one way
+//!   changes enter it.
+//! - [`storage`]: the `Storage` trait (persistence) and its two implementations, memory and a
+//!   checksummed log with snapshots on disk.
+//! - [`backend`]: the `Backend` trait, who orders and stores writes, and its two
+//!   implementations: `embedded` (plan, commit thread, apply; on `storage`) and `etcd` (etcd
+//!   is the source of truth, followed into the view).
+//! - [`subscription`]: `Subscription`, a watcher's gap-free, duplicate-free view of the events.
+//! - [`store`]: `Store`, the cheap-to-clone handle: reads from the view, writes through the
+//!   backend, watches as subscriptions.
+//! - [`wire`]: request validation, proto fields into domain types, and response messages.
+//! - [`shutdown`]: the signal every stream listens to. [`progress_clock`]: when idle watches
+//!   get progress notices. [`watcher_limits`]: open watches counted and capped.
+//! - [`watch_stream`]: a `Subscription` as a gRPC response stream.
 //! - [`service`]: the `jsonkv.v1.JsonKv` implementation.
-//! - [`auth`]: bearer tokens with read/write roles.
-//! - [`watcher_limits`]: open watches counted and capped (per connection, in total).
-//! - [`method`]: the gRPC methods the server knows, for labels and log lines.
-//! - [`layers`]: the tower layers around every call: metrics, the request timeout, auth.
+//! - [`method`]: the gRPC methods the server knows. [`auth`]: tokens and roles. [`tls`]: the
+//!   TLS files. [`layers`]: the tower layers around every call (metrics, timeout, auth).
 //! - [`metrics`]: the Prometheus registry and `/metrics`.
-//! - [`tls`]: the TLS certificate, key and client CA, read into tonic's rustls config.
-//! - [`error`]: the error type and its one mapping to `tonic::Status`.
 //! - [`server`]: serving, health, reflection and graceful shutdown; [`RunningServer`].
-//! - [`config`], [`shutdown`]: settings, and the signal every stream listens to.
 //!
 //! A call passes, in order: the metrics layer, the timeout layer and the auth layer
 //! (`server.rs` stacks them), then the generated JsonKv server and [`service`].
 //!
-//! ARCHITECTURE.md at the repository root walks a request and a watch event through these.
+//! ARCHITECTURE.md at the repository root says what must always hold, and where.
 
 pub mod auth;
-pub mod commit;
+pub mod backend;
 pub mod config;
 pub mod database;
+pub mod doc;
 pub mod error;
-pub mod etcd;
 pub mod history;
 pub mod hub;
 pub mod json_text;
 pub mod layers;
 pub mod method;
 pub mod metrics;
+pub mod progress_clock;
+pub mod revision;
 pub mod server;
 pub mod service;
 pub mod shutdown;
 pub mod storage;
 pub mod store;
+pub mod store_id;
+pub mod subscription;
 pub mod tls;
+pub mod view;
 pub mod watch_stream;
 pub mod watcher_limits;
 pub mod wire;

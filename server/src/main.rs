@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use jsonkv_server::config::TlsFiles;
-use jsonkv_server::etcd::{EtcdConfig, EtcdTls, EtcdUser};
-use jsonkv_server::storage::SyncMode;
+use jsonkv_server::config::{
+    BackendConfig, DiskConfig, EtcdConfig, EtcdTls, EtcdUser, SyncMode, TlsFiles,
+};
 use jsonkv_server::{serve, Config, Listeners, Security, Store};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -40,7 +40,7 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Sync::Always)]
     sync: Sync,
     /// Size at which a log segment is sealed and may be compacted into a snapshot.
-    #[arg(long, default_value_t = Config::default().segment_bytes)]
+    #[arg(long, default_value_t = DiskConfig::new("").segment_bytes)]
     segment_bytes: u64,
     /// Run as one of several servers on an etcd cluster (comma-separated client URLs, e.g.
     /// `http://127.0.0.1:2379,http://127.0.0.1:22379`): etcd holds the data, this server a
@@ -169,26 +169,30 @@ impl TryFrom<Args> for Config {
     type Error = String;
 
     fn try_from(args: Args) -> Result<Config, String> {
-        let etcd = if args.etcd.is_empty() {
-            None
-        } else {
-            Some(EtcdConfig {
+        // clap refuses --etcd with --data-dir, --in-memory or --sync, so no setting is dropped.
+        let backend = if !args.etcd.is_empty() {
+            BackendConfig::Etcd(EtcdConfig {
                 endpoints: args.etcd,
                 prefix: args.etcd_prefix,
                 timeout: Duration::from_millis(args.etcd_timeout_ms),
                 tls: etcd_tls(args.etcd_ca, args.etcd_cert, args.etcd_key)?,
                 user: args.etcd_user.map(etcd_user).transpose()?,
             })
+        } else if args.in_memory {
+            BackendConfig::InMemory
+        } else {
+            BackendConfig::Disk(DiskConfig {
+                dir: args.data_dir,
+                sync: match args.sync {
+                    Sync::Always => SyncMode::Always,
+                    Sync::None => SyncMode::None,
+                },
+                segment_bytes: args.segment_bytes,
+            })
         };
         Ok(Config {
             listen: args.listen,
-            data_dir: (!args.in_memory).then_some(args.data_dir),
-            sync: match args.sync {
-                Sync::Always => SyncMode::Always,
-                Sync::None => SyncMode::None,
-            },
-            segment_bytes: args.segment_bytes,
-            etcd,
+            backend,
             revision_wait: Duration::from_millis(args.revision_wait_ms),
             history_size: args.history_size,
             history_bytes: args.history_bytes,
@@ -297,15 +301,15 @@ async fn run(config: Config) {
     };
     let auth = config.auth_tokens.is_some();
     let metrics = listeners.metrics.as_ref().and_then(|l| l.local_addr().ok());
-    match (&config.etcd, &config.data_dir) {
-        (Some(etcd), _) => {
+    match &config.backend {
+        BackendConfig::Etcd(etcd) => {
             let etcd_user = etcd.user.as_ref().map(|user| user.name.as_str());
             tracing::info!(%addr, etcd = %etcd.endpoints.join(","), prefix = %etcd.prefix, etcd_tls = etcd.tls.is_some(), ?etcd_user, tls, auth, ?metrics, "jsonkv-server listening (on etcd)")
         }
-        (None, Some(dir)) => {
-            tracing::info!(%addr, data_dir = %dir.display(), sync = ?config.sync, tls, auth, ?metrics, "jsonkv-server listening")
+        BackendConfig::Disk(disk) => {
+            tracing::info!(%addr, data_dir = %disk.dir.display(), sync = ?disk.sync, tls, auth, ?metrics, "jsonkv-server listening")
         }
-        (None, None) => {
+        BackendConfig::InMemory => {
             tracing::info!(%addr, tls, auth, ?metrics, "jsonkv-server listening (in memory: nothing is persisted)")
         }
     }

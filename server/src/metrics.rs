@@ -1,6 +1,6 @@
-//! Prometheus metrics, all named `jsonkv_*`: what is measured ([`Metrics`]), registered with
-//! the layer that counts and times every gRPC call ([`crate::layers::metrics`]), and the
-//! `/metrics` endpoint that `--metrics-listen` serves ([`serve`]).
+//! Prometheus metrics, all named `jsonkv_*`: one registry per server ([`Metrics`]), filled
+//! from the parts that measure, and the `/metrics` endpoint that `--metrics-listen` serves
+//! ([`serve`]).
 //!
 //! | Metric | Type | Labels |
 //! |---|---|---|
@@ -10,21 +10,20 @@
 //! | `jsonkv_watch_events_delivered_total` | counter: events handed to watch streams | |
 //! | `jsonkv_watch_catch_ups_total` | counter: times a lagging watcher caught up from history | |
 //! | `jsonkv_watch_overflows_total` | counter: watches ended because they fell behind history | |
-//! | `jsonkv_storage_append_duration_seconds` | histogram: writing (and fsyncing) one batch | |
-//! | `jsonkv_storage_batch_events` | histogram: changes per batch (group commit) | |
+//! | `jsonkv_storage_append_duration_seconds` | histogram: writing (and fsyncing) one batch (embedded store) | |
+//! | `jsonkv_storage_batch_events` | histogram: changes per batch, group commit (embedded store) | |
 //! | `jsonkv_source_up` | gauge: 1 while the source of truth is reachable (on etcd: the follower's watch is up; always 1 on the embedded store) | |
 
 use std::future::Future;
-use std::sync::{Arc, LazyLock};
-use std::time::Duration;
+use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::layers::metrics::{CallMetrics, MetricsLayer};
 use crate::store::Store;
@@ -56,35 +55,10 @@ impl WatchCounters {
     }
 }
 
-/// Storage timings. Process-wide: the commit thread that records them is started by the store,
-/// which knows nothing of servers (the binary runs one store).
-pub struct StorageMetrics {
-    append: Histogram,
-    batch: Histogram,
-}
-
-static STORAGE: LazyLock<StorageMetrics> = LazyLock::new(|| StorageMetrics {
-    // 50 µs .. ~1.6 s: an fsync is anywhere from tens of microseconds to seconds.
-    append: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
-    batch: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
-});
-
-/// The process's storage metrics.
-pub fn storage() -> &'static StorageMetrics {
-    &STORAGE
-}
-
-impl StorageMetrics {
-    /// One batch of `events` changes took `elapsed` to store.
-    pub fn record_append(&self, elapsed: Duration, events: usize) {
-        self.append.observe(elapsed.as_secs_f64());
-        self.batch.observe(events as f64);
-    }
-}
-
 impl Metrics {
-    /// Metrics for a server of `store`, whose watches `watchers` counts.
-    pub fn new(store: Store, watchers: WatcherLimits) -> Metrics {
+    /// Metrics for a server of `store`, whose watches `watchers` counts. Takes from the store
+    /// only the measurements it shares, never the store itself.
+    pub fn new(store: &Store, watchers: WatcherLimits) -> Metrics {
         let calls = CallMetrics::default();
         let watch = WatchCounters::default();
         let mut registry = Registry::default();
@@ -100,16 +74,26 @@ impl Metrics {
             watch.overflows.clone(),
         );
         registry.register(
-            "jsonkv_storage_append_duration_seconds",
-            "Time to write one batch of changes to storage, fsync included when syncing",
-            STORAGE.append.clone(),
+            "jsonkv_watch_catch_ups",
+            "Times a watcher that lagged behind the writers caught up from history",
+            store.catch_ups_counter(),
         );
-        registry.register(
-            "jsonkv_storage_batch_events",
-            "Changes per storage batch (writes that shared one write and fsync)",
-            STORAGE.batch.clone(),
-        );
-        registry.register_collector(Box::new(Live { store, watchers }));
+        if let Some(stats) = store.commit_stats() {
+            registry.register(
+                "jsonkv_storage_append_duration_seconds",
+                "Time to write one batch of changes to storage, fsync included when syncing",
+                stats.append.clone(),
+            );
+            registry.register(
+                "jsonkv_storage_batch_events",
+                "Changes per storage batch (writes that shared one write and fsync)",
+                stats.batch.clone(),
+            );
+        }
+        registry.register_collector(Box::new(Live {
+            reachable: store.reachable(),
+            watchers,
+        }));
         Metrics {
             registry: Arc::new(registry),
             calls,
@@ -136,15 +120,10 @@ impl Metrics {
 }
 
 /// Values read from their owners at scrape time rather than kept twice.
+#[derive(Debug)]
 struct Live {
-    store: Store,
+    reachable: watch::Receiver<bool>,
     watchers: WatcherLimits,
-}
-
-impl std::fmt::Debug for Live {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Live").finish_non_exhaustive()
-    }
 }
 
 impl Collector for Live {
@@ -156,19 +135,12 @@ impl Collector for Live {
             None,
             active.metric_type(),
         )?)?;
-        let up = ConstGauge::new(i64::from(*self.store.reachable().borrow()));
+        let up = ConstGauge::new(i64::from(*self.reachable.borrow()));
         up.encode(encoder.encode_descriptor(
             "jsonkv_source_up",
             "1 while the source of truth (etcd, when the server runs on it) is reachable",
             None,
             up.metric_type(),
-        )?)?;
-        let catch_ups = ConstCounter::new(self.store.catch_ups());
-        catch_ups.encode(encoder.encode_descriptor(
-            "jsonkv_watch_catch_ups",
-            "Times a watcher that lagged behind the writers caught up from history",
-            None,
-            catch_ups.metric_type(),
         )?)?;
         Ok(())
     }

@@ -146,7 +146,7 @@ pub async fn serve(
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let watchers = WatcherLimits::new(&config);
-    let metrics = Metrics::new(store.clone(), watchers.clone());
+    let metrics = Metrics::new(&store, watchers.clone());
     // The endpoint stops when told to at the end, or when this future ends early or is
     // dropped: either way the sender goes, and with it the endpoint.
     let (stop_metrics, metrics_stopped) = oneshot::channel::<()>();

@@ -11,12 +11,14 @@ use tonic::metadata::AsciiMetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::config::Config;
+use crate::database::Precondition;
 use crate::error::Error;
 use crate::hub::WatchTarget;
 use crate::metrics::WatchCounters;
+use crate::progress_clock::ProgressClock;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
-use crate::watch_stream::{watch_stream, ProgressClock, WatchStream};
+use crate::watch_stream::{watch_stream, WatchStream};
 use crate::watcher_limits::WatcherLimits;
 use crate::wire::{self, Limits};
 
@@ -46,7 +48,7 @@ impl JsonKvService {
     ) -> Self {
         JsonKvService {
             progress: ProgressClock::start(&store, config.progress_interval, shutdown.clone()),
-            store_id: AsciiMetadataValue::try_from(store.id())
+            store_id: AsciiMetadataValue::try_from(store.id().as_str())
                 .expect("store identities are letters, digits and dashes"),
             store,
             limits: Limits::from(config),
@@ -60,7 +62,8 @@ impl JsonKvService {
         self.limits.key(&req.key)?;
         let encoding = wire::encoding(req.value_encoding)?;
         let min_revision = wire::min_revision(req.min_revision)?;
-        self.store.check_floor(&req.store_id, min_revision)?;
+        self.store
+            .check_floor(wire::store_id(&req.store_id)?.as_ref(), min_revision)?;
         self.store.wait_for(min_revision).await?;
         let (entry, revision) = if req.linearizable {
             self.store.get_linearizable(&req.key).await?
@@ -79,9 +82,9 @@ impl JsonKvService {
     async fn insert(&self, req: pb::InsertRequest) -> Result<pb::InsertResponse, Error> {
         self.limits.key(&req.key)?;
         let encoding = wire::encoding(req.value_encoding)?;
-        let expected = wire::expected_mod_revision(req.expected_mod_revision)?;
+        let precondition = wire::precondition(req.expected_mod_revision)?;
         let value = self.limits.value(req.new_value)?;
-        let change = self.store.put(req.key, value, expected).await?;
+        let change = self.store.put(req.key, value, precondition).await?;
         let entry = change
             .event
             .entry
@@ -101,8 +104,8 @@ impl JsonKvService {
     async fn delete(&self, req: pb::DeleteRequest) -> Result<pb::DeleteResponse, Error> {
         self.limits.key(&req.key)?;
         let encoding = wire::encoding(req.value_encoding)?;
-        let expected = wire::expected_mod_revision(req.expected_mod_revision)?;
-        match self.store.delete(&req.key, expected).await? {
+        let precondition = wire::precondition(req.expected_mod_revision)?;
+        match self.store.delete(&req.key, precondition).await? {
             Some(change) => Ok(pb::DeleteResponse {
                 revision: change.event.revision,
                 previous: change
@@ -112,11 +115,13 @@ impl JsonKvService {
                 deleted: true,
             }),
             // Absent, and the caller said that is fine: "only if absent" or allow_missing.
-            None if expected == Some(0) || req.allow_missing => Ok(pb::DeleteResponse {
-                revision: self.store.revision(),
-                previous: None,
-                deleted: false,
-            }),
+            None if precondition == Some(Precondition::Absent) || req.allow_missing => {
+                Ok(pb::DeleteResponse {
+                    revision: self.store.revision(),
+                    previous: None,
+                    deleted: false,
+                })
+            }
             None => Err(Error::NotFound(req.key)),
         }
     }
@@ -127,7 +132,8 @@ impl JsonKvService {
         let page_size = wire::page_size(req.page_size)?;
         let after = wire::decode_page_token(&req.page_token, &req.prefix)?;
         let min_revision = wire::min_revision(req.min_revision)?;
-        self.store.check_floor(&req.store_id, min_revision)?;
+        self.store
+            .check_floor(wire::store_id(&req.store_id)?.as_ref(), min_revision)?;
         self.store.wait_for(min_revision).await?;
         let page = if req.linearizable {
             self.store
@@ -174,11 +180,12 @@ impl JsonKvService {
             WatchTarget::Prefix(prefix) => self.limits.prefix(prefix)?,
         }
         let encoding = wire::encoding(value_encoding)?;
-        let start = wire::start_revision(start_revision)?;
+        let start = wire::start(start_revision)?;
         let min_revision = wire::min_revision(min_revision)?;
+        let store_id = wire::store_id(store_id)?;
         // Before waiting for `min_revision`: on a store that lost changes it would never come.
-        self.store.check_resume(store_id, start)?;
-        self.store.check_floor(store_id, min_revision)?;
+        self.store.check_resume(store_id.as_ref(), start)?;
+        self.store.check_floor(store_id.as_ref(), min_revision)?;
         let permit = self.watchers.acquire(peer)?;
         self.store.wait_for(min_revision).await?;
         let sub = self.store.watch(target, start)?;

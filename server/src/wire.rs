@@ -1,6 +1,7 @@
 //! The boundary between protobuf messages and the store's types: request validation (every
-//! INVALID_ARGUMENT the service returns is decided here) and conversion of entries and events
-//! into response messages.
+//! INVALID_ARGUMENT the service returns is decided here), proto fields turned into domain types
+//! once ([`Start`], [`Precondition`], [`StoreId`]), and entries and events turned into response
+//! messages.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -9,8 +10,11 @@ use jsonkv::value;
 use prost::Message as _;
 
 use crate::config::Config;
-use crate::database::{Doc, Entry, Event, Revision};
+use crate::database::{Entry, Event, Precondition};
+use crate::doc::Doc;
 use crate::error::Error;
+use crate::revision::{Revision, Start};
+use crate::store_id::StoreId;
 
 /// The input limits that validation enforces.
 #[derive(Debug, Clone, Copy)]
@@ -96,24 +100,41 @@ pub fn encoding(raw: i32) -> Result<ValueEncoding, Error> {
         .map_err(|_| Error::invalid("value_encoding", format!("unknown value encoding {raw}")))
 }
 
-pub fn expected_mod_revision(raw: Option<i64>) -> Result<Option<Revision>, Error> {
+/// A write's `expected_mod_revision`: unset, no condition; 0, the key must be absent;
+/// otherwise the key's mod revision must be exactly that.
+pub fn precondition(raw: Option<i64>) -> Result<Option<Precondition>, Error> {
     match raw {
+        None => Ok(None),
+        Some(0) => Ok(Some(Precondition::Absent)),
         Some(r) if r < 0 => Err(Error::invalid(
             "expected_mod_revision",
             format!("expected_mod_revision must not be negative, got {r}"),
         )),
-        other => Ok(other),
+        Some(r) => Ok(Some(Precondition::ModRevision(r))),
     }
 }
 
-pub fn start_revision(raw: i64) -> Result<Revision, Error> {
-    if raw < 0 {
-        return Err(Error::invalid(
+/// A watch's `start_revision`: 0, a snapshot; otherwise every change from that revision on.
+pub fn start(raw: i64) -> Result<Start, Error> {
+    match raw {
+        0 => Ok(Start::Snapshot),
+        r if r < 0 => Err(Error::invalid(
             "start_revision",
-            format!("start_revision must not be negative, got {raw}"),
-        ));
+            format!("start_revision must not be negative, got {r}"),
+        )),
+        r => Ok(Start::From(r)),
     }
-    Ok(raw)
+}
+
+/// The store a request's revisions belong to (the `jsonkv-store-id` header a response
+/// carried); empty names none. Never quoted back: it may be anything a client sent.
+pub fn store_id(raw: &str) -> Result<Option<StoreId>, Error> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    StoreId::parse(raw)
+        .map(Some)
+        .map_err(|why| Error::invalid("store_id", format!("store_id is invalid: {why}")))
 }
 
 /// A read's or watch's `min_revision`: 0 (no wait) or a revision to wait for.
@@ -201,7 +222,7 @@ pub fn key_value(
         match encoding {
             ValueEncoding::Json => kv.value_json = entry.value.text().to_owned(),
             ValueEncoding::Unspecified | ValueEncoding::Struct => {
-                kv.value = Some(value::to_proto(&entry.value))
+                kv.value = Some(value::to_proto(entry.value.json()))
             }
         }
     }

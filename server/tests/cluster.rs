@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::*;
 use jsonkv::pb;
-use jsonkv_server::etcd::EtcdConfig;
+use jsonkv_server::config::{BackendConfig, EtcdConfig};
 use jsonkv_server::{Config, RunningServer};
 use jsonkv_testkit::{unique_prefix, EtcdCluster};
 use tokio::net::{TcpListener, TcpStream};
@@ -28,7 +28,7 @@ use tonic::Code;
 /// tests see UNAVAILABLE quickly.
 fn cluster_config(endpoints: Vec<String>, prefix: &str) -> Config {
     Config {
-        etcd: Some(EtcdConfig {
+        backend: BackendConfig::Etcd(EtcdConfig {
             endpoints,
             prefix: prefix.to_owned(),
             timeout: Duration::from_secs(2),

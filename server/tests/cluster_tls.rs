@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use jsonkv::pb;
-use jsonkv_server::etcd::{EtcdConfig, EtcdTls, EtcdUser};
+use jsonkv_server::config::{BackendConfig, EtcdConfig, EtcdTls, EtcdUser};
 use jsonkv_server::{Config, RunningServer};
 use jsonkv_testkit::etcd_client::Permission;
 use jsonkv_testkit::{unique_prefix, EtcdCluster, EtcdTlsFiles};
@@ -35,7 +35,7 @@ fn etcd_tls(files: &EtcdTlsFiles) -> EtcdTls {
 /// A server config on `cluster` under a prefix of its own, with `tls` and `user`.
 fn config_on(cluster: &EtcdCluster, tls: Option<EtcdTls>, user: Option<EtcdUser>) -> Config {
     Config {
-        etcd: Some(EtcdConfig {
+        backend: BackendConfig::Etcd(EtcdConfig {
             endpoints: cluster.endpoints(),
             prefix: unique_prefix(),
             timeout: ETCD_TIMEOUT,
@@ -91,7 +91,7 @@ async fn writes_reads_and_watches_go_through_tls_with_a_client_certificate() {
         .iter()
         .all(|e| e.starts_with("https://")));
     let config = config_on(&cluster, Some(etcd_tls(&files)), None);
-    let prefix = config.etcd.as_ref().unwrap().prefix.clone();
+    let prefix = etcd_of(&mut config.clone()).prefix.clone();
     let (_server, mut client) = start(config).await;
 
     let mut watch = watch_prefix(&mut client, "", 0).await.expect("watch opens");
@@ -181,7 +181,7 @@ async fn an_etcd_endpoint_that_never_answers_the_handshake_fails_start_up_within
     let client = pki.client("jsonkv");
     for user in [None, root("secret")] {
         let config = Config {
-            etcd: Some(EtcdConfig {
+            backend: BackendConfig::Etcd(EtcdConfig {
                 endpoints: vec![endpoint.clone()],
                 timeout: ETCD_TIMEOUT,
                 tls: Some(EtcdTls {
@@ -208,7 +208,7 @@ async fn tls_settings_that_cannot_work_are_refused_before_connecting() {
         client: Some((client.cert.clone(), client.key.clone())),
     };
     let with = |endpoints: &[&str], tls: Option<EtcdTls>| Config {
-        etcd: Some(EtcdConfig {
+        backend: BackendConfig::Etcd(EtcdConfig {
             endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
             timeout: ETCD_TIMEOUT,
             tls,
@@ -273,7 +273,7 @@ async fn with_etcd_auth_the_right_password_serves_and_a_wrong_one_fails_start_up
     let tls = etcd_tls(&cluster.tls_files().unwrap());
     // As an operator would: a user of jsonkv's own, allowed only its prefix.
     let config = config_on(&cluster, Some(tls), None);
-    let prefix = config.etcd.as_ref().unwrap().prefix.clone();
+    let prefix = etcd_of(&mut config.clone()).prefix.clone();
     let mut admin = cluster.client().await;
     admin.role_add("jsonkv").await.expect("role add");
     let prefix_only = Permission::read_write(prefix).with_prefix();
@@ -291,7 +291,7 @@ async fn with_etcd_auth_the_right_password_serves_and_a_wrong_one_fails_start_up
         .expect("grant role");
     let as_jsonkv = |password: &str| {
         let mut config = config.clone();
-        config.etcd.as_mut().unwrap().user = Some(EtcdUser {
+        etcd_of(&mut config).user = Some(EtcdUser {
             name: "jsonkv".into(),
             password: password.into(),
         });
@@ -462,5 +462,13 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// The etcd settings of a config made by `config_on`.
+fn etcd_of(config: &mut Config) -> &mut EtcdConfig {
+    match &mut config.backend {
+        BackendConfig::Etcd(etcd) => etcd,
+        other => panic!("not on etcd: {other:?}"),
     }
 }

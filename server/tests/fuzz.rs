@@ -17,8 +17,10 @@ use std::sync::Arc;
 
 use jsonkv::pb::insert_request::NewValue;
 use jsonkv::value::{from_proto, parse_json_text, to_json_text, to_proto, ValueError};
+use jsonkv_server::config::{DiskConfig, SyncMode};
 use jsonkv_server::database::{Entry, Event};
-use jsonkv_server::storage::{DiskStorage, Storage, SyncMode};
+use jsonkv_server::doc::Doc;
+use jsonkv_server::storage::{DiskStorage, Recovered, Storage};
 use jsonkv_server::wire::{self, Limits};
 use jsonkv_server::Error;
 use proptest::prelude::*;
@@ -145,8 +147,8 @@ proptest! {
         let limits = limits();
         match limits.value(Some(NewValue::ValueJson(text.clone()))) {
             Ok(doc) => {
-                prop_assert_eq!(Ok(doc.clone()), parse_json_text(&text));
-                prop_assert!(to_json_text(&doc).len() <= 256);
+                prop_assert_eq!(Ok(doc.json().clone()), parse_json_text(&text));
+                prop_assert!(doc.text().len() <= 256);
             }
             Err(err) => {
                 prop_assert!(is_invalid_argument(&err));
@@ -160,7 +162,7 @@ proptest! {
     #[test]
     fn protobuf_values_are_converted_and_measured(value in proto()) {
         match limits().value(Some(NewValue::Value(value.clone()))) {
-            Ok(doc) => prop_assert!(to_json_text(&doc).len() <= 256),
+            Ok(doc) => prop_assert!(doc.text().len() <= 256),
             Err(err) => {
                 prop_assert!(is_invalid_argument(&err));
                 if let Ok(doc) = from_proto(&value) {
@@ -192,10 +194,10 @@ proptest! {
         m in any::<i32>(),
         expected in any::<Option<i64>>(),
     ) {
-        prop_assert_eq!(wire::start_revision(n).is_ok(), n >= 0);
+        prop_assert_eq!(wire::start(n).is_ok(), n >= 0);
         prop_assert_eq!(wire::page_size(m).is_ok(), m >= 0);
         prop_assert_eq!(
-            wire::expected_mod_revision(expected).is_ok(),
+            wire::precondition(expected).is_ok(),
             expected.is_none_or(|e| e >= 0)
         );
         prop_assert_eq!(wire::encoding(m).is_ok(), (0..=2).contains(&m));
@@ -285,9 +287,16 @@ fn frames() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
-fn recover(dir: &Path) -> Result<jsonkv_server::storage::Recovered, Error> {
-    let mut storage = DiskStorage::open(dir, SyncMode::None, 1 << 30)?;
-    storage.recover()
+fn storage(dir: &Path) -> Result<DiskStorage, Error> {
+    DiskStorage::open(&DiskConfig {
+        sync: SyncMode::None,
+        segment_bytes: 1 << 30,
+        ..DiskConfig::new(dir)
+    })
+}
+
+fn recover(dir: &Path) -> Result<Recovered, Error> {
+    storage(dir)?.recover()
 }
 
 fn put_event(revision: i64, key: &str, value: Json) -> Arc<Event> {
@@ -295,7 +304,7 @@ fn put_event(revision: i64, key: &str, value: Json) -> Arc<Event> {
         revision,
         key: key.into(),
         entry: Some(Entry {
-            value: Arc::new(jsonkv_server::database::Doc::new(value)),
+            value: Arc::new(Doc::new(value)),
             create_revision: revision,
             mod_revision: revision,
             version: 1,
@@ -305,7 +314,7 @@ fn put_event(revision: i64, key: &str, value: Json) -> Arc<Event> {
 
 /// Writes `events` through real storage and returns the path of the one log segment.
 fn write_log(dir: &Path, events: &[Arc<Event>]) -> PathBuf {
-    let mut storage = DiskStorage::open(dir, SyncMode::None, 1 << 30).unwrap();
+    let mut storage = storage(dir).unwrap();
     storage.recover().unwrap();
     for batch in events.chunks(3) {
         storage.append(batch).unwrap();

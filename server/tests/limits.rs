@@ -15,6 +15,7 @@ use blackhole::BlackHole;
 use common::{config, connect, next, put, start, watch_key, watch_prefix, within, Seen};
 use jsonkv::pb;
 use jsonkv_server::storage::{Recovered, Storage};
+use jsonkv_server::store_id::StoreId;
 use jsonkv_server::{Config, Error, RunningServer, Store};
 use tonic::Code;
 
@@ -166,7 +167,7 @@ struct StallingStorage {
 
 impl Storage for StallingStorage {
     fn recover(&mut self) -> Result<Recovered, Error> {
-        Ok(Recovered::default())
+        Ok(Recovered::empty(StoreId::random()))
     }
 
     fn append(&mut self, _events: &[Arc<jsonkv_server::database::Event>]) -> Result<(), Error> {

@@ -7,6 +7,7 @@ mod prom;
 
 use common::{config, connect, next, put, start, watch_key, within, Seen};
 use jsonkv::pb;
+use jsonkv_server::config::{BackendConfig, DiskConfig};
 use jsonkv_server::{Config, RunningServer};
 use prom::{scrape, value, wait_for};
 use tonic::{Code, Request};
@@ -27,7 +28,7 @@ async fn calls_watchers_events_and_storage_are_measured() {
     // On disk: an in-memory store applies writes without storage appends to measure.
     let dir = tempfile::tempdir().unwrap();
     let disk = jsonkv_server::Config {
-        data_dir: Some(dir.path().to_owned()),
+        backend: BackendConfig::Disk(DiskConfig::new(dir.path().to_owned())),
         ..config()
     };
     let (server, mut client) = start(with_metrics(disk)).await;

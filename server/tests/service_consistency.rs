@@ -142,7 +142,7 @@ async fn a_min_revision_of_another_store_is_refused_at_once(backend: Backend) {
         .to_str()
         .unwrap()
         .to_owned();
-    assert_eq!(store, server.store().id());
+    assert_eq!(store, server.store().id().as_str());
     let written = response.into_inner().revision;
     let deleted = client
         .delete(pb::DeleteRequest {

@@ -7,17 +7,41 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use jsonkv_server::database::{Event, Revision};
-use jsonkv_server::etcd::EtcdConfig;
+use jsonkv_server::config::{BackendConfig, DiskConfig, EtcdConfig, SyncMode};
+use jsonkv_server::database::{Event, Precondition};
 use jsonkv_server::hub::WatchTarget;
-use jsonkv_server::storage::{DiskStorage, MemoryStorage, Recovered, Storage, SyncMode};
-use jsonkv_server::store::WatchStart;
+use jsonkv_server::revision::{Revision, Start};
+use jsonkv_server::storage::{DiskStorage, MemoryStorage, Recovered, Storage};
+use jsonkv_server::store_id::StoreId;
+use jsonkv_server::subscription::Opening;
 use jsonkv_server::{Config, Error, Store};
 use serde_json::{json, Value};
 
+/// A config on disk in `dir`, or in memory without one.
 fn config(dir: Option<&Path>) -> Config {
     Config {
-        data_dir: dir.map(Path::to_owned),
+        backend: match dir {
+            Some(dir) => BackendConfig::Disk(DiskConfig::new(dir)),
+            None => BackendConfig::InMemory,
+        },
+        ..Config::default()
+    }
+}
+
+/// A config on disk in `dir`, with its disk settings changed by `change`.
+fn on_disk(dir: &Path, change: impl FnOnce(&mut DiskConfig)) -> Config {
+    let mut disk = DiskConfig::new(dir);
+    change(&mut disk);
+    Config {
+        backend: BackendConfig::Disk(disk),
+        ..Config::default()
+    }
+}
+
+/// A config on etcd, as `etcd` says.
+fn on_etcd(etcd: EtcdConfig) -> Config {
+    Config {
+        backend: BackendConfig::Etcd(etcd),
         ..Config::default()
     }
 }
@@ -31,9 +55,11 @@ fn revisions(events: &[Arc<Event>]) -> Vec<Revision> {
 /// revisions of the four changes made, for the embedded stores to check they count from 1.
 async fn behaviour_suite(store: Store) -> Vec<Revision> {
     let base = store.revision();
-    let mut sub = store.watch(WatchTarget::Prefix("s/".into()), 0).unwrap();
-    match sub.take_start() {
-        Some(WatchStart::Snapshot { revision, entries }) => {
+    let mut sub = store
+        .watch(WatchTarget::Prefix("s/".into()), Start::Snapshot)
+        .unwrap();
+    match sub.take_opening() {
+        Some(Opening::Snapshot { revision, entries }) => {
             assert_eq!(revision, base);
             assert!(entries.is_empty());
         }
@@ -41,7 +67,7 @@ async fn behaviour_suite(store: Store) -> Vec<Revision> {
     }
 
     let r1 = store
-        .put("s/a".into(), json!({"n": 1}), Some(0))
+        .put("s/a".into(), json!({"n": 1}), Some(Precondition::Absent))
         .await
         .unwrap()
         .event
@@ -53,13 +79,17 @@ async fn behaviour_suite(store: Store) -> Vec<Revision> {
         .event
         .revision;
     let change = store
-        .put("s/a".into(), json!({"n": 2}), Some(r1))
+        .put(
+            "s/a".into(),
+            json!({"n": 2}),
+            Some(Precondition::ModRevision(r1)),
+        )
         .await
         .unwrap();
     let r3 = change.event.revision;
-    assert_eq!(*change.previous.unwrap().value, json!({"n": 1}));
+    assert_eq!(*change.previous.unwrap().value.json(), json!({"n": 1}));
     let err = store
-        .put("s/a".into(), json!(0), Some(r1))
+        .put("s/a".into(), json!(0), Some(Precondition::ModRevision(r1)))
         .await
         .unwrap_err();
     assert_eq!(
@@ -70,7 +100,10 @@ async fn behaviour_suite(store: Store) -> Vec<Revision> {
             current: r3
         }
     );
-    let err = store.delete("s/a", Some(r1)).await.unwrap_err();
+    let err = store
+        .delete("s/a", Some(Precondition::ModRevision(r1)))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::RevisionMismatch { current, .. } if current == r3));
     let r4 = store
         .delete("s/b", None)
@@ -80,7 +113,11 @@ async fn behaviour_suite(store: Store) -> Vec<Revision> {
         .event
         .revision;
     assert!(store.delete("s/b", None).await.unwrap().is_none());
-    assert!(store.delete("s/b", Some(0)).await.unwrap().is_none());
+    assert!(store
+        .delete("s/b", Some(Precondition::Absent))
+        .await
+        .unwrap()
+        .is_none());
     assert!(
         base < r1 && r1 < r2 && r2 < r3 && r3 < r4,
         "{base} {r1} {r2} {r3} {r4}"
@@ -91,7 +128,7 @@ async fn behaviour_suite(store: Store) -> Vec<Revision> {
     let (a, _) = store.get("s/a");
     let a = a.unwrap();
     assert_eq!((a.create_revision, a.mod_revision, a.version), (r1, r3, 2));
-    assert_eq!(*a.value, json!({"n": 2}));
+    assert_eq!(*a.value.json(), json!({"n": 2}));
     assert!(store.get("s/b").0.is_none());
     let page = store.list("s/", None, 10);
     assert_eq!(page.entries.len(), 1);
@@ -107,9 +144,11 @@ async fn behaviour_suite(store: Store) -> Vec<Revision> {
     }
     assert_eq!(seen, [r1, r2, r3, r4]);
 
-    let mut replay = store.watch(WatchTarget::Prefix("s/".into()), r2).unwrap();
-    match replay.take_start() {
-        Some(WatchStart::Replay { events }) => assert_eq!(revisions(&events), [r2, r3, r4]),
+    let mut replay = store
+        .watch(WatchTarget::Prefix("s/".into()), Start::From(r2))
+        .unwrap();
+    match replay.take_opening() {
+        Some(Opening::Events(events)) => assert_eq!(revisions(&events), [r2, r3, r4]),
         other => panic!("expected a replay, got {other:?}"),
     }
     seen
@@ -117,25 +156,22 @@ async fn behaviour_suite(store: Store) -> Vec<Revision> {
 
 #[tokio::test]
 async fn behaviour_in_memory() {
-    let revisions = behaviour_suite(Store::new(&config(None))).await;
+    let revisions = behaviour_suite(Store::in_memory(&config(None))).await;
     assert_eq!(revisions, [1, 2, 3, 4]);
 }
 
 #[tokio::test]
 async fn behaviour_on_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let revisions = behaviour_suite(Store::from_config(&config(Some(dir.path()))).unwrap()).await;
+    let revisions = behaviour_suite(Store::start(&config(Some(dir.path()))).await.unwrap()).await;
     assert_eq!(revisions, [1, 2, 3, 4]);
 }
 
 #[tokio::test]
 async fn behaviour_on_disk_without_fsync() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = Config {
-        sync: SyncMode::None,
-        ..config(Some(dir.path()))
-    };
-    let revisions = behaviour_suite(Store::from_config(&cfg).unwrap()).await;
+    let cfg = on_disk(dir.path(), |disk| disk.sync = SyncMode::None);
+    let revisions = behaviour_suite(Store::start(&cfg).await.unwrap()).await;
     assert_eq!(revisions, [1, 2, 3, 4]);
 }
 
@@ -146,9 +182,7 @@ async fn behaviour_on_etcd() {
     // care.
     let mut client = etcd.client().await;
     client.put("/elsewhere", "x", None).await.unwrap();
-    let store = Store::connect_etcd(&config(None), &etcd_config(etcd))
-        .await
-        .unwrap();
+    let store = Store::start(&on_etcd(etcd_config(etcd))).await.unwrap();
     behaviour_suite(store).await;
 }
 
@@ -175,7 +209,7 @@ async fn foreign_values_under_the_prefix_on_etcd() {
             .await
             .unwrap();
     }
-    let store = Store::connect_etcd(&config(None), &cfg).await.unwrap();
+    let store = Store::start(&on_etcd(cfg)).await.unwrap();
     for key in ["loaded-bad", "loaded-surrogate", "loaded-deep"] {
         assert!(store.get(key).0.is_none(), "{key}");
     }
@@ -184,8 +218,10 @@ async fn foreign_values_under_the_prefix_on_etcd() {
         "{ \"a\": [1, 2] }"
     );
 
-    let mut sub = store.watch(WatchTarget::Prefix(String::new()), 0).unwrap();
-    sub.take_start();
+    let mut sub = store
+        .watch(WatchTarget::Prefix(String::new()), Start::Snapshot)
+        .unwrap();
+    sub.take_opening();
     client
         .put(format!("{prefix}late-bad"), vec![0xff, 0xfe], None)
         .await
@@ -219,8 +255,10 @@ async fn foreign_values_under_the_prefix_on_etcd() {
 /// thread; this is what keeps the two from overtaking each other.
 async fn watched_and_unwatched_writers_stay_in_revision_order(store: Store) {
     const PER_WRITER: i64 = 300;
-    let mut hot = store.watch(WatchTarget::Key("hot".into()), 0).unwrap();
-    hot.take_start();
+    let mut hot = store
+        .watch(WatchTarget::Key("hot".into()), Start::Snapshot)
+        .unwrap();
+    hot.take_opening();
     let writers: Vec<_> = (0..4)
         .map(|w| {
             let store = store.clone();
@@ -241,9 +279,11 @@ async fn watched_and_unwatched_writers_stay_in_revision_order(store: Store) {
     }
     let total = 4 * PER_WRITER;
     assert_eq!(store.revision(), total);
-    let mut all = store.watch(WatchTarget::Prefix(String::new()), 1).unwrap();
-    match all.take_start() {
-        Some(WatchStart::Replay { events }) => {
+    let mut all = store
+        .watch(WatchTarget::Prefix(String::new()), Start::From(1))
+        .unwrap();
+    match all.take_opening() {
+        Some(Opening::Events(events)) => {
             assert_eq!(revisions(&events), (1..=total).collect::<Vec<_>>());
         }
         other => panic!("expected a replay, got {other:?}"),
@@ -270,13 +310,13 @@ async fn watched_and_unwatched_writers_stay_in_revision_order(store: Store) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordering_in_memory() {
-    watched_and_unwatched_writers_stay_in_revision_order(Store::new(&config(None))).await;
+    watched_and_unwatched_writers_stay_in_revision_order(Store::in_memory(&config(None))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordering_on_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::from_config(&config(Some(dir.path()))).unwrap();
+    let store = Store::start(&config(Some(dir.path()))).await.unwrap();
     watched_and_unwatched_writers_stay_in_revision_order(store).await;
 }
 
@@ -293,7 +333,7 @@ async fn a_restart_recovers_every_key_its_metadata_and_the_revision_counter() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(Some(dir.path()));
     let before = {
-        let store = Store::from_config(&cfg).unwrap();
+        let store = Store::start(&cfg).await.unwrap();
         for i in 0..50 {
             store
                 .put(
@@ -315,12 +355,12 @@ async fn a_restart_recovers_every_key_its_metadata_and_the_revision_counter() {
         store.delete("k3", None).await.unwrap();
         store.list("", None, 1000)
     };
-    let store = Store::from_config(&cfg).unwrap();
+    let store = Store::start(&cfg).await.unwrap();
     let after = store.list("", None, 1000);
     assert_eq!(after.revision, before.revision);
     assert_eq!(after.entries, before.entries);
     assert_eq!(
-        store.get("n").0.unwrap().value.to_string(),
+        store.get("n").0.unwrap().value.text(),
         "123456789012345678901234567890"
     );
     let next = store.put("new".into(), json!(1), None).await.unwrap();
@@ -336,7 +376,7 @@ async fn a_watch_resumes_across_a_restart_from_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(Some(dir.path()));
     {
-        let store = Store::from_config(&cfg).unwrap();
+        let store = Store::start(&cfg).await.unwrap();
         for i in 1..=10 {
             store
                 .put(
@@ -352,10 +392,12 @@ async fn a_watch_resumes_across_a_restart_from_the_log() {
                 .unwrap();
         }
     }
-    let store = Store::from_config(&cfg).unwrap();
-    let mut sub = store.watch(WatchTarget::Key("odd".into()), 4).unwrap();
-    match sub.take_start() {
-        Some(WatchStart::Replay { events }) => assert_eq!(revisions(&events), [5, 7, 9]),
+    let store = Store::start(&cfg).await.unwrap();
+    let mut sub = store
+        .watch(WatchTarget::Key("odd".into()), Start::From(4))
+        .unwrap();
+    match sub.take_opening() {
+        Some(Opening::Events(events)) => assert_eq!(revisions(&events), [5, 7, 9]),
         other => panic!("expected a replay, got {other:?}"),
     }
     store.put("odd".into(), json!(11), None).await.unwrap();
@@ -373,16 +415,18 @@ async fn a_quiet_key_resumes_across_a_restart_beyond_history() {
         ..config(Some(dir.path()))
     };
     {
-        let store = Store::from_config(&cfg).unwrap();
+        let store = Store::start(&cfg).await.unwrap();
         store.put("quiet".into(), json!(1), None).await.unwrap(); // 1
         for i in 0..20 {
             store.put("busy".into(), json!(i), None).await.unwrap();
         }
     }
-    let store = Store::from_config(&cfg).unwrap();
-    let mut sub = store.watch(WatchTarget::Key("quiet".into()), 2).unwrap();
-    match sub.take_start() {
-        Some(WatchStart::Replay { events }) => assert!(events.is_empty()),
+    let store = Store::start(&cfg).await.unwrap();
+    let mut sub = store
+        .watch(WatchTarget::Key("quiet".into()), Start::From(2))
+        .unwrap();
+    match sub.take_opening() {
+        Some(Opening::Events(events)) => assert!(events.is_empty()),
         other => panic!("expected an empty replay, got {other:?}"),
     }
     let next = store.put("quiet".into(), json!(2), None).await.unwrap();
@@ -393,8 +437,8 @@ async fn a_quiet_key_resumes_across_a_restart_beyond_history() {
     for (key, from) in [("quiet", 1), ("busy", 2)] {
         assert!(
             matches!(
-                store.watch(WatchTarget::Key(key.into()), from),
-                Err(Error::Compacted { .. })
+                store.watch(WatchTarget::Key(key.into()), Start::From(from)),
+                Err(Error::NotInHistory { .. })
             ),
             "{key} from {from}"
         );
@@ -404,13 +448,10 @@ async fn a_quiet_key_resumes_across_a_restart_beyond_history() {
 #[tokio::test]
 async fn after_compaction_an_old_resume_point_is_out_of_range_and_disk_stays_small() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = Config {
-        segment_bytes: 16 * 1024,
-        ..config(Some(dir.path()))
-    };
+    let cfg = on_disk(dir.path(), |disk| disk.segment_bytes = 16 * 1024);
     let payload = "x".repeat(200);
     {
-        let store = Store::from_config(&cfg).unwrap();
+        let store = Store::start(&cfg).await.unwrap();
         // 3,000 writes over 10 live keys: ~700 KB written, ~2.5 KB live.
         for i in 0..3000 {
             store
@@ -429,15 +470,15 @@ async fn after_compaction_an_old_resume_point_is_out_of_range_and_disk_stays_sma
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let store = Store::from_config(&cfg).unwrap();
+    let store = Store::start(&cfg).await.unwrap();
     assert_eq!(store.revision(), 3000);
     for k in 0..10 {
         let entry = store.get(&format!("k{k}")).0.unwrap();
-        assert_eq!(entry.value["i"], json!(2990 + k));
+        assert_eq!(entry.value.json()["i"], json!(2990 + k));
         assert_eq!(entry.version, 300);
     }
-    match store.watch(WatchTarget::Key("k1".into()), 5) {
-        Err(Error::Compacted {
+    match store.watch(WatchTarget::Key("k1".into()), Start::From(5)) {
+        Err(Error::NotInHistory {
             requested: 5,
             oldest,
         }) => assert!(oldest > 5),
@@ -452,13 +493,10 @@ async fn after_compaction_an_old_resume_point_is_out_of_range_and_disk_stays_sma
 #[tokio::test]
 async fn compaction_merges_snapshot_and_segments_key_by_key() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = Config {
-        segment_bytes: 8 * 1024,
-        ..config(Some(dir.path()))
-    };
+    let cfg = on_disk(dir.path(), |disk| disk.segment_bytes = 8 * 1024);
     let mut model = std::collections::BTreeMap::new();
     {
-        let store = Store::from_config(&cfg).unwrap();
+        let store = Store::start(&cfg).await.unwrap();
         let mut x: u64 = 7;
         for i in 0..4000 {
             // xorshift: a fixed, well-mixed sequence of keys and operations.
@@ -478,12 +516,12 @@ async fn compaction_merges_snapshot_and_segments_key_by_key() {
         // several rounds (each runs once the sealed segments outweigh the last snapshot).
         wait_for_snapshot(dir.path(), store.revision() / 2).await;
     }
-    let store = Store::from_config(&cfg).unwrap();
+    let store = Store::start(&cfg).await.unwrap();
     let listed: std::collections::BTreeMap<String, Value> = store
         .list("", None, 1000)
         .entries
         .into_iter()
-        .map(|(key, entry)| (key, (*entry.value).clone()))
+        .map(|(key, entry)| (key, entry.value.json().clone()))
         .collect();
     assert_eq!(listed, model);
     assert!(model.len() < 280, "some keys end deleted: {}", model.len());
@@ -495,12 +533,9 @@ async fn compaction_merges_snapshot_and_segments_key_by_key() {
 #[tokio::test]
 async fn a_damaged_snapshot_stops_start_up_naming_file_and_offset() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = Config {
-        segment_bytes: 4 * 1024,
-        ..config(Some(dir.path()))
-    };
+    let cfg = on_disk(dir.path(), |disk| disk.segment_bytes = 4 * 1024);
     {
-        let store = Store::from_config(&cfg).unwrap();
+        let store = Store::start(&cfg).await.unwrap();
         for i in 0..400 {
             store
                 .put(format!("k{}", i % 40), json!(i), None)
@@ -533,7 +568,7 @@ async fn a_damaged_snapshot_stops_start_up_naming_file_and_offset() {
         ),
     ] {
         std::fs::write(&path, &bytes).unwrap();
-        let err = Store::from_config(&cfg).err().expect("start-up fails");
+        let err = Store::start(&cfg).await.err().expect("start-up fails");
         let text = err.to_string();
         assert!(
             text.contains(&name) && text.contains("offset") && why.iter().any(|w| text.contains(w)),
@@ -541,7 +576,9 @@ async fn a_damaged_snapshot_stops_start_up_naming_file_and_offset() {
         );
     }
     std::fs::write(&path, &good).unwrap();
-    Store::from_config(&cfg).expect("the whole snapshot loads again");
+    Store::start(&cfg)
+        .await
+        .expect("the whole snapshot loads again");
 }
 
 /// Waits (up to 30 s) for background compaction to write a snapshot at `revision` or later.
@@ -582,7 +619,7 @@ fn dir_bytes(dir: &Path) -> u64 {
 /// Writes `n` changes to a fresh data dir and returns the bytes of its one log segment.
 async fn one_segment(dir: &Path, n: usize) -> (std::path::PathBuf, Vec<u8>) {
     {
-        let store = Store::from_config(&config(Some(dir))).unwrap();
+        let store = Store::start(&config(Some(dir))).await.unwrap();
         for i in 0..n {
             if i % 4 == 3 {
                 store.delete(&format!("k{}", i - 1), None).await.unwrap();
@@ -618,7 +655,11 @@ fn frame_ends(bytes: &[u8]) -> Vec<usize> {
 }
 
 fn recover(dir: &Path) -> Result<Recovered, Error> {
-    DiskStorage::open(dir, SyncMode::Always, 1 << 30)?.recover()
+    DiskStorage::open(&DiskConfig {
+        segment_bytes: 1 << 30,
+        ..DiskConfig::new(dir)
+    })?
+    .recover()
 }
 
 #[tokio::test]
@@ -638,7 +679,13 @@ async fn a_log_cut_at_any_byte_recovers_exactly_the_complete_records() {
         // The torn tail was truncated away, so appending continues cleanly.
         let store = Store::open(
             &Config::default(),
-            Box::new(DiskStorage::open(dir.path(), SyncMode::Always, 1 << 30).unwrap()),
+            Box::new(
+                DiskStorage::open(&DiskConfig {
+                    segment_bytes: 1 << 30,
+                    ..DiskConfig::new(dir.path())
+                })
+                .unwrap(),
+            ),
         )
         .unwrap();
         let next = store.put("after".into(), json!(cut), None).await.unwrap();
@@ -692,7 +739,13 @@ async fn zeros_after_the_last_record_are_the_end_of_the_log() {
         );
         let store = Store::open(
             &Config::default(),
-            Box::new(DiskStorage::open(dir.path(), SyncMode::Always, 1 << 30).unwrap()),
+            Box::new(
+                DiskStorage::open(&DiskConfig {
+                    segment_bytes: 1 << 30,
+                    ..DiskConfig::new(dir.path())
+                })
+                .unwrap(),
+            ),
         )
         .unwrap();
         let next = store.put("after".into(), json!(what), None).await.unwrap();
@@ -729,7 +782,7 @@ async fn a_corrupt_record_in_the_middle_stops_start_up_naming_file_and_offset() 
     );
     assert!(message.contains(&format!("offset {offset}")), "{message}");
     // Start-up refuses: later data is not silently dropped.
-    assert!(Store::from_config(&config(Some(dir.path()))).is_err());
+    assert!(Store::start(&config(Some(dir.path()))).await.is_err());
     assert_eq!(
         std::fs::read(&segment).unwrap(),
         bytes,
@@ -767,36 +820,40 @@ async fn a_store_keeps_its_identity_and_refuses_resumes_it_cannot_continue() {
     let backups = tempfile::tempdir().unwrap();
     let backup = backups.path().join("backup");
     let (id, at_backup, seen) = {
-        let store = Store::from_config(&cfg).unwrap();
+        let store = Store::start(&cfg).await.unwrap();
         for i in 0..5 {
             store.put("k".into(), json!(i), None).await.unwrap();
         }
         let at_backup = store.revision();
         drop(store);
         copy_dir(dir.path(), &backup);
-        let store = Store::from_config(&cfg).unwrap();
+        let store = Store::start(&cfg).await.unwrap();
         for i in 5..10 {
             store.put("k".into(), json!(i), None).await.unwrap();
         }
-        (store.id().to_owned(), at_backup, store.revision())
+        (store.id().clone(), at_backup, store.revision())
     };
-    assert_eq!(id.len(), 32, "128 random bits in hex: {id}");
+    assert_eq!(id.as_str().len(), 32, "128 random bits in hex: {id}");
 
     // Restarted: the same store, which continues every revision it gave out.
-    let store = Store::from_config(&cfg).unwrap();
-    assert_eq!(store.id(), id);
-    store.check_resume(&id, seen + 1).unwrap();
+    let store = Store::start(&cfg).await.unwrap();
+    assert_eq!(store.id(), &id);
+    store
+        .check_resume(Some(&id), Start::From(seen + 1))
+        .unwrap();
     assert!(matches!(
-        store.check_resume("another", 1),
+        store.check_resume(Some(&StoreId::parse("another").unwrap()), Start::From(1)),
         Err(Error::StoreMismatch { .. })
     ));
     drop(store);
 
     // Restored from the backup: the same store, but it lost revisions a watcher has seen.
-    let restored = Store::from_config(&config(Some(&backup))).unwrap();
-    assert_eq!(restored.id(), id);
-    restored.check_resume(&id, at_backup + 1).unwrap();
-    match restored.check_resume(&id, seen + 1) {
+    let restored = Store::start(&config(Some(&backup))).await.unwrap();
+    assert_eq!(restored.id(), &id);
+    restored
+        .check_resume(Some(&id), Start::From(at_backup + 1))
+        .unwrap();
+    match restored.check_resume(Some(&id), Start::From(seen + 1)) {
         Err(err @ Error::StoreBehind { current, .. }) => {
             assert_eq!(current, at_backup);
             assert!(err.to_string().contains("lost changes"), "{err}");
@@ -807,19 +864,20 @@ async fn a_store_keeps_its_identity_and_refuses_resumes_it_cannot_continue() {
 
     let other = tempfile::tempdir().unwrap();
     assert_ne!(
-        Store::from_config(&config(Some(other.path())))
+        Store::start(&config(Some(other.path())))
+            .await
             .unwrap()
             .id(),
-        id
+        &id
     );
     assert_ne!(
-        Store::new(&config(None)).id(),
-        Store::new(&config(None)).id()
+        Store::in_memory(&config(None)).id(),
+        Store::in_memory(&config(None)).id()
     );
 
     // A damaged identity stops start-up, naming the file, rather than making a new store.
     std::fs::write(dir.path().join("STORE_ID"), "not an id!\n").unwrap();
-    let err = Store::from_config(&cfg).err().expect("start-up fails");
+    let err = Store::start(&cfg).await.err().expect("start-up fails");
     assert!(err.to_string().contains("STORE_ID"), "{err}");
 }
 
@@ -829,11 +887,9 @@ async fn a_store_keeps_its_identity_and_refuses_resumes_it_cannot_continue() {
 async fn servers_on_one_etcd_prefix_are_one_store() {
     let etcd = jsonkv_testkit::shared_etcd();
     let shared = etcd_config(etcd);
-    let a = Store::connect_etcd(&config(None), &shared).await.unwrap();
-    let b = Store::connect_etcd(&config(None), &shared).await.unwrap();
-    let elsewhere = Store::connect_etcd(&config(None), &etcd_config(etcd))
-        .await
-        .unwrap();
+    let a = Store::start(&on_etcd(shared.clone())).await.unwrap();
+    let b = Store::start(&on_etcd(shared)).await.unwrap();
+    let elsewhere = Store::start(&on_etcd(etcd_config(etcd))).await.unwrap();
     assert_eq!(a.id(), b.id());
     assert_ne!(a.id(), elsewhere.id());
     let written = a
@@ -842,15 +898,16 @@ async fn servers_on_one_etcd_prefix_are_one_store() {
         .unwrap()
         .event
         .revision;
-    b.check_resume(a.id(), written).unwrap();
+    b.check_resume(Some(a.id()), Start::From(written)).unwrap();
 }
 
 #[tokio::test]
 async fn only_one_server_may_open_a_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(Some(dir.path()));
-    let first = Store::from_config(&cfg).unwrap();
-    let err = Store::from_config(&cfg)
+    let first = Store::start(&cfg).await.unwrap();
+    let err = Store::start(&cfg)
+        .await
         .err()
         .expect("the second open is refused");
     assert!(
@@ -858,7 +915,9 @@ async fn only_one_server_may_open_a_data_dir() {
         "{err}"
     );
     drop(first);
-    Store::from_config(&cfg).expect("free again once the first is closed");
+    Store::start(&cfg)
+        .await
+        .expect("free again once the first is closed");
 }
 
 /// A backend that fails appends on demand, standing in for a full disk or an I/O error.
@@ -886,16 +945,13 @@ impl Storage for Flaky {
 #[tokio::test]
 async fn a_failed_rotation_keeps_writing_into_the_active_segment() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = Config {
-        segment_bytes: 1024,
-        ..config(Some(dir.path()))
-    };
+    let cfg = on_disk(dir.path(), |disk| disk.segment_bytes = 1024);
     let blockers: Vec<_> = (1..=400)
         .map(|r| dir.path().join(format!("log-{r:020}.jkv")))
         .filter(|p| !p.ends_with("log-00000000000000000001.jkv"))
         .collect();
     {
-        let store = Store::from_config(&cfg).unwrap();
+        let store = Store::start(&cfg).await.unwrap();
         for path in &blockers {
             std::fs::create_dir(path).unwrap();
         }
@@ -923,7 +979,7 @@ async fn a_failed_rotation_keeps_writing_into_the_active_segment() {
     for path in &blockers {
         std::fs::remove_dir(path).unwrap();
     }
-    let store = Store::from_config(&cfg).unwrap();
+    let store = Store::start(&cfg).await.unwrap();
     assert_eq!(store.revision(), 100);
     for i in 0..100 {
         assert_eq!(
@@ -951,12 +1007,18 @@ async fn a_failed_write_changes_nothing_reads_go_on_and_later_writes_succeed() {
         }),
     )
     .unwrap();
-    let mut sub = store.watch(WatchTarget::Key("k".into()), 0).unwrap();
+    let mut sub = store
+        .watch(WatchTarget::Key("k".into()), Start::Snapshot)
+        .unwrap();
     store.put("k".into(), json!("kept"), None).await.unwrap();
 
     fail.store(true, Ordering::SeqCst);
     let err = store
-        .put("k".into(), json!("lost"), Some(1))
+        .put(
+            "k".into(),
+            json!("lost"),
+            Some(Precondition::ModRevision(1)),
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("No space left on device"), "{err}");
@@ -971,7 +1033,14 @@ async fn a_failed_write_changes_nothing_reads_go_on_and_later_writes_succeed() {
     fail.store(false, Ordering::SeqCst);
     // The failed writes left no trace: the precondition sees revision 1, the revision goes on
     // from 1, and the watcher sees no event for them.
-    let change = store.put("k".into(), json!("next"), Some(1)).await.unwrap();
+    let change = store
+        .put(
+            "k".into(),
+            json!("next"),
+            Some(Precondition::ModRevision(1)),
+        )
+        .await
+        .unwrap();
     assert_eq!(change.event.revision, 2);
     let mut seen = Vec::new();
     while seen.len() < 2 {

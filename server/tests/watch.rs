@@ -606,7 +606,7 @@ async fn a_watch_names_its_store_and_a_resume_with_another_store_s_revisions_fai
     let (server, mut client) = start_on(backend, config()).await;
     let (store, mut first) = watch_from(&mut client, "k", 0, "").await.unwrap();
     assert!(!store.is_empty());
-    assert_eq!(store, server.store().id());
+    assert_eq!(store, server.store().id().as_str());
     let Seen::Snapshot { revision, .. } = next(&mut first).await.unwrap() else {
         panic!("a snapshot first");
     };

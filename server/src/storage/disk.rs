@@ -4,7 +4,7 @@
 //!
 //! Files in the data directory:
 //! - `LOCK`: held (flock) while a server has the directory open; a second server is refused.
-//! - `STORE_ID`: the store's identity (see [`super::new_store_id`]), written once when the
+//! - `STORE_ID`: the store's identity ([`StoreId`]), written once when the
 //!   directory is first used, so that watchers can tell this store's revisions from another's.
 //! - `log-<first revision>.jkv`: segments. Only the newest is appended to; it is sealed and a
 //!   new one started once it passes `segment_bytes`.
@@ -35,9 +35,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::format::{self, Frame, Record, HEADER_LEN, LOG_MAGIC, SNAPSHOT_MAGIC};
-use super::{Recovered, Storage, SyncMode};
-use crate::database::{Entry, Event, Revision};
+use super::{Recovered, Storage};
+use crate::config::{DiskConfig, SyncMode};
+use crate::database::{Entry, Event};
 use crate::error::Error;
+use crate::revision::Revision;
+use crate::store_id::StoreId;
 
 pub struct DiskStorage {
     dir: PathBuf,
@@ -99,8 +102,9 @@ impl Segment {
 }
 
 impl DiskStorage {
-    /// Opens (creating if needed) and locks `dir`. Call [`Storage::recover`] next.
-    pub fn open(dir: &Path, sync: SyncMode, segment_bytes: u64) -> Result<DiskStorage, Error> {
+    /// Opens (creating if needed) and locks the directory. Call [`Storage::recover`] next.
+    pub fn open(config: &DiskConfig) -> Result<DiskStorage, Error> {
+        let (dir, sync, segment_bytes) = (config.dir.as_path(), config.sync, config.segment_bytes);
         fs::create_dir_all(dir)
             .map_err(|e| io_error(format!("cannot create {}", dir.display()), e))?;
         let lock_path = dir.join("LOCK");
@@ -156,10 +160,7 @@ impl DiskStorage {
 impl Storage for DiskStorage {
     fn recover(&mut self) -> Result<Recovered, Error> {
         let files = Files::list(&self.dir)?;
-        let mut recovered = Recovered {
-            store_id: store_id(&self.dir)?,
-            ..Recovered::default()
-        };
+        let mut recovered = Recovered::empty(store_id(&self.dir)?);
         if let Some((_, path)) = files.snapshots.last() {
             let (entries, revision) = read_snapshot(path)?;
             recovered.snapshot = entries;
@@ -316,22 +317,16 @@ impl Files {
 /// The store identity kept in `dir`. Created if the directory has none yet (it is new, or
 /// was written before store identities existed), whole or not at all: written aside,
 /// fsynced, renamed.
-fn store_id(dir: &Path) -> Result<String, Error> {
+fn store_id(dir: &Path) -> Result<StoreId, Error> {
     let path = dir.join("STORE_ID");
     match fs::read_to_string(&path) {
-        Ok(text) => {
-            let id = text.trim();
-            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-                return Err(Error::Corrupt {
-                    file: path.display().to_string(),
-                    offset: 0,
-                    reason: "not a store identity (letters, digits and dashes on one line)".into(),
-                });
-            }
-            Ok(id.to_owned())
-        }
+        Ok(text) => StoreId::parse(text.trim()).map_err(|why| Error::Corrupt {
+            file: path.display().to_string(),
+            offset: 0,
+            reason: format!("not a store identity: {why}"),
+        }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let id = super::new_store_id();
+            let id = StoreId::random();
             let tmp = dir.join("STORE_ID.tmp");
             fs::write(&tmp, format!("{id}\n"))
                 .and_then(|()| File::open(&tmp)?.sync_all())

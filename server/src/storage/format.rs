@@ -13,7 +13,9 @@
 
 use std::sync::Arc;
 
-use crate::database::{Doc, Entry, Event, Revision};
+use crate::database::{Entry, Event};
+use crate::doc::Doc;
+use crate::revision::Revision;
 
 pub const HEADER_LEN: usize = 16;
 pub const FORMAT_VERSION: u32 = 1;
@@ -266,7 +268,7 @@ mod tests {
         };
         let value = &event.entry.as_ref().unwrap().value;
         assert_eq!(value.text(), r#"{"b":[1,2],"a":"x"}"#);
-        assert_eq!(**value, json!({"b": [1, 2], "a": "x"}));
+        assert_eq!(*value.json(), json!({"b": [1, 2], "a": "x"}));
     }
 
     #[test]

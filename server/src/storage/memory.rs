@@ -2,9 +2,10 @@
 
 use std::sync::Arc;
 
-use super::{new_store_id, Recovered, Storage};
+use super::{Recovered, Storage};
 use crate::database::Event;
 use crate::error::Error;
+use crate::store_id::StoreId;
 
 #[derive(Debug, Default)]
 pub struct MemoryStorage;
@@ -12,10 +13,7 @@ pub struct MemoryStorage;
 impl Storage for MemoryStorage {
     fn recover(&mut self) -> Result<Recovered, Error> {
         // Nothing survives, so each start is a new store.
-        Ok(Recovered {
-            store_id: new_store_id(),
-            ..Recovered::default()
-        })
+        Ok(Recovered::empty(StoreId::random()))
     }
 
     fn append(&mut self, _events: &[Arc<Event>]) -> Result<(), Error> {

@@ -12,31 +12,21 @@ pub mod memory;
 
 use std::sync::Arc;
 
-use crate::database::{Entry, Event, Revision};
+use crate::database::{Entry, Event};
 use crate::error::Error;
+use crate::revision::Revision;
+use crate::store_id::StoreId;
 
 pub use disk::DiskStorage;
 pub use memory::MemoryStorage;
 
-/// When an append counts as done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SyncMode {
-    /// fsync (fdatasync) before acknowledging: survives power loss. Concurrent writes share one
-    /// fsync (group commit).
-    #[default]
-    Always,
-    /// Written to the OS before acknowledging, never fsynced: survives a process crash, not
-    /// power loss.
-    None,
-}
-
 /// The state found on start.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Recovered {
     /// Which store this is: revisions count changes to one store and mean nothing to another,
     /// so a watch resumed on a different one (an in-memory server restarted, a data directory
     /// replaced) must fail instead of skipping changes.
-    pub store_id: String,
+    pub store_id: StoreId,
     /// Live keys as of `snapshot_revision`.
     pub snapshot: Vec<(String, Entry)>,
     pub snapshot_revision: Revision,
@@ -45,11 +35,16 @@ pub struct Recovered {
     pub events: Vec<Arc<Event>>,
 }
 
-/// A fresh store identity: 128 random bits, as 32 hex digits.
-pub fn new_store_id() -> String {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).expect("the OS random source is available");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+impl Recovered {
+    /// What a store with nothing stored recovers.
+    pub fn empty(store_id: StoreId) -> Recovered {
+        Recovered {
+            store_id,
+            snapshot: Vec::new(),
+            snapshot_revision: 0,
+            events: Vec::new(),
+        }
+    }
 }
 
 pub trait Storage: Send + 'static {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use jsonkv::pb::json_kv_client::JsonKvClient;
 use jsonkv::pb::{self, watch_response::Response as Msg, ValueEncoding};
-use jsonkv_server::etcd::EtcdConfig;
+use jsonkv_server::config::{BackendConfig, EtcdConfig};
 use jsonkv_server::{Config, RunningServer};
 use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
@@ -48,7 +48,7 @@ impl Backend {
         match self {
             Backend::Embedded => config,
             Backend::Etcd => Config {
-                etcd: Some(EtcdConfig {
+                backend: BackendConfig::Etcd(EtcdConfig {
                     endpoints: jsonkv_testkit::shared_etcd().endpoints(),
                     prefix: jsonkv_testkit::unique_prefix(),
                     ..EtcdConfig::default()

@@ -3,8 +3,8 @@
 
 use etcd_client::{Certificate, Identity, TlsOptions};
 
-use super::remote::status_text;
-use super::EtcdConfig;
+use super::error::status_text;
+use crate::config::EtcdConfig;
 use crate::error::Error;
 use crate::tls;
 

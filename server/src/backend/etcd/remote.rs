@@ -10,13 +10,14 @@ use etcd_client::{
     KvClient, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchStream,
 };
 
-use sha2::{Digest, Sha256};
-
 use super::connect::{first_request, tls_options};
-use super::EtcdConfig;
-use crate::database::{Doc, Entry, Event, ExpectedModRevision, Revision};
+use super::error::{etcd_error, never_sent};
+use crate::config::EtcdConfig;
+use crate::database::{Entry, Event, Precondition};
+use crate::doc::Doc;
 use crate::error::Error;
-use crate::tls;
+use crate::revision::Revision;
+use crate::store_id::StoreId;
 
 /// A committed change as etcd reported it: the event and the key's previous entry.
 pub struct Written {
@@ -123,16 +124,16 @@ impl Remote {
         }
     }
 
-    /// Sets `key` to `value` if `expected` holds, in one etcd request.
+    /// Sets `key` to `value` if `precondition` (when given) holds, in one etcd request.
     pub async fn put(
         &self,
         key: &str,
         value: Arc<Doc>,
-        expected: ExpectedModRevision,
+        precondition: Option<Precondition>,
     ) -> Result<Written, Error> {
         let etcd_key = self.etcd_key(key);
         let text = value.text().to_owned();
-        let (revision, previous) = match expected {
+        let (revision, previous) = match precondition {
             None => {
                 let options = PutOptions::new().with_prev_key();
                 let response = self
@@ -145,13 +146,15 @@ impl Remote {
                 let previous = response.prev_key().and_then(|kv| self.entry(kv));
                 (header_revision(response.header())?, previous)
             }
-            Some(want) => {
+            Some(precondition) => {
                 let put = TxnOp::put(
                     etcd_key.clone(),
                     text,
                     Some(PutOptions::new().with_prev_key()),
                 );
-                let (revision, done) = self.compare_and_swap(key, etcd_key, want, put).await?;
+                let (revision, done) = self
+                    .compare_and_swap(key, etcd_key, precondition, put)
+                    .await?;
                 let previous = match done {
                     TxnOpResponse::Put(put) => put.prev_key().and_then(|kv| self.entry(kv)),
                     _ => return Err(Error::Internal("etcd answered a put without it".into())),
@@ -159,17 +162,11 @@ impl Remote {
                 (revision, previous)
             }
         };
-        let entry = Entry {
-            value,
-            create_revision: previous.as_ref().map_or(revision, |p| p.create_revision),
-            mod_revision: revision,
-            version: previous.as_ref().map_or(1, |p| p.version + 1),
-        };
         Ok(Written {
             event: Event {
                 revision,
                 key: key.to_owned(),
-                entry: Some(entry),
+                entry: Some(Entry::after(previous.as_ref(), value, revision)),
             },
             previous,
         })
@@ -196,16 +193,17 @@ impl Remote {
         .await
     }
 
-    /// Runs `op` on `key` in one transaction if the key's mod revision is `want` (0: absent),
-    /// returning etcd's revision and the op's response; otherwise the mismatch, with the
-    /// current mod revision read in the same transaction.
+    /// Runs `op` on `key` in one transaction if `precondition` holds (etcd, like jsonkv, gives
+    /// an absent key mod revision 0), returning etcd's revision and the op's response;
+    /// otherwise the mismatch, with the current mod revision read in the same transaction.
     async fn compare_and_swap(
         &self,
         key: &str,
         etcd_key: Vec<u8>,
-        want: Revision,
+        precondition: Precondition,
         op: TxnOp,
     ) -> Result<(Revision, TxnOpResponse), Error> {
+        let want = precondition.mod_revision();
         let txn = Txn::new()
             .when([Compare::mod_revision(
                 etcd_key.clone(),
@@ -227,17 +225,17 @@ impl Remote {
         Ok((revision, done))
     }
 
-    /// Deletes `key` if `expected` holds; `Ok(None)` if it was absent (etcd takes no revision).
+    /// Deletes `key` if `precondition` (when given) holds; `Ok(None)` if it was absent (etcd takes no revision).
     pub async fn delete(
         &self,
         key: &str,
-        expected: ExpectedModRevision,
+        precondition: Option<Precondition>,
     ) -> Result<Option<Written>, Error> {
         let etcd_key = self.etcd_key(key);
         let options = DeleteOptions::new().with_prev_key();
         // The revision comes from the outermost response: inside a transaction, etcd's
         // responses to each op carry no revision of their own.
-        let (revision, response) = match expected {
+        let (revision, response) = match precondition {
             None => {
                 let response = self
                     .call("delete", || {
@@ -248,9 +246,12 @@ impl Remote {
                     .await?;
                 (header_revision(response.header())?, response)
             }
-            Some(want) => {
+            Some(precondition) => {
                 let delete = TxnOp::delete(etcd_key.clone(), Some(options));
-                match self.compare_and_swap(key, etcd_key, want, delete).await? {
+                match self
+                    .compare_and_swap(key, etcd_key, precondition, delete)
+                    .await?
+                {
                     (revision, TxnOpResponse::Delete(delete)) => (revision, delete),
                     _ => return Err(Error::Internal("etcd answered a delete without it".into())),
                 }
@@ -323,10 +324,8 @@ impl Remote {
         ))
     }
 
-    /// The identity of the store this remote serves: etcd's cluster ID (a cluster keeps it for
-    /// life; a restore from a snapshot makes a new one) and jsonkv's prefix in it, since each
-    /// prefix is a keyspace of its own. Every server of the cluster computes the same.
-    pub async fn store_id(&self) -> Result<String, Error> {
+    /// The identity of the store this remote serves: see [`StoreId::of_etcd_prefix`].
+    pub async fn store_id(&self) -> Result<StoreId, Error> {
         let options = GetOptions::new().with_count_only();
         let response = self
             .range_request("identify", self.etcd_key(""), Some(options))
@@ -335,11 +334,7 @@ impl Remote {
             .header()
             .map(|h| h.cluster_id())
             .ok_or_else(|| Error::Internal("etcd answered without a response header".into()))?;
-        let prefix: String = Sha256::digest(self.prefix.as_bytes())[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        Ok(format!("etcd-{cluster:016x}-{prefix}"))
+        Ok(StoreId::of_etcd_prefix(cluster, &self.prefix))
     }
 
     /// Every key under the prefix, read at one revision, and that revision: the view's start.
@@ -395,7 +390,7 @@ impl Remote {
     }
 
     /// Watches every key under the prefix from revision `from` on.
-    pub(super) async fn watch(&self, from: Revision) -> Result<WatchStream, Error> {
+    pub async fn watch(&self, from: Revision) -> Result<WatchStream, Error> {
         let options = WatchOptions::new().with_prefix().with_start_revision(from);
         self.call("watch", || {
             let mut watch = self
@@ -429,7 +424,7 @@ impl Remote {
     }
 
     /// The jsonkv event an etcd watch event stands for; `None` for a key jsonkv cannot name.
-    pub(super) fn event(&self, event: &etcd_client::Event) -> Option<Event> {
+    pub fn event(&self, event: &etcd_client::Event) -> Option<Event> {
         let kv = event.kv()?;
         let Some(key) = self.jsonkv_key(kv.key()) else {
             tracing::warn!(key = %String::from_utf8_lossy(kv.key()), "key under the jsonkv prefix in etcd is not UTF-8; ignoring it");
@@ -479,82 +474,6 @@ fn mismatch(key: &str, expected: Revision, ops: &[TxnOpResponse]) -> Error {
         key: key.to_owned(),
         expected,
         current,
-    }
-}
-
-/// An etcd failure as a jsonkv error: unreachable or leaderless etcd is UNAVAILABLE (retry),
-/// anything else is reported as it came.
-pub(super) fn etcd_error(what: &str, err: etcd_client::Error) -> Error {
-    use tonic::Code;
-    match err {
-        etcd_client::Error::GRpcStatus(status) => match status.code() {
-            Code::Unavailable
-            | Code::DeadlineExceeded
-            | Code::Cancelled
-            | Code::Unknown
-            | Code::Aborted => Error::Unavailable(format!(
-                "etcd could not serve a {what}: {}",
-                status_text(&status)
-            )),
-            // "etcdserver: request is too large": the value passes our limit but not etcd's
-            // --max-request-bytes.
-            Code::InvalidArgument => Error::invalid(
-                "value",
-                format!("etcd refused the {what}: {}", status.message()),
-            ),
-            // "mvcc: database space exceeded": etcd's quota, its full disk.
-            Code::ResourceExhausted => {
-                Error::Storage(format!("etcd refused the {what}: {}", status.message()))
-            }
-            Code::PermissionDenied | Code::Unauthenticated => Error::Internal(format!(
-                "etcd denied the {what}: {} (is etcd auth on? --etcd-user's role needs read and write on jsonkv's prefix)",
-                status.message()
-            )),
-            _ => Error::Internal(format!("etcd {what} failed: {}", status.message())),
-        },
-        etcd_client::Error::TransportError(err) => Error::Unavailable(format!(
-            "cannot reach etcd for a {what}: {}",
-            tls::error_chain(&err)
-        )),
-        etcd_client::Error::IoError(err) => {
-            Error::Unavailable(format!("cannot reach etcd for a {what}: {err}"))
-        }
-        other => Error::Unavailable(format!("etcd {what} failed: {other}")),
-    }
-}
-
-/// Whether the request failed before it left: tonic reports a connection that could not be
-/// made (refused, timed out, TLS handshake failed) with a `ConnectError` among its sources.
-fn never_sent(err: &etcd_client::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = match err {
-        etcd_client::Error::GRpcStatus(status) => Some(status),
-        etcd_client::Error::TransportError(err) => Some(err),
-        _ => None,
-    };
-    while let Some(error) = source {
-        if error.is::<tonic::ConnectError>() {
-            return true;
-        }
-        source = error.source();
-    }
-    false
-}
-
-/// A status's message and, for one made on this side (a connection that failed or was closed),
-/// its root cause, which the message may not say ("operation was canceled").
-pub(super) fn status_text(status: &tonic::Status) -> String {
-    use std::error::Error as _;
-    let mut root = None;
-    let mut source = status.source();
-    while let Some(cause) = source {
-        root = Some(cause.to_string());
-        source = cause.source();
-    }
-    match root {
-        Some(cause) if !status.message().contains(&cause) => {
-            format!("{}: {cause}", status.message())
-        }
-        _ => status.message().to_owned(),
     }
 }
 

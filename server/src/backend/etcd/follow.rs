@@ -1,0 +1,129 @@
+//! [`follow`]: the task that keeps the view in step with etcd, applying etcd's watch events.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use super::error::etcd_error;
+use super::remote::Remote;
+use crate::database::Event;
+use crate::error::Error;
+use crate::revision::Revision;
+use crate::view::View;
+
+/// Follows etcd on a task until the view is dropped (or the task aborted): watches the prefix
+/// from the view's revision + 1 and applies what arrives, re-watching after any failure. The
+/// view is reachable while the watch is up.
+pub fn follow(view: Weak<View>, remote: Remote) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut backoff = Backoff::default();
+        loop {
+            let Some(from) = view.upgrade().map(|v| v.revision() + 1) else {
+                return;
+            };
+            let result = follow_once(&view, &remote, from, &mut backoff).await;
+            match view.upgrade() {
+                Some(v) => v.set_reachable(false),
+                None => return,
+            }
+            match result {
+                Ok(Stop::ViewGone) => return,
+                Ok(Stop::Compacted(compacted)) => {
+                    tracing::error!(
+                        from,
+                        compacted,
+                        "etcd compacted revisions this server had not applied yet; reloading the view and ending the watches that cannot continue without a gap"
+                    );
+                    match remote.load().await {
+                        Ok((entries, revision)) => match view.upgrade() {
+                            Some(v) => v.reset(entries, revision),
+                            None => return,
+                        },
+                        Err(err) => tracing::warn!(%err, "cannot reload the view from etcd"),
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(%err, from, "lost the etcd watch; watches stay open and resume from here once etcd answers");
+                }
+            }
+            tokio::time::sleep(backoff.next()).await;
+        }
+    })
+}
+
+enum Stop {
+    ViewGone,
+    /// etcd no longer holds the revisions from where the view stopped; it holds from this one.
+    Compacted(Revision),
+}
+
+/// One etcd watch, applying events until it fails.
+async fn follow_once(
+    view: &Weak<View>,
+    remote: &Remote,
+    from: Revision,
+    backoff: &mut Backoff,
+) -> Result<Stop, Error> {
+    let mut stream = remote.watch(from).await?;
+    loop {
+        let response = match stream.message().await {
+            Ok(Some(response)) => response,
+            Ok(None) => return Err(Error::Unavailable("etcd closed the watch".into())),
+            Err(err) => return Err(etcd_error("watch", err)),
+        };
+        if response.compact_revision() > 0 {
+            return Ok(Stop::Compacted(response.compact_revision()));
+        }
+        if response.canceled() {
+            return Err(Error::Unavailable(format!(
+                "etcd cancelled the watch: {}",
+                response.cancel_reason()
+            )));
+        }
+        backoff.reset();
+        if response.created() {
+            match view.upgrade() {
+                Some(v) => v.set_reachable(true),
+                None => return Ok(Stop::ViewGone),
+            }
+        }
+        let events: Vec<Arc<Event>> = response
+            .events()
+            .iter()
+            .filter_map(|e| remote.event(e))
+            .map(Arc::new)
+            .collect();
+        if events.is_empty() {
+            continue;
+        }
+        if events.windows(2).any(|w| w[0].revision == w[1].revision) {
+            tracing::warn!(
+                revision = events[0].revision,
+                "another etcd client changed several keys under jsonkv's prefix in one transaction; prefix watchers see only the first of them"
+            );
+        }
+        let Some(view) = view.upgrade() else {
+            return Ok(Stop::ViewGone);
+        };
+        view.apply(&events);
+    }
+}
+
+/// Waits between attempts to reach etcd: 100 ms, doubling to 2 s.
+#[derive(Default)]
+struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let delay = Duration::from_millis(100) * 2u32.saturating_pow(self.attempt.min(5));
+        self.attempt += 1;
+        delay.min(Duration::from_secs(2))
+    }
+
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
