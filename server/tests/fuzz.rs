@@ -299,6 +299,30 @@ fn recover(dir: &Path) -> Result<Recovered, Error> {
     storage(dir)?.recover()
 }
 
+/// Failing cleanly: start-up stops with `Corrupt`, naming the damaged file and an offset inside
+/// it, rather than an I/O error, an internal error or a panic.
+fn refuses_naming(err: &Error, file: &Path, len: usize) -> Result<(), TestCaseError> {
+    match err {
+        Error::Corrupt {
+            file: named,
+            offset,
+            ..
+        } => {
+            prop_assert_eq!(named, &file.display().to_string());
+            prop_assert!(
+                *offset <= len as u64,
+                "offset {} past the end {}",
+                offset,
+                len
+            );
+            Ok(())
+        }
+        other => Err(TestCaseError::fail(format!(
+            "not a clean refusal: {other:?}"
+        ))),
+    }
+}
+
 fn put_event(revision: i64, key: &str, value: Json) -> Arc<Event> {
     Arc::new(Event {
         revision,
@@ -335,12 +359,17 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let mut file = header(b"JKV-LOG\0");
         file.extend_from_slice(&body);
-        std::fs::write(dir.path().join(format!("log-{:020}.jkv", 1)), &file).unwrap();
-        if let Ok(recovered) = recover(dir.path()) {
-            // Whatever came back is a gap-free run of changes.
-            for pair in recovered.events.windows(2) {
-                prop_assert_eq!(pair[1].revision, pair[0].revision + 1);
+        let path = dir.path().join(format!("log-{:020}.jkv", 1));
+        std::fs::write(&path, &file).unwrap();
+        match recover(dir.path()) {
+            // Whatever came back is a gap-free run of changes from the segment's first
+            // revision on.
+            Ok(recovered) => {
+                for (i, event) in recovered.events.iter().enumerate() {
+                    prop_assert_eq!(event.revision, i as i64 + 1);
+                }
             }
+            Err(err) => refuses_naming(&err, &path, file.len())?,
         }
     }
 
@@ -349,8 +378,23 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let mut file = header(b"JKV-SNP\0");
         file.extend_from_slice(&body);
-        std::fs::write(dir.path().join(format!("snapshot-{:020}.jkv", 5)), &file).unwrap();
-        let _ = recover(dir.path());
+        let path = dir.path().join(format!("snapshot-{:020}.jkv", 5));
+        std::fs::write(&path, &file).unwrap();
+        match recover(dir.path()) {
+            // A snapshot that loads is the state at its revision: keys in order, each once,
+            // none changed after it, and no event beyond it (no segment follows).
+            Ok(recovered) => {
+                prop_assert_eq!(recovered.snapshot_revision, 5);
+                prop_assert!(recovered.events.is_empty());
+                for pair in recovered.snapshot.windows(2) {
+                    prop_assert!(pair[0].0 < pair[1].0, "keys out of order");
+                }
+                for (_, entry) in &recovered.snapshot {
+                    prop_assert!(entry.mod_revision <= 5);
+                }
+            }
+            Err(err) => refuses_naming(&err, &path, file.len())?,
+        }
     }
 
     #[test]
@@ -375,10 +419,17 @@ proptest! {
             bytes[at] ^= flip;
         }
         std::fs::write(&segment, &bytes).unwrap();
-        if let Ok(recovered) = recover(dir.path()) {
-            prop_assert!(recovered.snapshot.is_empty());
-            prop_assert!(recovered.events.len() <= events.len());
-            prop_assert_eq!(&recovered.events[..], &events[..recovered.events.len()]);
+        match recover(dir.path()) {
+            Ok(recovered) => {
+                prop_assert!(recovered.snapshot.is_empty());
+                prop_assert!(recovered.events.len() <= events.len());
+                prop_assert_eq!(&recovered.events[..], &events[..recovered.events.len()]);
+            }
+            // A cut is a torn tail, which recovery truncates: only damage inside may refuse.
+            Err(err) => {
+                prop_assert!(!truncate, "a cut log was refused: {:?}", err);
+                refuses_naming(&err, &segment, bytes.len())?;
+            }
         }
     }
 }
