@@ -13,11 +13,9 @@ use jsonkv_server::{serve, Config, Listeners, Security, Store};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-/// With `--features mimalloc`: glibc's malloc and free took ~12% of the server's CPU under a
-/// 64-in-flight insert load (perf), and mimalloc made get ~10% and insert ~15% faster. It is
-/// not the default because it holds more memory per small allocation: an idle watcher costs
-/// ~0.6-0.8 KB more RSS with it (4.6-4.8 KB against 4.0 KB at `--watch-buffer 32`, the
-/// idle-keys benchmark), over the 4 KiB per watcher we aim for. Build with it when throughput matters more than idle watches.
+/// With `--features mimalloc`: faster gets and inserts (glibc's malloc and free are a visible
+/// share of the server's CPU under load), but not the default, because it holds more memory per
+/// small allocation and so per idle watcher. docs/performance.md has the trade-off.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -130,8 +128,8 @@ struct Args {
     #[arg(long, default_value_t = Config::default().max_watchers)]
     max_watchers: usize,
     /// Threads that serve calls (tokio workers; default: one per CPU). Fewer leave cores to
-    /// other processes: on a 2-core machine shared with its client, one worker served a single
-    /// busy connection faster than two, but one worker can never use more than one core.
+    /// other processes (a client on the same machine, say), but one worker can never use more
+    /// than one core.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     workers: Option<u16>,
     /// Seconds a call may take before it gets DEADLINE_EXCEEDED (0: no limit). A watch only

@@ -148,11 +148,11 @@ impl View {
         }
         drop(hub);
         let revision = state.db.revision();
-        // Waking the channel's waiters costs a few hundred instructions even when there are
-        // none, and there seldom are (reads carrying a `min_revision` this server has not
-        // reached), so without receivers the value is only set. A receiver subscribing
-        // meanwhile reads the value under the channel's lock after this sets it, or is counted
-        // before this looks and gets woken.
+        // Waking the channel's waiters costs work even when there are none, and there seldom
+        // are (reads carrying a `min_revision` this server has not reached), so without
+        // receivers the value is only set. A receiver subscribing meanwhile reads the value
+        // under the channel's lock after this sets it, or is counted before this looks and
+        // gets woken.
         self.applied.send_if_modified(|applied| {
             *applied = revision;
             self.applied.receiver_count() > 0
