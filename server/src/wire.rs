@@ -307,6 +307,33 @@ mod tests {
     }
 
     #[test]
+    fn proto_fields_become_domain_types() {
+        assert_eq!(start(0).unwrap(), Start::Snapshot);
+        assert_eq!(start(7).unwrap(), Start::From(7));
+        assert!(start(-1).is_err());
+        assert_eq!(precondition(None).unwrap(), None);
+        assert_eq!(precondition(Some(0)).unwrap(), Some(Precondition::Absent));
+        assert_eq!(
+            precondition(Some(5)).unwrap(),
+            Some(Precondition::ModRevision(5))
+        );
+        assert!(precondition(Some(-5)).is_err());
+        assert_eq!(store_id("").unwrap(), None);
+        let id = StoreId::random();
+        assert_eq!(store_id(id.as_str()).unwrap(), Some(id));
+        let long = "x".repeat(100_000);
+        let err = store_id(&long).unwrap_err().to_string();
+        assert!(err.len() < 200, "quotes the input back: {err}");
+        assert!(matches!(
+            store_id("no spaces").unwrap_err(),
+            Error::InvalidArgument {
+                field: "store_id",
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn page_size_defaults_and_caps() {
         assert_eq!(page_size(0).unwrap(), DEFAULT_PAGE_SIZE);
         assert_eq!(page_size(5).unwrap(), 5);
