@@ -21,11 +21,11 @@ pub enum Error {
     #[error("invalid {field}: {reason}")]
     InvalidArgument { field: &'static str, reason: String },
 
-    #[error("key not found: {0}")]
+    #[error("key not found: {}", quoted(.0))]
     NotFound(String),
 
     /// A compare-and-swap precondition failed; nothing was changed.
-    #[error("key {key:?} has mod revision {current}, expected {expected}")]
+    #[error("key {} has mod revision {current}, expected {expected}", quoted(key))]
     RevisionMismatch {
         key: String,
         expected: Revision,
@@ -123,6 +123,22 @@ pub enum Error {
     Config(String),
 }
 
+/// How much of a client's own input a message quotes back: enough to recognise it, never so
+/// much that an error outgrows the header that carries it.
+pub const QUOTE_CHARS: usize = 128;
+
+/// `text` in quotes for a message, cut to [`QUOTE_CHARS`] characters (saying how long it was).
+pub fn quoted(text: &str) -> String {
+    match text.char_indices().nth(QUOTE_CHARS) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &text[..cut], text.len()),
+    }
+}
+
+/// Longest key an ErrorInfo detail carries: a longer one (past a raised --max-key-bytes) is
+/// left out, since the caller sent it and the detail travels in a header.
+const DETAIL_KEY_BYTES: usize = 1024;
+
 impl Error {
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         Error::InvalidArgument {
@@ -152,11 +168,16 @@ impl From<Error> for Status {
                 ErrorDetails::with_error_info(
                     "REVISION_MISMATCH",
                     ERROR_DOMAIN,
-                    HashMap::from([
-                        ("key".to_owned(), key),
-                        ("expected_mod_revision".to_owned(), expected.to_string()),
-                        ("current_mod_revision".to_owned(), current.to_string()),
-                    ]),
+                    HashMap::from_iter(
+                        [
+                            ("expected_mod_revision".to_owned(), expected.to_string()),
+                            ("current_mod_revision".to_owned(), current.to_string()),
+                        ]
+                        .into_iter()
+                        .chain(
+                            (key.len() <= DETAIL_KEY_BYTES).then(|| ("key".to_owned(), key)),
+                        ),
+                    ),
                 ),
             ),
             Error::StoreMismatch { actual, .. } => Status::with_error_details(
@@ -225,4 +246,27 @@ fn not_in_history(message: String, requested: Revision, oldest: Revision) -> Sta
             ]),
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_quote_client_input_only_up_to_a_bound() {
+        assert_eq!(quoted("user/ada"), "\"user/ada\"");
+        let long = "é".repeat(10_000);
+        let quote = quoted(&long);
+        assert!(quote.chars().count() < QUOTE_CHARS + 40, "{quote}");
+        assert!(quote.ends_with("... (20000 bytes)"), "{quote}");
+        let status = Status::from(Error::NotFound("k".repeat(1 << 20)));
+        assert!(status.message().len() < 300, "{}", status.message().len());
+        let status = Status::from(Error::RevisionMismatch {
+            key: "k".repeat(1 << 20),
+            expected: 1,
+            current: 2,
+        });
+        assert!(status.message().len() < 300);
+        assert!(status.details().len() < 500, "{}", status.details().len());
+    }
 }
