@@ -1,6 +1,6 @@
 //! [`Client`]: the connection to jsonkv servers and its request/response calls (get, insert,
-//! delete, list), with the revision floor its writes raise. Connecting with TLS or a token is
-//! [`crate::connect`]; watches live in [`crate::watch`].
+//! delete, list), with the revision floor its writes raise. Connecting ([`Client::connect`],
+//! [`Client::builder`]) is [`crate::connect`]; watches live in [`crate::watch`].
 
 use std::future::Future;
 
@@ -9,7 +9,6 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Code, Status};
 
-use crate::connect::ClientBuilder;
 use crate::consistency::{other_store, store_of, Consistency, MinRevision};
 use crate::entry::decode_all;
 use crate::failover::{CallKind, Servers};
@@ -35,7 +34,8 @@ const JSON: i32 = pb::ValueEncoding::Json as i32;
 /// it saw acknowledged. Gets, lists and watches send it as `min_revision`, so a server whose view
 /// trails the cluster waits until it has applied them before answering (UNAVAILABLE if it does
 /// not get there within its wait limit; another server is then tried). A single server always
-/// has them already. [`ClientBuilder::read_your_writes`] turns this off.
+/// has them already. [`ClientBuilder::read_your_writes`](crate::ClientBuilder::read_your_writes)
+/// turns this off.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), jsonkv_client::Error> {
@@ -110,19 +110,6 @@ pub struct ListPage<T> {
 }
 
 impl Client {
-    /// Connects to `addr` (`http://host:port`, `https://host:port` with the platform's trusted
-    /// roots, or bare `host:port`; several separated by commas) without a token, failing now if
-    /// no server can be reached. [`Client::builder`] sets a token, a CA or a client certificate.
-    pub async fn connect(addr: impl Into<String>) -> Result<Client, Error> {
-        Client::builder(addr).connect().await
-    }
-
-    /// Options for connecting to `addr` (one address, or several separated by commas): token,
-    /// CA, client certificate, read-your-writes.
-    pub fn builder(addr: impl Into<String>) -> ClientBuilder {
-        ClientBuilder::new(addr.into())
-    }
-
     /// The revision floor: the highest revision of the writes this client (or any clone) saw
     /// acknowledged, or was given with [`Client::observe_revision`]. 0 before any.
     pub fn revision_floor(&self) -> i64 {

@@ -1,25 +1,17 @@
-//! How a [`Client`] connects: [`ClientBuilder`] takes the server addresses, the TLS settings (a
-//! CA to trust, a client certificate for mutual TLS), the bearer token and the read settings, and
-//! opens the connection.
+//! How a [`Client`] connects: [`Client::connect`], and [`ClientBuilder`], which takes the server
+//! addresses, the TLS settings (a CA to trust, a client certificate for mutual TLS), the bearer
+//! token and the read settings, and opens the connections.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use jsonkv::pb::json_kv_client::JsonKvClient;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::interceptor::InterceptedService;
-use tonic::service::Interceptor;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-use tonic::{Request, Status};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use crate::consistency::Consistency;
 use crate::failover::{Server, Servers};
+use crate::rpc::{rpc, BearerToken};
 use crate::{Client, Error};
-
-/// A value may be 1 MiB of JSON and a list page holds up to 1000 of them; tonic's 4 MiB default
-/// would reject such responses.
-const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Bounds the eager connect, so that an address that drops packets fails instead of hanging.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,8 +21,20 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The generated client with the token attached to every call.
-pub(crate) type Rpc = JsonKvClient<InterceptedService<Channel, BearerToken>>;
+impl Client {
+    /// Connects to `addr` (`http://host:port`, `https://host:port` with the platform's trusted
+    /// roots, or bare `host:port`; several separated by commas) without a token, failing now if
+    /// no server can be reached. [`Client::builder`] sets a token, a CA or a client certificate.
+    pub async fn connect(addr: impl Into<String>) -> Result<Client, Error> {
+        Client::builder(addr).connect().await
+    }
+
+    /// Options for connecting to `addr` (one address, or several separated by commas): token,
+    /// CA, client certificate, read-your-writes.
+    pub fn builder(addr: impl Into<String>) -> ClientBuilder {
+        ClientBuilder::new(addr.into())
+    }
+}
 
 /// Options for connecting to jsonkv servers, from [`Client::builder`]. The TLS settings and the
 /// token apply to every server in the address list.
@@ -76,7 +80,7 @@ impl fmt::Debug for ClientBuilder {
 }
 
 impl ClientBuilder {
-    pub(crate) fn new(addr: String) -> Self {
+    fn new(addr: String) -> Self {
         ClientBuilder {
             addr,
             token: None,
@@ -185,10 +189,10 @@ impl ClientBuilder {
                 } else {
                     endpoint.connect_lazy()
                 };
-                let rpc = JsonKvClient::with_interceptor(channel, token.clone())
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_MESSAGE_BYTES);
-                Server { addr, rpc }
+                Server {
+                    addr,
+                    rpc: rpc(channel, token.clone()),
+                }
             })
             .collect();
         Ok(Client {
@@ -280,64 +284,12 @@ impl Pem {
     }
 }
 
-/// Adds the `authorization` header to every call; without a token, adds nothing. The header
-/// value is marked sensitive, so HTTP/2 never puts it in its compression table and debug
-/// output shows it as `Sensitive`.
-#[derive(Clone)]
-pub(crate) struct BearerToken(Option<MetadataValue<Ascii>>);
-
-impl BearerToken {
-    fn new(token: Option<&str>) -> Result<Self, Error> {
-        let Some(token) = token else {
-            return Ok(BearerToken(None));
-        };
-        let invalid = || {
-            Error::Config(
-                "the token must be visible ASCII without spaces (it travels in an HTTP header)"
-                    .into(),
-            )
-        };
-        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(invalid());
-        }
-        let mut value: MetadataValue<Ascii> =
-            format!("Bearer {token}").parse().map_err(|_| invalid())?;
-        value.set_sensitive(true);
-        Ok(BearerToken(Some(value)))
-    }
-}
-
-impl fmt::Debug for BearerToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "BearerToken(<redacted>)"
-        } else {
-            "BearerToken(None)"
-        })
-    }
-}
-
-impl Interceptor for BearerToken {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn tokens_are_checked_and_never_shown() {
-        assert!(BearerToken::new(Some("has space")).is_err());
-        assert!(BearerToken::new(Some("")).is_err());
-        let token = BearerToken::new(Some("s3cret-token")).unwrap();
-        assert_eq!(format!("{token:?}"), "BearerToken(<redacted>)");
+    fn the_token_never_shows() {
         let builder = ClientBuilder::new("http://x:1".into()).token("s3cret-token");
         assert!(!format!("{builder:?}").contains("s3cret"));
     }

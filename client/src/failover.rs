@@ -1,5 +1,6 @@
 //! Several servers behind one client: every call goes to the server in use, and moves on to the
 //! next one in the list when that server cannot answer, so that a client outlives any one server.
+//! Which failures mean a server cannot answer ([`is_retryable`]) is decided here too.
 //!
 //! Why not tonic's `Channel::balance_list`: its balancer counts an endpoint whose connection
 //! failed as ready (the failure is stored and handed to the next call on it), so it keeps sending
@@ -13,11 +14,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::Status;
+use tonic::{Code, Status};
 
-use crate::connect::Rpc;
 use crate::consistency::is_behind;
-use crate::reconnect::is_retryable;
+use crate::rpc::Rpc;
 
 /// The servers of one client, in the order given, and which one is in use. Clones share both.
 #[derive(Debug, Clone)]
@@ -156,4 +156,55 @@ fn never_sent(status: &Status) -> bool {
         source = error.source();
     }
     false
+}
+
+/// Whether a failed call is worth making again, on this server or the next: the server went away
+/// or the connection broke. A read then moves on to the next server, and a broken watch is
+/// re-issued (`reconnect.rs`).
+///
+/// UNAVAILABLE, UNKNOWN, ABORTED, CANCELLED and DEADLINE_EXCEEDED (no answer in time: the
+/// server is stuck or overloaded) are; so is INTERNAL when tonic made it locally
+/// from a broken HTTP/2 connection (it then carries a source error, or says "h2 protocol error"),
+/// as opposed to an INTERNAL the server sent, which retrying would only repeat. An UNAVAILABLE
+/// saying the server has not reached the revision floor is not: every server was already asked
+/// ([`Servers::call`]) and each waited its limit, and retrying forever would hide a floor that
+/// cannot be met (one from another cluster, or a server that stopped following etcd).
+pub(crate) fn is_retryable(status: &Status) -> bool {
+    match status.code() {
+        Code::Unavailable => !is_behind(status),
+        // DEADLINE_EXCEEDED: the client's timeout on opening, or the server's on a call.
+        Code::Unknown | Code::Aborted | Code::Cancelled | Code::DeadlineExceeded => true,
+        Code::Internal => {
+            std::error::Error::source(status).is_some()
+                || status.message().starts_with("h2 protocol error")
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_internal_errors_are_retryable_but_server_internal_ones_are_not() {
+        assert!(!is_retryable(&Status::internal("bug")));
+        assert!(is_retryable(&Status::internal(
+            "h2 protocol error: broken pipe"
+        )));
+        assert!(!is_retryable(&Status::invalid_argument("x")));
+        assert!(!is_retryable(&Status::out_of_range("x")));
+        assert!(is_retryable(&Status::unavailable("x")));
+        assert!(!is_retryable(
+            &<Status as tonic_types::StatusExt>::with_error_details(
+                tonic::Code::Unavailable,
+                "has not reached revision 9 in 5s",
+                tonic_types::ErrorDetails::with_error_info(
+                    "REVISION_NOT_REACHED",
+                    "jsonkv.dev",
+                    std::collections::HashMap::new()
+                ),
+            )
+        ));
+    }
 }

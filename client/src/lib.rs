@@ -25,23 +25,24 @@
 //! Values always travel as JSON text (`value_json`, `VALUE_ENCODING_JSON`), never as
 //! `google.protobuf.Value`, so numbers of any size or precision survive exactly.
 //!
-//! Layout:
+//! Layout, bottom up (each module uses only those listed before it):
+//! - [`error`]: [`Error`], and the mapping from a gRPC status to it.
+//! - [`entry`]: [`Entry`], and decoding a wire `KeyValue` into one.
+//! - `consistency`: the revision floor (read-your-writes) and linearizable reads.
+//! - `rpc`: the generated `JsonKvClient` on one server's channel, with the bearer token attached.
+//! - `failover`: which of several servers a call goes to, and when it moves on to the next.
 //! - [`client`]: [`Client`] (get, insert, delete, list, the revision floor) and its small result
 //!   types.
-//! - [`connect`]: [`ClientBuilder`]: addresses, TLS (`https://`, a CA, a client certificate),
-//!   the bearer token and read-your-writes.
-//! - `failover`: which of several servers a call goes to, and when it moves on to the next.
-//! - `consistency`: the revision floor (read-your-writes) and linearizable reads.
-//! - [`entry`]: [`Entry`], and decoding a wire `KeyValue` into one.
-//! - [`watch`]: [`WatchStream`], [`WatchEvent`] and the watch calls on [`Client`].
+//! - [`connect`]: [`Client::connect`] and [`ClientBuilder`]: addresses, TLS (`https://`, a CA, a
+//!   client certificate), the bearer token and read-your-writes.
 //! - `reconnect`: resuming a broken watch without gaps or duplicates (the resume rule).
-//! - [`error`]: [`Error`], and the mapping from a gRPC status to it.
+//! - [`watch`]: [`WatchStream`], [`WatchEvent`] and the watch calls on [`Client`].
 //!
 //! A call flows `Client` method (which adds the floor as `min_revision`) -> `failover` (picks the
-//! server) -> generated `JsonKvClient` -> server; its status comes back through
-//! `Error::from(Status)`, and a write's revision raises the floor. A watch flows `watch` ->
-//! `reconnect::resumable` (which (re)opens the server stream through `failover` and filters it)
-//! -> typed decoding in `watch` -> the caller.
+//! server) -> `rpc` (the generated client, with the token) -> server; its status comes back
+//! through `Error::from(Status)`, and a write's revision raises the floor. A watch flows `watch`
+//! -> `reconnect::resumable` (which (re)opens the server stream through `failover` and filters
+//! it) -> typed decoding in `watch` -> the caller.
 
 pub mod client;
 pub mod connect;
@@ -50,6 +51,7 @@ pub mod entry;
 pub mod error;
 mod failover;
 mod reconnect;
+mod rpc;
 pub mod watch;
 
 pub use client::{Client, InsertResult, ListPage, Precondition};

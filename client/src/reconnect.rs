@@ -39,10 +39,10 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use jsonkv::pb::{self, event::EventType, watch_response::Response};
-use tonic::{Code, Status};
+use tonic::Status;
 
-use crate::consistency::is_behind;
-use crate::{Error, WatchOptions};
+use crate::failover::is_retryable;
+use crate::Error;
 
 /// A change the caller has not seen yet, still in wire form.
 #[derive(Debug, Clone, PartialEq)]
@@ -203,28 +203,6 @@ impl Resume {
     }
 }
 
-/// Whether a failed watch is worth re-issuing: the server went away or the connection broke.
-///
-/// UNAVAILABLE, UNKNOWN, ABORTED, CANCELLED and DEADLINE_EXCEEDED (no answer in time: the
-/// server is stuck or overloaded) are; so is INTERNAL when tonic made it locally
-/// from a broken HTTP/2 connection (it then carries a source error, or says "h2 protocol error"),
-/// as opposed to an INTERNAL the server sent, which retrying would only repeat. An UNAVAILABLE
-/// saying the server has not reached the revision floor is not: every server was already asked
-/// (`failover.rs`) and each waited its limit, and retrying forever would hide a floor that
-/// cannot be met (one from another cluster, or a server that stopped following etcd).
-pub(crate) fn is_retryable(status: &Status) -> bool {
-    match status.code() {
-        Code::Unavailable => !is_behind(status),
-        // DEADLINE_EXCEEDED: the client's timeout on opening, or the server's on a call.
-        Code::Unknown | Code::Aborted | Code::Cancelled | Code::DeadlineExceeded => true,
-        Code::Internal => {
-            std::error::Error::source(status).is_some()
-                || status.message().starts_with("h2 protocol error")
-        }
-        _ => false,
-    }
-}
-
 /// Exponential backoff between reconnects, with jitter so that many watchers of one restarted
 /// server do not all come back in the same instant.
 #[derive(Debug, Clone)]
@@ -278,12 +256,13 @@ pub(crate) struct Opened<Messages> {
     pub(crate) messages: Messages,
 }
 
-/// The watch opened by `open(start_revision, store_id)`, kept alive by the resume rule above.
-/// `open` is called again for every reconnect; it returns the server's stream or the status
-/// that refused it. `store` is kept up to date with the store the watch's revisions belong to.
+/// The watch opened by `open(start_revision, store_id)`, kept alive by the resume rule above,
+/// starting where `resume` stands ([`Resume::new`]). `open` is called again for every
+/// reconnect; it returns the server's stream or the status that refused it. `store` is kept up
+/// to date with the store the watch's revisions belong to.
 pub(crate) fn resumable<Open, Fut, Messages>(
     mut open: Open,
-    options: WatchOptions,
+    mut resume: Resume,
     mut backoff: Backoff,
     store: Arc<Mutex<Option<String>>>,
 ) -> impl Stream<Item = Result<Delivery, Error>>
@@ -293,7 +272,6 @@ where
     Messages: Stream<Item = Result<pb::WatchResponse, Status>> + Unpin,
 {
     async_stream::stream! {
-        let mut resume = Resume::new(options.start_revision, options.store_id);
         loop {
             let failure = match open(resume.start_revision(), resume.store_id()).await {
                 Err(status) => status,
@@ -442,12 +420,9 @@ mod tests {
             }
         };
         let backoff = Backoff::new(Duration::ZERO, Duration::ZERO);
-        let options = WatchOptions {
-            start_revision,
-            store_id: store_id.map(str::to_owned),
-        };
+        let resume = Resume::new(start_revision, store_id.map(str::to_owned));
         let store = Arc::new(Mutex::new(None));
-        let seen = resumable(open, options, backoff, Arc::clone(&store))
+        let seen = resumable(open, resume, backoff, Arc::clone(&store))
             .map(|item| item.map_err(|e| e.to_string()))
             .collect::<Vec<_>>()
             .await;
@@ -699,28 +674,6 @@ mod tests {
         .await;
         assert_eq!(revisions(&seen), [1]);
         assert!(seen[1].as_ref().unwrap_err().starts_with("protocol error"));
-    }
-
-    #[test]
-    fn transport_internal_errors_are_retryable_but_server_internal_ones_are_not() {
-        assert!(!is_retryable(&Status::internal("bug")));
-        assert!(is_retryable(&Status::internal(
-            "h2 protocol error: broken pipe"
-        )));
-        assert!(!is_retryable(&Status::invalid_argument("x")));
-        assert!(!is_retryable(&Status::out_of_range("x")));
-        assert!(is_retryable(&Status::unavailable("x")));
-        assert!(!is_retryable(
-            &<Status as tonic_types::StatusExt>::with_error_details(
-                tonic::Code::Unavailable,
-                "has not reached revision 9 in 5s",
-                tonic_types::ErrorDetails::with_error_info(
-                    "REVISION_NOT_REACHED",
-                    "jsonkv.dev",
-                    std::collections::HashMap::new()
-                ),
-            )
-        ));
     }
 
     #[test]

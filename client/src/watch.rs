@@ -11,11 +11,11 @@ use futures::{Stream, StreamExt};
 use jsonkv::pb;
 use serde::de::DeserializeOwned;
 
-use crate::connect::Rpc;
 use crate::consistency::{store_of, MinRevision};
 use crate::entry::decode_all;
 use crate::failover::CallKind;
-use crate::reconnect::{resumable, Backoff, Delivery, Opened};
+use crate::reconnect::{resumable, Backoff, Delivery, Opened, Resume};
+use crate::rpc::Rpc;
 use crate::{Client, Entry, Error};
 
 /// What a watch follows.
@@ -146,7 +146,8 @@ impl Client {
             }
         };
         let store_id = Arc::new(Mutex::new(None));
-        let events = resumable(open, options, Backoff::default(), Arc::clone(&store_id))
+        let resume = Resume::new(options.start_revision, options.store_id);
+        let events = resumable(open, resume, Backoff::default(), Arc::clone(&store_id))
             .map(|delivery| delivery.and_then(decode_delivery));
         WatchStream {
             events: Box::pin(events),
