@@ -6,8 +6,11 @@
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors that reflection serves.
 //! - [`value`]: JSON <-> `google.protobuf.Value`, and lossless JSON text.
 //! - [`codec`]: the protobuf codec the generated code uses (prost's, with smaller buffers).
+//! - [`retry`]: for the server's etcd client and the jsonkv client: whether a failed call never
+//!   left.
 
 pub mod codec;
+pub mod retry;
 pub mod value;
 
 /// Generated code for package `jsonkv.v1`.

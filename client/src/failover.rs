@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use jsonkv::retry::never_sent;
 use tonic::{Code, Status};
 
 use crate::consistency::is_behind;
@@ -143,19 +144,6 @@ impl Servers {
 
 fn may_try_another(kind: CallKind, status: &Status) -> bool {
     never_sent(status) || (kind == CallKind::Read && (is_retryable(status) || is_behind(status)))
-}
-
-/// Whether the call failed before its request left: tonic reports a connection that could not be
-/// made (refused, timed out, TLS handshake failed) with a `ConnectError` in the status' sources.
-fn never_sent(status: &Status) -> bool {
-    let mut source = std::error::Error::source(status);
-    while let Some(error) = source {
-        if error.is::<tonic::ConnectError>() {
-            return true;
-        }
-        source = error.source();
-    }
-    false
 }
 
 /// Whether a failed call is worth making again, on this server or the next: the server went away

@@ -45,21 +45,14 @@ pub fn etcd_error(what: &str, err: etcd_client::Error) -> Error {
     }
 }
 
-/// Whether the request failed before it left: tonic reports a connection that could not be
-/// made (refused, timed out, TLS handshake failed) with a `ConnectError` among its sources.
-pub fn never_sent(err: &etcd_client::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = match err {
+/// The tonic error inside an etcd client error, if any: etcd's error type does not give it as
+/// its source, so [`jsonkv::retry::never_sent`] is handed this instead.
+pub fn tonic_error(err: &etcd_client::Error) -> Option<&(dyn std::error::Error + 'static)> {
+    match err {
         etcd_client::Error::GRpcStatus(status) => Some(status),
         etcd_client::Error::TransportError(err) => Some(err),
         _ => None,
-    };
-    while let Some(error) = source {
-        if error.is::<tonic::ConnectError>() {
-            return true;
-        }
-        source = error.source();
     }
-    false
 }
 
 /// A status's message and, for one made on this side (a connection that failed or was closed),

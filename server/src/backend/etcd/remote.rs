@@ -9,9 +9,10 @@ use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, KeyValue,
     KvClient, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchStream,
 };
+use jsonkv::retry::never_sent;
 
 use super::connect::{first_request, tls_options};
-use super::error::{etcd_error, never_sent};
+use super::error::{etcd_error, tonic_error};
 use crate::config::EtcdConfig;
 use crate::database::{Entry, Event, Precondition};
 use crate::doc::Doc;
@@ -110,7 +111,10 @@ impl Remote {
         loop {
             match tokio::time::timeout_at(deadline, request()).await {
                 Ok(Ok(response)) => return Ok(response),
-                Ok(Err(err)) if never_sent(&err) && tokio::time::Instant::now() < deadline => {
+                Ok(Err(err))
+                    if tonic_error(&err).is_some_and(never_sent)
+                        && tokio::time::Instant::now() < deadline =>
+                {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
                 Ok(Err(err)) => return Err(etcd_error(what, err)),
