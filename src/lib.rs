@@ -7,7 +7,7 @@
 //! - [`value`]: JSON <-> `google.protobuf.Value`, and lossless JSON text.
 //! - [`codec`]: the protobuf codec the generated code uses (prost's, with smaller buffers).
 //! - [`retry`]: for the server's etcd client and the jsonkv client: whether a failed call never
-//!   left.
+//!   left, and the backoff between attempts.
 
 pub mod codec;
 pub mod retry;

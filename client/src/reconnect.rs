@@ -31,14 +31,12 @@
 //! PERMISSION_DENIED, UNAVAILABLE because no server reached the client's revision floor in time,
 //! ...) is handed to the caller as the stream's last item.
 
-use std::collections::hash_map::RandomState;
 use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use jsonkv::pb::{self, event::EventType, watch_response::Response};
+use jsonkv::retry::Backoff;
 use tonic::Status;
 
 use crate::failover::is_retryable;
@@ -203,52 +201,6 @@ impl Resume {
     }
 }
 
-/// Exponential backoff between reconnects, with jitter so that many watchers of one restarted
-/// server do not all come back in the same instant.
-#[derive(Debug, Clone)]
-pub(crate) struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    pub(crate) fn new(initial: Duration, max: Duration) -> Self {
-        Backoff {
-            initial,
-            max,
-            next: initial,
-        }
-    }
-
-    /// How long to wait before the next attempt: between half and all of the current step,
-    /// which then doubles up to the cap.
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let step = self.next;
-        self.next = (step * 2).min(self.max);
-        let half = step / 2;
-        half + half.mul_f64(random_fraction())
-    }
-
-    /// The connection works again: the next failure starts from the initial delay.
-    pub(crate) fn reset(&mut self) {
-        self.next = self.initial;
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff::new(Duration::from_millis(50), Duration::from_secs(2))
-    }
-}
-
-/// A number in [0, 1) that differs between calls; jitter needs no better randomness than the
-/// per-hasher random keys std already has.
-fn random_fraction() -> f64 {
-    let bits = RandomState::new().build_hasher().finish();
-    (bits >> 11) as f64 / (1u64 << 53) as f64
-}
-
 /// A watch stream as opened: the store its server named in the `jsonkv-store-id` header, and
 /// its messages.
 pub(crate) struct Opened<Messages> {
@@ -323,6 +275,7 @@ mod tests {
     use super::*;
     use futures::stream;
     use std::sync::{Arc, Mutex};
+    use std::time::Duration;
 
     fn kv(key: &str, revision: i64) -> pb::KeyValue {
         pb::KeyValue {
@@ -674,22 +627,5 @@ mod tests {
         .await;
         assert_eq!(revisions(&seen), [1]);
         assert!(seen[1].as_ref().unwrap_err().starts_with("protocol error"));
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_and_resets() {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(400));
-        let delays: Vec<_> = (0..5).map(|_| backoff.next_delay()).collect();
-        let caps = [100, 200, 400, 400, 400];
-        for (delay, cap) in delays.iter().zip(caps) {
-            let cap = Duration::from_millis(cap);
-            assert!(
-                *delay >= cap / 2 && *delay <= cap,
-                "{delay:?} not in [{:?}, {cap:?}]",
-                cap / 2
-            );
-        }
-        backoff.reset();
-        assert!(backoff.next_delay() <= Duration::from_millis(100));
     }
 }

@@ -6,17 +6,24 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use jsonkv::pb;
+use jsonkv::retry::Backoff;
 use serde::de::DeserializeOwned;
 
 use crate::consistency::{store_of, MinRevision};
 use crate::entry::decode_all;
 use crate::failover::CallKind;
-use crate::reconnect::{resumable, Backoff, Delivery, Opened, Resume};
+use crate::reconnect::{resumable, Delivery, Opened, Resume};
 use crate::rpc::Rpc;
 use crate::{Client, Entry, Error};
+
+/// The backoff of a broken watch's reconnects: its first step and its cap. Short, since a watch
+/// that waits falls behind; jittered, so the watchers of a restarted server spread out.
+const RECONNECT_FIRST: Duration = Duration::from_millis(50);
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
 
 /// What a watch follows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,8 +154,13 @@ impl Client {
         };
         let store_id = Arc::new(Mutex::new(None));
         let resume = Resume::new(options.start_revision, options.store_id);
-        let events = resumable(open, resume, Backoff::default(), Arc::clone(&store_id))
-            .map(|delivery| delivery.and_then(decode_delivery));
+        let events = resumable(
+            open,
+            resume,
+            Backoff::new(RECONNECT_FIRST, RECONNECT_MAX),
+            Arc::clone(&store_id),
+        )
+        .map(|delivery| delivery.and_then(decode_delivery));
         WatchStream {
             events: Box::pin(events),
             store_id,

@@ -3,6 +3,7 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use jsonkv::retry::Backoff;
 use tokio::task::JoinHandle;
 
 use super::error::etcd_error;
@@ -12,12 +13,17 @@ use crate::error::Error;
 use crate::revision::Revision;
 use crate::view::View;
 
+/// The backoff between attempts to re-watch etcd: its first step and its cap. Jittered, so the
+/// servers of a cluster do not all come back to a restarted etcd in the same instant.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
 /// Follows etcd on a task until the view is dropped (or the task aborted): watches the prefix
 /// from the view's revision + 1 and applies what arrives, re-watching after any failure. The
 /// view is reachable while the watch is up.
 pub fn follow(view: Weak<View>, remote: Remote) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut backoff = Backoff::default();
+        let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
         loop {
             let Some(from) = view.upgrade().map(|v| v.revision() + 1) else {
                 return;
@@ -47,7 +53,7 @@ pub fn follow(view: Weak<View>, remote: Remote) -> JoinHandle<()> {
                     tracing::warn!(%err, from, "lost the etcd watch; watches stay open and resume from here once etcd answers");
                 }
             }
-            tokio::time::sleep(backoff.next()).await;
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     })
 }
@@ -107,23 +113,5 @@ async fn follow_once(
             return Ok(Stop::ViewGone);
         };
         view.apply(&events);
-    }
-}
-
-/// Waits between attempts to reach etcd: 100 ms, doubling to 2 s.
-#[derive(Default)]
-struct Backoff {
-    attempt: u32,
-}
-
-impl Backoff {
-    fn next(&mut self) -> Duration {
-        let delay = Duration::from_millis(100) * 2u32.saturating_pow(self.attempt.min(5));
-        self.attempt += 1;
-        delay.min(Duration::from_secs(2))
-    }
-
-    fn reset(&mut self) {
-        self.attempt = 0;
     }
 }
