@@ -60,6 +60,39 @@ pub fn from_proto(value: &ProtoValue) -> Result<Json, ValueError> {
     })
 }
 
+/// The deepest a document may nest arrays and objects (a scalar is depth 0, `{"a":[1]}` depth
+/// 2). Its `google.protobuf.Value` form takes up to three protobuf message levels per level
+/// (Value, Struct, a map entry), and the protobuf runtimes of every mainstream language refuse
+/// messages nested more than 100 deep by default: at this depth a response stays well inside
+/// that, with room for the messages around the value.
+pub const MAX_DEPTH: usize = 24;
+
+/// How deeply `json` nests arrays and objects.
+pub fn depth(json: &Json) -> usize {
+    match json {
+        Json::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Json::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// The `google.protobuf.Value` form of `json` if it can carry it: `None` when a number has no
+/// finite double (`1e999`, an integer of thousands of digits) or the document nests deeper
+/// than [`MAX_DEPTH`] (one stored before that limit). Such a document is sent as JSON text.
+pub fn to_struct_form(json: &Json) -> Option<ProtoValue> {
+    fn carriable(json: &Json, depth: usize) -> bool {
+        match json {
+            Json::Number(n) => n.as_f64().is_some_and(f64::is_finite),
+            Json::Array(items) => {
+                depth < MAX_DEPTH && items.iter().all(|v| carriable(v, depth + 1))
+            }
+            Json::Object(map) => depth < MAX_DEPTH && map.values().all(|v| carriable(v, depth + 1)),
+            _ => true,
+        }
+    }
+    carriable(json, 0).then(|| to_proto(json))
+}
+
 /// Converts a JSON document into a `google.protobuf.Value`. Numbers become doubles, so this
 /// direction rounds integers beyond 2^53; use JSON text where that matters.
 pub fn to_proto(json: &Json) -> ProtoValue {
@@ -160,5 +193,28 @@ mod tests {
             kind: Some(Kind::NumberValue(1e300)),
         };
         assert_eq!(from_proto(&v).unwrap().as_f64(), Some(1e300));
+    }
+
+    #[test]
+    fn the_struct_form_carries_what_it_can_and_refuses_the_rest() {
+        assert_eq!(depth(&json!(1)), 0);
+        assert_eq!(depth(&json!({"a": [1, {"b": []}]})), 4);
+        let nested = |levels: usize| {
+            (0..levels).fold(json!(1), |inner, i| {
+                if i % 2 == 0 {
+                    json!([inner])
+                } else {
+                    json!({ "k": inner })
+                }
+            })
+        };
+        assert!(to_struct_form(&nested(MAX_DEPTH)).is_some());
+        assert!(to_struct_form(&nested(MAX_DEPTH + 1)).is_none());
+        let huge: Json = serde_json::from_str("[1e999]").unwrap();
+        assert!(to_struct_form(&huge).is_none());
+        let digits: Json = serde_json::from_str(&"9".repeat(400)).unwrap();
+        assert!(to_struct_form(&digits).is_none());
+        let doc = json!({"n": 1.5, "s": "x", "l": [true, null]});
+        assert_eq!(to_struct_form(&doc), Some(to_proto(&doc)));
     }
 }

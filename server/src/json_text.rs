@@ -32,6 +32,38 @@ pub fn check(text: &str) -> Result<(), ValueError> {
     parse_json_text(text).map(drop)
 }
 
+/// How deeply JSON `text` nests arrays and objects, read from the text without building the
+/// document; on compact text (no repeated keys) exactly as [`jsonkv::value::depth`] counts it.
+/// Brackets inside strings do not count.
+pub fn depth(text: &str) -> usize {
+    let bytes = text.as_bytes();
+    let (mut depth, mut deepest, mut i) = (0usize, 0usize, 0);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                // Skip the string: to the next quote not escaped by a backslash.
+                i += 1;
+                while let Some(len) = memchr::memchr2(b'"', b'\\', &bytes[i..]) {
+                    i += len;
+                    if bytes[i] == b'\\' {
+                        i += 2;
+                        continue;
+                    }
+                    break;
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    deepest
+}
+
 /// Whether `parse_json_text` would accept `text`. serde's `IgnoredAny` is not enough: it skips
 /// escapes without checking them (a lone surrogate passes) and has no nesting limit (serde_json
 /// refuses 128 levels), so text it accepts could fail to parse later.
@@ -220,6 +252,20 @@ mod tests {
     }
 
     #[test]
+    fn depth_is_read_from_the_text_as_from_the_document() {
+        for text in [
+            "1",
+            "[]",
+            r#"{"a":[1,{"b":[]}]}"#,
+            r#"["[[[", {"k]": "\"[["}, [[]]]"#,
+            r#""\\""#,
+        ] {
+            let doc = parse_json_text(text).unwrap();
+            assert_eq!(depth(text), jsonkv::value::depth(&doc), "{text}");
+        }
+    }
+
+    #[test]
     fn nesting_is_limited_as_parsing_limits_it() {
         for depth in 120..135 {
             for text in [
@@ -308,6 +354,11 @@ mod tests {
         fn matches_the_round_trip_on_any_document(text in document()) {
             prop_assert_eq!(fast(&text), round_trip(&text));
             prop_assert_eq!(check(&text), round_trip(&text).map(drop));
+            // On the stored (compact) form: repeated keys in the text may hide a deeper value
+            // that parsing drops.
+            if let (Ok(doc), Ok(stored)) = (parse_json_text(&text), compact(text.clone())) {
+                prop_assert_eq!(depth(&stored), jsonkv::value::depth(&doc));
+            }
         }
 
         #[test]

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::database::{Entry, Event, Precondition};
 use crate::doc::Doc;
 use crate::error::Error;
+use crate::json_text;
 use crate::revision::{Revision, Start};
 use crate::store_id::StoreId;
 
@@ -81,6 +82,16 @@ impl Limits {
                 "value_json",
             ),
         };
+        let depth = json_text::depth(doc.text());
+        if depth > value::MAX_DEPTH {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "value nests arrays and objects {depth} deep, over the limit of {}",
+                    value::MAX_DEPTH
+                ),
+            ));
+        }
         let size = doc.text().len();
         if size > self.max_value_bytes {
             return Err(Error::invalid(
@@ -221,8 +232,13 @@ pub fn key_value(
     if with_value {
         match encoding {
             ValueEncoding::Json => kv.value_json = entry.value.text().to_owned(),
+            // A document the struct form cannot carry goes as text rather than as a
+            // different value (or one a client's protobuf runtime refuses to decode).
             ValueEncoding::Unspecified | ValueEncoding::Struct => {
-                kv.value = Some(value::to_proto(entry.value.json()))
+                match value::to_struct_form(entry.value.json()) {
+                    Some(form) => kv.value = Some(form),
+                    None => kv.value_json = entry.value.text().to_owned(),
+                }
             }
         }
     }
@@ -291,6 +307,44 @@ mod tests {
             .contains("18 bytes as JSON text"));
         let proto = jsonkv::value::to_proto(&serde_json::json!("0123456789abcdef"));
         assert!(l.value(Some(NewValue::Value(proto))).is_err());
+    }
+
+    #[test]
+    fn documents_deeper_than_the_limit_are_refused_in_both_forms() {
+        let l = Limits {
+            max_key_bytes: 8,
+            max_value_bytes: 1 << 20,
+        };
+        let deep = |levels| "[".repeat(levels) + &"]".repeat(levels);
+        assert!(l
+            .value(Some(NewValue::ValueJson(deep(value::MAX_DEPTH))))
+            .is_ok());
+        let err = l
+            .value(Some(NewValue::ValueJson(deep(value::MAX_DEPTH + 1))))
+            .unwrap_err();
+        assert!(err.to_string().contains("over the limit of 24"), "{err}");
+        let proto = value::to_proto(&value::parse_json_text(&deep(30)).unwrap());
+        assert!(matches!(
+            l.value(Some(NewValue::Value(proto))),
+            Err(Error::InvalidArgument { field: "value", .. })
+        ));
+    }
+
+    #[test]
+    fn the_struct_encoding_sends_as_text_what_it_cannot_carry() {
+        let entry = |text: &str| Entry {
+            value: std::sync::Arc::new(Doc::from_stored_text(text.to_owned()).unwrap()),
+            create_revision: 1,
+            mod_revision: 1,
+            version: 1,
+        };
+        let deep = "[".repeat(60) + &"]".repeat(60);
+        for text in ["[1e999]", deep.as_str()] {
+            let kv = key_value("k", &entry(text), ValueEncoding::Struct, true);
+            assert_eq!((kv.value, kv.value_json.as_str()), (None, text));
+        }
+        let kv = key_value("k", &entry("[1.5]"), ValueEncoding::Unspecified, true);
+        assert!(kv.value.is_some() && kv.value_json.is_empty());
     }
 
     #[test]
