@@ -12,6 +12,7 @@
 //! | `jsonkv_watch_overflows_total` | counter: watches ended because they fell behind history | |
 //! | `jsonkv_storage_append_duration_seconds` | histogram: writing (and fsyncing) one batch (embedded store) | |
 //! | `jsonkv_storage_batch_events` | histogram: changes per batch, group commit (embedded store) | |
+//! | `jsonkv_parsed_documents_bytes` | gauge: parsed documents kept for reads, against their byte budget | |
 //! | `jsonkv_source_up` | gauge: 1 while the source of truth is reachable (on etcd: the follower's watch is up; always 1 on the embedded store) | |
 
 use std::future::Future;
@@ -25,6 +26,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::doc;
 use crate::layers::metrics::{CallMetrics, MetricsLayer};
 use crate::store::Store;
 use crate::watcher_limits::WatcherLimits;
@@ -134,6 +136,13 @@ impl Collector for Live {
             "Open watch streams",
             None,
             active.metric_type(),
+        )?)?;
+        let parsed = ConstGauge::new(doc::parsed_bytes() as i64);
+        parsed.encode(encoder.encode_descriptor(
+            "jsonkv_parsed_documents_bytes",
+            "Bytes the parsed documents kept for google.protobuf.Value reads are counted as",
+            None,
+            parsed.metric_type(),
         )?)?;
         let up = ConstGauge::new(i64::from(*self.reachable.borrow()));
         up.encode(encoder.encode_descriptor(

@@ -235,7 +235,7 @@ pub fn key_value(
             // A document the struct form cannot carry goes as text rather than as a
             // different value (or one a client's protobuf runtime refuses to decode).
             ValueEncoding::Unspecified | ValueEncoding::Struct => {
-                match value::to_struct_form(entry.value.json()) {
+                match value::to_struct_form(&entry.value.json()) {
                     Some(form) => kv.value = Some(form),
                     None => kv.value_json = entry.value.text().to_owned(),
                 }

@@ -147,7 +147,7 @@ proptest! {
         let limits = limits();
         match limits.value(Some(NewValue::ValueJson(text.clone()))) {
             Ok(doc) => {
-                prop_assert_eq!(Ok(doc.json().clone()), parse_json_text(&text));
+                prop_assert_eq!(Ok((*doc.json()).clone()), parse_json_text(&text));
                 prop_assert!(doc.text().len() <= 256);
             }
             Err(err) => {

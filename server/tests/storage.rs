@@ -521,7 +521,7 @@ async fn compaction_merges_snapshot_and_segments_key_by_key() {
         .list("", None, 1000)
         .entries
         .into_iter()
-        .map(|(key, entry)| (key, entry.value.json().clone()))
+        .map(|(key, entry)| (key, (*entry.value.json()).clone()))
         .collect();
     assert_eq!(listed, model);
     assert!(model.len() < 280, "some keys end deleted: {}", model.len());
