@@ -2,7 +2,9 @@
 //! crate (tonic, hyper, h2 included), is captured while calls with good, read-only, unknown and
 //! missing tokens go through, and searched for the tokens. Refusals are logged, without them.
 //!
-//! A file of its own because it installs the process-wide tracing subscriber.
+//! A binary of its own because it installs the process-wide tracing subscriber: beside other
+//! tests it could not install it if one of them had, it would capture their lines too, and it
+//! would slow every one of them down with TRACE output.
 
 mod common;
 

@@ -13,6 +13,10 @@
 //! complete or with OUT_OF_RANGE, never with a silent gap. The server's memory is sampled from
 //! /proc throughout and must stay bounded, every watcher must be freed, and the server must shut
 //! down cleanly. Ordering and completeness are asserted, never timings.
+//!
+//! A binary of its own, so that it runs alone: 2,000 streams and the writers keep both of a
+//! small machine's cores busy for the whole run, and the tests of `it` beside it would see their
+//! bounded waits run out.
 
 mod blackhole;
 mod prom;

@@ -1,7 +1,7 @@
 //! Shared by the server's integration tests: start the real server in-process on port 0, on
 //! either backend, and talk to it with the generated gRPC client, the same bytes any client
 //! sends.
-#![allow(dead_code)] // each test file uses a different subset
+#![allow(dead_code)] // each test binary uses its own subset
 
 use std::time::{Duration, Instant};
 
@@ -76,7 +76,7 @@ impl Backend {
 /// `name::embedded` and `name::etcd`, so that every run covers both and a failure names its
 /// backend. Arguments for `#[tokio::test]` may follow the name:
 /// `both_backends!(name, flavor = "multi_thread", worker_threads = 2)`.
-#[allow(unused_macros)] // as dead code above: not every test file runs on both backends
+#[allow(unused_macros)] // as dead code above: not every test binary runs on both backends
 macro_rules! both_backends {
     ($name:ident $(, $($arg:tt)+)?) => {
         mod $name {

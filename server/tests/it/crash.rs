@@ -5,8 +5,6 @@
 //! `--sync none` (both promise to survive a process crash), and one tokio worker
 //! (`--workers 1`) and two, checking that the server runs that many.
 
-mod common;
-
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::Path;

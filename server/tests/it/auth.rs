@@ -3,11 +3,8 @@
 //! a write token does everything, and health and reflection stay open. A malformed tokens file
 //! stops start-up naming its line.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::{config, within, Client};
 use jsonkv::pb::{self, json_kv_client::JsonKvClient};
 use jsonkv_server::{Config, RunningServer};
 use tonic::metadata::{Ascii, MetadataValue};
@@ -15,6 +12,8 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
+
+use crate::common::{self, config, within, Client};
 
 const TOKENS: &str = "\
 # who may do what

@@ -3,15 +3,14 @@
 //! from history, OUT_OF_RANGE, slow watchers, progress, release of abandoned watchers, and
 //! UNAVAILABLE on shutdown.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::*;
 use jsonkv::pb;
 use jsonkv_server::RunningServer;
 use tonic::{Code, Status};
+
+use crate::common::*;
 
 async fn snapshot_carries_the_current_value_or_absence_then_events_follow(backend: Backend) {
     let (_server, mut client) = start_on(backend, config()).await;
@@ -329,7 +328,7 @@ async fn start_revision_replays_history_then_continues_live(backend: Backend) {
 both_backends!(start_revision_replays_history_then_continues_live);
 
 // Embedded only: on etcd an older start replays from etcd's own history instead, and only
-// etcd's compaction refuses it (tests/cluster.rs, which compacts an etcd of its own).
+// etcd's compaction refuses it (cluster.rs, which compacts an etcd of its own).
 #[tokio::test]
 async fn a_compacted_start_revision_is_out_of_range_naming_the_oldest() {
     let mut cfg = config();

@@ -2,18 +2,16 @@
 //! with `tls.client_ca` (mutual TLS). Plaintext sent to a TLS port fails cleanly and does not
 //! disturb the server; unusable certificate files stop start-up with their name.
 
-mod certs;
-mod common;
-
 use std::time::Duration;
 
-use certs::{Issued, Pki};
-use common::{config, put, Client};
 use jsonkv::pb::{self, json_kv_client::JsonKvClient};
 use jsonkv_server::config::TlsFiles;
 use jsonkv_server::{Config, RunningServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+use crate::certs::{Issued, Pki};
+use crate::common::{config, put, Client};
 
 fn tls_config(tls: TlsFiles) -> Config {
     Config {

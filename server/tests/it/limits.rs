@@ -3,21 +3,21 @@
 //! request timeout (DEADLINE_EXCEEDED, never for a watch that has opened), and keepalive, which
 //! finds a peer that vanished without closing its connection and frees its watches.
 
-mod blackhole;
-mod common;
-mod prom;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use blackhole::BlackHole;
-use common::{config, connect, next, put, start, watch_key, watch_prefix, within, Seen};
 use jsonkv::pb;
 use jsonkv_server::storage::{Recovered, Storage};
 use jsonkv_server::store_id::StoreId;
 use jsonkv_server::{Config, Error, RunningServer, Store};
 use tonic::Code;
+
+use crate::blackhole::BlackHole;
+use crate::common::{
+    self, config, connect, next, put, start, watch_key, watch_prefix, within, Seen,
+};
+use crate::prom;
 
 /// Waits until no watcher is left on the server's store.
 async fn until_no_watchers(server: &RunningServer) {

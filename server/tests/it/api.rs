@@ -2,14 +2,13 @@
 //! revisions, compare-and-swap, listing, NOT_FOUND, every INVALID_ARGUMENT case, health and
 //! reflection.
 
-mod common;
-
-use common::*;
 use jsonkv::pb::{self, insert_request::NewValue, ValueEncoding};
 use jsonkv::value;
 use serde_json::json;
 use tonic::Code;
 use tonic_types::StatusExt;
+
+use crate::common::*;
 
 fn insert_json(key: &str, json: &str) -> pb::InsertRequest {
     pb::InsertRequest {

@@ -6,16 +6,12 @@
 //! Each test starts its own etcd cluster on loopback (jsonkv-testkit), so that killing members
 //! and compacting touch nobody else.
 
-mod common;
-mod prom;
-
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
 use jsonkv::pb;
 use jsonkv_server::config::{BackendConfig, EtcdConfig};
 use jsonkv_server::{Config, RunningServer};
@@ -23,6 +19,9 @@ use jsonkv_testkit::{unique_prefix, EtcdCluster};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tonic::Code;
+
+use crate::common::*;
+use crate::prom;
 
 /// A server config on `endpoints` under `prefix`, with short etcd timeouts so that the fault
 /// tests see UNAVAILABLE quickly.

@@ -4,20 +4,19 @@
 //! clearly, and within the etcd timeout, when the client certificate, the CA or the password is
 //! wrong; settings refused before connecting; and the binary's flags.
 
-mod certs;
-mod common;
-
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
 use jsonkv::pb;
 use jsonkv_server::config::{BackendConfig, EtcdConfig, EtcdTls, EtcdUser};
 use jsonkv_server::{Config, RunningServer};
 use jsonkv_testkit::etcd_client::Permission;
 use jsonkv_testkit::{unique_prefix, EtcdCluster, EtcdTlsFiles};
 use tokio::net::TcpListener;
+
+use crate::certs;
+use crate::common::*;
 
 /// The etcd timeout of these tests: start-up failures must come within it (plus slack).
 const ETCD_TIMEOUT: Duration = Duration::from_secs(2);

@@ -3,15 +3,14 @@
 //! reached in time, INVALID_ARGUMENT when negative), and `linearizable` Get and List, which
 //! return what the plain reads return, at a revision the server then serves at once.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use jsonkv::pb::{self, ValueEncoding};
 use jsonkv_server::Config;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
+
+use crate::common::*;
 
 /// The calls that take a `min_revision`.
 #[derive(Debug, Clone, Copy)]

@@ -2,15 +2,13 @@
 //! open watchers, events delivered, catch-ups and overflows, storage timings, and refusals
 //! (UNAUTHENTICATED, RESOURCE_EXHAUSTED) counted like any other status.
 
-mod common;
-mod prom;
-
-use common::{config, connect, next, put, start, watch_key, within, Seen};
 use jsonkv::pb;
 use jsonkv_server::config::{BackendConfig, DiskConfig};
 use jsonkv_server::{Config, RunningServer};
-use prom::{scrape, value, wait_for};
 use tonic::{Code, Request};
+
+use crate::common::{config, connect, next, put, start, watch_key, within, Seen};
+use crate::prom::{scrape, value, wait_for};
 
 fn with_metrics(config: Config) -> Config {
     Config {

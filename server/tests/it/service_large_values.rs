@@ -1,13 +1,12 @@
 //! Values of several MiB in total through the paths that carry many at once, on the backends
 //! that have each path: a listing, plain and linearizable, a replay from etcd's history, and a
 //! server starting on an etcd prefix that already holds them. (Watch snapshots of large values:
-//! tests/watch.rs.)
+//! watch.rs.)
 
-mod common;
-
-use common::*;
 use jsonkv::pb::{self, ValueEncoding};
 use jsonkv_server::{Config, RunningServer};
+
+use crate::common::*;
 
 /// How many large values each test writes: together more than the 4 MiB a gRPC message may
 /// carry by default, while each one is far below the value limit.
