@@ -1,7 +1,6 @@
-//! Test support shared by the integration tests: an in-process server on a free port, a bounded
-//! wait for the next watch event, the change log a watch test checks against ([`put`],
-//! [`read_up_to`]), and (in [`proxy`]) a way to break connections.
-#![allow(dead_code)] // each test binary uses its own subset
+//! Test support shared by the client's integration tests: an in-process server on a free port,
+//! a bounded wait for the next watch event, the change log a watch test checks against
+//! ([`put`], [`read_up_to`]), and (in [`proxy`]) a way to break connections.
 
 pub mod proxy;
 

@@ -1,14 +1,13 @@
 //! Watches against a real in-process server: snapshots, event order, replay from a revision,
 //! errors that end a watch, and resuming across a server restart without gaps or duplicates.
 
-mod common;
-
-use common::{next_event, next_item, start_with_store, Drained, PATIENCE};
 use futures::StreamExt;
 use jsonkv_client::{Client, Entry, Error, WatchEvent, WatchOptions, WatchTarget};
 use jsonkv_server::{Config, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+
+use crate::common::{self, next_event, next_item, start_with_store, Drained, PATIENCE};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Counter {

@@ -3,17 +3,15 @@
 //! `--cert --key`), and bearer tokens (`token` / `--token` / `JSONKV_TOKEN`). Refusals come back
 //! as one clear error; a watch refused for its token ends instead of retrying forever.
 
-#[path = "../../server/tests/certs/mod.rs"]
-mod certs;
-mod common;
-
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use certs::Pki;
 use jsonkv_client::{Client, Error, WatchEvent};
 use jsonkv_server::{Config, RunningServer};
 use tonic::Code;
+
+use crate::certs::Pki;
+use crate::common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_jsonkv");
 const WRITE: &str = "w-5b0c2a9e7d";

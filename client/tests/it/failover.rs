@@ -2,15 +2,14 @@
 //! as the servers of a cluster share etcd: calls and watches carry on through another server when
 //! the one in use shuts down, and a watch delivers every change exactly once across the moves.
 
-mod common;
-
 use std::time::Duration;
 
-use common::proxy::Proxy;
-use common::{put, read_up_to, start_with_store, Change, Drained};
 use jsonkv_client::{Client, Error, WatchEvent};
 use jsonkv_server::{RunningServer, Store};
 use tonic::Code;
+
+use crate::common::proxy::Proxy;
+use crate::common::{self, put, read_up_to, start_with_store, Change, Drained};
 
 /// A server on `store`, on a free port or on `addr` again (a restart).
 async fn serve(store: &Store, addr: Option<std::net::SocketAddr>) -> RunningServer {

@@ -1,15 +1,14 @@
 //! The `jsonkv` binary, run as a child process against a real in-process server: its output
 //! lines, exit codes and one-line errors.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 
-use common::PATIENCE;
 use jsonkv_client::Client;
 use serde_json::Value;
+
+use crate::common::{self, PATIENCE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_jsonkv");
 

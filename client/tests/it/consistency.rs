@@ -2,16 +2,15 @@
 //! that acknowledged writes raise and every read and watch (and watch resume) carries, what a
 //! server that has not reached it answers, and moving on to a server that has.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{next_event, next_item, start_with_store, Drained, PATIENCE};
 use futures::StreamExt;
 use jsonkv_client::{Client, Error, Precondition, WatchEvent};
 use jsonkv_server::{Config, RunningServer, Store};
 use serde_json::Value;
 use tonic::Code;
+
+use crate::common::{self, next_event, next_item, start_with_store, Drained, PATIENCE};
 
 /// A server that gives up on an unreached `min_revision` soon, so refusals come quickly.
 fn impatient() -> Config {

@@ -2,13 +2,12 @@
 //! keyspace, as in production): read-your-writes across servers, and a watch that resumes on the
 //! other server, then on a restarted first one, delivering every change once and in order.
 
-mod common;
-
-use common::{put, read_up_to, Drained};
 use jsonkv_client::{Client, WatchEvent};
 use jsonkv_server::config::{BackendConfig, EtcdConfig};
 use jsonkv_server::{Config, RunningServer};
 use jsonkv_testkit::{shared_etcd, unique_prefix};
+
+use crate::common::{self, put, read_up_to, Drained};
 
 /// A server on the shared etcd under `prefix`, on a free port or on `addr` again (a restart).
 async fn serve(prefix: &str, addr: Option<std::net::SocketAddr>) -> RunningServer {

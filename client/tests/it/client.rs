@@ -1,11 +1,11 @@
 //! The request/response calls of the typed client (get, insert, delete, list) against a real
 //! in-process server.
 
-mod common;
-
 use jsonkv_client::{Client, Error, Precondition};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+
+use crate::common;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Service {
