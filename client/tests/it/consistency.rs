@@ -137,7 +137,12 @@ async fn linearizable_reads_see_the_latest_writes() {
 /// A floor beyond anything the server has: reads and a new watch are refused with UNAVAILABLE
 /// naming it (the watch ends instead of retrying unseen), writes still go through, and a client
 /// with read-your-writes off is not held back.
-#[tokio::test]
+///
+/// On tokio's paused clock: each refusal waits out the server's limit, which then takes no real
+/// time. Server and client run on this runtime over loopback, and no write goes to a watched key
+/// (a refused watch never subscribes), so nothing runs off the runtime while the clock is free
+/// to jump.
+#[tokio::test(start_paused = true)]
 async fn a_floor_beyond_the_server_answers_unavailable_naming_it() {
     let server = RunningServer::start(impatient()).await.unwrap();
     let client = Client::connect(server.url()).await.unwrap();
@@ -209,8 +214,8 @@ async fn a_read_is_served_once_the_server_reaches_the_floor() {
 }
 
 /// Two servers on separate stores, the first behind the client's floor: reads and watches move
-/// on to the second, which has reached it.
-#[tokio::test]
+/// on to the second, which has reached it. On tokio's paused clock, as the test above.
+#[tokio::test(start_paused = true)]
 async fn reads_and_watches_move_on_from_a_server_behind_the_floor() {
     let behind = RunningServer::start(impatient()).await.unwrap();
     let ahead = RunningServer::start(impatient()).await.unwrap();

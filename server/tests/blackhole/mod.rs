@@ -27,6 +27,12 @@ impl BlackHole {
             let mut pumps = tokio::task::JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
                 let server = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                // As tonic's own sockets: without it, Nagle's algorithm holds a small frame
+                // back until the kernel acknowledges the last one, which on tokio's paused
+                // clock lets a keepalive timeout fire while a ping's answer is on its way.
+                for socket in [&client, &server] {
+                    socket.set_nodelay(true).unwrap();
+                }
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
                 pumps.spawn(pump(client_read, server_write, cut_rx.clone()));

@@ -76,8 +76,29 @@ impl Backend {
 /// `name::embedded` and `name::etcd`, so that every run covers both and a failure names its
 /// backend. Arguments for `#[tokio::test]` may follow the name:
 /// `both_backends!(name, flavor = "multi_thread", worker_threads = 2)`.
+///
+/// `both_backends!(name, embedded_on_paused_clock)` runs the embedded test on tokio's paused
+/// clock, for a test that otherwise only waits out a timer: whenever the runtime has nothing to
+/// do, the clock jumps to the next timer instead of waiting for it. That is only safe while all
+/// the work is on the runtime's thread: loopback I/O on sockets without Nagle's delay (tonic's
+/// are), but no write to a key a watch covers (the commit thread applies those). etcd answers
+/// from another process: a paused clock would jump ahead while the runtime waits for it and
+/// fire timeouts early, so the etcd test keeps the real clock.
 #[allow(unused_macros)] // as dead code above: not every test binary runs on both backends
 macro_rules! both_backends {
+    ($name:ident, embedded_on_paused_clock) => {
+        mod $name {
+            #[tokio::test(start_paused = true)]
+            async fn embedded() {
+                super::$name($crate::common::Backend::Embedded).await;
+            }
+
+            #[tokio::test]
+            async fn etcd() {
+                super::$name($crate::common::Backend::Etcd).await;
+            }
+        }
+    };
     ($name:ident $(, $($arg:tt)+)?) => {
         mod $name {
             #[tokio::test$(($($arg)+))?]

@@ -57,7 +57,11 @@ async fn a_message_over_the_size_limit_is_refused_naming_both_sizes() {
     put(&mut client, "small", "1").await;
 }
 
-#[tokio::test]
+/// On tokio's paused clock: the half second that shows the third call queued passes as soon as
+/// the runtime has nothing else to do, which is after the call's bytes have gone over loopback
+/// and been answered if the server would answer them. Nothing here runs off the runtime: no
+/// write goes to a watched key.
+#[tokio::test(start_paused = true)]
 async fn calls_beyond_the_stream_limit_of_a_connection_wait_for_a_free_stream() {
     let (server, mut client) = start(Config {
         max_concurrent_streams: 2,
@@ -234,7 +238,10 @@ async fn a_slow_call_gets_deadline_exceeded_but_an_open_watch_outlives_the_timeo
     server.shutdown().await;
 }
 
-#[tokio::test]
+/// On tokio's paused clock: keepalive's pings and timeouts are tokio timers, so the idle second
+/// and the wait for the silent peer to time out take no real time. The pings and their answers
+/// cross the black hole over loopback, all on the runtime, and no write goes to a watched key.
+#[tokio::test(start_paused = true)]
 async fn keepalive_finds_a_vanished_peer_and_frees_its_watches() {
     let server = RunningServer::start(Config {
         keepalive_interval: Duration::from_millis(200),
