@@ -1,6 +1,10 @@
 //! Tokens never reach a log: every log line of the process, at TRACE level and from every
 //! crate (tonic, hyper, h2 included), is captured while calls with good, read-only, unknown and
-//! missing tokens go through, and searched for the tokens. Refusals are logged, without them.
+//! missing tokens go through, and searched for the tokens.
+//!
+//! Guarantee proved here, the last of docs/security.md's token rules (`it/auth.rs` checks the
+//! others): no log line shows a token or the tail of one, and refusals are logged without them:
+//! `no_token_appears_in_any_log_line`.
 //!
 //! A binary of its own because it installs the process-wide tracing subscriber: beside other
 //! tests it could not install it if one of them had, it would capture their lines too, and it

@@ -1,5 +1,8 @@
 //! The `jsonkv` binary, run as a child process against a real in-process server: its output
 //! lines, exit codes and one-line errors.
+//!
+//! Guarantee proved here: the CLI's `--timeout` ends a call that gets no answer, with one line
+//! and exit 1: `timeout_ends_a_call_that_gets_no_answer` (the library's timeout: `failover.rs`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};

@@ -1,6 +1,13 @@
 //! Read-your-writes and linearizable reads against real in-process servers: the revision floor
 //! that acknowledged writes raise and every read and watch (and watch resume) carries, what a
 //! server that has not reached it answers, and moving on to a server that has.
+//!
+//! Guarantee proved here: a floor from a store that is gone (a server that came back as another
+//! store) is refused at once by the server, and the client starts its floor again on the new
+//! store instead of failing every read:
+//! `a_floor_from_a_store_that_is_gone_starts_again_on_the_new_one`,
+//! `a_new_watch_drops_a_floor_from_a_store_that_is_gone` (also the crate's `consistency.rs` unit
+//! tests; the server's side: `server/tests/it/service_consistency.rs`).
 
 use std::time::Duration;
 

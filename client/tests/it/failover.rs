@@ -1,6 +1,11 @@
 //! A client given several server addresses against real in-process servers that share one store,
 //! as the servers of a cluster share etcd: calls and watches carry on through another server when
 //! the one in use shuts down, and a watch delivers every change exactly once across the moves.
+//!
+//! Guarantee proved here: with the client's timeout, a call that a server holds fails
+//! DEADLINE_EXCEEDED and the client leaves that server, and a watch whose opening times out
+//! reconnects on the next: `a_server_that_holds_calls_costs_one_call_its_timeout_and_is_then_left`
+//! (the CLI's `--timeout`: `cli.rs`).
 
 use std::time::Duration;
 

@@ -2,6 +2,16 @@
 //! a CA (`ca_file` / `--ca`), client certificates for mutual TLS (`identity_files` /
 //! `--cert --key`), and bearer tokens (`token` / `--token` / `JSONKV_TOKEN`). Refusals come back
 //! as one clear error; a watch refused for its token ends instead of retrying forever.
+//!
+//! Guarantees proved here: TLS, mutual TLS and tokens work through the Rust client and the CLI,
+//! as the server's `tls.rs` and `auth.rs` check them against the server:
+//! `tokens_and_a_ca_file_give_each_role_its_calls`,
+//! `without_a_token_calls_fail_and_a_watch_ends_instead_of_retrying`,
+//! `tls_options_are_checked_before_connecting`, `mutual_tls_with_a_client_certificate`,
+//! `a_watch_over_tls_with_a_token_resumes_across_a_restart`,
+//! `tls_and_the_token_apply_to_every_server_of_the_list`,
+//! `the_cli_takes_https_a_ca_and_a_token_from_flag_or_environment`,
+//! `the_cli_presents_a_client_certificate_for_mutual_tls`.
 
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;

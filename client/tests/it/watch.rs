@@ -1,5 +1,12 @@
 //! Watches against a real in-process server: snapshots, event order, replay from a revision,
 //! errors that end a watch, and resuming across a server restart without gaps or duplicates.
+//!
+//! Guarantee proved here: a resume never continues on another store. The client sends the store
+//! it saw, and a watch on a server that came back as another store ends with `StoreChanged`
+//! instead of skipping:
+//! `a_watch_on_a_server_that_came_back_as_another_store_ends_instead_of_skipping` (also the
+//! crate's `reconnect.rs` unit tests; the server's side: `server/tests/it/watch.rs` and
+//! `storage.rs`; the Python and Node suites check that their clients expose the store).
 
 use futures::StreamExt;
 use jsonkv_client::{Client, Entry, Error, WatchEvent, WatchOptions, WatchTarget};

@@ -1,6 +1,23 @@
 //! The unary RPCs through the real server, on both backends: values in both encodings,
 //! revisions, compare-and-swap, listing, NOT_FOUND, every INVALID_ARGUMENT case, health and
 //! reflection.
+//!
+//! Guarantees proved here:
+//! - Every change gets the next revision, and a key reports its create and mod revisions and
+//!   version: `native_json_round_trip_with_metadata` (also a unit test in `database.rs`).
+//! - Numbers survive exactly on the JSON-text path: `json_text_is_lossless_for_big_numbers`
+//!   (also the unit tests of the jsonkv crate's `value.rs`).
+//! - Inserted JSON text is stored as parsing it and writing it compact would store it (as sent
+//!   when that is the same), with the same errors: `json_text_comes_back_compact` (also
+//!   `json_text.rs`'s unit tests: a proptest over escapes, every number form, repeated keys and
+//!   whitespace, and broken or too deep documents).
+//! - A failed precondition changes nothing and reports the current revision:
+//!   `compare_and_swap_on_insert_and_delete`.
+//! - Bad input is INVALID_ARGUMENT naming the problem and changes nothing; the limits are
+//!   configurable: `bad_input_is_invalid_argument_and_changes_nothing`,
+//!   `limits_are_configurable`.
+//! - Health and reflection (v1 and v1alpha) are served:
+//!   `health_and_both_reflection_versions_are_served` (also `clients/grpcurl/test.sh`).
 
 use jsonkv::pb::{self, insert_request::NewValue, ValueEncoding};
 use jsonkv::value;
@@ -103,9 +120,9 @@ async fn json_text_is_lossless_for_big_numbers(backend: Backend) {
 }
 both_backends!(json_text_is_lossless_for_big_numbers);
 
-/// JSON text that is not compact comes back compact, as README says: no whitespace, escapes
-/// only where JSON needs them, exponents as `e+`, and a repeated key's last value in its first
-/// place; digits stay as written.
+/// JSON text that is not compact comes back compact, as docs/clients.md says: no whitespace,
+/// escapes only where JSON needs them, exponents as `e+`, and a repeated key's last value in its
+/// first place; digits stay as written.
 async fn json_text_comes_back_compact(backend: Backend) {
     let (_server, mut client) = start_on(backend, config()).await;
     for (key, sent, stored) in [

@@ -1,7 +1,19 @@
-//! Tokens and roles through the real server: `authorization: Bearer TOKEN` on every JsonKv
-//! call; none or an unknown one is UNAUTHENTICATED, a read token writing is PERMISSION_DENIED,
-//! a write token does everything, and health and reflection stay open. A malformed tokens file
-//! stops start-up naming its line.
+//! Tokens and roles through the real server: `authorization: Bearer TOKEN` on every JsonKv call.
+//!
+//! Guarantees proved here, the rules of docs/security.md's tokens section, against the real
+//! server (that no token reaches a log: `auth_logs.rs`; through the Rust client and the CLI: the
+//! client's `secure.rs`):
+//! - Every JsonKv call without a token, or with an unknown one, is UNAUTHENTICATED:
+//!   `without_a_known_token_every_jsonkv_call_is_unauthenticated`.
+//! - A read token reads and watches, and its writes are PERMISSION_DENIED:
+//!   `a_read_token_reads_and_watches_but_may_not_write`.
+//! - A write token may do everything, and the scheme is case-insensitive:
+//!   `a_write_token_may_do_everything_and_the_scheme_is_case_insensitive`.
+//! - Health and reflection stay open without a token:
+//!   `health_and_reflection_stay_open_without_a_token`.
+//! - Without a tokens file no token is needed: `without_a_tokens_file_no_token_is_needed`.
+//! - A malformed tokens file stops start-up naming its line:
+//!   `a_malformed_tokens_file_stops_start_up_naming_the_line`.
 
 use std::path::PathBuf;
 

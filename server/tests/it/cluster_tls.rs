@@ -1,8 +1,23 @@
 //! jsonkv on an etcd cluster secured as production ones are: TLS with client certificates on
 //! etcd's client URLs (jsonkv-testkit's `EtcdCluster::start_tls`), and etcd's own user/password
-//! authentication. Writes, reads and watches through the real gRPC service; start-up that fails
-//! clearly, and within the etcd timeout, when the client certificate, the CA or the password is
-//! wrong; settings refused before connecting; and the binary's flags.
+//! authentication.
+//!
+//! Guarantees proved here:
+//! - Writes, reads and watches go through etcd over mutual TLS, and with etcd's authentication:
+//!   `writes_reads_and_watches_go_through_tls_with_a_client_certificate`,
+//!   `with_etcd_auth_the_right_password_serves_and_a_wrong_one_fails_start_up`.
+//! - A missing client certificate, an untrusted CA, an endpoint that never answers the handshake
+//!   and a wrong password stop start-up within the etcd timeout, naming etcd:
+//!   `start_up_fails_in_time_naming_etcd_without_a_client_certificate_or_with_the_wrong_ca`,
+//!   `an_etcd_endpoint_that_never_answers_the_handshake_fails_start_up_within_the_timeout`,
+//!   `with_etcd_auth_the_right_password_serves_and_a_wrong_one_fails_start_up`.
+//! - TLS settings that cannot work (an `http://` endpoint, no CA, a file that is missing or not a
+//!   key) are refused before connecting, naming the endpoint, flag or file:
+//!   `tls_settings_that_cannot_work_are_refused_before_connecting`.
+//! - A restarted etcd's forgotten token is renewed, and the watch resumes:
+//!   `after_etcd_restarts_and_forgets_its_tokens_the_server_logs_in_again_and_the_watch_resumes`.
+//! - The binary takes the etcd flags, and the password from the environment:
+//!   `the_binary_takes_the_etcd_flags_and_the_password_from_the_environment`.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

@@ -4,6 +4,11 @@
 //! writer sent, and revisions go on increasing. Rounds alternate `--sync always` and
 //! `--sync none` (both promise to survive a process crash), and one tokio worker
 //! (`--workers 1`) and two, checking that the server runs that many.
+//!
+//! Guarantees proved here, both by `acknowledged_writes_survive_sigkill` (eight kills):
+//! - Every acknowledged write survives SIGKILL, with its value and revision, under either sync
+//!   mode; nothing appears that no writer sent.
+//! - `--workers N` runs N tokio workers, and the crash guarantees hold with one.
 
 use std::collections::HashMap;
 use std::net::TcpListener;

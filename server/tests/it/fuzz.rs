@@ -1,12 +1,22 @@
-//! Property-based fuzzing (proptest, 256 cases per target by default; `PROPTEST_CASES` sets
-//! more) of the three places where untrusted bytes enter:
-//! - request validation (`wire`): any key, prefix, value, page token or number is either
-//!   accepted within the limits or refused with INVALID_ARGUMENT, never a panic;
+//! Property-based fuzzing (proptest, its default number of cases per target; `PROPTEST_CASES`
+//! sets more) of the three places where untrusted bytes enter.
+//!
+//! Guarantees proved here, for any input:
+//! - Request validation (`wire`): any key, prefix, value, page token or number is accepted
+//!   within the limits or refused with INVALID_ARGUMENT, never a panic:
+//!   `keys_and_prefixes_are_accepted_exactly_within_the_limits`,
+//!   `json_text_values_are_parsed_and_measured`, `protobuf_values_are_converted_and_measured`,
+//!   `page_tokens_round_trip_and_anything_else_is_refused`,
+//!   `numbers_and_enums_are_accepted_or_refused`.
 //! - JSON conversion (`jsonkv::value`): JSON text and `google.protobuf.Value` round-trip, and
-//!   any input is a document or an error;
-//! - the on-disk record decoder: recovery from any bytes in a log segment or snapshot returns
+//!   any input is a document or an error: `json_text_round_trips_exactly`,
+//!   `any_text_is_a_document_or_malformed_json`, `protobuf_values_round_trip_or_are_refused`.
+//! - The on-disk record decoder: recovery from any bytes in a log segment or snapshot returns
 //!   the stored changes or an error, never a panic; and a log damaged anywhere recovers a
-//!   prefix of what was written, or refuses, but never invents or reorders a change.
+//!   prefix of what was written, or refuses, but never invents or reorders a change:
+//!   `any_bytes_in_a_log_segment_recover_or_fail_cleanly`,
+//!   `any_bytes_in_a_snapshot_recover_or_fail_cleanly`,
+//!   `a_damaged_log_recovers_a_prefix_of_what_was_written_or_refuses`.
 //!
 //! The decoder is reached through `DiskStorage` recovery (its frame reader is private to the
 //! storage module), with frames built here so that their checksums hold and the payload

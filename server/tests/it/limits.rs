@@ -1,7 +1,18 @@
-//! The limits a misbehaving client runs into, each with a clear answer: message size, HTTP/2
-//! streams per connection, watches per connection and in total (RESOURCE_EXHAUSTED), the
-//! request timeout (DEADLINE_EXCEEDED, never for a watch that has opened), and keepalive, which
-//! finds a peer that vanished without closing its connection and frees its watches.
+//! The limits a misbehaving client runs into, each with a clear answer.
+//!
+//! Guarantees proved here, limits of docs/security.md, against the real server:
+//! - A message over the size limit is refused naming both sizes:
+//!   `a_message_over_the_size_limit_is_refused_naming_both_sizes`.
+//! - Calls beyond the HTTP/2 stream limit of a connection wait for a free stream:
+//!   `calls_beyond_the_stream_limit_of_a_connection_wait_for_a_free_stream`.
+//! - Watches beyond the limit per connection, and in total, are RESOURCE_EXHAUSTED, and a closed
+//!   or refused watch gives its place back:
+//!   `watches_beyond_the_per_connection_limit_are_resource_exhausted`,
+//!   `watches_beyond_the_total_limit_are_resource_exhausted`.
+//! - A call past the request timeout is DEADLINE_EXCEEDED, never a watch that has opened:
+//!   `a_slow_call_gets_deadline_exceeded_but_an_open_watch_outlives_the_timeout`.
+//! - Keepalive finds a peer that vanished without closing its connection and frees its watches:
+//!   `keepalive_finds_a_vanished_peer_and_frees_its_watches`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -1,6 +1,7 @@
 //! The server's integration tests, built as one binary: the shared modules compile once, and
 //! one link replaces one per file. Each module below was a test file of its own; run one with
-//! `cargo test -p jsonkv-server --test it watch::`.
+//! `cargo test -p jsonkv-server --test it watch::`. Each module's doc names the guarantees it
+//! proves and the tests that prove them.
 //!
 //! Two tests keep a binary, and so a process, of their own, and say why in their module docs:
 //! `auth_logs.rs` installs the process-wide tracing subscriber, and `load.rs` loads the machine

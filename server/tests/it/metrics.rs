@@ -1,6 +1,14 @@
-//! `/metrics` through the real server: calls by method and status code with their latency,
-//! open watchers, events delivered, catch-ups and overflows, storage timings, and refusals
-//! (UNAUTHENTICATED, RESOURCE_EXHAUSTED) counted like any other status.
+//! `/metrics` through the real server.
+//!
+//! Guarantees proved here, the metrics of docs/operations.md, against the real server:
+//! - Calls are counted by method and status code with their latency, and open watchers, events
+//!   delivered and storage timings are measured: `calls_watchers_events_and_storage_are_measured`.
+//! - Health checks and unknown methods are counted without growing the set of labels:
+//!   `health_checks_and_unknown_methods_are_counted_without_growing_labels`.
+//! - Refusals (UNAUTHENTICATED, RESOURCE_EXHAUSTED) are counted by their code like any other
+//!   status: `refusals_are_counted_by_their_code`.
+//! - Catch-ups and overflows are counted: `a_watcher_that_catches_up_from_history_is_counted`,
+//!   `a_watcher_that_falls_behind_history_is_counted_as_an_overflow`.
 
 use jsonkv::pb;
 use jsonkv_server::config::{BackendConfig, DiskConfig};

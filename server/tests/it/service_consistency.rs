@@ -1,7 +1,20 @@
 //! Read-your-writes through the real server, on both backends: `min_revision` on Get, List and
-//! both watches (served at once when reached, waited for when not yet, UNAVAILABLE when not
-//! reached in time, INVALID_ARGUMENT when negative), and `linearizable` Get and List, which
-//! return what the plain reads return, at a revision the server then serves at once.
+//! both watches, and `linearizable` Get and List.
+//!
+//! Guarantees proved here:
+//! - A read or watch with `min_revision` is served at once when the server has reached it, waits
+//!   for it when not yet, fails UNAVAILABLE naming it when not reached in time, and a negative
+//!   one is INVALID_ARGUMENT:
+//!   `a_min_revision_already_reached_is_served_at_once_with_the_write_visible`,
+//!   `a_min_revision_reached_while_waiting_is_served_with_the_write`,
+//!   `a_min_revision_not_reached_in_time_is_unavailable_naming_it`,
+//!   `a_negative_min_revision_is_invalid_argument_naming_the_field`.
+//! - Linearizable Get and List return what the plain reads return, at a revision the server then
+//!   serves at once: `linearizable_reads_return_what_plain_reads_do`,
+//!   `a_revision_a_linearizable_read_was_served_at_is_served_at_once`.
+//! - Writes name their store, and a `min_revision` of another store is refused at once on every
+//!   read: `a_min_revision_of_another_store_is_refused_at_once` (the Rust client's side: its
+//!   `consistency.rs`, and that crate's `consistency.rs` unit tests).
 
 use std::time::Duration;
 

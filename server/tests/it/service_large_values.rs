@@ -1,7 +1,13 @@
 //! Values of several MiB in total through the paths that carry many at once, on the backends
 //! that have each path: a listing, plain and linearizable, a replay from etcd's history, and a
 //! server starting on an etcd prefix that already holds them. (Watch snapshots of large values:
-//! watch.rs.)
+//! `watch.rs`.)
+//!
+//! Guarantee proved here: values near the size limit travel through every path, on etcd too:
+//! `a_page_of_large_values_is_cut_to_fit_one_message`,
+//! `a_linearizable_page_of_large_values_is_cut_to_fit_one_message`,
+//! `on_etcd_a_resume_older_than_local_history_replays_large_values`,
+//! `on_etcd_a_server_starts_on_a_prefix_holding_several_mib`.
 
 use jsonkv::pb::{self, ValueEncoding};
 use jsonkv_server::{Config, RunningServer};

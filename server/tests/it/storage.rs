@@ -1,6 +1,43 @@
 //! Storage, through the `Store`: one behaviour suite run against every backend, then what only
 //! a disk can do: restart, watch resume across it, a log cut at every byte, corruption, the
 //! directory lock, compaction, and a failing disk.
+//!
+//! Guarantees proved here:
+//! - Memory, disk (with and without fsync) and etcd behave alike: `behaviour_in_memory`,
+//!   `behaviour_on_disk`, `behaviour_on_disk_without_fsync`, `behaviour_on_etcd`.
+//! - Writes to watched and unwatched keys, racing, keep revision order: `ordering_in_memory`,
+//!   `ordering_on_disk`.
+//! - Revisions, keys and metadata survive a restart, and watches resume across it:
+//!   `a_restart_recovers_every_key_its_metadata_and_the_revision_counter`,
+//!   `a_watch_resumes_across_a_restart_from_the_log`.
+//! - A watch of a key that did not change resumes from before history across a restart too:
+//!   `a_quiet_key_resumes_across_a_restart_beyond_history`.
+//! - A log cut at any byte recovers exactly its complete records:
+//!   `a_log_cut_at_any_byte_recovers_exactly_the_complete_records`.
+//! - Zeros after the last record end the log, also after a torn record; zeros followed by data
+//!   are corruption: `zeros_after_the_last_record_are_the_end_of_the_log`.
+//! - Corruption stops start-up naming file and offset, and truncates nothing:
+//!   `a_corrupt_record_in_the_middle_stops_start_up_naming_file_and_offset`,
+//!   `a_damaged_file_header_is_an_error`.
+//! - Compaction keeps the disk proportional to live data; compacted revisions are OUT_OF_RANGE:
+//!   `after_compaction_an_old_resume_point_is_out_of_range_and_disk_stays_small`.
+//! - Compaction's merge of the old snapshot with the sealed segments keeps every key's newest
+//!   state, deletes included, over many rounds:
+//!   `compaction_merges_snapshot_and_segments_key_by_key`.
+//! - A damaged snapshot (cut, a failed checksum, bytes after its end) stops start-up naming file
+//!   and offset: `a_damaged_snapshot_stops_start_up_naming_file_and_offset`.
+//! - On etcd, a foreign value under the prefix that is not JSON, or that parsing refuses (a lone
+//!   surrogate escape, nesting past serde_json's limit), reads as absent; foreign JSON is served
+//!   as written: `foreign_values_under_the_prefix_on_etcd`.
+//! - A segment that cannot be rotated stays active; writes go on and nothing is lost:
+//!   `a_failed_rotation_keeps_writing_into_the_active_segment`.
+//! - A failed write changes nothing, reads go on, and later writes succeed:
+//!   `a_failed_write_changes_nothing_reads_go_on_and_later_writes_succeed`.
+//! - One data directory, one server: `only_one_server_may_open_a_data_dir`.
+//! - A data directory keeps its identity, and refuses a resume past what it holds (a restored
+//!   backup); memory gets a new identity per start; all servers of one etcd prefix share one:
+//!   `a_store_keeps_its_identity_and_refuses_resumes_it_cannot_continue`,
+//!   `servers_on_one_etcd_prefix_are_one_store`.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

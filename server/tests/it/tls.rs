@@ -1,6 +1,19 @@
 //! TLS: the server speaks gRPC over TLS with `tls`, and requires client certificates from a CA
-//! with `tls.client_ca` (mutual TLS). Plaintext sent to a TLS port fails cleanly and does not
-//! disturb the server; unusable certificate files stop start-up with their name.
+//! with `tls.client_ca` (mutual TLS).
+//!
+//! Guarantees proved here, the rules of docs/security.md's certificates section, against the
+//! real server (the client's `secure.rs` checks them through the Rust client and the CLI):
+//! - Clients that trust the CA use the service and health over TLS; one that does not is
+//!   refused: `clients_that_trust_the_ca_use_the_service_and_health_over_tls`,
+//!   `a_client_that_does_not_trust_the_certificate_is_refused`.
+//! - Mutual TLS requires a client certificate from the CA:
+//!   `mutual_tls_requires_a_client_certificate_from_the_ca`.
+//! - Plaintext sent to a TLS port fails cleanly and does not disturb the server, and a TLS
+//!   client of a plaintext server fails cleanly:
+//!   `plaintext_sent_to_a_tls_port_fails_cleanly_and_the_server_carries_on`,
+//!   `a_tls_client_of_a_plaintext_server_fails_cleanly`.
+//! - Unusable certificate files stop start-up naming the file:
+//!   `unusable_certificate_files_stop_start_up_naming_the_file`.
 
 use std::time::Duration;
 

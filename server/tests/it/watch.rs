@@ -1,7 +1,34 @@
-//! The watch guarantees, each through the real server and, except where a test says why, on
-//! both backends: atomic snapshot, order without gaps or duplicates under concurrency, replay
-//! from history, OUT_OF_RANGE, slow watchers, progress, release of abandoned watchers, and
-//! UNAVAILABLE on shutdown.
+//! The watch guarantees through the real server, on both backends except where a test says why.
+//!
+//! Guarantees proved here:
+//! - The snapshot is atomic with subscribing:
+//!   `snapshot_and_subscription_are_atomic_under_concurrent_writes`.
+//! - Events come in order, without gaps or duplicates, for keys and prefixes, under concurrency:
+//!   `concurrent_writers_and_watchers_see_exactly_the_write_log`.
+//! - A watch replays from `start_revision`; one older than history is OUT_OF_RANGE naming the
+//!   oldest revision: `start_revision_replays_history_then_continues_live`,
+//!   `a_compacted_start_revision_is_out_of_range_naming_the_oldest`.
+//! - History of large values stays within `--history-bytes`; an older resume is OUT_OF_RANGE,
+//!   never a gap: `history_holds_a_bounded_number_of_bytes_of_large_values` (also a unit test in
+//!   `history.rs`).
+//! - A slow watcher catches up or ends clearly, never skips:
+//!   `a_slow_watcher_catches_up_from_history_and_misses_nothing`,
+//!   `a_watcher_lagging_beyond_history_ends_with_out_of_range`, and on etcd
+//!   `on_etcd_a_watcher_lagging_beyond_local_history_catches_up_from_etcd`.
+//! - An idle watch gets progress notices at a safe resume point:
+//!   `an_idle_watch_gets_progress_notices_for_a_safe_resume_point` (the shared clock ticking
+//!   while the store changes and once after, then not at all: `progress_clock.rs`'s unit test).
+//! - A watch names its store, and a resume with another store's revisions, or on the embedded
+//!   store past what it holds, is refused:
+//!   `a_watch_names_its_store_and_a_resume_with_another_store_s_revisions_fails` (the rest of
+//!   this guarantee: `storage.rs`, the client's `watch.rs`).
+//! - A start older than history is served when nothing the watch covers changed since (present
+//!   keys by mod revision, absent ones by remembered deletes, prefixes by both), otherwise
+//!   OUT_OF_RANGE: `a_quiet_watch_resumes_from_before_history` (also unit tests in `database.rs`;
+//!   across a restart: `storage.rs`).
+//! - Watchers whose client left are freed: `watchers_whose_client_left_are_freed` (also a unit
+//!   test in `hub.rs`).
+//! - Shutdown ends open watches with UNAVAILABLE: `shutdown_ends_open_watches_with_unavailable`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
