@@ -80,10 +80,13 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # Starts one server in the background (its log in $work), noting its command for the report.
+# The note gives paths relative to the repository (this script runs from its root): the report
+# is committed, and this machine's directories mean nothing on another.
 start_server() {
   local name=$1
   shift
-  echo "$*" >>"$work/servers"
+  local command="$*"
+  echo "${command//"$PWD/"/}" >>"$work/servers"
   "$@" >"$work/$name.log" 2>&1 &
   server_pid=$!
   server_pids+=("$server_pid")
