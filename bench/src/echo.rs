@@ -1,12 +1,18 @@
-//! The echo reference server: one empty unary RPC behind the same tonic server stack and
-//! settings as jsonkv-server (`Server::builder()` defaults, `TCP_NODELAY` on, a health service
-//! beside it), so that its throughput is the transport's limit on this machine.
+//! The echo reference server: one empty unary RPC served the plainest way tonic has,
+//! `Server::builder().add_service(..).serve(addr)` on the runtime `#[tokio::main]` builds. Its
+//! throughput is the transport's limit on this machine (tokio, HTTP/2 and gRPC with nothing on
+//! top), the baseline that BENCHMARKS.md divides jsonkv's figures by.
+//!
+//! It deliberately shares none of jsonkv-server's start-up choices (its health and reflection
+//! services, its own `TcpIncoming`, graceful shutdown, tower layers, a runtime built by hand):
+//! a baseline made of the same choices could never show what they cost. `serve` turns on
+//! `TCP_NODELAY` by itself (tonic's default), so small responses are not held back either way.
+//! The process ends on Ctrl-C or SIGTERM by the signal's default action: nothing here needs
+//! draining.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 
@@ -29,38 +35,27 @@ impl Echo for EchoService {
     }
 }
 
-/// Serves until Ctrl-C or SIGTERM.
+/// Serves until the process is stopped.
+#[tokio::main]
 pub async fn serve(listen: SocketAddr) -> ExitCode {
-    let listener = match TcpListener::bind(listen).await {
-        Ok(listener) => listener,
-        Err(err) => {
-            eprintln!("error: cannot listen on {listen}: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<EchoServer<EchoService>>().await;
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    eprintln!("echo server listening on {listen}");
+    eprintln!("echo server starting on {listen}");
     let served = Server::builder()
-        .add_service(health_service)
         .add_service(EchoServer::new(EchoService))
-        .serve_with_incoming_shutdown(incoming, stop_signal())
+        .serve(listen)
         .await;
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err}");
+            // tonic's error says only "transport error"; the cause (e.g. the address in use) is
+            // in its sources.
+            let mut message = format!("cannot serve on {listen}: {err}");
+            let mut source = std::error::Error::source(&err);
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            eprintln!("error: {message}");
             ExitCode::FAILURE
         }
-    }
-}
-
-async fn stop_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

@@ -8,7 +8,7 @@
 //! - [`watch`]: the watch workloads (one key to many watchers; many idle watchers).
 //! - [`report`]: the result of a run, printed as text or JSON.
 //! - [`markdown`]: BENCHMARKS.md from the results of many runs, with the targets checked.
-//! - [`echo`]: the echo reference server.
+//! - [`echo`]: the echo reference server (plain tonic, the baseline).
 //! - [`progress`]: the progress bar.
 //!
 //! Exit status: 0 when the run finished without errors, 1 when any request failed or a watcher
@@ -40,7 +40,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the empty Ping RPC (the transport's limit) with jsonkv-server's tonic settings.
+    /// Serve the empty Ping RPC as plain tonic does (`Server::builder().serve(addr)` on the
+    /// default tokio runtime): the transport's limit, the baseline of BENCHMARKS.md.
     EchoServer {
         #[arg(long, default_value = "127.0.0.1:50052")]
         listen: SocketAddr,
@@ -207,7 +208,7 @@ impl RunArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::EchoServer { listen }) => runtime(None).block_on(echo::serve(listen)),
+        Some(Command::EchoServer { listen }) => echo::serve(listen),
         Some(Command::FreePort) => match std::net::TcpListener::bind("127.0.0.1:0") {
             Ok(listener) => {
                 println!("{}", listener.local_addr().map(|a| a.port()).unwrap_or(0));
@@ -229,7 +230,7 @@ fn run(args: RunArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let outcome = runtime(Some(args.client_threads())).block_on(async {
+    let outcome = runtime(args.client_threads()).block_on(async {
         match args.workload {
             Workload::Get | Workload::Insert | Workload::Mixed => load::run(&args).await,
             Workload::WatchFanout => watch::fanout(&args).await,
@@ -255,12 +256,13 @@ fn run(args: RunArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn runtime(threads: Option<usize>) -> tokio::runtime::Runtime {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = threads {
-        builder.worker_threads(threads.max(1));
-    }
-    builder.enable_all().build().expect("tokio runtime")
+/// The client's runtime. (The echo server's is `#[tokio::main]`'s, in `echo.rs`.)
+fn runtime(threads: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 fn fail(message: &str) -> ExitCode {

@@ -624,8 +624,10 @@ fn method(md: &mut String) {
          durable insert from 50.4k/s to 52.1k/s and etcd put from 31.0k/s to 29.9k/s. One \
          client thread drove an echo server with one worker at ~114k/s, so it does not cap \
          these figures.\n\
-         - `echo` is `jsonkv-bench echo-server`: an empty unary RPC on the same tonic server stack \
-         and settings as jsonkv-server, i.e. the transport's limit on this machine.\n\
+         - `echo` is `jsonkv-bench echo-server`: an empty unary RPC served by plain tonic \
+         (`Server::builder().add_service(..).serve(addr)` on `#[tokio::main]`'s runtime, one \
+         worker per CPU like jsonkv-server's default, no other service or setting), i.e. the \
+         transport's limit on this machine.\n\
          - jsonkv values travel as JSON text (`value_json`, `VALUE_ENCODING_JSON`). Gets read \
          keys written by a prefill; etcd ranges are linearizable (its default).\n\
          - Latency is recorded per request in an HDR histogram (3 significant digits); the \
