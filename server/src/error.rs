@@ -174,9 +174,7 @@ impl From<Error> for Status {
                             ("current_mod_revision".to_owned(), current.to_string()),
                         ]
                         .into_iter()
-                        .chain(
-                            (key.len() <= DETAIL_KEY_BYTES).then(|| ("key".to_owned(), key)),
-                        ),
+                        .chain((key.len() <= DETAIL_KEY_BYTES).then(|| ("key".to_owned(), key))),
                     ),
                 ),
             ),

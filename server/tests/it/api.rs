@@ -149,7 +149,7 @@ async fn get_of_a_missing_key_is_not_found(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
-    assert_eq!(status.message(), "key not found: nope");
+    assert_eq!(status.message(), "key not found: \"nope\"");
 }
 both_backends!(get_of_a_missing_key_is_not_found);
 
