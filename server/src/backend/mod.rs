@@ -9,7 +9,7 @@
 //!   follower task applies etcd's events, from every server, to the view.
 //!
 //! [`open`] starts the one the config asks for. One behaviour suite runs against both
-//! (`server/tests/storage.rs`).
+//! (`server/tests/it/storage.rs`).
 
 pub mod embedded;
 pub mod etcd;

@@ -1,7 +1,7 @@
 //! `Storage`: where committed changes go so that they survive a restart. The store calls it
 //! from one thread, in revision order; an implementation only has to persist and recover.
 //!
-//! Two implementations pass the same store-level test suite (`server/tests/storage.rs`):
+//! Two implementations pass the same store-level test suite (`server/tests/it/storage.rs`):
 //! - [`MemoryStorage`] (`--in-memory`): keeps nothing; a restart starts empty.
 //! - [`DiskStorage`] (`--data-dir`): a checksummed, segmented log plus snapshots, compacted in
 //!   the background.
