@@ -46,6 +46,10 @@ pub struct Event {
     pub key: String,
     /// `Some` for a put (the new entry), `None` for a delete.
     pub entry: Option<Entry>,
+    /// The key's entry before this change (`None`: it was absent). What a snapshot read after
+    /// the change needs to see the state before it, and what a writer asking for the previous
+    /// value gets.
+    pub previous: Option<Entry>,
 }
 
 /// What a write requires of its key's current state, or nothing changes.
@@ -312,6 +316,7 @@ pub fn plan_put(
         revision,
         entry: Some(Entry::after(current, value, revision)),
         key,
+        previous: current.cloned(),
     })
 }
 
@@ -326,10 +331,11 @@ pub fn plan_delete(
     if let Some(precondition) = precondition {
         precondition.check(key, current)?;
     }
-    Ok(current.map(|_| Event {
+    Ok(current.map(|current| Event {
         revision,
         key: key.to_owned(),
         entry: None,
+        previous: Some(current.clone()),
     }))
 }
 

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::database::Event;
+use crate::database::{Entry, Event};
 use crate::error::Error;
 use crate::hub::WatchTarget;
 use crate::revision::Revision;
@@ -28,11 +28,14 @@ impl From<&Config> for HistoryBounds {
     }
 }
 
-/// What an event adds to the history's byte count: its key and value, and roughly what the
-/// event, its entry and their reference counts take besides.
+/// What an event adds to the history's byte count: its key, its value and the value before it,
+/// and roughly what the event, its entries and their reference counts take besides. A value
+/// the map (or another event) still shares is counted anyway, so the count errs high and
+/// history towards less.
 fn event_bytes(event: &Event) -> usize {
-    const OVERHEAD: usize = 128;
-    OVERHEAD + event.key.len() + event.entry.as_ref().map_or(0, |e| e.value.text().len())
+    const OVERHEAD: usize = 160;
+    let text = |entry: &Option<Entry>| entry.as_ref().map_or(0, |e| e.value.text().len());
+    OVERHEAD + event.key.len() + text(&event.entry) + text(&event.previous)
 }
 
 #[derive(Debug)]
@@ -105,7 +108,6 @@ impl HistoryRing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::database::Entry;
     use crate::doc::Doc;
 
     fn event(revision: Revision, key: &str) -> Arc<Event> {
@@ -113,6 +115,7 @@ mod tests {
             revision,
             key: key.into(),
             entry: None,
+            previous: None,
         })
     }
 
@@ -134,6 +137,7 @@ mod tests {
                 mod_revision: revision,
                 version: 1,
             }),
+            previous: None,
         })
     }
 

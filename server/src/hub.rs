@@ -150,6 +150,7 @@ mod tests {
             revision,
             key: key.into(),
             entry: None,
+            previous: None,
         })
     }
 

@@ -84,18 +84,15 @@ impl JsonKvService {
         let encoding = wire::encoding(req.value_encoding)?;
         let precondition = wire::precondition(req.expected_mod_revision)?;
         let value = self.limits.value(req.new_value)?;
-        let change = self.store.put(req.key, value, precondition).await?;
-        let entry = change
-            .event
-            .entry
-            .as_ref()
-            .expect("a put event has an entry");
+        let event = self.store.put(req.key, value, precondition).await?;
+        let entry = event.entry.as_ref().expect("a put event has an entry");
         Ok(pb::InsertResponse {
-            revision: change.event.revision,
-            previous: change
+            revision: event.revision,
+            previous: event
                 .previous
+                .as_ref()
                 .filter(|_| req.return_previous)
-                .map(|prev| wire::key_value(&change.event.key, &prev, encoding, true)),
+                .map(|prev| wire::key_value(&event.key, prev, encoding, true)),
             create_revision: entry.create_revision,
             version: entry.version,
         })
@@ -106,12 +103,13 @@ impl JsonKvService {
         let encoding = wire::encoding(req.value_encoding)?;
         let precondition = wire::precondition(req.expected_mod_revision)?;
         match self.store.delete(&req.key, precondition).await? {
-            Some(change) => Ok(pb::DeleteResponse {
-                revision: change.event.revision,
-                previous: change
+            Some(event) => Ok(pb::DeleteResponse {
+                revision: event.revision,
+                previous: event
                     .previous
+                    .as_ref()
                     .filter(|_| req.return_previous)
-                    .map(|prev| wire::key_value(&req.key, &prev, encoding, true)),
+                    .map(|prev| wire::key_value(&req.key, prev, encoding, true)),
                 deleted: true,
             }),
             // Absent, and the caller said that is fine: "only if absent" or allow_missing.

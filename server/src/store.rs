@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use crate::backend::embedded::CommitStats;
 use crate::backend::open::{self, Started};
-use crate::backend::{Backend, Change, Write};
+use crate::backend::{Backend, Write};
 use crate::config::Config;
-use crate::database::{Entry, Precondition};
+use crate::database::{Entry, Event, Precondition};
 use crate::doc::Doc;
 use crate::error::Error;
 use crate::hub::WatchTarget;
@@ -190,7 +190,7 @@ impl Store {
         key: String,
         value: impl Into<Doc>,
         precondition: Option<Precondition>,
-    ) -> Result<Change, Error> {
+    ) -> Result<Arc<Event>, Error> {
         let write = Write::Put {
             key,
             value: Arc::new(value.into()),
@@ -206,7 +206,7 @@ impl Store {
         &self,
         key: &str,
         precondition: Option<Precondition>,
-    ) -> Result<Option<Change>, Error> {
+    ) -> Result<Option<Arc<Event>>, Error> {
         let write = Write::Delete {
             key: key.to_owned(),
             precondition,

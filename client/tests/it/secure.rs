@@ -221,7 +221,6 @@ async fn a_watch_over_tls_with_a_token_resumes_across_a_restart() {
         .put("w/b".into(), serde_json::json!(2), None)
         .await
         .unwrap()
-        .event
         .revision;
 
     let second = common::start_with_store(

@@ -42,19 +42,12 @@ pub enum Write {
     },
 }
 
-/// A committed change: its event and the key's previous entry.
-#[derive(Debug)]
-pub struct Change {
-    pub event: Arc<Event>,
-    pub previous: Option<Entry>,
-}
-
 #[tonic::async_trait]
 pub trait Backend: Send + Sync + 'static {
-    /// Carries out `write`, returning once it is durable and applied to the view, so that
-    /// every read and watch on this server that follows sees it. `Ok(None)`: a delete of an
-    /// absent key, which changes nothing and takes no revision.
-    async fn write(&self, write: Write) -> Result<Option<Change>, Error>;
+    /// Carries out `write`, returning its event once it is durable and applied to the view, so
+    /// that every read and watch on this server that follows sees it. `Ok(None)`: a delete of
+    /// an absent key, which changes nothing and takes no revision.
+    async fn write(&self, write: Write) -> Result<Option<Arc<Event>>, Error>;
 
     /// The key as the source of truth holds it now (a linearizable read), and the revision it
     /// was read at.

@@ -610,6 +610,7 @@ impl SnapshotWriter {
                 revision: entry.mod_revision,
                 key,
                 entry: Some(entry),
+                previous: None,
             },
         );
         let written = self.write(&buf);

@@ -180,10 +180,12 @@ fn decode_payload(p: &[u8]) -> Result<Record, String> {
             } else {
                 None
             };
+            // The log keeps no previous values; recovery fills them in as it rebuilds.
             Record::Change(Arc::new(Event {
                 revision,
                 key,
                 entry,
+                previous: None,
             }))
         }
         END => Record::End {
@@ -246,6 +248,7 @@ mod tests {
                 mod_revision: revision,
                 version: revision,
             }),
+            previous: None,
         })
     }
 
@@ -283,6 +286,7 @@ mod tests {
                 revision: 2,
                 key: "ключ".into(),
                 entry: None,
+                previous: None,
             }),
             put(3, "", json!(null)),
         ];

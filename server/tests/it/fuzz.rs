@@ -343,6 +343,7 @@ fn put_event(revision: i64, key: &str, value: Json) -> Arc<Event> {
             mod_revision: revision,
             version: 1,
         }),
+        previous: None,
     })
 }
 

@@ -3,8 +3,9 @@
 //! directory lock, compaction, and a failing disk.
 //!
 //! Guarantees proved here:
-//! - Memory, disk (with and without fsync) and etcd behave alike: `behaviour_in_memory`,
-//!   `behaviour_on_disk`, `behaviour_on_disk_without_fsync`, `behaviour_on_etcd`.
+//! - Memory, disk (with and without fsync) and etcd behave alike, every event carrying the
+//!   key's entry before it: `behaviour_in_memory`, `behaviour_on_disk`,
+//!   `behaviour_on_disk_without_fsync`, `behaviour_on_etcd`.
 //! - Writes to watched and unwatched keys, racing, keep revision order: `ordering_in_memory`,
 //!   `ordering_on_disk`.
 //! - Revisions, keys and metadata survive a restart, and watches resume across it:
@@ -107,13 +108,11 @@ async fn behaviour_suite(store: Store) -> Vec<Revision> {
         .put("s/a".into(), json!({"n": 1}), Some(Precondition::Absent))
         .await
         .unwrap()
-        .event
         .revision;
     let r2 = store
         .put("s/b".into(), json!([1, 2]), None)
         .await
         .unwrap()
-        .event
         .revision;
     let change = store
         .put(
@@ -123,8 +122,11 @@ async fn behaviour_suite(store: Store) -> Vec<Revision> {
         )
         .await
         .unwrap();
-    let r3 = change.event.revision;
-    assert_eq!(*change.previous.unwrap().value.json(), json!({"n": 1}));
+    let r3 = change.revision;
+    assert_eq!(
+        *change.previous.as_ref().unwrap().value.json(),
+        json!({"n": 1})
+    );
     let err = store
         .put("s/a".into(), json!(0), Some(Precondition::ModRevision(r1)))
         .await
@@ -147,7 +149,6 @@ async fn behaviour_suite(store: Store) -> Vec<Revision> {
         .await
         .unwrap()
         .expect("s/b existed")
-        .event
         .revision;
     assert!(store.delete("s/b", None).await.unwrap().is_none());
     assert!(store
@@ -175,20 +176,34 @@ async fn behaviour_suite(store: Store) -> Vec<Revision> {
     let fresh = store.list_linearizable("s/", None, 10).await.unwrap();
     assert_eq!(fresh.entries, page.entries);
 
-    let mut seen = Vec::new();
-    while seen.len() < 4 {
-        seen.extend(revisions(&sub.next_events().await.unwrap()));
+    let mut live = Vec::new();
+    while live.len() < 4 {
+        live.extend(sub.next_events().await.unwrap());
     }
+    let seen = revisions(&live);
     assert_eq!(seen, [r1, r2, r3, r4]);
+    // Every event carries the key's entry before it, live and replayed alike.
+    let before = [None, None, Some(json!({"n": 1})), Some(json!([1, 2]))];
+    assert_eq!(previous_values(&live), before);
 
     let mut replay = store
         .watch(WatchTarget::Prefix("s/".into()), Start::From(r2))
         .unwrap();
     match replay.take_opening() {
-        Some(Opening::Events(events)) => assert_eq!(revisions(&events), [r2, r3, r4]),
+        Some(Opening::Events(events)) => {
+            assert_eq!(revisions(&events), [r2, r3, r4]);
+            assert_eq!(previous_values(&events), before[1..]);
+        }
         other => panic!("expected a replay, got {other:?}"),
     }
     seen
+}
+
+fn previous_values(events: &[Arc<Event>]) -> Vec<Option<Value>> {
+    events
+        .iter()
+        .map(|e| e.previous.as_ref().map(|p| (*p.value.json()).clone()))
+        .collect()
 }
 
 #[tokio::test]
@@ -402,7 +417,7 @@ async fn a_restart_recovers_every_key_its_metadata_and_the_revision_counter() {
     );
     let next = store.put("new".into(), json!(1), None).await.unwrap();
     assert_eq!(
-        next.event.revision,
+        next.revision,
         before.revision + 1,
         "revisions continue across restarts"
     );
@@ -434,7 +449,12 @@ async fn a_watch_resumes_across_a_restart_from_the_log() {
         .watch(WatchTarget::Key("odd".into()), Start::From(4))
         .unwrap();
     match sub.take_opening() {
-        Some(Opening::Events(events)) => assert_eq!(revisions(&events), [5, 7, 9]),
+        Some(Opening::Events(events)) => {
+            assert_eq!(revisions(&events), [5, 7, 9]);
+            // The log keeps no previous values; recovery fills them in from the state before.
+            let before = [json!(3), json!(5), json!(7)].map(Some);
+            assert_eq!(previous_values(&events), before);
+        }
         other => panic!("expected a replay, got {other:?}"),
     }
     store.put("odd".into(), json!(11), None).await.unwrap();
@@ -469,7 +489,7 @@ async fn a_quiet_key_resumes_across_a_restart_beyond_history() {
     let next = store.put("quiet".into(), json!(2), None).await.unwrap();
     assert_eq!(
         revisions(&sub.next_events().await.unwrap()),
-        [next.event.revision]
+        [next.revision]
     );
     for (key, from) in [("quiet", 1), ("busy", 2)] {
         assert!(
@@ -726,11 +746,7 @@ async fn a_log_cut_at_any_byte_recovers_exactly_the_complete_records() {
         )
         .unwrap();
         let next = store.put("after".into(), json!(cut), None).await.unwrap();
-        assert_eq!(
-            next.event.revision,
-            complete as Revision + 1,
-            "cut at {cut}"
-        );
+        assert_eq!(next.revision, complete as Revision + 1, "cut at {cut}");
     }
 }
 
@@ -786,7 +802,7 @@ async fn zeros_after_the_last_record_are_the_end_of_the_log() {
         )
         .unwrap();
         let next = store.put("after".into(), json!(what), None).await.unwrap();
-        assert_eq!(next.event.revision, complete as Revision + 1, "{what}");
+        assert_eq!(next.revision, complete as Revision + 1, "{what}");
     }
     // Zeros with data after them are not an end: that is damage, and start-up stops.
     let dir = tempfile::tempdir().unwrap();
@@ -929,12 +945,7 @@ async fn servers_on_one_etcd_prefix_are_one_store() {
     let elsewhere = Store::start(&on_etcd(etcd_config(etcd))).await.unwrap();
     assert_eq!(a.id(), b.id());
     assert_ne!(a.id(), elsewhere.id());
-    let written = a
-        .put("k".into(), json!(1), None)
-        .await
-        .unwrap()
-        .event
-        .revision;
+    let written = a.put("k".into(), json!(1), None).await.unwrap().revision;
     b.check_resume(Some(a.id()), Start::From(written)).unwrap();
 }
 
@@ -1078,7 +1089,7 @@ async fn a_failed_write_changes_nothing_reads_go_on_and_later_writes_succeed() {
         )
         .await
         .unwrap();
-    assert_eq!(change.event.revision, 2);
+    assert_eq!(change.revision, 2);
     let mut seen = Vec::new();
     while seen.len() < 2 {
         seen.extend(revisions(&sub.next_events().await.unwrap()));

@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 pub use commit::CommitStats;
 use commit::{CommitQueue, Pending};
 
-use super::{Backend, Change, Replay, Write};
+use super::{Backend, Replay, Write};
 use crate::config::Config;
 use crate::database::{self, Database, Entry, Event};
 use crate::error::Error;
@@ -104,8 +104,11 @@ impl Embedded {
         }
         let mut history = HistoryRing::new(HistoryBounds::from(config), db.revision() + 1);
         for event in events {
+            // The log keeps no previous values: the state being rebuilt has them.
+            let mut event = Arc::unwrap_or_clone(event);
+            event.previous = db.get(&event.key).cloned();
             db.apply(&event);
-            history.push(event);
+            history.push(Arc::new(event));
         }
         let pipeline = Arc::new(Mutex::new(Pipeline {
             planned: HashMap::new(),
@@ -166,40 +169,36 @@ impl Embedded {
 
 #[tonic::async_trait]
 impl Backend for Embedded {
-    async fn write(&self, write: Write) -> Result<Option<Change>, Error> {
-        let (change, done) = {
+    async fn write(&self, write: Write) -> Result<Option<Arc<Event>>, Error> {
+        let (event, done) = {
             let mut state = self.view.write();
             let mut pipeline = self.pipeline.lock();
             let revision = pipeline.next_revision;
-            let (previous, event) = match write {
+            let event = match write {
                 Write::Put {
                     key,
                     value,
                     precondition,
                 } => {
-                    let previous = pipeline.latest(&state.db, &key).cloned();
-                    let event =
-                        database::plan_put(previous.as_ref(), key, value, precondition, revision)?;
-                    (previous, event)
+                    let current = pipeline.latest(&state.db, &key);
+                    database::plan_put(current, key, value, precondition, revision)?
                 }
                 Write::Delete { key, precondition } => {
-                    let previous = pipeline.latest(&state.db, &key).cloned();
-                    let planned =
-                        database::plan_delete(previous.as_ref(), &key, precondition, revision)?;
+                    let current = pipeline.latest(&state.db, &key);
+                    let planned = database::plan_delete(current, &key, precondition, revision)?;
                     let Some(event) = planned else {
                         return Ok(None);
                     };
-                    (previous, event)
+                    event
                 }
             };
-            let (event, done) = self.sequence(&mut state, &mut pipeline, event);
-            (Change { event, previous }, done)
+            self.sequence(&mut state, &mut pipeline, event)
         };
         if let Some(done) = done {
             done.await
                 .map_err(|_| Error::Internal("the commit thread stopped".into()))??;
         }
-        Ok(Some(change))
+        Ok(Some(event))
     }
 
     async fn get_linearizable(&self, key: &str) -> Result<(Option<Entry>, Revision), Error> {

@@ -33,15 +33,15 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use super::{Backend, Change, Replay, Write};
+use super::{Backend, Replay, Write};
 use crate::config::{Config, EtcdConfig};
-use crate::database::Entry;
+use crate::database::{Entry, Event};
 use crate::error::Error;
 use crate::hub::WatchTarget;
 use crate::revision::Revision;
 use crate::store_id::StoreId;
 use crate::view::{Page, View};
-use remote::{Remote, Written};
+use remote::Remote;
 use replay::EtcdReplay;
 
 pub struct Etcd {
@@ -84,18 +84,15 @@ impl Etcd {
     /// A write etcd has committed, once the view has applied it. Not bounded here: the call's
     /// own deadline bounds it, and a timeout then says the write's fate is unknown, which is
     /// true.
-    async fn applied(&self, written: Written) -> Change {
-        self.view.reach(written.event.revision).await;
-        Change {
-            event: Arc::new(written.event),
-            previous: written.previous,
-        }
+    async fn applied(&self, event: Event) -> Arc<Event> {
+        self.view.reach(event.revision).await;
+        Arc::new(event)
     }
 }
 
 #[tonic::async_trait]
 impl Backend for Etcd {
-    async fn write(&self, write: Write) -> Result<Option<Change>, Error> {
+    async fn write(&self, write: Write) -> Result<Option<Arc<Event>>, Error> {
         let written = match write {
             Write::Put {
                 key,

@@ -20,12 +20,6 @@ use crate::error::Error;
 use crate::revision::Revision;
 use crate::store_id::StoreId;
 
-/// A committed change as etcd reported it: the event and the key's previous entry.
-pub struct Written {
-    pub event: Event,
-    pub previous: Option<Entry>,
-}
-
 /// The etcd client, scoped to jsonkv's prefix. Cheap to clone.
 #[derive(Clone)]
 pub struct Remote {
@@ -134,7 +128,7 @@ impl Remote {
         key: &str,
         value: Arc<Doc>,
         precondition: Option<Precondition>,
-    ) -> Result<Written, Error> {
+    ) -> Result<Event, Error> {
         let etcd_key = self.etcd_key(key);
         let text = value.text().to_owned();
         let (revision, previous) = match precondition {
@@ -166,12 +160,10 @@ impl Remote {
                 (revision, previous)
             }
         };
-        Ok(Written {
-            event: Event {
-                revision,
-                key: key.to_owned(),
-                entry: Some(Entry::after(previous.as_ref(), value, revision)),
-            },
+        Ok(Event {
+            revision,
+            key: key.to_owned(),
+            entry: Some(Entry::after(previous.as_ref(), value, revision)),
             previous,
         })
     }
@@ -234,7 +226,7 @@ impl Remote {
         &self,
         key: &str,
         precondition: Option<Precondition>,
-    ) -> Result<Option<Written>, Error> {
+    ) -> Result<Option<Event>, Error> {
         let etcd_key = self.etcd_key(key);
         let options = DeleteOptions::new().with_prev_key();
         // The revision comes from the outermost response: inside a transaction, etcd's
@@ -264,12 +256,10 @@ impl Remote {
         if response.deleted() == 0 {
             return Ok(None);
         }
-        Ok(Some(Written {
-            event: Event {
-                revision,
-                key: key.to_owned(),
-                entry: None,
-            },
+        Ok(Some(Event {
+            revision,
+            key: key.to_owned(),
+            entry: None,
             previous: response.prev_kvs().first().and_then(|kv| self.entry(kv)),
         }))
     }
@@ -393,9 +383,13 @@ impl Remote {
         Ok(quiet.then_some(now))
     }
 
-    /// Watches every key under the prefix from revision `from` on.
+    /// Watches every key under the prefix from revision `from` on, each event with the key's
+    /// value before it.
     pub async fn watch(&self, from: Revision) -> Result<WatchStream, Error> {
-        let options = WatchOptions::new().with_prefix().with_start_revision(from);
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(from)
+            .with_prev_key();
         self.call("watch", || {
             let mut watch = self
                 .client
@@ -442,6 +436,9 @@ impl Remote {
             revision: kv.mod_revision(),
             key: key.to_owned(),
             entry,
+            // etcd leaves the previous value out once it is compacted, which for events near
+            // its head (what the follower applies) it is not.
+            previous: event.prev_kv().and_then(|kv| self.entry(kv)),
         })
     }
 }
