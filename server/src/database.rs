@@ -209,9 +209,27 @@ impl Database {
     /// [`Database::key_unchanged_since`] for every key under `prefix`: those present, and
     /// those deleted. Scans the prefix, as a snapshot of it would.
     pub fn prefix_unchanged_since(&self, prefix: &str, from: Revision) -> bool {
+        self.range_unchanged_since(prefix, None, None, from)
+    }
+
+    /// [`Database::prefix_unchanged_since`] for the keys under `prefix` after `after` and up
+    /// to `through` (to the end of the prefix when `None`). Scans only that range.
+    pub fn range_unchanged_since(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        through: Option<&str>,
+        from: Revision,
+    ) -> bool {
+        let within = |key: &String| through.is_none_or(|last| key.as_str() <= last);
         from > self.deletes.floor
-            && self.range(prefix, None).all(|(_, e)| e.mod_revision < from)
-            && under(&self.deletes.by_key, prefix, None).all(|(_, &deleted)| deleted < from)
+            && self
+                .range(prefix, after)
+                .take_while(|(k, _)| within(k))
+                .all(|(_, e)| e.mod_revision < from)
+            && under(&self.deletes.by_key, prefix, after)
+                .take_while(|(k, _)| within(k))
+                .all(|(_, &deleted)| deleted < from)
     }
 
     /// Declares every delete at or before `revision` unknown: what a database built from a
@@ -426,6 +444,26 @@ mod tests {
         assert!(db.prefix_unchanged_since("", 8));
         assert!(!db.prefix_unchanged_since("go", 3), "gone was deleted at 3");
         assert!(db.prefix_unchanged_since("go", 4));
+    }
+
+    #[test]
+    fn a_range_is_unchanged_when_nothing_between_its_ends_changed() {
+        let mut db = Database::default();
+        for key in ["p/a", "p/b", "p/c", "p/d", "q"] {
+            put(&mut db, key, json!(1), None).unwrap(); // 1..=5
+        }
+        put(&mut db, "p/b", json!(2), None).unwrap(); // 6
+        delete(&mut db, "p/d", None).unwrap(); // 7
+        let unchanged = |after, through| db.range_unchanged_since("p/", after, through, 6);
+        assert!(unchanged(None, Some("p/a")));
+        assert!(!unchanged(None, Some("p/b")), "p/b changed at 6");
+        assert!(unchanged(Some("p/b"), Some("p/c")));
+        assert!(!unchanged(Some("p/c"), None), "p/d was deleted at 7");
+        assert!(db.range_unchanged_since("p/", Some("p/b"), None, 8));
+        assert!(
+            db.range_unchanged_since("q", None, None, 6),
+            "q is not under p/"
+        );
     }
 
     #[test]

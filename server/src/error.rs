@@ -46,6 +46,14 @@ pub enum Error {
         oldest: Revision,
     },
 
+    /// A watch's opening snapshot was read so slowly that the changes made since its
+    /// revision left history, so the rest of it can no longer be read as of that revision.
+    #[error("the snapshot at revision {revision} was read too slowly: changes after it are no longer in history (the oldest available is {oldest}); start a new watch, read faster, or raise --history-size/--history-bytes")]
+    SnapshotExpired {
+        revision: Revision,
+        oldest: Revision,
+    },
+
     /// This server's view was reloaded from etcd because etcd had compacted revisions the
     /// server had not applied yet: the watcher's events after `delivered` cannot be replayed.
     #[error("this server lost track of etcd's history after revision {delivered} (etcd compacted it while the server was catching up); the oldest revision available is {oldest}: start a new watch")]
@@ -200,9 +208,12 @@ impl From<Error> for Status {
                 ),
             ),
             Error::NotInHistory { requested, oldest } => not_in_history(message, requested, oldest),
-            Error::WatcherLagged { delivered, oldest } | Error::ViewReset { delivered, oldest } => {
-                not_in_history(message, delivered + 1, oldest)
-            }
+            Error::WatcherLagged { delivered, oldest }
+            | Error::ViewReset { delivered, oldest }
+            | Error::SnapshotExpired {
+                revision: delivered,
+                oldest,
+            } => not_in_history(message, delivered + 1, oldest),
             Error::ShuttingDown | Error::Storage(_) | Error::Unavailable(_) => {
                 Status::unavailable(message)
             }

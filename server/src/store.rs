@@ -270,6 +270,17 @@ mod tests {
         events.iter().map(|e| e.revision).collect()
     }
 
+    fn read_snapshot(sub: &mut Subscription) -> (Revision, Vec<(String, Entry)>) {
+        let Some(Opening::Snapshot { revision }) = sub.take_opening() else {
+            panic!("expected a snapshot");
+        };
+        let mut entries = Vec::new();
+        while let Some(part) = sub.next_snapshot_part(usize::MAX) {
+            entries.extend(part.unwrap().entries);
+        }
+        (revision, entries)
+    }
+
     #[tokio::test]
     async fn snapshot_then_every_later_event() {
         let store = store(100, 16);
@@ -277,13 +288,9 @@ mod tests {
         let mut sub = store
             .watch(WatchTarget::Key("a".into()), Start::Snapshot)
             .unwrap();
-        match sub.take_opening().unwrap() {
-            Opening::Snapshot { revision, entries } => {
-                assert_eq!(revision, 1);
-                assert_eq!(*entries[0].1.value, json!(1));
-            }
-            other => panic!("expected snapshot, got {other:?}"),
-        }
+        let (revision, entries) = read_snapshot(&mut sub);
+        assert_eq!(revision, 1);
+        assert_eq!(*entries[0].1.value, json!(1));
         store.put("b".into(), json!(2), None).await.unwrap();
         store.put("a".into(), json!(3), None).await.unwrap();
         store.delete("a", None).await.unwrap();
@@ -298,6 +305,7 @@ mod tests {
         let mut sub = store
             .watch(WatchTarget::Prefix("k".into()), Start::Snapshot)
             .unwrap();
+        read_snapshot(&mut sub);
         for i in 0..50 {
             store
                 .put(format!("k{}", i % 3), json!(i), None)
@@ -317,6 +325,7 @@ mod tests {
         let mut sub = store
             .watch(WatchTarget::Key("k".into()), Start::Snapshot)
             .unwrap();
+        read_snapshot(&mut sub);
         for i in 0..20 {
             store.put("k".into(), json!(i), None).await.unwrap();
         }
@@ -335,6 +344,7 @@ mod tests {
         let mut sub = store
             .watch(WatchTarget::Key("mine".into()), Start::Snapshot)
             .unwrap();
+        read_snapshot(&mut sub);
         assert_eq!(sub.progress(), None, "nothing happened yet");
         store.put("other".into(), json!(1), None).await.unwrap();
         assert_eq!(sub.progress(), Some(1));
@@ -353,6 +363,7 @@ mod tests {
         let mut sub = store
             .watch(WatchTarget::Key("quiet".into()), Start::Snapshot)
             .unwrap();
+        read_snapshot(&mut sub);
         for i in 1..=2 {
             store.put("busy".into(), json!(i), None).await.unwrap();
             assert_eq!(sub.progress(), None, "only {i} revisions behind");

@@ -5,6 +5,7 @@
 //! the view's does not reach back; or it ends with an error when nothing reaches back far
 //! enough. It never skips an event silently.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::broadcast::error::RecvError;
@@ -19,15 +20,28 @@ use crate::view::{View, ViewState};
 /// What a watch begins with.
 #[derive(Debug)]
 pub enum Opening {
-    /// The watched keys' current state at `revision`.
-    Snapshot {
-        revision: Revision,
-        entries: Vec<(String, Entry)>,
-    },
+    /// The watched keys' state at `revision`, read in parts with
+    /// [`Subscription::next_snapshot_part`].
+    Snapshot { revision: Revision },
     /// Matching events from the view's history with revision >= the requested start. (When
     /// the backend replays older events from its own history, they come from
     /// [`Subscription::next_events`] instead, and this is empty.)
     Events(Vec<Arc<Event>>),
+}
+
+/// A part of a watch's opening snapshot: entries as they were at `revision`, in key order.
+#[derive(Debug)]
+pub struct SnapshotPart {
+    pub revision: Revision,
+    pub entries: Vec<(String, Entry)>,
+    /// No part follows.
+    pub last: bool,
+}
+
+/// How far a snapshot has been read: the keys after `after`, as of `revision`, are still owed.
+struct SnapshotCursor {
+    revision: Revision,
+    after: Option<String>,
 }
 
 /// Dropping it releases the broadcast sender if it was the last watcher of its target.
@@ -39,6 +53,8 @@ pub struct Subscription {
     /// Every matching event with revision <= this has been handed out, or is owed by `replay`.
     delivered: Revision,
     opening: Option<Opening>,
+    /// The part of the opening snapshot not read yet.
+    snapshot: Option<SnapshotCursor>,
     /// Events up to the subscription point still to be replayed from the backend's history.
     replay: Option<Box<dyn Replay>>,
     /// The view's epoch when subscribed; a reset ends the subscription.
@@ -96,26 +112,16 @@ impl Subscription {
         let state = view.read();
         let current = state.db.revision();
         let mut replay = None;
+        let mut snapshot = None;
         let (opening, delivered) = match start {
+            // Nothing is copied now: the parts are read from the live map as the watcher asks
+            // for them, and rolled back to this revision from history.
             Start::Snapshot => {
-                let entries = match &target {
-                    WatchTarget::Key(key) => state
-                        .db
-                        .get(key)
-                        .map(|e| (key.clone(), e.clone()))
-                        .into_iter()
-                        .collect(),
-                    WatchTarget::Prefix(prefix) => state
-                        .db
-                        .range(prefix, None)
-                        .map(|(k, e)| (k.clone(), e.clone()))
-                        .collect(),
-                };
-                let opening = Opening::Snapshot {
+                snapshot = Some(SnapshotCursor {
                     revision: current,
-                    entries,
-                };
-                (opening, current)
+                    after: None,
+                });
+                (Opening::Snapshot { revision: current }, current)
             }
             Start::From(from) => {
                 let events = match backlog(&state, backend.as_ref(), &target, from)? {
@@ -140,6 +146,7 @@ impl Subscription {
             rx: Some(rx),
             delivered,
             opening: Some(opening),
+            snapshot,
             replay,
             epoch,
         })
@@ -154,9 +161,112 @@ impl Subscription {
         &self.target
     }
 
-    /// Waits for the next matching events: one, or after a lag the whole backlog.
+    /// The next part of the opening snapshot, of about `budget` bytes of keys and values (a
+    /// larger entry comes alone); `None` when none is owed. Each part is read from the live
+    /// map, and every key changed since the snapshot's revision is rolled back from history to
+    /// its entry then, so that a watcher holds one part, not a copy of the store, however
+    /// slowly it reads. If history has moved past the snapshot's revision and this part's keys
+    /// changed since, the snapshot can no longer be read: [`Error::SnapshotExpired`].
+    pub fn next_snapshot_part(&mut self, budget: usize) -> Option<Result<SnapshotPart, Error>> {
+        let cursor = self.snapshot.as_ref()?;
+        let state = self.view.read();
+        if state.epoch != self.epoch {
+            let err = self.reset_error(state.history.oldest());
+            self.snapshot = None;
+            return Some(Err(err));
+        }
+        let revision = cursor.revision;
+        let after = cursor.after.as_deref();
+
+        // The live entries of this part, and the last key it covers if more remain.
+        let mut live = Vec::new();
+        let mut through = None;
+        match &self.target {
+            WatchTarget::Key(key) => {
+                if after.is_none() {
+                    live.extend(state.db.get(key).map(|e| (key.clone(), e.clone())));
+                }
+            }
+            WatchTarget::Prefix(prefix) => {
+                let mut bytes = 0;
+                for (key, entry) in state.db.range(prefix, after) {
+                    if bytes >= budget && !live.is_empty() {
+                        through = live.last().map(|(k, _): &(String, Entry)| k.clone());
+                        break;
+                    }
+                    bytes += key.len() + entry.value.text().len();
+                    live.push((key.clone(), entry.clone()));
+                }
+            }
+        }
+        let in_part = |key: &str| {
+            after.is_none_or(|a| key > a) && through.as_deref().is_none_or(|t| key <= t)
+        };
+
+        // Each key of this part changed since the snapshot, with its entry at the snapshot:
+        // the previous entry of its first later event.
+        let mut then: BTreeMap<String, Option<Entry>> = BTreeMap::new();
+        if state.db.revision() > revision {
+            match state.history.since(revision + 1, &self.target) {
+                Ok(events) => {
+                    for event in events.iter().filter(|e| in_part(&e.key)) {
+                        then.entry(event.key.clone())
+                            .or_insert_with(|| event.previous.clone());
+                    }
+                }
+                Err(Error::NotInHistory { oldest, .. }) => {
+                    let unchanged = match &self.target {
+                        WatchTarget::Key(key) => state.db.key_unchanged_since(key, revision + 1),
+                        WatchTarget::Prefix(prefix) => state.db.range_unchanged_since(
+                            prefix,
+                            after,
+                            through.as_deref(),
+                            revision + 1,
+                        ),
+                    };
+                    if !unchanged {
+                        self.snapshot = None;
+                        return Some(Err(Error::SnapshotExpired { revision, oldest }));
+                    }
+                }
+                Err(err) => {
+                    self.snapshot = None;
+                    return Some(Err(err));
+                }
+            }
+        }
+        drop(state);
+
+        let mut entries: Vec<(String, Entry)> = live
+            .into_iter()
+            .filter(|(key, _)| !then.contains_key(key))
+            .collect();
+        entries.extend(
+            then.into_iter()
+                .filter_map(|(key, entry)| entry.map(|entry| (key, entry))),
+        );
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let last = through.is_none();
+        match through {
+            Some(key) => self.snapshot.as_mut().expect("read above").after = Some(key),
+            None => self.snapshot = None,
+        }
+        Some(Ok(SnapshotPart {
+            revision,
+            entries,
+            last,
+        }))
+    }
+
+    /// Waits for the next matching events: one, or after a lag the whole backlog. Only once
+    /// the opening snapshot has been read: the events follow it.
     /// Cancel-safe: dropping the future loses nothing.
     pub async fn next_events(&mut self) -> Result<Vec<Arc<Event>>, Error> {
+        if self.snapshot.is_some() {
+            return Err(Error::Internal(
+                "events asked for before the snapshot was read".into(),
+            ));
+        }
         loop {
             if let Some(replay) = self.replay.as_mut() {
                 match replay.next().await? {
@@ -232,7 +342,7 @@ impl Subscription {
     /// view has moved at least `progress_min_lag` past the last report, returns that revision:
     /// a safe resume point.
     pub fn progress(&mut self) -> Option<Revision> {
-        if self.replay.is_some() {
+        if self.replay.is_some() || self.snapshot.is_some() {
             return None;
         }
         let state = self.view.read();

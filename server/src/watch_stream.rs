@@ -1,5 +1,5 @@
-//! The response stream of one WatchKey/WatchPrefix call: the snapshot (split into messages of
-//! bounded size) or history replay, then events as the [`Subscription`] yields them, with
+//! The response stream of one WatchKey/WatchPrefix call: the snapshot (read from the store in
+//! parts as the client takes it, sent in messages of bounded size) or history replay, then events as the [`Subscription`] yields them, with
 //! progress notices when idle (timed by the one [`ProgressClock`] all streams share). Ends with
 //! UNAVAILABLE on shutdown, or with the error that ended the subscription. Dropping the stream
 //! (the client went away) drops the subscription, which frees its broadcast sender if it was
@@ -12,7 +12,6 @@ use jsonkv::pb::{self, watch_response::Response as Msg, ValueEncoding};
 use prost::Message as _;
 use tonic::Status;
 
-use crate::database::Entry;
 use crate::error::Error;
 use crate::metrics::WatchCounters;
 use crate::progress_clock::ProgressClock;
@@ -37,9 +36,32 @@ pub fn watch_stream(
         // Held for as long as the stream lives, however it ends.
         let _permit = permit;
         match sub.take_opening() {
-            Some(Opening::Snapshot { revision, entries }) => {
-                for snapshot in snapshot_messages(revision, &entries, encoding) {
-                    yield Ok(response(Msg::Snapshot(snapshot)));
+            // One part is read from the store as the client takes the messages before it, so
+            // a watcher that stops reading holds one part, never the whole snapshot.
+            Some(Opening::Snapshot { revision }) => {
+                let mut kvs = Vec::new();
+                let mut bytes = 0;
+                while let Some(part) = sub.next_snapshot_part(wire::RESPONSE_BUDGET_BYTES) {
+                    let part = match part {
+                        Ok(part) => part,
+                        Err(err) => {
+                            tracing::debug!(target = ?sub.target(), %err, "watch ended");
+                            yield Err(err.into());
+                            return;
+                        }
+                    };
+                    for (key, entry) in &part.entries {
+                        let kv = wire::key_value(key, entry, encoding, true);
+                        bytes += kv.encoded_len();
+                        kvs.push(kv);
+                        if bytes >= wire::RESPONSE_BUDGET_BYTES {
+                            yield Ok(snapshot(revision, std::mem::take(&mut kvs), false));
+                            bytes = 0;
+                        }
+                    }
+                    if part.last {
+                        yield Ok(snapshot(revision, std::mem::take(&mut kvs), true));
+                    }
                 }
             }
             Some(Opening::Events(events)) => {
@@ -89,31 +111,10 @@ fn response(msg: Msg) -> pb::WatchResponse {
     }
 }
 
-fn snapshot_messages(
-    revision: Revision,
-    entries: &[(String, Entry)],
-    encoding: ValueEncoding,
-) -> Vec<pb::Snapshot> {
-    let mut messages = Vec::new();
-    let mut kvs = Vec::new();
-    let mut bytes = 0;
-    for (key, entry) in entries {
-        let kv = wire::key_value(key, entry, encoding, true);
-        bytes += kv.encoded_len();
-        kvs.push(kv);
-        if bytes >= wire::RESPONSE_BUDGET_BYTES {
-            messages.push(pb::Snapshot {
-                revision,
-                kvs: std::mem::take(&mut kvs),
-                last: false,
-            });
-            bytes = 0;
-        }
-    }
-    messages.push(pb::Snapshot {
+fn snapshot(revision: Revision, kvs: Vec<pb::KeyValue>, last: bool) -> pb::WatchResponse {
+    response(Msg::Snapshot(pb::Snapshot {
         revision,
         kvs,
-        last: true,
-    });
-    messages
+        last,
+    }))
 }

@@ -6,6 +6,11 @@
 //! - Memory, disk (with and without fsync) and etcd behave alike, every event carrying the
 //!   key's entry before it: `behaviour_in_memory`, `behaviour_on_disk`,
 //!   `behaviour_on_disk_without_fsync`, `behaviour_on_etcd`.
+//! - A snapshot read in parts while writes go on is the state at its revision, on every
+//!   backend: `snapshots_in_memory`, `snapshots_on_disk`, `snapshots_on_etcd`; once history no
+//!   longer reaches back to it, parts where nothing changed are still read, and a changed one
+//!   ends it OUT_OF_RANGE:
+//!   `a_snapshot_outlived_by_history_reads_on_only_where_nothing_changed`.
 //! - Writes to watched and unwatched keys, racing, keep revision order: `ordering_in_memory`,
 //!   `ordering_on_disk`.
 //! - Revisions, keys and metadata survive a restart, and watches resume across it:
@@ -51,7 +56,7 @@ use jsonkv_server::hub::WatchTarget;
 use jsonkv_server::revision::{Revision, Start};
 use jsonkv_server::storage::{DiskStorage, MemoryStorage, Recovered, Storage};
 use jsonkv_server::store_id::StoreId;
-use jsonkv_server::subscription::Opening;
+use jsonkv_server::subscription::{Opening, Subscription};
 use jsonkv_server::{Config, Error, Store};
 use serde_json::{json, Value};
 
@@ -96,13 +101,9 @@ async fn behaviour_suite(store: Store) -> Vec<Revision> {
     let mut sub = store
         .watch(WatchTarget::Prefix("s/".into()), Start::Snapshot)
         .unwrap();
-    match sub.take_opening() {
-        Some(Opening::Snapshot { revision, entries }) => {
-            assert_eq!(revision, base);
-            assert!(entries.is_empty());
-        }
-        other => panic!("expected a snapshot, got {other:?}"),
-    }
+    let (revision, entries) = snapshot(&mut sub, usize::MAX);
+    assert_eq!(revision, base);
+    assert!(entries.is_empty());
 
     let r1 = store
         .put("s/a".into(), json!({"n": 1}), Some(Precondition::Absent))
@@ -199,6 +200,34 @@ async fn behaviour_suite(store: Store) -> Vec<Revision> {
     seen
 }
 
+/// Reads `sub`'s whole opening snapshot in parts of `budget` bytes: its revision and entries
+/// as JSON.
+fn snapshot(sub: &mut Subscription, budget: usize) -> (Revision, Vec<(String, Value)>) {
+    let Some(Opening::Snapshot { revision }) = sub.take_opening() else {
+        panic!("expected a snapshot");
+    };
+    let mut entries = Vec::new();
+    while let Some(part) = sub.next_snapshot_part(budget) {
+        let part = part.unwrap();
+        assert_eq!(part.revision, revision);
+        entries.extend(snapshot_values(part.entries));
+        if part.last {
+            assert!(
+                sub.next_snapshot_part(budget).is_none(),
+                "a part after the last"
+            );
+        }
+    }
+    (revision, entries)
+}
+
+fn snapshot_values(entries: Vec<(String, jsonkv_server::database::Entry)>) -> Vec<(String, Value)> {
+    entries
+        .into_iter()
+        .map(|(k, e)| (k, (*e.value.json()).clone()))
+        .collect()
+}
+
 fn previous_values(events: &[Arc<Event>]) -> Vec<Option<Value>> {
     events
         .iter()
@@ -238,6 +267,172 @@ async fn behaviour_on_etcd() {
     behaviour_suite(store).await;
 }
 
+/// A snapshot is read in parts from the live map while writes go on; every part is the state
+/// at the snapshot's revision, and the writes made meanwhile follow it as events.
+async fn snapshot_suite(store: Store) {
+    let value = |i: usize| json!({"i": i, "pad": "x".repeat(40)});
+    for i in 0..30 {
+        store
+            .put(format!("p/{i:02}"), value(i), None)
+            .await
+            .unwrap();
+    }
+    store.put("q".into(), json!("outside"), None).await.unwrap();
+    let expected: Vec<(String, Value)> = (0..30).map(|i| (format!("p/{i:02}"), value(i))).collect();
+    let mut sub = store
+        .watch(WatchTarget::Prefix("p/".into()), Start::Snapshot)
+        .unwrap();
+    let Some(Opening::Snapshot { revision }) = sub.take_opening() else {
+        panic!("expected a snapshot");
+    };
+    // A budget of a few entries: the first part holds p/00..p/03.
+    let first = sub.next_snapshot_part(200).unwrap().unwrap();
+    assert!(!first.last);
+    let mut read = snapshot_values(first.entries);
+    assert_eq!(read, expected[..read.len()], "the first part");
+    let read_through = read.last().unwrap().0.clone();
+
+    // Changes behind the cursor, ahead of it, deletes, creations, and a key changed twice.
+    let mut writes = Vec::new();
+    writes.push(
+        store
+            .put("p/00".into(), json!("changed behind"), None)
+            .await
+            .unwrap(),
+    );
+    writes.push(
+        store
+            .put("p/10".into(), json!("changed ahead"), None)
+            .await
+            .unwrap(),
+    );
+    writes.push(
+        store
+            .put("p/10".into(), json!("and again"), None)
+            .await
+            .unwrap(),
+    );
+    writes.push(store.delete("p/20", None).await.unwrap().unwrap());
+    writes.push(
+        store
+            .put("p/15a".into(), json!("created ahead"), None)
+            .await
+            .unwrap(),
+    );
+    writes.push(store.delete("p/29", None).await.unwrap().unwrap());
+    writes.push(
+        store
+            .put("p/29".into(), json!("recreated"), None)
+            .await
+            .unwrap(),
+    );
+    writes.push(
+        store
+            .put("p/99".into(), json!("created at the end"), None)
+            .await
+            .unwrap(),
+    );
+
+    let mut parts = 1;
+    while let Some(part) = sub.next_snapshot_part(200) {
+        let part = part.unwrap();
+        assert_eq!(part.revision, revision);
+        assert!(
+            part.entries.iter().all(|(k, _)| *k > read_through),
+            "keys in order, once"
+        );
+        read.extend(snapshot_values(part.entries));
+        parts += 1;
+        if part.last {
+            break;
+        }
+    }
+    assert!(parts > 3, "{parts} parts");
+    assert_eq!(read, expected, "the state at revision {revision}");
+    let mut events = Vec::new();
+    while events.len() < writes.len() {
+        events.extend(sub.next_events().await.unwrap());
+    }
+    assert_eq!(revisions(&events), revisions(&writes));
+}
+
+#[tokio::test]
+async fn snapshots_in_memory() {
+    snapshot_suite(Store::in_memory(&config(None))).await;
+}
+
+#[tokio::test]
+async fn snapshots_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    snapshot_suite(Store::start(&config(Some(dir.path()))).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn snapshots_on_etcd() {
+    let etcd = jsonkv_testkit::shared_etcd();
+    snapshot_suite(Store::start(&on_etcd(etcd_config(etcd))).await.unwrap()).await;
+}
+
+/// Once history has moved past a snapshot's revision, the rest can be read only where nothing
+/// changed since: a quiet prefix reads to the end, a changed one ends OUT_OF_RANGE.
+#[tokio::test]
+async fn a_snapshot_outlived_by_history_reads_on_only_where_nothing_changed() {
+    let store = Store::in_memory(&Config {
+        history_size: 4,
+        ..config(None)
+    });
+    for i in 0..10 {
+        store.put(format!("p/{i}"), json!(i), None).await.unwrap();
+    }
+    let open = |store: &Store| {
+        let mut sub = store
+            .watch(WatchTarget::Prefix("p/".into()), Start::Snapshot)
+            .unwrap();
+        sub.take_opening();
+        let first = sub.next_snapshot_part(1).unwrap().unwrap();
+        assert_eq!(first.entries.len(), 1);
+        sub
+    };
+
+    let mut quiet = open(&store);
+    for i in 0..10 {
+        store.put("elsewhere".into(), json!(i), None).await.unwrap();
+    }
+    let mut rest = Vec::new();
+    while let Some(part) = quiet.next_snapshot_part(1) {
+        rest.extend(snapshot_values(part.unwrap().entries));
+    }
+    assert_eq!(
+        rest,
+        (1..10)
+            .map(|i| (format!("p/{i}"), json!(i)))
+            .collect::<Vec<_>>()
+    );
+
+    let mut changed = open(&store);
+    let at = store.revision();
+    store
+        .put("p/5".into(), json!("changed"), None)
+        .await
+        .unwrap();
+    for i in 0..10 {
+        store.put("elsewhere".into(), json!(i), None).await.unwrap();
+    }
+    let parts: Vec<_> = std::iter::from_fn(|| changed.next_snapshot_part(1)).collect();
+    let (last, read) = parts.split_last().unwrap();
+    assert_eq!(read.len(), 4, "p/1 to p/4 are unchanged and still read");
+    match last {
+        Err(err @ Error::SnapshotExpired { revision, .. }) => {
+            assert_eq!(*revision, at);
+            assert_eq!(
+                tonic::Status::from(err.clone()).code(),
+                tonic::Code::OutOfRange
+            );
+        }
+        other => panic!("expected SnapshotExpired, got {other:?}"),
+    }
+}
+
 /// The prefix belongs to jsonkv, but another etcd client may write there: a value that is
 /// not JSON is treated as absent (in the load and as it arrives), and JSON is served as it
 /// was written.
@@ -273,7 +468,7 @@ async fn foreign_values_under_the_prefix_on_etcd() {
     let mut sub = store
         .watch(WatchTarget::Prefix(String::new()), Start::Snapshot)
         .unwrap();
-    sub.take_opening();
+    snapshot(&mut sub, usize::MAX);
     client
         .put(format!("{prefix}late-bad"), vec![0xff, 0xfe], None)
         .await
@@ -310,7 +505,7 @@ async fn watched_and_unwatched_writers_stay_in_revision_order(store: Store) {
     let mut hot = store
         .watch(WatchTarget::Key("hot".into()), Start::Snapshot)
         .unwrap();
-    hot.take_opening();
+    snapshot(&mut hot, usize::MAX);
     let writers: Vec<_> = (0..4)
         .map(|w| {
             let store = store.clone();
@@ -1058,6 +1253,7 @@ async fn a_failed_write_changes_nothing_reads_go_on_and_later_writes_succeed() {
     let mut sub = store
         .watch(WatchTarget::Key("k".into()), Start::Snapshot)
         .unwrap();
+    snapshot(&mut sub, usize::MAX);
     store.put("k".into(), json!("kept"), None).await.unwrap();
 
     fail.store(true, Ordering::SeqCst);

@@ -3,6 +3,10 @@
 //! Guarantees proved here:
 //! - The snapshot is atomic with subscribing:
 //!   `snapshot_and_subscription_are_atomic_under_concurrent_writes`.
+//! - A snapshot too big for one message is read as the client takes it, and is the state at
+//!   its revision whatever is written meanwhile:
+//!   `a_snapshot_of_many_messages_is_the_state_at_its_revision` (per part, on every backend,
+//!   and when history outlives it: `storage.rs`).
 //! - Events come in order, without gaps or duplicates, for keys and prefixes, under concurrency:
 //!   `concurrent_writers_and_watchers_see_exactly_the_write_log`.
 //! - A watch replays from `start_revision`; one older than history is OUT_OF_RANGE naming the
@@ -162,6 +166,60 @@ both_backends!(
     flavor = "multi_thread",
     worker_threads = 2
 );
+
+/// A snapshot of several messages is read from the store as the client takes them: writes
+/// made while the client reads change nothing in it, and follow it as events. (It is big enough
+/// that the server cannot have read its end before the writes, with what HTTP/2 lets it send
+/// and buffer ahead of the client.)
+async fn a_snapshot_of_many_messages_is_the_state_at_its_revision(backend: Backend) {
+    let (server, mut client) = start_on(backend, config()).await;
+    let value = |i: usize| format!(r#"{{"i":{i},"pad":"{}"}}"#, "x".repeat(100 * 1024));
+    let mut expected = Vec::new();
+    for i in 0..80 {
+        let key = format!("p/{i:02}");
+        put(&mut client, &key, &value(i)).await;
+        expected.push((key, value(i)));
+    }
+    let mut stream = watch_prefix(&mut client, "p/", 0).await.unwrap();
+    let Seen::Snapshot {
+        revision,
+        kvs: mut read,
+        last: false,
+    } = next(&mut stream).await.unwrap()
+    else {
+        panic!("an 8 MiB snapshot comes in several messages");
+    };
+    let mut writer = connect(&server).await;
+    let mut written = Vec::new();
+    written.push(put(&mut writer, "p/00", r#""changed behind""#).await);
+    written.push(put(&mut writer, "p/79", r#""changed ahead""#).await);
+    written.push(del(&mut writer, "p/70").await);
+    written.push(put(&mut writer, "p/75a", r#""created ahead""#).await);
+    loop {
+        match next(&mut stream).await.unwrap() {
+            Seen::Snapshot {
+                revision: at,
+                kvs,
+                last,
+            } => {
+                assert_eq!(at, revision);
+                read.extend(kvs);
+                if last {
+                    break;
+                }
+            }
+            other => panic!("{other:?} before the snapshot's end"),
+        }
+    }
+    assert!(
+        read == expected,
+        "the snapshot is the state at revision {revision}"
+    );
+    let events = read_until(&mut stream, *written.last().unwrap()).await;
+    let revisions: Vec<i64> = events.iter().map(Seen::revision).collect();
+    assert_eq!(revisions, written);
+}
+both_backends!(a_snapshot_of_many_messages_is_the_state_at_its_revision);
 
 /// Several writers and many watchers on overlapping keys and prefixes, some starting mid-way.
 /// Every watcher's stream is checked against the write log: its snapshot equals the state at
