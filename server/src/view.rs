@@ -14,6 +14,7 @@
 //! - Lock order: `state`, then whatever a backend keeps beside it (the embedded pipeline), then
 //!   `hub`. Releasing a subscription takes only `hub`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -131,6 +132,27 @@ impl View {
     /// Makes committed changes visible: database, history, watchers, in revision order.
     pub fn apply(&self, events: &[Arc<Event>]) {
         self.install(&mut self.state.write(), self.hub.lock(), events);
+    }
+
+    /// [`View::apply`] for events that come without their previous entries (etcd's watch, asked
+    /// for none so that etcd need not read one per event): each is filled in from the state it
+    /// is applied to, as recovery does from a log.
+    pub fn apply_filling_previous(&self, events: Vec<Event>) {
+        let mut state = self.state.write();
+        // A key changed twice in one batch: its second previous is the first change's entry.
+        let mut batch: HashMap<String, Option<Entry>> = HashMap::new();
+        let events: Vec<Arc<Event>> = events
+            .into_iter()
+            .map(|mut event| {
+                event.previous = match batch.get(&event.key) {
+                    Some(entry) => entry.clone(),
+                    None => state.db.get(&event.key).cloned(),
+                };
+                batch.insert(event.key.clone(), event.entry.clone());
+                Arc::new(event)
+            })
+            .collect();
+        self.install(&mut state, self.hub.lock(), &events);
     }
 
     /// [`View::apply`] under a write lock the caller holds, with the hub already locked (and

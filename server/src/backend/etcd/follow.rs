@@ -1,6 +1,6 @@
 //! [`follow`]: the task that keeps the view in step with etcd, applying etcd's watch events.
 
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 use std::time::Duration;
 
 use jsonkv::retry::Backoff;
@@ -94,11 +94,10 @@ async fn follow_once(
                 None => return Ok(Stop::ViewGone),
             }
         }
-        let events: Vec<Arc<Event>> = response
+        let events: Vec<Event> = response
             .events()
             .iter()
             .filter_map(|e| remote.event(e))
-            .map(Arc::new)
             .collect();
         if events.is_empty() {
             continue;
@@ -112,6 +111,6 @@ async fn follow_once(
         let Some(view) = view.upgrade() else {
             return Ok(Stop::ViewGone);
         };
-        view.apply(&events);
+        view.apply_filling_previous(events);
     }
 }

@@ -383,13 +383,10 @@ impl Remote {
         Ok(quiet.then_some(now))
     }
 
-    /// Watches every key under the prefix from revision `from` on, each event with the key's
-    /// value before it.
+    /// Watches every key under the prefix from revision `from` on. Events come without the
+    /// key's value before them: the follower knows it, and asking etcd costs it a read each.
     pub async fn watch(&self, from: Revision) -> Result<WatchStream, Error> {
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(from)
-            .with_prev_key();
+        let options = WatchOptions::new().with_prefix().with_start_revision(from);
         self.call("watch", || {
             let mut watch = self
                 .client
@@ -436,9 +433,8 @@ impl Remote {
             revision: kv.mod_revision(),
             key: key.to_owned(),
             entry,
-            // etcd leaves the previous value out once it is compacted, which for events near
-            // its head (what the follower applies) it is not.
-            previous: event.prev_kv().and_then(|kv| self.entry(kv)),
+            // Filled in by whoever applies the event in order (View::apply_filling_previous).
+            previous: None,
         })
     }
 }
