@@ -28,10 +28,15 @@ async fn put(store: &Store, key: String, value: &Json) {
     store.put(key, value.clone(), None).await.expect("put");
 }
 
+/// A subscription to `key` that has read its opening snapshot, so it is ready for events.
 fn watch(store: &Store, key: &str) -> Subscription {
-    store
+    let mut sub = store
         .watch(WatchTarget::Key(key.to_owned()), Start::Snapshot)
-        .expect("watch")
+        .expect("watch");
+    while let Some(part) = sub.next_snapshot_part(usize::MAX) {
+        part.expect("snapshot part");
+    }
+    sub
 }
 
 const KEYS: usize = 10_000;
@@ -79,6 +84,7 @@ fn insert(c: &mut Criterion) {
         let store = store(1024);
         let value = value();
         let _guard = rt.enter();
+        let mut readers = Vec::new();
         for w in 0..watchers {
             let watched = if same_key {
                 key(0)
@@ -87,7 +93,11 @@ fn insert(c: &mut Criterion) {
             };
             let mut sub = watch(&store, &watched);
             // A watcher that stops reading would measure lag, not delivery.
-            rt.spawn(async move { while sub.next_events().await.is_ok() {} });
+            readers.push(rt.spawn(async move {
+                loop {
+                    sub.next_events().await.expect("watcher reads");
+                }
+            }));
         }
         let name = if same_key {
             "watchers on the key"
@@ -97,6 +107,11 @@ fn insert(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new(name, watchers), |b| {
             b.to_async(&rt).iter(|| put(&store, key(0), &value))
         });
+        // A reader that ended stopped taking deliveries, so the figure would not be theirs.
+        assert!(
+            readers.iter().all(|reader| !reader.is_finished()),
+            "every watcher still reads"
+        );
     }
     group.finish();
 }
