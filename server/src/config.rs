@@ -66,6 +66,16 @@ pub struct Config {
     pub keepalive_interval: Duration,
     /// How long a ping may go unanswered before the connection is closed.
     pub keepalive_timeout: Duration,
+    /// Client connections open at once; a connection beyond it is closed as soon as it is
+    /// accepted.
+    pub max_connections: usize,
+    /// How long a new connection has to finish its TLS handshake (with TLS on) and send the
+    /// start of HTTP/2 (its preface and first frame), counted from when it was accepted.
+    pub handshake_timeout: Duration,
+    /// Response bytes HTTP/2 queues for one stream beyond the message being sent, whatever
+    /// flow-control window the client advertises: what a stream the client does not read can
+    /// hold, on top of one message.
+    pub max_send_buffer_bytes: usize,
 }
 
 /// The PEM files that turn TLS on.
@@ -204,6 +214,9 @@ impl Default for Config {
             request_timeout: Duration::from_secs(30),
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            handshake_timeout: Duration::from_secs(10),
+            max_send_buffer_bytes: 64 * 1024,
         }
     }
 }

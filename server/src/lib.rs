@@ -28,6 +28,8 @@
 //! - [`service`]: the `jsonkv.v1.JsonKv` implementation.
 //! - [`method`]: the gRPC methods the server knows. [`auth`]: tokens and roles. [`tls`]: the
 //!   TLS files. [`layers`]: the tower layers around every call (metrics, timeout, auth).
+//! - [`net`]: connections accepted under a cap, their handshake deadline, TLS, and hyper
+//!   serving each one.
 //! - [`metrics`]: the Prometheus registry and `/metrics`.
 //! - [`server`]: serving, health, reflection and graceful shutdown; [`RunningServer`].
 //!
@@ -48,6 +50,7 @@ pub mod json_text;
 pub mod layers;
 pub mod method;
 pub mod metrics;
+pub mod net;
 pub mod progress_clock;
 pub mod revision;
 pub mod server;

@@ -142,6 +142,16 @@ struct Args {
     /// Seconds a ping may go unanswered before the connection (and its watches) is closed.
     #[arg(long, default_value_t = Config::default().keepalive_timeout.as_secs())]
     keepalive_timeout_secs: u64,
+    /// Client connections open at once; one beyond it is closed as soon as it is accepted.
+    /// Keep the open-files limit (ulimit -n) above it.
+    #[arg(long, default_value_t = Config::default().max_connections as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Seconds a new connection has to finish its TLS handshake and start speaking HTTP/2;
+    /// it is closed after that.
+    #[arg(long, default_value_t = Config::default().handshake_timeout.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    handshake_timeout_secs: u64,
 }
 
 fn non_empty(s: &str) -> Result<String, String> {
@@ -218,6 +228,9 @@ impl TryFrom<Args> for Config {
             request_timeout: Duration::from_secs(args.request_timeout_secs),
             keepalive_interval: Duration::from_secs(args.keepalive_interval_secs),
             keepalive_timeout: Duration::from_secs(args.keepalive_timeout_secs),
+            max_connections: args.max_connections as usize,
+            handshake_timeout: Duration::from_secs(args.handshake_timeout_secs),
+            max_send_buffer_bytes: Config::default().max_send_buffer_bytes,
         })
     }
 }

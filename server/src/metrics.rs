@@ -13,6 +13,9 @@
 //! | `jsonkv_storage_append_duration_seconds` | histogram: writing (and fsyncing) one batch (embedded store) | |
 //! | `jsonkv_storage_batch_events` | histogram: changes per batch, group commit (embedded store) | |
 //! | `jsonkv_parsed_documents_bytes` | gauge: parsed documents kept for reads, against their byte budget | |
+//! | `jsonkv_connections_open` | gauge: client connections open, against `--max-connections` | |
+//! | `jsonkv_connections_refused_total` | counter: connections closed on accept because the cap was reached | |
+//! | `jsonkv_connections_timed_out_total` | counter: connections closed for not finishing TLS or starting HTTP/2 in time | |
 //! | `jsonkv_source_up` | gauge: 1 while the source of truth is reachable (on etcd: the follower's watch is up; always 1 on the embedded store) | |
 
 use std::future::Future;
@@ -20,7 +23,7 @@ use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -28,6 +31,7 @@ use tokio::sync::watch;
 
 use crate::doc;
 use crate::layers::metrics::{CallMetrics, MetricsLayer};
+use crate::net::accept::ConnectionCounts;
 use crate::store::Store;
 use crate::watcher_limits::WatcherLimits;
 
@@ -58,9 +62,10 @@ impl WatchCounters {
 }
 
 impl Metrics {
-    /// Metrics for a server of `store`, whose watches `watchers` counts. Takes from the store
-    /// only the measurements it shares, never the store itself.
-    pub fn new(store: &Store, watchers: WatcherLimits) -> Metrics {
+    /// Metrics for a server of `store`, whose watches and connections are counted by the
+    /// others. Takes from the store only the measurements it shares, never the
+    /// store itself.
+    pub fn new(store: &Store, watchers: WatcherLimits, connections: ConnectionCounts) -> Metrics {
         let calls = CallMetrics::default();
         let watch = WatchCounters::default();
         let mut registry = Registry::default();
@@ -95,6 +100,7 @@ impl Metrics {
         registry.register_collector(Box::new(Live {
             reachable: store.reachable(),
             watchers,
+            connections,
         }));
         Metrics {
             registry: Arc::new(registry),
@@ -126,6 +132,7 @@ impl Metrics {
 struct Live {
     reachable: watch::Receiver<bool>,
     watchers: WatcherLimits,
+    connections: ConnectionCounts,
 }
 
 impl Collector for Live {
@@ -143,6 +150,27 @@ impl Collector for Live {
             "Bytes the parsed documents kept for google.protobuf.Value reads are counted as",
             None,
             parsed.metric_type(),
+        )?)?;
+        let open = ConstGauge::new(self.connections.open() as i64);
+        open.encode(encoder.encode_descriptor(
+            "jsonkv_connections_open",
+            "Client connections open",
+            None,
+            open.metric_type(),
+        )?)?;
+        let refused = ConstCounter::new(self.connections.refused());
+        refused.encode(encoder.encode_descriptor(
+            "jsonkv_connections_refused",
+            "Connections closed as soon as accepted because --max-connections were open",
+            None,
+            refused.metric_type(),
+        )?)?;
+        let timed_out = ConstCounter::new(self.connections.timed_out());
+        timed_out.encode(encoder.encode_descriptor(
+            "jsonkv_connections_timed_out",
+            "Connections closed for not finishing TLS or starting HTTP/2 within --handshake-timeout-secs",
+            None,
+            timed_out.metric_type(),
         )?)?;
         let up = ConstGauge::new(i64::from(*self.reachable.borrow()));
         up.encode(encoder.encode_descriptor(

@@ -2,10 +2,11 @@
 //! listener, and Prometheus metrics on another if asked, until a shutdown future completes.
 //! [`RunningServer`] runs it in the background for tests, benchmarks and embedding.
 //!
-//! Every call passes three tower layers, outermost first: metrics (count and time it), the
-//! request timeout, and authentication (JsonKv calls only). TLS, the HTTP/2 stream limit and
-//! keepalive are connection settings; the watch limits are applied where a watch opens
-//! (`service.rs`).
+//! Connections are accepted and served by [`crate::net`]: the connection cap, the handshake
+//! deadline, TLS and the HTTP/2 settings are applied there. Every
+//! call then passes three tower layers, outermost first: metrics (count and time it), the
+//! request timeout, and authentication (JsonKv calls only). The watch limits are applied where
+//! a watch opens (`service.rs`).
 //!
 //! Shutdown order: health turns NOT_SERVING, open watches end with UNAVAILABLE, the server stops
 //! accepting and lets in-flight calls finish, and after `shutdown_grace` closes whatever is
@@ -19,10 +20,11 @@ use std::sync::Arc;
 use jsonkv::pb::json_kv_server::JsonKvServer;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Server, ServerTlsConfig};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+use tonic::service::Routes;
 use tonic_health::ServingStatus;
+use tower::Layer;
 
 use crate::auth::Tokens;
 use crate::config::Config;
@@ -30,6 +32,8 @@ use crate::error::Error;
 use crate::layers::auth::AuthLayer;
 use crate::layers::timeout::TimeoutLayer;
 use crate::metrics::{self, Metrics};
+use crate::net::accept::{Acceptor, ConnectionCounts};
+use crate::net::connection::Connections;
 use crate::service::JsonKvService;
 use crate::shutdown;
 use crate::store::Store;
@@ -42,18 +46,23 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Loaded before anything is served, so that a bad file stops start-up with a message naming
 /// it.
 pub struct Security {
-    tls: Option<ServerTlsConfig>,
+    tls: Option<TlsAcceptor>,
     tokens: Option<Arc<Tokens>>,
+    /// Tokens are checked but TLS is off: they cross the network readable.
+    tokens_without_tls: bool,
 }
 
 impl Security {
     pub fn load(config: &Config) -> Result<Security, Error> {
+        let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
+        let tokens = match &config.auth_tokens {
+            Some(path) => Some(Arc::new(Tokens::load(path)?)),
+            None => None,
+        };
         Ok(Security {
-            tls: config.tls.as_ref().map(tls::server_config).transpose()?,
-            tokens: match &config.auth_tokens {
-                Some(path) => Some(Arc::new(Tokens::load(path)?)),
-                None => None,
-            },
+            tokens_without_tls: tokens.is_some() && tls.is_none(),
+            tls,
+            tokens,
         })
     }
 }
@@ -146,7 +155,8 @@ pub async fn serve(
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let watchers = WatcherLimits::new(&config);
-    let metrics = Metrics::new(&store, watchers.clone());
+    let counts = ConnectionCounts::new(config.max_connections);
+    let metrics = Metrics::new(&store, watchers.clone(), counts.clone());
     // The endpoint stops when told to at the end, or when this future ends early or is
     // dropped: either way the sender goes, and with it the endpoint.
     let (stop_metrics, metrics_stopped) = oneshot::channel::<()>();
@@ -165,41 +175,39 @@ pub async fn serve(
     ))
     .max_decoding_message_size(config.max_message_bytes)
     .max_encoding_message_size(config.max_message_bytes);
+    let routes = Routes::new(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(jsonkv)
+        .prepare();
+    let service = metrics.layer().layer(
+        TimeoutLayer::new(config.request_timeout)
+            .layer(AuthLayer::new(security.tokens).layer(routes)),
+    );
 
     let local = listeners.grpc.local_addr()?;
-    if security.tokens.is_some() && security.tls.is_none() && !local.ip().is_loopback() {
+    if security.tokens_without_tls && !local.ip().is_loopback() {
         tracing::warn!(
             addr = %local,
             "tokens are checked but travel in plaintext; anyone on the network path can read them (add --tls-cert and --tls-key)"
         );
     }
-    // Nagle's algorithm would hold small responses back for up to 40 ms.
-    let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
-    let (stop_accepting, stopped) = oneshot::channel::<()>();
-    let keepalive = Some(config.keepalive_interval).filter(|d| !d.is_zero());
-    let mut builder = Server::builder()
-        .max_concurrent_streams(config.max_concurrent_streams)
-        .http2_keepalive_interval(keepalive)
-        .http2_keepalive_timeout(Some(config.keepalive_timeout));
-    if let Some(tls) = security.tls {
-        builder = builder.tls_config(tls)?;
-    }
-    let server = builder
-        .layer(metrics.layer())
-        .layer(TimeoutLayer::new(config.request_timeout))
-        .layer(AuthLayer::new(security.tokens))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(jsonkv)
-        .serve_with_incoming_shutdown(incoming, async {
-            let _ = stopped.await;
-        });
-    tokio::pin!(server);
-
-    tokio::select! {
-        result = &mut server => return result.map_err(Into::into),
-        () = signal => {}
+    let connections = Connections::new(&config, security.tls, counts.clone());
+    let (drain, draining) = shutdown::channel();
+    let mut acceptor = Acceptor::new(listeners.grpc, counts);
+    let mut open = JoinSet::new();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            accepted = acceptor.next() => {
+                let (connections, service, draining) =
+                    (connections.clone(), service.clone(), draining.clone());
+                open.spawn(async move { connections.serve(accepted, service, draining).await });
+            }
+            // Reaps closed connections' tasks as they end, so the set holds open ones only.
+            Some(_) = open.join_next(), if !open.is_empty() => {}
+            () = &mut signal => break,
+        }
     }
     tracing::info!("shutting down: ending watches and finishing in-flight calls");
     health_task.abort();
@@ -210,13 +218,19 @@ pub async fn serve(
         .set_not_serving::<JsonKvServer<JsonKvService>>()
         .await;
     trigger.trigger();
-    let _ = stop_accepting.send(());
-    match tokio::time::timeout(config.shutdown_grace, &mut server).await {
-        Ok(result) => result?,
-        Err(_) => tracing::warn!(
+    // Closes the listening socket: new clients are refused at once rather than queued.
+    drop(acceptor);
+    drain.trigger();
+    let drained = async { while open.join_next().await.is_some() {} };
+    if tokio::time::timeout(config.shutdown_grace, drained)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
             grace = ?config.shutdown_grace,
             "grace period over; closing the connections still open"
-        ),
+        );
+        open.shutdown().await;
     }
     let _ = stop_metrics.send(());
     if let Some(task) = metrics_task {

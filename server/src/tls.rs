@@ -1,40 +1,61 @@
-//! TLS for the gRPC listener: reads the PEM files `--tls-cert`, `--tls-key` and
-//! `--tls-client-ca` name into tonic's rustls-based server configuration.
+//! TLS files: reads the PEM files `--tls-cert`, `--tls-key` and `--tls-client-ca` into the
+//! listener's rustls configuration, and the etcd client's files for `backend/etcd`.
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
 
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tokio_rustls::rustls::crypto::ring;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::{RootCertStore, ServerConfig};
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsFiles;
 use crate::error::Error;
 
-/// A handshake that has not finished by then is dropped, so that connections that stall in
-/// it (or plaintext clients that never speak TLS) cannot pile up.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The server's TLS settings from `files`: its certificate and key, and with a client CA,
-/// mutual TLS (every client must present a certificate that CA signed).
-pub fn server_config(files: &TlsFiles) -> Result<ServerTlsConfig, Error> {
-    let cert = read(&files.cert, "TLS certificate")?;
-    let key = read(&files.key, "TLS key")?;
-    let mut config = ServerTlsConfig::new()
-        .identity(Identity::from_pem(cert, key))
-        .timeout(HANDSHAKE_TIMEOUT);
-    if let Some(ca) = &files.client_ca {
-        config = config.client_ca_root(Certificate::from_pem(read(ca, "client CA")?));
+/// The listener's TLS from `files`: its certificate and key, and with a client CA, mutual
+/// TLS (every client must present a certificate that CA signed). HTTP/2 is offered through
+/// ALPN, as gRPC clients require.
+pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, Error> {
+    let bad = |what: &str, path: &Path, err: &dyn std::fmt::Display| {
+        Error::Config(format!("{what} {}: {err}", path.display()))
+    };
+    let certs = CertificateDer::pem_slice_iter(&read(&files.cert, "TLS certificate")?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad("TLS certificate", &files.cert, &e))?;
+    if certs.is_empty() {
+        return Err(bad("TLS certificate", &files.cert, &"no CERTIFICATE block"));
     }
-    // tonic parses the PEM when the config is applied; do it now, so that a bad file stops
-    // start-up with its name rather than failing later.
-    Server::builder().tls_config(config.clone()).map_err(|e| {
+    let key = PrivateKeyDer::from_pem_slice(&read(&files.key, "TLS key")?)
+        .map_err(|e| bad("TLS key", &files.key, &e))?;
+    let provider = Arc::new(ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(format!("TLS: {e}")))?;
+    let builder = match &files.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(&read(ca, "client CA")?) {
+                let cert = cert.map_err(|e| bad("client CA", ca, &e))?;
+                roots.add(cert).map_err(|e| bad("client CA", ca, &e))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| bad("client CA", ca, &e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| {
         Error::Config(format!(
-            "TLS certificate {} with key {}: {}",
+            "TLS certificate {} with key {}: {e}",
             files.cert.display(),
-            files.key.display(),
-            error_chain(&e)
+            files.key.display()
         ))
     })?;
-    Ok(config)
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// The PEM file at `path`, or an error that names it (as `what`) and says what is wrong.

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use futures::future::{self, Either, Ready};
 use jsonkv::pb::json_kv_server::SERVICE_NAME;
 use tonic::body::Body;
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tonic::transport::server::TcpConnectInfo;
 use tonic::Status;
 use tower::{Layer, Service};
 
@@ -92,16 +92,11 @@ fn jsonkv_method(path: &str) -> Option<&str> {
         .strip_prefix('/')
 }
 
-/// The client's address, from the connection info tonic attaches to each request.
+/// The client's address, from the connection info `net::connection` attaches to each request.
 fn peer_addr(extensions: &http::Extensions) -> Option<SocketAddr> {
     extensions
         .get::<TcpConnectInfo>()
         .and_then(TcpConnectInfo::remote_addr)
-        .or_else(|| {
-            extensions
-                .get::<TlsConnectInfo<TcpConnectInfo>>()
-                .and_then(|tls| tls.get_ref().remote_addr())
-        })
 }
 
 #[cfg(test)]

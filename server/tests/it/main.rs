@@ -20,6 +20,7 @@ mod api;
 mod auth;
 mod cluster;
 mod cluster_tls;
+mod connections;
 mod crash;
 mod fuzz;
 mod limits;
