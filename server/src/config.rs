@@ -72,6 +72,12 @@ pub struct Config {
     /// How long a new connection has to finish its TLS handshake (with TLS on) and send the
     /// start of HTTP/2 (its preface and first frame), counted from when it was accepted.
     pub handshake_timeout: Duration,
+    /// Bytes of requests whose messages have not fully arrived that one connection may hold;
+    /// a request that would take it past this fails with RESOURCE_EXHAUSTED. At least
+    /// `max_message_bytes`, so that one request of the largest size always fits.
+    pub max_request_buffer_per_connection: usize,
+    /// The same, over all connections together.
+    pub max_request_buffer: usize,
     /// Response bytes HTTP/2 queues for one stream beyond the message being sent, whatever
     /// flow-control window the client advertises: what a stream the client does not read can
     /// hold, on top of one message.
@@ -216,6 +222,8 @@ impl Default for Config {
             keepalive_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             handshake_timeout: Duration::from_secs(10),
+            max_request_buffer_per_connection: 64 * 1024 * 1024,
+            max_request_buffer: 512 * 1024 * 1024,
             max_send_buffer_bytes: 64 * 1024,
         }
     }

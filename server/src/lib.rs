@@ -28,8 +28,8 @@
 //! - [`service`]: the `jsonkv.v1.JsonKv` implementation.
 //! - [`method`]: the gRPC methods the server knows. [`auth`]: tokens and roles. [`tls`]: the
 //!   TLS files. [`layers`]: the tower layers around every call (metrics, timeout, auth).
-//! - [`net`]: connections accepted under a cap, their handshake deadline, TLS, and hyper
-//!   serving each one.
+//! - [`net`]: connections accepted under a cap, their handshake deadline, TLS, the
+//!   request-buffer budget, and hyper serving each one.
 //! - [`metrics`]: the Prometheus registry and `/metrics`.
 //! - [`server`]: serving, health, reflection and graceful shutdown; [`RunningServer`].
 //!

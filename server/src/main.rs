@@ -152,6 +152,13 @@ struct Args {
     #[arg(long, default_value_t = Config::default().handshake_timeout.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
     handshake_timeout_secs: u64,
+    /// Bytes of requests not yet fully arrived that one connection may hold; past it, a
+    /// request fails with RESOURCE_EXHAUSTED. At least --max-message-bytes.
+    #[arg(long, default_value_t = Config::default().max_request_buffer_per_connection)]
+    max_request_buffer_per_connection: usize,
+    /// The same over all connections together. At least --max-request-buffer-per-connection.
+    #[arg(long, default_value_t = Config::default().max_request_buffer)]
+    max_request_buffer: usize,
 }
 
 fn non_empty(s: &str) -> Result<String, String> {
@@ -198,6 +205,18 @@ impl TryFrom<Args> for Config {
                 segment_bytes: args.segment_bytes,
             })
         };
+        if args.max_request_buffer_per_connection < args.max_message_bytes {
+            return Err(format!(
+                "--max-request-buffer-per-connection ({}) is below --max-message-bytes ({}): a request of the largest size could never arrive",
+                args.max_request_buffer_per_connection, args.max_message_bytes
+            ));
+        }
+        if args.max_request_buffer < args.max_request_buffer_per_connection {
+            return Err(format!(
+                "--max-request-buffer ({}) is below --max-request-buffer-per-connection ({})",
+                args.max_request_buffer, args.max_request_buffer_per_connection
+            ));
+        }
         Ok(Config {
             listen: args.listen,
             backend,
@@ -230,6 +249,8 @@ impl TryFrom<Args> for Config {
             keepalive_timeout: Duration::from_secs(args.keepalive_timeout_secs),
             max_connections: args.max_connections as usize,
             handshake_timeout: Duration::from_secs(args.handshake_timeout_secs),
+            max_request_buffer_per_connection: args.max_request_buffer_per_connection,
+            max_request_buffer: args.max_request_buffer,
             max_send_buffer_bytes: Config::default().max_send_buffer_bytes,
         })
     }

@@ -16,6 +16,7 @@
 //! | `jsonkv_connections_open` | gauge: client connections open, against `--max-connections` | |
 //! | `jsonkv_connections_refused_total` | counter: connections closed on accept because the cap was reached | |
 //! | `jsonkv_connections_timed_out_total` | counter: connections closed for not finishing TLS or starting HTTP/2 in time | |
+//! | `jsonkv_request_buffer_bytes` | gauge: bytes of requests not yet fully arrived, against `--max-request-buffer` | |
 //! | `jsonkv_source_up` | gauge: 1 while the source of truth is reachable (on etcd: the follower's watch is up; always 1 on the embedded store) | |
 
 use std::future::Future;
@@ -32,6 +33,7 @@ use tokio::sync::watch;
 use crate::doc;
 use crate::layers::metrics::{CallMetrics, MetricsLayer};
 use crate::net::accept::ConnectionCounts;
+use crate::net::budget::RequestBuffers;
 use crate::store::Store;
 use crate::watcher_limits::WatcherLimits;
 
@@ -62,10 +64,15 @@ impl WatchCounters {
 }
 
 impl Metrics {
-    /// Metrics for a server of `store`, whose watches and connections are counted by the
-    /// others. Takes from the store only the measurements it shares, never the
+    /// Metrics for a server of `store`, whose watches, connections and request buffers are
+    /// counted by the others. Takes from the store only the measurements it shares, never the
     /// store itself.
-    pub fn new(store: &Store, watchers: WatcherLimits, connections: ConnectionCounts) -> Metrics {
+    pub fn new(
+        store: &Store,
+        watchers: WatcherLimits,
+        connections: ConnectionCounts,
+        buffers: RequestBuffers,
+    ) -> Metrics {
         let calls = CallMetrics::default();
         let watch = WatchCounters::default();
         let mut registry = Registry::default();
@@ -101,6 +108,7 @@ impl Metrics {
             reachable: store.reachable(),
             watchers,
             connections,
+            buffers,
         }));
         Metrics {
             registry: Arc::new(registry),
@@ -133,6 +141,7 @@ struct Live {
     reachable: watch::Receiver<bool>,
     watchers: WatcherLimits,
     connections: ConnectionCounts,
+    buffers: RequestBuffers,
 }
 
 impl Collector for Live {
@@ -171,6 +180,13 @@ impl Collector for Live {
             "Connections closed for not finishing TLS or starting HTTP/2 within --handshake-timeout-secs",
             None,
             timed_out.metric_type(),
+        )?)?;
+        let buffered = ConstGauge::new(self.buffers.held() as i64);
+        buffered.encode(encoder.encode_descriptor(
+            "jsonkv_request_buffer_bytes",
+            "Bytes of requests whose messages have not fully arrived",
+            None,
+            buffered.metric_type(),
         )?)?;
         let up = ConstGauge::new(i64::from(*self.reachable.borrow()));
         up.encode(encoder.encode_descriptor(

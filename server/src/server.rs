@@ -3,7 +3,7 @@
 //! [`RunningServer`] runs it in the background for tests, benchmarks and embedding.
 //!
 //! Connections are accepted and served by [`crate::net`]: the connection cap, the handshake
-//! deadline, TLS and the HTTP/2 settings are applied there. Every
+//! deadline, TLS, the request-buffer budget and the HTTP/2 settings are applied there. Every
 //! call then passes three tower layers, outermost first: metrics (count and time it), the
 //! request timeout, and authentication (JsonKv calls only). The watch limits are applied where
 //! a watch opens (`service.rs`).
@@ -33,6 +33,7 @@ use crate::layers::auth::AuthLayer;
 use crate::layers::timeout::TimeoutLayer;
 use crate::metrics::{self, Metrics};
 use crate::net::accept::{Acceptor, ConnectionCounts};
+use crate::net::budget::RequestBuffers;
 use crate::net::connection::Connections;
 use crate::service::JsonKvService;
 use crate::shutdown;
@@ -156,7 +157,11 @@ pub async fn serve(
 
     let watchers = WatcherLimits::new(&config);
     let counts = ConnectionCounts::new(config.max_connections);
-    let metrics = Metrics::new(&store, watchers.clone(), counts.clone());
+    let buffers = RequestBuffers::new(
+        config.max_request_buffer,
+        config.max_request_buffer_per_connection,
+    );
+    let metrics = Metrics::new(&store, watchers.clone(), counts.clone(), buffers.clone());
     // The endpoint stops when told to at the end, or when this future ends early or is
     // dropped: either way the sender goes, and with it the endpoint.
     let (stop_metrics, metrics_stopped) = oneshot::channel::<()>();
@@ -192,7 +197,7 @@ pub async fn serve(
             "tokens are checked but travel in plaintext; anyone on the network path can read them (add --tls-cert and --tls-key)"
         );
     }
-    let connections = Connections::new(&config, security.tls, counts.clone());
+    let connections = Connections::new(&config, security.tls, buffers, counts.clone());
     let (drain, draining) = shutdown::channel();
     let mut acceptor = Acceptor::new(listeners.grpc, counts);
     let mut open = JoinSet::new();

@@ -1,5 +1,6 @@
 //! [`Connections`]: serves each accepted connection: TLS (if on) and the start of HTTP/2
-//! within the handshake deadline, then hyper under jsonkv's HTTP/2 settings.
+//! within the handshake deadline, then hyper under jsonkv's HTTP/2 settings, with the
+//! connection's request bodies counted against its budget.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use tonic::transport::server::TcpConnectInfo;
 use tower::Service;
 
 use super::accept::{Accepted, ConnectionCounts};
+use super::budget::{ConnectionBuffers, RequestBuffers};
 use super::first_bytes::{FirstBytes, HTTP2_START};
 use crate::config::Config;
 use crate::shutdown::Shutdown;
@@ -28,11 +30,17 @@ pub struct Connections {
     http: Arc<auto::Builder<TokioExecutor>>,
     tls: Option<TlsAcceptor>,
     handshake_timeout: Duration,
+    buffers: RequestBuffers,
     counts: ConnectionCounts,
 }
 
 impl Connections {
-    pub fn new(config: &Config, tls: Option<TlsAcceptor>, counts: ConnectionCounts) -> Connections {
+    pub fn new(
+        config: &Config,
+        tls: Option<TlsAcceptor>,
+        buffers: RequestBuffers,
+        counts: ConnectionCounts,
+    ) -> Connections {
         let mut http = auto::Builder::new(TokioExecutor::new()).http2_only();
         let keepalive = Some(config.keepalive_interval).filter(|d| !d.is_zero());
         http.http2()
@@ -47,6 +55,7 @@ impl Connections {
             http: Arc::new(http),
             tls,
             handshake_timeout: config.handshake_timeout,
+            buffers,
             counts,
         }
     }
@@ -106,6 +115,7 @@ impl Connections {
         let service = TowerToHyperService::new(PerConnection {
             inner: service,
             info,
+            buffers: self.buffers.connection(),
         });
         let connection = self.http.serve_connection(TokioIo::new(io), service);
         tokio::pin!(connection);
@@ -123,11 +133,12 @@ impl Connections {
 }
 
 /// The service for one connection's calls: each request carries the connection's addresses
-/// (tonic's `Request::remote_addr` reads them).
+/// (tonic's `Request::remote_addr` reads them) and has its body counted.
 #[derive(Clone)]
 struct PerConnection<S> {
     inner: S,
     info: TcpConnectInfo,
+    buffers: ConnectionBuffers,
 }
 
 impl<S> Service<http::Request<Incoming>> for PerConnection<S>
@@ -143,7 +154,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<Incoming>) -> S::Future {
-        let mut request = request.map(Body::new);
+        let mut request = request.map(|body| Body::new(self.buffers.count(body)));
         request.extensions_mut().insert(self.info.clone());
         self.inner.call(request)
     }

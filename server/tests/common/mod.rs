@@ -365,3 +365,19 @@ pub fn detail(status: &Status, key: &str) -> i64 {
         .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
     info.metadata[key].parse().expect("a decimal number")
 }
+
+/// Runs `jsonkv-server` with `args` (and `env`), which must fail at start-up: its stderr.
+pub fn binary_error(args: &[&str], env: &[(&str, &str)]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_jsonkv-server"))
+        .args(args)
+        .env_remove("JSONKV_ETCD_PASSWORD")
+        .envs(env.iter().copied())
+        .output()
+        .expect("jsonkv-server runs");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr)
+        .trim_end()
+        .to_owned();
+    assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
+    stderr
+}

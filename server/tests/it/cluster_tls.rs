@@ -367,22 +367,6 @@ async fn after_etcd_restarts_and_forgets_its_tokens_the_server_logs_in_again_and
     );
 }
 
-/// Runs `jsonkv-server` with `args` (and `env`), which must fail at start-up: its stderr.
-fn binary_error(args: &[&str], env: &[(&str, &str)]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_jsonkv-server"))
-        .args(args)
-        .env_remove("JSONKV_ETCD_PASSWORD")
-        .envs(env.iter().copied())
-        .output()
-        .expect("jsonkv-server runs");
-    assert_eq!(output.status.code(), Some(1), "{output:?}");
-    let stderr = String::from_utf8_lossy(&output.stderr)
-        .trim_end()
-        .to_owned();
-    assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
-    stderr
-}
-
 #[tokio::test]
 async fn the_binary_takes_the_etcd_flags_and_the_password_from_the_environment() {
     let pki = certs::Pki::new("jsonkv test CA");

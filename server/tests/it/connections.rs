@@ -7,6 +7,11 @@
 //!   `a_tls_connection_that_stops_after_its_handshake_is_closed_at_the_deadline`.
 //! - Connections beyond the cap are closed as soon as they are accepted, and a freed place
 //!   serves again: `connections_beyond_the_cap_are_closed_at_once_and_a_freed_place_serves`.
+//! - Unfinished requests hold no more than their connection's budget; past it a request is
+//!   RESOURCE_EXHAUSTED and the others go on:
+//!   `a_request_past_the_connections_buffer_budget_is_refused_and_the_others_go_on`; a budget
+//!   too small for one request of the largest size stops start-up:
+//!   `a_request_budget_below_the_largest_message_stops_start_up`.
 //! - A server out of file descriptors waits rather than spins, and serves again once sockets
 //!   free up: `a_server_out_of_file_descriptors_idles_and_serves_once_sockets_free`.
 
@@ -15,15 +20,19 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use jsonkv::pb;
 use jsonkv_server::{Config, RunningServer};
+use prost::Message;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use tonic::Code;
 
 use crate::certs::Pki;
-use crate::common::{config, connect, put, start, within};
+use crate::common::{binary_error, config, connect, put, start, within};
 use crate::prom;
 
 /// The HTTP/2 client preface.
@@ -142,6 +151,124 @@ async fn connections_beyond_the_cap_are_closed_at_once_and_a_freed_place_serves(
     let mut client = connect(&server).await;
     put(&mut client, "k", "1").await;
     server.shutdown().await;
+}
+
+/// An Insert request of `value_bytes` of JSON text, framed as gRPC sends it.
+fn insert_frame(key: &str, value_bytes: usize) -> Bytes {
+    let message = pb::InsertRequest {
+        key: key.into(),
+        new_value: Some(pb::insert_request::NewValue::ValueJson(format!(
+            "\"{}\"",
+            "x".repeat(value_bytes - 2)
+        ))),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let mut frame = vec![0];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&message);
+    Bytes::from(frame)
+}
+
+/// Starts an Insert on `h2` and sends the first `sent` bytes of `frame`.
+fn start_insert(
+    h2: &mut h2::client::SendRequest<Bytes>,
+    addr: SocketAddr,
+    frame: &Bytes,
+    sent: usize,
+) -> (h2::client::ResponseFuture, h2::SendStream<Bytes>) {
+    let request = http::Request::post(format!("http://{addr}/jsonkv.v1.JsonKv/Insert"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (response, mut body) = h2.send_request(request, false).unwrap();
+    body.send_data(frame.slice(..sent), sent == frame.len())
+        .unwrap();
+    (response, body)
+}
+
+/// The status of an answer, from its headers (a trailers-only answer) or its trailers.
+async fn grpc_status(response: h2::client::ResponseFuture) -> tonic::Status {
+    let response = within("an answer", response).await.unwrap();
+    let (parts, mut body) = response.into_parts();
+    if let Some(status) = tonic::Status::from_header_map(&parts.headers) {
+        return status;
+    }
+    while let Some(data) = body.data().await {
+        data.unwrap();
+    }
+    let trailers = body.trailers().await.unwrap().expect("trailers");
+    tonic::Status::from_header_map(&trailers).expect("a grpc-status")
+}
+
+#[tokio::test]
+async fn a_request_past_the_connections_buffer_budget_is_refused_and_the_others_go_on() {
+    const MIB: usize = 1024 * 1024;
+    let (server, mut client) = start(with_metrics(Config {
+        max_value_bytes: 4 * MIB,
+        max_message_bytes: 4 * MIB,
+        max_request_buffer_per_connection: 4 * MIB,
+        ..config()
+    }))
+    .await;
+    let metrics = server.metrics_addr().unwrap();
+    let addr = server.addr();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut h2, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+
+    // Two thirds of a 3 MiB request, held by the server until the rest comes.
+    let first = insert_frame("first", 3 * MIB);
+    let (first_answer, mut first_body) = start_insert(&mut h2, addr, &first, 2 * MIB);
+    prom::wait_for(metrics, "jsonkv_request_buffer_bytes", |v| {
+        v >= (2 * MIB) as f64
+    })
+    .await;
+    // A second whole 3 MiB request would take the connection past its 4 MiB.
+    let second = insert_frame("second", 3 * MIB);
+    let (second_answer, _second_body) = start_insert(&mut h2, addr, &second, second.len());
+    let refused = grpc_status(second_answer).await;
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("on this connection")
+            && refused.message().contains(&(4 * MIB).to_string()),
+        "{refused:?}"
+    );
+
+    // Other connections are untouched, and the first request completes.
+    put(&mut client, "other", "1").await;
+    first_body.send_data(first.slice(2 * MIB..), true).unwrap();
+    let done = grpc_status(first_answer).await;
+    assert_eq!(done.code(), Code::Ok, "{done:?}");
+    prom::wait_for(metrics, "jsonkv_request_buffer_bytes", |v| v == 0.0).await;
+    server.shutdown().await;
+}
+
+#[test]
+fn a_request_budget_below_the_largest_message_stops_start_up() {
+    let err = binary_error(
+        &["--in-memory", "--max-request-buffer-per-connection", "1000"],
+        &[],
+    );
+    assert!(
+        err.contains("--max-request-buffer-per-connection (1000) is below --max-message-bytes"),
+        "{err}"
+    );
+    let err = binary_error(
+        &[
+            "--in-memory",
+            "--max-request-buffer",
+            "16777216",
+            "--max-request-buffer-per-connection",
+            "33554432",
+        ],
+        &[],
+    );
+    assert!(
+        err.contains("--max-request-buffer (16777216) is below"),
+        "{err}"
+    );
 }
 
 /// The server binary, killed when dropped.
