@@ -27,7 +27,8 @@
 //! - [`watch_stream`]: a `Subscription` as a gRPC response stream.
 //! - [`service`]: the `jsonkv.v1.JsonKv` implementation.
 //! - [`method`]: the gRPC methods the server knows. [`auth`]: tokens and roles. [`tls`]: the
-//!   TLS files. [`layers`]: the tower layers around every call (metrics, timeout, auth).
+//!   TLS files. [`layers`]: the tower layers around every call (metrics, timeout, auth) and
+//!   around health (its watches counted).
 //! - [`net`]: connections accepted under a cap, their handshake deadline, TLS, the
 //!   request-buffer budget, and hyper serving each one.
 //! - [`metrics`]: the Prometheus registry and `/metrics`.

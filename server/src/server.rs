@@ -6,7 +6,7 @@
 //! deadline, TLS, the request-buffer budget and the HTTP/2 settings are applied there. Every
 //! call then passes three tower layers, outermost first: metrics (count and time it), the
 //! request timeout, and authentication (JsonKv calls only). The watch limits are applied where
-//! a watch opens (`service.rs`).
+//! a watch opens (`service.rs`), and to health watches by their own layer.
 //!
 //! Shutdown order: health turns NOT_SERVING, open watches end with UNAVAILABLE, the server stops
 //! accepting and lets in-flight calls finish, and after `shutdown_grace` closes whatever is
@@ -30,6 +30,7 @@ use crate::auth::Tokens;
 use crate::config::Config;
 use crate::error::Error;
 use crate::layers::auth::AuthLayer;
+use crate::layers::health_watch::HealthWatchLayer;
 use crate::layers::timeout::TimeoutLayer;
 use crate::metrics::{self, Metrics};
 use crate::net::accept::{Acceptor, ConnectionCounts};
@@ -175,11 +176,14 @@ pub async fn serve(
         store,
         &config,
         watch_shutdown,
-        watchers,
+        watchers.clone(),
         metrics.watch_counters(),
     ))
     .max_decoding_message_size(config.max_message_bytes)
     .max_encoding_message_size(config.max_message_bytes);
+    // Health watches are open streams like any other watch, and need no token: counted the
+    // same way, or they would be a way round the watcher limits.
+    let health_service = HealthWatchLayer::new(watchers).layer(health_service);
     let routes = Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

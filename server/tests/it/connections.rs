@@ -12,6 +12,8 @@
 //!   `a_request_past_the_connections_buffer_budget_is_refused_and_the_others_go_on`; a budget
 //!   too small for one request of the largest size stops start-up:
 //!   `a_request_budget_below_the_largest_message_stops_start_up`.
+//! - Health watches count against the watcher limit:
+//!   `health_watches_count_against_the_watcher_limit`.
 //! - A server out of file descriptors waits rather than spins, and serves again once sockets
 //!   free up: `a_server_out_of_file_descriptors_idles_and_serves_once_sockets_free`.
 
@@ -30,9 +32,11 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use tonic::Code;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
 
 use crate::certs::Pki;
-use crate::common::{binary_error, config, connect, put, start, within};
+use crate::common::{binary_error, config, connect, put, start, watch_key, within};
 use crate::prom;
 
 /// The HTTP/2 client preface.
@@ -242,6 +246,49 @@ async fn a_request_past_the_connections_buffer_budget_is_refused_and_the_others_
     let done = grpc_status(first_answer).await;
     assert_eq!(done.code(), Code::Ok, "{done:?}");
     prom::wait_for(metrics, "jsonkv_request_buffer_bytes", |v| v == 0.0).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn health_watches_count_against_the_watcher_limit() {
+    let (server, mut client) = start(Config {
+        max_watchers: 2,
+        ..config()
+    })
+    .await;
+    let channel = tonic::transport::Endpoint::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let watch = |mut health: HealthClient<_>| async move {
+        health
+            .watch(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+    };
+    let mut first = watch(health.clone()).await.unwrap().into_inner();
+    first.message().await.unwrap().expect("a first status");
+    let _second = watch(health.clone()).await.unwrap().into_inner();
+    let refused = watch(health.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    let refused = watch_key(&mut client, "k", 0).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+
+    drop(first);
+    within("the closed health watch to give its place back", async {
+        loop {
+            match watch(health.clone()).await {
+                Ok(_) => break,
+                Err(status) => assert_eq!(status.code(), Code::ResourceExhausted),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let _ = health.check(HealthCheckRequest::default()).await.unwrap();
     server.shutdown().await;
 }
 
