@@ -15,7 +15,9 @@
 //!   `compare_and_swap_on_insert_and_delete`.
 //! - Bad input is INVALID_ARGUMENT naming the problem and changes nothing; the limits are
 //!   configurable: `bad_input_is_invalid_argument_and_changes_nothing`,
-//!   `limits_are_configurable`.
+//!   `limits_are_configurable`. A request that does not decode (a key that is not UTF-8, a
+//!   field of the wrong wire type) is INVALID_ARGUMENT too:
+//!   `undecodable_requests_are_invalid_argument`.
 //! - Health and reflection (v1 and v1alpha) are served:
 //!   `health_and_both_reflection_versions_are_served` (also `clients/grpcurl/test.sh`).
 
@@ -602,3 +604,68 @@ async fn health_and_both_reflection_versions_are_served(backend: Backend) {
     }
 }
 both_backends!(health_and_both_reflection_versions_are_served);
+
+/// An Insert as a client with a broken encoder might send it: the key as raw bytes.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawKeyInsert {
+    #[prost(bytes = "vec", tag = "1")]
+    key: Vec<u8>,
+    #[prost(string, tag = "3")]
+    value_json: String,
+}
+
+/// A Get whose key field (a string, length-delimited) comes as a number.
+#[derive(Clone, PartialEq, prost::Message)]
+struct NumberKeyGet {
+    #[prost(uint64, tag = "1")]
+    key: u64,
+}
+
+/// Sends `message` to `method` of the JsonKv service by path, as any gRPC client would.
+async fn call_raw<M: prost::Message + Default + Send + Sync + 'static>(
+    server: &jsonkv_server::RunningServer,
+    method: &str,
+    message: M,
+) -> tonic::Status {
+    let channel = tonic::transport::Endpoint::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = format!("/jsonkv.v1.JsonKv/{method}").parse().unwrap();
+    let codec = tonic_prost::ProstCodec::<M, pb::GetResponse>::default();
+    grpc.unary(tonic::Request::new(message), path, codec)
+        .await
+        .expect_err("the server refuses it")
+}
+
+async fn undecodable_requests_are_invalid_argument(backend: Backend) {
+    let (server, mut client) = start_on(backend, config()).await;
+    let status = call_raw(
+        &server,
+        "Insert",
+        RawKeyInsert {
+            key: vec![b'k', 0xff, 0xfe],
+            value_json: "1".into(),
+        },
+    )
+    .await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("not a valid InsertRequest")
+            && status.message().contains("UTF-8"),
+        "{status:?}"
+    );
+    let status = call_raw(&server, "Get", NumberKeyGet { key: 7 }).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("not a valid GetRequest"),
+        "{status:?}"
+    );
+    // Nothing was written.
+    let listed = list_pages(&mut client, pb::ListRequest::default()).await;
+    assert!(listed.iter().all(|page| page.kvs.is_empty()), "{listed:?}");
+}
+both_backends!(undecodable_requests_are_invalid_argument);
