@@ -2,8 +2,9 @@
 //! snapshots; a background thread folds sealed segments into a new snapshot so that disk use
 //! stays proportional to live data.
 //!
-//! Files in the data directory:
-//! - `LOCK`: held (flock) while a server has the directory open; a second server is refused.
+//! The directory itself is locked (flock) while a server has it open; a second server is
+//! refused. (Versions before this one locked a `LOCK` file in it, which is now left alone.)
+//! Files in it:
 //! - `STORE_ID`: the store's identity ([`StoreId`]), written once when the
 //!   directory is first used, so that watchers can tell this store's revisions from another's.
 //! - `log-<first revision>.jkv`: segments. Only the newest is appended to; it is sealed and a
@@ -106,24 +107,20 @@ impl DiskStorage {
         let (dir, sync, segment_bytes) = (config.dir.as_path(), config.sync, config.segment_bytes);
         fs::create_dir_all(dir)
             .map_err(|e| io_error(format!("cannot create {}", dir.display()), e))?;
-        let lock_path = dir.join("LOCK");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| io_error(format!("cannot open {}", lock_path.display()), e))?;
+        // The lock is on the directory itself, not on a file in it: a file can be deleted, and a
+        // second server would then lock a new one beside the first, and both would write.
+        let lock =
+            File::open(dir).map_err(|e| io_error(format!("cannot open {}", dir.display()), e))?;
         match lock_patiently(&lock) {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
                 return Err(Error::Storage(format!(
-                    "data directory {} is in use by another jsonkv-server (it holds {})",
+                    "data directory {} is in use by another jsonkv-server",
                     dir.display(),
-                    lock_path.display()
                 )))
             }
             Err(fs::TryLockError::Error(e)) => {
-                return Err(io_error(format!("cannot lock {}", lock_path.display()), e))
+                return Err(io_error(format!("cannot lock {}", dir.display()), e))
             }
         }
         Ok(DiskStorage {
