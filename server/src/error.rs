@@ -93,8 +93,10 @@ pub enum Error {
     #[error("{0}")]
     Unavailable(String),
 
-    /// Storage could not persist a write (full disk, I/O error); nothing was changed.
-    #[error("write not stored: {0}")]
+    /// Storage failed: a write could not be persisted (full disk, I/O error; nothing was
+    /// changed, and the message says "write not stored"), or a data directory could not be
+    /// opened at start-up. The message says which.
+    #[error("{0}")]
     Storage(String),
 
     /// Stored data failed its checks on start-up.

@@ -1165,6 +1165,10 @@ async fn only_one_server_may_open_a_data_dir() {
         err.to_string().contains("in use by another jsonkv-server"),
         "{err}"
     );
+    // Through the binary: one line that reads as the start-up failure it is.
+    let line = crate::common::binary_error(&["--data-dir", dir.path().to_str().unwrap()], &[]);
+    assert!(line.contains("in use by another jsonkv-server"), "{line}");
+    assert!(!line.contains("write not stored"), "{line}");
     drop(first);
     Store::start(&cfg)
         .await
@@ -1274,6 +1278,7 @@ async fn a_failed_write_changes_nothing_reads_go_on_and_later_writes_succeed() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("No space left on device"), "{err}");
+    assert!(err.to_string().starts_with("write not stored: "), "{err}");
     assert!(store.delete("k", None).await.is_err());
     assert_eq!(store.revision(), 1);
     assert_eq!(

@@ -254,7 +254,12 @@ fn spawn_commit_thread(
             while let Some(batch) = queue.next_batch() {
                 let events: Vec<Arc<Event>> = batch.iter().map(|p| Arc::clone(&p.event)).collect();
                 let started = std::time::Instant::now();
-                let result = storage.append(&events);
+                // Said here, where it is true: the same error from opening storage at
+                // start-up is not about a write.
+                let result = storage.append(&events).map_err(|err| match err {
+                    Error::Storage(why) => Error::Storage(format!("write not stored: {why}")),
+                    other => other,
+                });
                 stats.record(started.elapsed(), events.len());
                 let mut answered = batch;
                 match &result {

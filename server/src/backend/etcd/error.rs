@@ -26,7 +26,10 @@ pub fn etcd_error(what: &str, err: etcd_client::Error) -> Error {
             ),
             // "mvcc: database space exceeded": etcd's quota, its full disk.
             Code::ResourceExhausted => {
-                Error::Storage(format!("etcd refused the {what}: {}", status.message()))
+                Error::Storage(format!(
+                    "write not stored: etcd refused the {what}: {}",
+                    status.message()
+                ))
             }
             Code::PermissionDenied | Code::Unauthenticated => Error::Internal(format!(
                 "etcd denied the {what}: {} (is etcd auth on? --etcd-user's role needs read and write on jsonkv's prefix)",
