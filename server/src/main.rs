@@ -1,6 +1,7 @@
 //! The `jsonkv-server` binary: parses flags, sets up logging, and runs the server until Ctrl-C
 //! or SIGTERM.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -295,8 +296,12 @@ fn etcd_user(name: String) -> Result<EtcdUser, String> {
 }
 
 fn main() {
+    // Logs go to stderr, as the docs say, coloured only when a person is reading them there: a
+    // log file or a pipe gets plain text.
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
     // The runtime is built here rather than by `#[tokio::main]` so that --workers can size it.

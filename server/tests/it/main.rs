@@ -25,6 +25,7 @@ mod crash;
 mod fuzz;
 mod limits;
 mod metrics;
+mod process;
 mod service_consistency;
 mod service_large_values;
 mod storage;

@@ -1,0 +1,100 @@
+//! The server binary as a process: where its logs go, and the signals it takes.
+//!
+//! Guarantees proved here (docs/operations.md and docs/security.md's logs section):
+//! - Logs go to stderr, without colour codes when stderr is not a terminal:
+//!   `logs_go_to_stderr_as_plain_text_when_it_is_a_file`.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use jsonkv::pb::json_kv_client::JsonKvClient;
+use tonic::transport::Channel;
+
+use crate::common::{put, within};
+
+/// A running `jsonkv-server --in-memory`, its stdout and stderr written to files; killed when
+/// dropped.
+pub struct Process {
+    child: Child,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    pub fn start() -> Process {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let (stdout, stderr) = (dir.path().join("stdout"), dir.path().join("stderr"));
+        let child = Command::new(env!("CARGO_BIN_EXE_jsonkv-server"))
+            .args(["--in-memory", "--listen", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(File::create(&stdout).unwrap()))
+            .stderr(Stdio::from(File::create(&stderr).unwrap()))
+            .spawn()
+            .expect("jsonkv-server runs");
+        Process {
+            child,
+            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            _dir: dir,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// A client, once the server answers.
+    pub async fn client(&self) -> JsonKvClient<Channel> {
+        let url = format!("http://{}", self.addr);
+        within("the server to come up", async {
+            loop {
+                match JsonKvClient::connect(url.clone()).await {
+                    Ok(client) => break client,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        })
+        .await
+    }
+
+    /// Waits until stderr holds `text`; returns all of it.
+    pub async fn logged(&self, text: &str) -> String {
+        within(&format!("{text:?} in the log"), async {
+            loop {
+                let log = std::fs::read_to_string(&self.stderr).unwrap();
+                if log.contains(text) {
+                    break log;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+    }
+}
+
+#[tokio::test]
+async fn logs_go_to_stderr_as_plain_text_when_it_is_a_file() {
+    let server = Process::start();
+    let mut client = server.client().await;
+    put(&mut client, "k", "1").await;
+    let log = server.logged("listening").await;
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log file: {log:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&server.stdout).unwrap(), "");
+}
