@@ -320,6 +320,9 @@ fn main() {
 /// Everything after the flags: files, listeners, the store, then serving until a shutdown
 /// signal.
 async fn run(config: Config) {
+    // Before anything else: SIGHUP's default action ends the process, and operators send it
+    // expecting a reload.
+    hangups();
     // Files first: a bad certificate or tokens file should stop start-up before anything else.
     let security = Security::load(&config).unwrap_or_else(|err| fail(err));
     let listener = match TcpListener::bind(config.listen).await {
@@ -359,6 +362,22 @@ async fn run(config: Config) {
 fn fail(err: impl std::fmt::Display) -> ! {
     eprintln!("error: {err}");
     std::process::exit(1);
+}
+
+/// Takes SIGHUP over from its default (ending the process). Nothing is reloaded yet: the
+/// signal is logged and the server serves on.
+fn hangups() {
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hangup) => {
+            tokio::spawn(async move {
+                while hangup.recv().await.is_some() {
+                    tracing::info!("received SIGHUP; this version has nothing to reload");
+                }
+            });
+        }
+        Err(err) => tracing::warn!(%err, "cannot listen for SIGHUP; it will end the server"),
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -3,6 +3,8 @@
 //! Guarantees proved here (docs/operations.md and docs/security.md's logs section):
 //! - Logs go to stderr, without colour codes when stderr is not a terminal:
 //!   `logs_go_to_stderr_as_plain_text_when_it_is_a_file`.
+//! - SIGHUP does not end the server; it is logged and the server serves on:
+//!   `sighup_is_logged_and_the_server_serves_on`.
 
 use std::fs::File;
 use std::net::SocketAddr;
@@ -97,4 +99,24 @@ async fn logs_go_to_stderr_as_plain_text_when_it_is_a_file() {
         "colour codes in a log file: {log:?}"
     );
     assert_eq!(std::fs::read_to_string(&server.stdout).unwrap(), "");
+}
+
+#[tokio::test]
+async fn sighup_is_logged_and_the_server_serves_on() {
+    let mut server = Process::start();
+    let mut client = server.client().await;
+    server.logged("listening").await;
+    for _ in 0..2 {
+        let status = Command::new("kill")
+            .args(["-HUP", &server.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    server.logged("received SIGHUP").await;
+    put(&mut client, "k", "1").await;
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the server ended on SIGHUP"
+    );
 }
