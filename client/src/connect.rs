@@ -195,8 +195,9 @@ impl ClientBuilder {
                 }
             })
             .collect();
+        let without_certificate = tls.is_some() && self.identity.is_none();
         Ok(Client {
-            servers: Servers::new(servers, current, self.timeout),
+            servers: Servers::new(servers, current, self.timeout, without_certificate),
             consistency: Consistency::new(self.read_your_writes),
         })
     }

@@ -137,6 +137,9 @@ fn status_line(status: &Status) -> String {
 /// has a specific one ("connection refused"), else the innermost message. Transport errors wrap that
 /// cause in layers ("transport error" > "tcp connect error" > ...) that say nothing to a user.
 pub(crate) fn root_cause(err: &(dyn StdError + 'static)) -> String {
+    if let Some(explained) = tls_failure(err) {
+        return explained;
+    }
     let mut innermost = err;
     let mut io_kind = None;
     let mut current = Some(err);
@@ -157,6 +160,114 @@ pub(crate) fn root_cause(err: &(dyn StdError + 'static)) -> String {
         Some(kind) if kind.to_string() != "uncategorized error" => kind.to_string(),
         _ => one_line(&innermost.to_string()),
     }
+}
+
+/// A TLS failure in the chain, said in words that tell a person what to do: rustls' own
+/// ("invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))") names the rule broken,
+/// not the fix.
+fn tls_failure(err: &(dyn StdError + 'static)) -> Option<String> {
+    use tokio_rustls::rustls::Error as Tls;
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(tls) = e.downcast_ref::<Tls>() {
+            return Some(explain_tls(tls));
+        }
+        // An alert the server sent reaches us as text: tokio-rustls keeps only the message of
+        // an error met while reading. (And io::Error's source() skips what it wraps.)
+        let wrapped = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref());
+        if let Some(inner) = wrapped {
+            if let Some(tls) = inner.downcast_ref::<Tls>() {
+                return Some(explain_tls(tls));
+            }
+            if let Some(alert) = inner.to_string().strip_prefix("received fatal alert: ") {
+                return explain_alert(alert).map(str::to_owned);
+            }
+        }
+        current = e.source();
+    }
+    None
+}
+
+fn explain_tls(tls: &tokio_rustls::rustls::Error) -> String {
+    use tokio_rustls::rustls::{CertificateError as Cert, Error as Tls};
+    match tls {
+        Tls::InvalidCertificate(Cert::UnknownIssuer) => "the server's certificate is not signed \
+            by a CA this client trusts: give that CA's certificate with --ca FILE (ca_file in \
+            the Rust client)"
+            .into(),
+        Tls::InvalidCertificate(Cert::Other(other))
+            if format!("{other:?}").contains("CaUsedAsEndEntity") =>
+        {
+            "the server presents a CA certificate as its own (what a plain `openssl req -x509` \
+             makes): sign a certificate for the server with that CA, or make it with \
+             `-addext basicConstraints=critical,CA:FALSE`"
+                .into()
+        }
+        Tls::InvalidCertificate(name @ Cert::NotValidForNameContext { .. }) => {
+            format!("the server's {name}: connect by a name it holds, or reissue it for this one")
+        }
+        Tls::InvalidCertificate(Cert::NotValidForName) => "the server's certificate is not \
+            valid for the name connected to: connect by a name it holds, or reissue it for this \
+            one"
+        .into(),
+        Tls::InvalidCertificate(Cert::Expired | Cert::ExpiredContext { .. }) => {
+            "the server's certificate has expired: renew it".into()
+        }
+        Tls::InvalidCertificate(Cert::NotValidYet | Cert::NotValidYetContext { .. }) => {
+            "the server's certificate is not valid yet: is a clock wrong?".into()
+        }
+        Tls::AlertReceived(alert) => explain_alert(&format!("{alert:?}"))
+            .map_or_else(|| format!("TLS: {tls}"), str::to_owned),
+        other => format!("TLS: {other}"),
+    }
+}
+
+/// What the server meant by a TLS alert (named as rustls names them) it ended the handshake
+/// with, for the alerts a misconfigured client gets.
+fn explain_alert(alert: &str) -> Option<&'static str> {
+    Some(match alert {
+        "CertificateRequired" => {
+            "the server requires a client certificate (mutual TLS): give one with --cert FILE \
+             --key FILE (identity_files in the Rust client)"
+        }
+        "UnknownCA" | "BadCertificate" => {
+            "the server refused this client's certificate: it is not signed by a CA the server \
+             trusts (its --tls-client-ca)"
+        }
+        "CertificateExpired" => "the server refused this client's certificate: it has expired",
+        _ => return None,
+    })
+}
+
+/// Whether `status` is the transport's report of a connection the server closed (or reset)
+/// under a call, rather than an answer.
+pub(crate) fn closed_connection(status: &Status) -> bool {
+    let Some(source) = status.source() else {
+        return false;
+    };
+    let cause = root_cause(source);
+    ["connection closed", "broken pipe", "connection reset"]
+        .iter()
+        .any(|words| cause.contains(words) || status.message().contains(words))
+}
+
+/// `status` (a closed connection), saying what a server that closes a TLS connection at once
+/// most often means. With TLS 1.3 the server's "certificate required" alert can arrive after
+/// the call was sent, and then the transport reports only the closed connection.
+pub(crate) fn perhaps_certificate_required(status: &Status) -> Status {
+    Status::new(
+        status.code(),
+        format!(
+            "the server closed the connection ({}); if it requires a client certificate \
+             (mutual TLS), give one with --cert FILE --key FILE (identity_files in the Rust \
+             client)",
+            status
+                .source()
+                .map_or_else(|| one_line(status.message()), root_cause)
+        ),
+    )
 }
 
 fn one_line(text: &str) -> String {

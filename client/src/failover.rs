@@ -29,6 +29,9 @@ pub(crate) struct Servers {
     ///
     /// [`ClientBuilder::timeout`]: crate::ClientBuilder::timeout
     timeout: Option<Duration>,
+    /// TLS without a client certificate: a connection the server closes at once may be a
+    /// server that requires one, and the error should say so.
+    without_certificate: bool,
 }
 
 /// One server: its address, for logs, and the generated client on its own channel.
@@ -51,11 +54,17 @@ pub(crate) enum CallKind {
 
 impl Servers {
     /// `servers` must not be empty; `current` is the one to use first.
-    pub(crate) fn new(servers: Vec<Server>, current: usize, timeout: Option<Duration>) -> Self {
+    pub(crate) fn new(
+        servers: Vec<Server>,
+        current: usize,
+        timeout: Option<Duration>,
+        without_certificate: bool,
+    ) -> Self {
         Servers {
             servers: servers.into(),
             current: Arc::new(AtomicUsize::new(current)),
             timeout,
+            without_certificate,
         }
     }
 
@@ -75,10 +84,13 @@ impl Servers {
         // The server the call is waiting on, for when the timeout runs out.
         let trying = AtomicUsize::new(self.current.load(Ordering::Relaxed));
         let Some(limit) = self.timeout else {
-            return self.each_in_turn(kind, attempt, &trying).await;
+            return self
+                .each_in_turn(kind, attempt, &trying)
+                .await
+                .map_err(|status| self.explained(status));
         };
         match tokio::time::timeout(limit, self.each_in_turn(kind, attempt, &trying)).await {
-            Ok(result) => result,
+            Ok(result) => result.map_err(|status| self.explained(status)),
             Err(_elapsed) => {
                 // A server that holds calls without answering is left like one that is down.
                 // (Not `current`'s server: another call may have moved on from it meanwhile.)
@@ -94,6 +106,16 @@ impl Servers {
                     limit.as_millis()
                 )))
             }
+        }
+    }
+
+    /// `status`, or when the server closed a TLS connection this client made without a
+    /// certificate, a status that says what that most often means.
+    fn explained(&self, status: Status) -> Status {
+        if self.without_certificate && crate::error::closed_connection(&status) {
+            crate::error::perhaps_certificate_required(&status)
+        } else {
+            status
         }
     }
 

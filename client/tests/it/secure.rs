@@ -12,6 +12,9 @@
 //! `tls_and_the_token_apply_to_every_server_of_the_list`,
 //! `the_cli_takes_https_a_ca_and_a_token_from_flag_or_environment`,
 //! `the_cli_presents_a_client_certificate_for_mutual_tls`.
+//! - Certificate failures are explained in one line that says what to do (a CA certificate used
+//!   as the server's, a name mismatch, an unknown issuer, a missing client certificate), by the
+//!   library and the CLI: `certificate_failures_say_what_to_do`.
 
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -137,7 +140,11 @@ async fn tls_options_are_checked_before_connecting() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Connect { .. }), "{err:?}");
-    assert!(err.to_string().contains("UnknownIssuer"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("the server's certificate is not signed by a CA this client trusts"),
+        "{err}"
+    );
     // A CA is for https:// only; a missing CA file is named.
     let err = Client::builder(format!("http://{}", s.server.addr()))
         .ca_file(s.pki.ca_path())
@@ -186,7 +193,12 @@ async fn mutual_tls_with_a_client_certificate() {
             .await?;
         client.insert("k", &2).await
     };
-    assert!(refused.await.is_err());
+    let err = refused.await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the server requires a client certificate"),
+        "{err}"
+    );
     s.server.shutdown().await;
 }
 
@@ -418,4 +430,83 @@ async fn the_cli_presents_a_client_certificate_for_mutual_tls() {
         "--cert needs --key: a usage error"
     );
     s.server.shutdown().await;
+}
+
+/// A TLS server (no tokens) with `tls`.
+async fn tls_server(tls: jsonkv_server::config::TlsFiles) -> RunningServer {
+    RunningServer::start(Config {
+        tls: Some(tls),
+        ..common::config()
+    })
+    .await
+    .unwrap()
+}
+
+// The server runs on the runtime's worker threads while the test thread blocks on the CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_failures_say_what_to_do() {
+    let pki = Pki::new("jsonkv test CA");
+    let ca = pki.ca_path().display().to_string();
+
+    // A self-signed CA as the server's certificate, trusted as the CA: what `openssl req -x509`
+    // gives people.
+    let server = tls_server(pki.ca_as_server()).await;
+    let err = Client::builder(server.url())
+        .ca_file(pki.ca_path())
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("presents a CA certificate as its own")
+            && err
+                .to_string()
+                .contains("basicConstraints=critical,CA:FALSE"),
+        "{err}"
+    );
+    let cli = one_line_error(&jsonkv(
+        &["--addr", &server.url(), "--ca", &ca, "get", "k"],
+        &[],
+    ));
+    assert!(
+        cli.contains("presents a CA certificate as its own"),
+        "{cli}"
+    );
+    server.shutdown().await;
+
+    // A certificate for another name.
+    let other = pki.server_named(&["db.example"]);
+    let server = tls_server(jsonkv_server::config::TlsFiles {
+        cert: other.cert,
+        key: other.key,
+        client_ca: None,
+    })
+    .await;
+    let err = Client::builder(server.url())
+        .ca_file(pki.ca_path())
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("not valid for name \"127.0.0.1\"")
+            && err.to_string().contains("db.example")
+            && err.to_string().contains("connect by a name it holds"),
+        "{err}"
+    );
+    server.shutdown().await;
+
+    // Mutual TLS without a client certificate, through the CLI.
+    let server = tls_server(pki.server_tls(true)).await;
+    let cli = one_line_error(&jsonkv(
+        &["--addr", &server.url(), "--ca", &ca, "get", "k"],
+        &[],
+    ));
+    // The server's alert may come before the call fails, or only the closed connection.
+    assert!(
+        (cli.contains("the server requires a client certificate")
+            || cli.contains("if it requires a client certificate"))
+            && cli.contains("--cert FILE --key FILE"),
+        "{cli}"
+    );
+    server.shutdown().await;
 }

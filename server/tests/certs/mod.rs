@@ -82,6 +82,24 @@ impl Pki {
         }
     }
 
+    /// A server certificate for `names` only.
+    pub fn server_named(&self, names: &[&str]) -> Issued {
+        let names = names.iter().map(|n| n.to_string()).collect();
+        self.issue("server-named", names, ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    /// The CA's own certificate and key as a server's: what `openssl req -x509` makes, a
+    /// self-signed certificate that is a CA.
+    pub fn ca_as_server(&self) -> TlsFiles {
+        let key = self.dir.path().join("ca.key");
+        std::fs::write(&key, self.ca_key.serialize_pem()).expect("write CA key");
+        TlsFiles {
+            cert: self.ca_path(),
+            key,
+            client_ca: None,
+        }
+    }
+
     fn issue(&self, name: &str, names: Vec<String>, usage: ExtendedKeyUsagePurpose) -> Issued {
         let key = KeyPair::generate().expect("key");
         let mut params = CertificateParams::new(names).expect("params");
