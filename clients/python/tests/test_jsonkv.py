@@ -326,6 +326,45 @@ def test_malformed_json_text_is_invalid_argument(kv, prefix):
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+def nested(depth):
+    """A JSON array nested `depth` levels deep, around the number 1."""
+    return "[" * depth + "1" + "]" * depth
+
+
+def test_a_document_deeper_than_the_nesting_limit_is_refused_naming_it(kv, prefix):
+    key = prefix + "too-deep"
+    with pytest.raises(grpc.RpcError) as failed:
+        kv.stub.Insert(pb.InsertRequest(key=key, value_json=nested(25)))
+    assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "24" in failed.value.details()
+    with pytest.raises(grpc.RpcError) as missing:
+        kv.get(key)
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_default_encoding_client_reads_everything_that_is_stored(kv, prefix):
+    """Python's protobuf runtime with its default settings (a recursion limit of 100) reads
+    the deepest document the server accepts in google.protobuf.Value form, and a number that
+    form cannot carry comes as JSON text instead of as a different value."""
+    deepest, huge = prefix + "deepest", prefix + "huge"
+    kv.stub.Insert(pb.InsertRequest(key=deepest, value_json=nested(24)))
+    kv.stub.Insert(pb.InsertRequest(key=huge, value_json='{"n":1e999}'))
+
+    got = kv.stub.Get(pb.GetRequest(key=deepest)).kv
+    assert got.HasField("value") and got.value_json == ""
+    level = got.value
+    for _ in range(24):
+        (level,) = level.list_value.values
+    assert level.number_value == 1
+
+    got = kv.stub.Get(pb.GetRequest(key=huge)).kv
+    assert not got.HasField("value")
+    assert got.value_json == '{"n":1e+999}'  # the compact form it is stored in
+
+    listed = kv.stub.List(pb.ListRequest(prefix=prefix)).kvs
+    assert [k.key for k in listed] == [deepest, huge]
+
+
 def test_missing_key_is_not_found(kv, prefix):
     key = prefix + "missing"
     for call in (kv.get, kv.delete):
