@@ -17,7 +17,8 @@
 //!   configurable: `bad_input_is_invalid_argument_and_changes_nothing`,
 //!   `limits_are_configurable`. A request that does not decode (a key that is not UTF-8, a
 //!   field of the wrong wire type) is INVALID_ARGUMENT too:
-//!   `undecodable_requests_are_invalid_argument`.
+//!   `undecodable_requests_are_invalid_argument`. Input is quoted back only up to a bound:
+//!   `a_64_kib_store_id_is_refused_without_being_echoed`.
 //! - Health and reflection (v1 and v1alpha) are served:
 //!   `health_and_both_reflection_versions_are_served` (also `clients/grpcurl/test.sh`).
 
@@ -669,3 +670,27 @@ async fn undecodable_requests_are_invalid_argument(backend: Backend) {
     assert!(listed.iter().all(|page| page.kvs.is_empty()), "{listed:?}");
 }
 both_backends!(undecodable_requests_are_invalid_argument);
+
+async fn a_64_kib_store_id_is_refused_without_being_echoed(backend: Backend) {
+    let (server, mut client) = start_on(backend, config()).await;
+    let store_id = "s".repeat(64 * 1024);
+    let status = client
+        .watch_key(pb::WatchKeyRequest {
+            key: "k".into(),
+            start_revision: 1,
+            store_id: store_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("store_id is invalid"),
+        "{status:?}"
+    );
+    assert!(status.message().len() < 256, "{}", status.message().len());
+    // The whole answer, headers and details, stays small too.
+    assert!(status.details().len() < 1024, "{}", status.details().len());
+    drop(server);
+}
+both_backends!(a_64_kib_store_id_is_refused_without_being_echoed);
