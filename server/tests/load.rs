@@ -4,15 +4,20 @@
 //! - clients come and go mid-stream, closing their streams or their whole connection;
 //! - 50 watchers sit behind a connection that goes silent half-way (a vanished peer, found by
 //!   keepalive);
-//! - one client never reads its stream.
+//! - one client never reads its stream;
+//! - hostile clients (`hostile/`) try to make the server hold what they like: 50 prefix
+//!   watches of a 20 MB part of the store that never read their snapshot, connections that send
+//!   half the HTTP/2 preface and stall, and one connection that parks unfinished 4 MiB requests.
 //!
 //! Afterwards every one of the 2,000 streams is checked against the write log: its snapshot is
 //! the state at its revision, and its events are exactly the log's matching changes after it,
 //! in order, none missing or repeated. The clients that left mid-stream and the silent ones got
 //! an exact prefix of theirs; the client that never read gets a gap-free prefix that ends
-//! complete or with OUT_OF_RANGE, never with a silent gap. The server's memory is sampled from
-//! /proc throughout and must stay bounded, every watcher must be freed, and the server must shut
-//! down cleanly. Ordering and completeness are asserted, never timings.
+//! complete or with OUT_OF_RANGE, never with a silent gap. Every stalled connection is closed by
+//! the server, and the parked requests past their connection's budget are RESOURCE_EXHAUSTED.
+//! The server's memory is sampled from /proc throughout and must stay under [`MAX_RSS_KIB`] and
+//! flat once every watcher is open, every watcher must be freed, and the server must shut down
+//! cleanly. Ordering and completeness are asserted, never timings.
 //!
 //! Guarantee proved here: under that load every stream matches the write log, vanishing and
 //! non-reading clients harm no one, and memory stays bounded:
@@ -23,6 +28,7 @@
 //! bounded waits run out.
 
 mod blackhole;
+mod hostile;
 mod prom;
 
 use std::collections::{BTreeMap, HashMap};
@@ -59,6 +65,18 @@ const WRITE_EVERY: Duration = Duration::from_millis(10);
 /// reads falls out of it.
 const HISTORY: &str = "4000";
 const SILENT_WATCHERS: usize = 50;
+/// Watches of the 20 MB bulk prefix that never read: without streamed snapshots each held a
+/// copy of it, a gigabyte in all.
+const UNREAD_SNAPSHOTS: usize = 50;
+/// The server's handshake deadline here, and how long the stalled clients wait before looking.
+const HANDSHAKE_SECS: &str = "2";
+const STALL_CHECK: Duration = Duration::from_secs(3);
+/// Per connection: 16 MiB, the largest message; 12 parked requests of 2 MiB each pass it.
+const REQUEST_BUFFER: usize = 16 * 1024 * 1024;
+const PARKED: usize = 12;
+const PARKED_BYTES: usize = 2 * 1024 * 1024;
+/// The stated bound on the server's memory for this whole load.
+const MAX_RSS_KIB: u64 = 512 * 1024;
 /// Bounds every wait of the test: only a hang ever reaches it.
 const PATIENCE: Duration = Duration::from_secs(120);
 
@@ -244,6 +262,11 @@ impl ServerProcess {
             .args(["--keepalive-interval-secs", "1"])
             .args(["--keepalive-timeout-secs", "1"])
             .args(["--shutdown-grace-secs", "3"])
+            .args(["--handshake-timeout-secs", HANDSHAKE_SECS])
+            .args([
+                "--max-request-buffer-per-connection",
+                &REQUEST_BUFFER.to_string(),
+            ])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -439,11 +462,13 @@ async fn two_thousand_watchers_under_load_and_faults_lose_nothing() {
         "the server did not start:\n{}",
         server.log_tail()
     );
+    // 20 MB that only the hostile watchers look at, written before anything else runs.
+    let bulk = hostile::write_bulk(&url).await;
     let started = Instant::now();
 
     // Writers: each owns every WRITERS-th key, and logs each change it made.
     let stop_writing = Arc::new(AtomicBool::new(false));
-    let log = Arc::new(Mutex::new(Vec::<Change>::new()));
+    let log = Arc::new(Mutex::new(bulk));
     let mut writers = Vec::new();
     for w in 0..WRITERS {
         let mut client = connect(&url).await;
@@ -595,6 +620,12 @@ async fn two_thousand_watchers_under_load_and_faults_lose_nothing() {
         })
     };
 
+    // The hostile clients, for the rest of the run.
+    let unread = hostile::unread_snapshots(&url, UNREAD_SNAPSHOTS).await;
+    let stop_stalling = Arc::new(AtomicBool::new(false));
+    let stalling = hostile::half_prefaces(server.addr, 20, STALL_CHECK, Arc::clone(&stop_stalling));
+    let mut parked = hostile::parked_bodies(server.addr, PARKED, PARKED_BYTES).await;
+
     // The server's memory, sampled throughout.
     let samples = Arc::new(Mutex::new(Vec::<(Duration, u64)>::new()));
     let stop_sampling = Arc::new(AtomicBool::new(false));
@@ -612,6 +643,15 @@ async fn two_thousand_watchers_under_load_and_faults_lose_nothing() {
 
     tokio::time::sleep(duration / 2).await;
     hole.cut();
+    // The parked requests hold no more than their connection's budget.
+    let buffered = prom::value(
+        &prom::scrape(server.metrics).await,
+        "jsonkv_request_buffer_bytes",
+    );
+    assert!(
+        buffered > 0.0 && buffered <= REQUEST_BUFFER as f64,
+        "{buffered} request bytes held"
+    );
     tokio::time::sleep(duration - duration / 2).await;
 
     // Stop writing; the log is now the whole truth.
@@ -661,9 +701,9 @@ async fn two_thousand_watchers_under_load_and_faults_lose_nothing() {
     }
 
     // The server let go of everyone who left, silent peers included: what remains open is the
-    // 2,000 and the one that never reads.
+    // 2,000, the one that never reads and the hostile unread ones.
     let metrics_text = prom::wait_for(server.metrics, "jsonkv_watchers_active", |v| {
-        v == (WATCHERS + 1) as f64
+        v == (WATCHERS + 1 + UNREAD_SNAPSHOTS) as f64
     })
     .await;
     let delivered = prom::value(&metrics_text, "jsonkv_watch_events_delivered_total");
@@ -712,10 +752,36 @@ async fn two_thousand_watchers_under_load_and_faults_lose_nothing() {
         "{metrics_text}"
     );
 
+    // What the server did about the hostile clients.
+    stop_stalling.store(true, Ordering::Relaxed);
+    let stalled = stalling.await.unwrap();
+    assert!(stalled.opened > 0);
+    assert_eq!(
+        stalled.closed_by_server, stalled.opened,
+        "stalled connections the server kept open past its handshake deadline"
+    );
+    // Past the connection's budget, parked requests were refused at once; the rest are still
+    // held (or, late in a long run, reached the request timeout).
+    let answered = parked.answered().await;
+    let refused = answered
+        .iter()
+        .filter(|s| s.code() == Code::ResourceExhausted)
+        .count();
+    assert!(refused > 0, "no parked request was refused: {answered:?}");
+    assert!(
+        answered
+            .iter()
+            .all(|s| matches!(s.code(), Code::ResourceExhausted | Code::DeadlineExceeded)),
+        "{answered:?}"
+    );
+    drop(parked);
+
     // Everyone leaves: every watcher is freed.
+    drop(unread);
     drop(open_streams);
     drop((connections, idle_client, silent_client));
     prom::wait_for(server.metrics, "jsonkv_watchers_active", |v| v == 0.0).await;
+    prom::wait_for(server.metrics, "jsonkv_request_buffer_bytes", |v| v == 0.0).await;
 
     stop_sampling.store(true, Ordering::Relaxed);
     sampler.await.unwrap();
@@ -726,7 +792,8 @@ async fn two_thousand_watchers_under_load_and_faults_lose_nothing() {
     assert!(status.success(), "exit {status:?}:\n{}", server.log_tail());
 
     // Memory: bounded, and flat once every watcher is open. The second half may not grow
-    // beyond the first half's peak by more than 64 MiB (allocator slack), nor pass 1 GiB.
+    // beyond the first half's peak by more than 64 MiB (allocator slack), and neither may pass
+    // MAX_RSS_KIB.
     let half = duration / 2;
     let first_peak = samples
         .iter()
@@ -747,12 +814,14 @@ async fn two_thousand_watchers_under_load_and_faults_lose_nothing() {
          events verified on the 2,000 streams; {churned} streams opened and abandoned mid-way, \
          {SILENT_WATCHERS} behind a silent connection; {catch_ups} catch-up(s) from history and \
          {overflows} overflow(s); the never-read stream got {} events and ended {}; server RSS peak {first_peak} KiB (first half), {second_peak} KiB (second half), \
-         {rss_end} KiB at the end",
+         {rss_end} KiB at the end; {} stalled connections all closed by the server, {refused} of \
+         {PARKED} parked requests refused",
         never_read_seen.events.len(),
         match &never_read_end {
             None => "complete".to_owned(),
             Some(s) => format!("with {:?}", s.code()),
         },
+        stalled.opened,
     );
     assert!(first_peak > 0 && second_peak > 0, "no memory samples");
     assert!(
@@ -760,7 +829,8 @@ async fn two_thousand_watchers_under_load_and_faults_lose_nothing() {
         "server memory grew from {first_peak} KiB to {second_peak} KiB"
     );
     assert!(
-        second_peak < 1024 * 1024,
-        "server memory reached {second_peak} KiB"
+        first_peak.max(second_peak) < MAX_RSS_KIB,
+        "server memory reached {} KiB",
+        first_peak.max(second_peak)
     );
 }
