@@ -86,6 +86,7 @@ start_server() {
   local name=$1
   shift
   local command="$*"
+  command=${command//"$release/"/target/release/}
   echo "${command//"$PWD/"/}" >>"$work/servers"
   "$@" >"$work/$name.log" 2>&1 &
   server_pid=$!
@@ -95,8 +96,11 @@ start_server() {
 # (etcd-client's build script finds its protoc through .cargo/config.toml.)
 echo "== building (release)" >&2
 cargo build --release -q -p jsonkv-server -p jsonkv-bench
-bench=target/release/jsonkv-bench
-server=target/release/jsonkv-server
+# Where cargo put them: CARGO_TARGET_DIR if set (the report names them target/release/ all the
+# same, see start_server).
+release=${CARGO_TARGET_DIR:-target}/release
+bench=$release/jsonkv-bench
+server=$release/jsonkv-server
 
 if [ "$with_etcd" = 1 ] && ! command -v etcd >/dev/null; then
   echo "== installing etcd-server (Debian)" >&2
