@@ -15,6 +15,11 @@
 //! from that revision on, so nothing is missed. Any event at or below the watermark is dropped,
 //! so nothing is delivered twice either.
 //!
+//! A change of several keys at one revision comes as several events of that revision, all but
+//! the last marked `more_at_revision`. While such a revision is only partly delivered, the
+//! watermark stays below it and the keys delivered at it are kept: a resume starts at that
+//! revision and drops the events of it already delivered.
+//!
 //! Revisions count the changes of one store, so the watermark means nothing to another. Every
 //! stream's `jsonkv-store-id` header names its store; a resume sends the watermark's store as
 //! `store_id`, and a server that serves another store, or (embedded) one that has lost changes
@@ -31,6 +36,7 @@
 //! PERMISSION_DENIED, UNAVAILABLE because no server reached the client's revision floor in time,
 //! ...) is handed to the caller as the stream's last item.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
@@ -65,6 +71,9 @@ pub(crate) enum Delivery {
 pub(crate) struct Resume {
     /// Everything up to this revision has been delivered; `None` while a snapshot is awaited.
     watermark: Option<i64>,
+    /// A revision after the watermark of which some events were delivered (a change of several
+    /// keys, more of it still to come), and their keys: a resume starts at it and skips these.
+    partial: Option<(i64, HashSet<String>)>,
     /// Snapshot messages received so far on the current stream, before the one with `last`.
     partial_snapshot: Option<(i64, Vec<pb::KeyValue>)>,
     /// The store the watermark's revisions belong to, once a server has named it.
@@ -77,6 +86,7 @@ impl Resume {
     pub(crate) fn new(start_revision: i64, store_id: Option<String>) -> Self {
         Resume {
             watermark: (start_revision > 0).then(|| start_revision - 1),
+            partial: None,
             partial_snapshot: None,
             store_id,
         }
@@ -110,7 +120,10 @@ impl Resume {
 
     /// The `start_revision` to send on the next (re)connect.
     pub(crate) fn start_revision(&self) -> i64 {
-        self.watermark.map_or(0, |w| w + 1)
+        match &self.partial {
+            Some((revision, _)) => *revision,
+            None => self.watermark.map_or(0, |w| w + 1),
+        }
     }
 
     /// The stream broke: a snapshot cut short must be read again whole.
@@ -134,6 +147,9 @@ impl Resume {
                 // Before the snapshot is complete a progress notice promises nothing we keep.
                 if let Some(watermark) = &mut self.watermark {
                     *watermark = (*watermark).max(progress.revision);
+                    if self.partial.as_ref().is_some_and(|(r, _)| *r <= *watermark) {
+                        self.partial = None;
+                    }
                 }
                 Ok(None)
             }
@@ -177,6 +193,13 @@ impl Resume {
             // Already delivered before a reconnect (or covered by a progress notice).
             return Ok(None);
         }
+        let key = event.kv.as_ref().map(|kv| kv.key.as_str());
+        if let (Some((revision, seen)), Some(key)) = (&self.partial, key) {
+            if *revision == event.revision && seen.contains(key) {
+                // Part of a revision delivered before a reconnect.
+                return Ok(None);
+            }
+        }
         let kind = EventType::try_from(event.r#type).unwrap_or(EventType::Unspecified);
         let delivery = match (kind, event.kv) {
             (EventType::Put, Some(kv)) => Delivery::Put {
@@ -196,7 +219,24 @@ impl Resume {
                 )))
             }
         };
-        self.watermark = Some(event.revision);
+        let key = match &delivery {
+            Delivery::Put { kv, .. } => kv.key.clone(),
+            Delivery::Delete { key, .. } => key.clone(),
+            Delivery::Snapshot { .. } => unreachable!("an event is a put or a delete"),
+        };
+        if event.more_at_revision {
+            // Everything before this revision is complete; this one is not yet.
+            self.watermark = Some(watermark.max(event.revision - 1));
+            match &mut self.partial {
+                Some((revision, seen)) if *revision == event.revision => {
+                    seen.insert(key);
+                }
+                partial => *partial = Some((event.revision, HashSet::from([key]))),
+            }
+        } else {
+            self.watermark = Some(event.revision);
+            self.partial = None;
+        }
         Ok(Some(delivery))
     }
 }
@@ -304,8 +344,29 @@ mod tests {
                 r#type: EventType::Put as i32,
                 kv: Some(kv(key, revision)),
                 revision,
+                more_at_revision: false,
             })),
         }
+    }
+
+    /// A put of a change of several keys at `revision`, with more of it to come.
+    fn put_more(key: &str, revision: i64) -> pb::WatchResponse {
+        let mut message = put(key, revision);
+        if let Some(Response::Event(event)) = &mut message.response {
+            event.more_at_revision = true;
+        }
+        message
+    }
+
+    /// The keys and revisions of what the caller saw, in order.
+    fn changes(seen: &[Result<Delivery, String>]) -> Vec<(String, i64)> {
+        seen.iter()
+            .filter_map(|item| match item {
+                Ok(Delivery::Put { kv, revision }) => Some((kv.key.clone(), *revision)),
+                Ok(Delivery::Delete { key, revision }) => Some((key.clone(), *revision)),
+                _ => None,
+            })
+            .collect()
     }
 
     fn delete(key: &str, revision: i64) -> pb::WatchResponse {
@@ -318,6 +379,7 @@ mod tests {
                     ..Default::default()
                 }),
                 revision,
+                more_at_revision: false,
             })),
         }
     }
@@ -494,6 +556,38 @@ mod tests {
                 Err(_) => None,
             })
             .collect()
+    }
+
+    #[tokio::test]
+    async fn a_revision_cut_short_resumes_at_itself_and_skips_what_was_delivered() {
+        let (seen, asked) = run(
+            0,
+            vec![
+                vec![
+                    Ok(snapshot(3, &[], true)),
+                    Ok(put_more("a", 4)),
+                    Ok(put_more("b", 4)),
+                    Err(Status::unavailable("gone")),
+                ],
+                // The whole revision again, then the next.
+                vec![
+                    Ok(put_more("a", 4)),
+                    Ok(put_more("b", 4)),
+                    Ok(put("c", 4)),
+                    Ok(put("d", 5)),
+                    Err(Status::unavailable("gone")),
+                ],
+                vec![],
+            ],
+        )
+        .await;
+        assert_eq!(asked, [0, 4, 6, 6]);
+        let got = changes(&seen);
+        let want: Vec<(String, i64)> = [("a", 4), ("b", 4), ("c", 4), ("d", 5)]
+            .iter()
+            .map(|(k, r)| (k.to_string(), *r))
+            .collect();
+        assert_eq!(got, want);
     }
 
     #[tokio::test]

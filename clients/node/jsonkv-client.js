@@ -65,14 +65,18 @@ const EVENT_TYPES = { EVENT_TYPE_PUT: 'put', EVENT_TYPE_DELETE: 'delete' };
 // here: they only advance `resumeRevision`, the start_revision that resumes after all seen so far.
 // `storeId` is the store those revisions belong to (the stream's jsonkv-store-id header, set
 // before the first item): resume with both, since resuming from another store's revisions would
-// silently skip changes. next() rejects with the stream's error, and resolves to null at the end.
+// silently skip changes. Resume with `resumeSeenKeys` too (as `seen_keys`): the keys already seen
+// of a change of several keys at one revision that the stream stopped in the middle of (events
+// marked more_at_revision; empty otherwise), which the resume replays whole. next() rejects with
+// the stream's error, and resolves to null at the end.
 class Watch {
-  constructor(call, startRevision = 0) {
+  constructor(call, startRevision = 0, seenKeys = []) {
     this.call = call;
     this.messages = call[Symbol.asyncIterator]();
     // A watch started at a revision resumes there until it has seen something: 0 would ask for
     // a snapshot instead of the events the caller asked for.
     this.resumeRevision = BigInt(startRevision);
+    this.resumeSeenKeys = new Set(seenKeys);
     this.storeId = '';
     call.on('metadata', (metadata) => {
       this.storeId = String(metadata.get(STORE_ID_HEADER)[0] ?? '');
@@ -93,7 +97,17 @@ class Watch {
           return { type: 'snapshot', revision: msg.snapshot.revision, entries };
         }
       } else if (msg.response === 'event') {
-        this.seen(msg.event.revision);
+        const revision = BigInt(msg.event.revision);
+        const key = msg.event.kv.key;
+        // Seen before this watch resumed.
+        if (revision === this.resumeRevision && this.resumeSeenKeys.has(key)) continue;
+        if (msg.event.more_at_revision) {
+          // More of this revision follows: resume at it, not after it.
+          this.resumeRevision = revision;
+          this.resumeSeenKeys.add(key);
+        } else {
+          this.seen(msg.event.revision);
+        }
         const type = EVENT_TYPES[msg.event.type] ?? 'unspecified';
         return { type, revision: msg.event.revision, entry: toEntry(msg.event.kv) };
       }
@@ -102,7 +116,10 @@ class Watch {
 
   seen(revision) {
     const next = BigInt(revision) + 1n;
-    if (next > this.resumeRevision) this.resumeRevision = next;
+    if (next > this.resumeRevision) {
+      this.resumeRevision = next;
+      this.resumeSeenKeys = new Set();
+    }
   }
 
   async *[Symbol.asyncIterator]() {
@@ -176,17 +193,20 @@ class Client {
   }
 
   // `deadlineMs`, when given, bounds the whole stream. To resume an earlier watch, pass its
-  // `resumeRevision` as `start_revision` and its `storeId` as `store_id`: the watch then fails
-  // with FAILED_PRECONDITION (STORE_MISMATCH, STORE_BEHIND) where resuming would skip changes.
-  watchKey(key, { start_revision = 0, store_id = '', deadlineMs } = {}) {
+  // `resumeRevision` as `start_revision`, its `storeId` as `store_id` and its `resumeSeenKeys`
+  // as `seen_keys`: the watch then fails with FAILED_PRECONDITION (STORE_MISMATCH,
+  // STORE_BEHIND) where resuming would skip changes, and repeats none it saw.
+  watchKey(key, { start_revision = 0, store_id = '', seen_keys = [], deadlineMs } = {}) {
     const request = { key, start_revision, store_id, value_encoding: 'VALUE_ENCODING_JSON' };
-    return new Watch(this.stub.WatchKey(request, streamOptions(deadlineMs)), start_revision);
+    const call = this.stub.WatchKey(request, streamOptions(deadlineMs));
+    return new Watch(call, start_revision, seen_keys);
   }
 
   // The options are as in watchKey().
-  watchPrefix(prefix, { start_revision = 0, store_id = '', deadlineMs } = {}) {
+  watchPrefix(prefix, { start_revision = 0, store_id = '', seen_keys = [], deadlineMs } = {}) {
     const request = { prefix, start_revision, store_id, value_encoding: 'VALUE_ENCODING_JSON' };
-    return new Watch(this.stub.WatchPrefix(request, streamOptions(deadlineMs)), start_revision);
+    const call = this.stub.WatchPrefix(request, streamOptions(deadlineMs));
+    return new Watch(call, start_revision, seen_keys);
   }
 }
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,15 +79,20 @@ class Watch:
 
     A snapshot sent in several messages comes out as one Snapshot. Progress notices are consumed
     here: they only advance `resume_revision`, the `start_revision` that resumes this watch
-    after everything it has seen; resume with `store_id` too. `cancel()` (or leaving a `with`
-    block) ends the stream.
+    after everything it has seen; resume with `store_id` too, and with `resume_seen_keys`, the
+    keys already seen of a change of several keys at one revision that the stream stopped in the
+    middle of (`Event.more_at_revision`; empty otherwise). `cancel()` (or leaving a `with` block)
+    ends the stream.
     """
 
-    def __init__(self, call: Any, start_revision: int = 0):
+    def __init__(self, call: Any, start_revision: int = 0, seen_keys: Iterable[str] = ()):
         self._call = call
         # A watch started at a revision resumes there until it has seen something: 0 would
         # ask for a snapshot instead of the events the caller asked for.
         self.resume_revision = start_revision
+        # Keys of `resume_revision` already seen: a change of several keys at one revision was
+        # cut short, and the resume replays it whole. Pass them back as `seen_keys`.
+        self.resume_seen_keys: frozenset[str] = frozenset(seen_keys)
 
     @property
     def store_id(self) -> str:
@@ -111,13 +116,23 @@ class Watch:
                     self._seen(msg.snapshot.revision)
                     return Snapshot(msg.snapshot.revision, parts)
             elif kind == "event":
-                self._seen(msg.event.revision)
+                revision, key = msg.event.revision, msg.event.kv.key
+                if revision == self.resume_revision and key in self.resume_seen_keys:
+                    continue  # seen before this watch resumed
+                if msg.event.more_at_revision:
+                    # More of this revision follows: resume at it, not after it.
+                    self.resume_revision = revision
+                    self.resume_seen_keys = self.resume_seen_keys | {key}
+                else:
+                    self._seen(revision)
                 event_type = _EVENT_TYPES.get(msg.event.type, "unspecified")
-                return Event(event_type, Entry.from_pb(msg.event.kv), msg.event.revision)
+                return Event(event_type, Entry.from_pb(msg.event.kv), revision)
         raise StopIteration
 
     def _seen(self, revision: int) -> None:
-        self.resume_revision = max(self.resume_revision, revision + 1)
+        if revision + 1 > self.resume_revision:
+            self.resume_revision = revision + 1
+            self.resume_seen_keys = frozenset()
 
     def cancel(self) -> None:
         self._call.cancel()
@@ -193,14 +208,16 @@ class Client:
         start_revision: int = 0,
         timeout: float | None = None,
         store_id: str = "",
+        seen_keys: Iterable[str] = (),
     ) -> Watch:
         """Watches one key; `timeout` (seconds, None for none) bounds the whole stream. To resume
-        an earlier watch, pass its `resume_revision` and `store_id`: the watch then fails with
-        FAILED_PRECONDITION (STORE_MISMATCH, STORE_BEHIND) where resuming would skip changes."""
+        an earlier watch, pass its `resume_revision`, `store_id` and `resume_seen_keys` (as
+        `seen_keys`): the watch then fails with FAILED_PRECONDITION (STORE_MISMATCH,
+        STORE_BEHIND) where resuming would skip changes, and repeats none it saw."""
         request = pb.WatchKeyRequest(
             key=key, start_revision=start_revision, value_encoding=_JSON, store_id=store_id
         )
-        return Watch(self.stub.WatchKey(request, timeout=timeout), start_revision)
+        return Watch(self.stub.WatchKey(request, timeout=timeout), start_revision, seen_keys)
 
     def watch_prefix(
         self,
@@ -208,12 +225,13 @@ class Client:
         start_revision: int = 0,
         timeout: float | None = None,
         store_id: str = "",
+        seen_keys: Iterable[str] = (),
     ) -> Watch:
         """Watches every key under `prefix`; the arguments are as in `watch_key`."""
         request = pb.WatchPrefixRequest(
             prefix=prefix, start_revision=start_revision, value_encoding=_JSON, store_id=store_id
         )
-        return Watch(self.stub.WatchPrefix(request, timeout=timeout), start_revision)
+        return Watch(self.stub.WatchPrefix(request, timeout=timeout), start_revision, seen_keys)
 
 
 def connect(target: str = DEFAULT_TARGET, timeout: float = DEFAULT_TIMEOUT) -> Client:

@@ -5,6 +5,7 @@
 //! prefix. Ten thousand watchers on other keys add nothing to that. A sender is removed as soon
 //! as its last receiver is released, so abandoned keys do not accumulate (mini-redis keeps them).
 
+use std::collections::hash_map::Entry as Slot;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -28,8 +29,13 @@ impl WatchTarget {
     }
 }
 
-pub type EventSender = broadcast::Sender<Arc<Event>>;
-pub type EventReceiver = broadcast::Receiver<Arc<Event>>;
+/// What one channel is sent for one revision: its event, or for a change of several keys at
+/// one revision, every one of them the channel's watchers cover, in the order applied. One
+/// message per revision, so that a watcher never holds part of a revision: it delivers it, or
+/// (lagging) catches it up whole from history.
+pub type Batch = Arc<[Arc<Event>]>;
+pub type EventSender = broadcast::Sender<Batch>;
+pub type EventReceiver = broadcast::Receiver<Batch>;
 
 #[derive(Debug)]
 pub struct WatchHub {
@@ -116,15 +122,43 @@ impl WatchHub {
             .filter_map(move |&len| self.prefixes.get(&key[..len]))
     }
 
-    /// Sends `event` to every watcher of its key and of every prefix of its key.
-    pub fn publish(&self, event: &Arc<Event>) {
-        let key = event.key.as_str();
-        if let Some(tx) = self.keys.get(key) {
-            // An error only means every receiver is gone; release() will drop the sender.
-            let _ = tx.send(Arc::clone(event));
+    /// The senders of `key` itself and of every watched prefix of it.
+    fn senders<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a EventSender> + 'a {
+        self.keys
+            .get(key)
+            .into_iter()
+            .chain(self.prefix_senders(key))
+    }
+
+    /// Sends the events of one revision to every watcher they concern, as one [`Batch`] per
+    /// channel.
+    pub fn publish(&self, revision: &[Arc<Event>]) {
+        // An error from send only means every receiver is gone; release() drops the sender.
+        if let [event] = revision {
+            // The common case: one allocation, shared by every channel, and only if one exists.
+            let mut batch: Option<Batch> = None;
+            for tx in self.senders(&event.key) {
+                let batch = batch.get_or_insert_with(|| Arc::from([Arc::clone(event)]));
+                let _ = tx.send(Arc::clone(batch));
+            }
+            return;
         }
-        for tx in self.prefix_senders(key) {
-            let _ = tx.send(Arc::clone(event));
+        // Each channel's share, in the order of the events, found by the sender's address.
+        let mut index: HashMap<*const EventSender, usize> = HashMap::new();
+        let mut shares: Vec<(&EventSender, Vec<Arc<Event>>)> = Vec::new();
+        for event in revision {
+            for tx in self.senders(&event.key) {
+                match index.entry(std::ptr::from_ref(tx)) {
+                    Slot::Occupied(at) => shares[*at.get()].1.push(Arc::clone(event)),
+                    Slot::Vacant(at) => {
+                        at.insert(shares.len());
+                        shares.push((tx, vec![Arc::clone(event)]));
+                    }
+                }
+            }
+        }
+        for (tx, share) in shares {
+            let _ = tx.send(share.into());
         }
     }
 
@@ -163,20 +197,46 @@ mod tests {
         let mut other = hub.subscribe(&WatchTarget::Key("user/2".into()));
         let mut unicode = hub.subscribe(&WatchTarget::Prefix("é".into()));
 
-        hub.publish(&event(1, "user/1"));
-        hub.publish(&event(2, "team/1"));
-        hub.publish(&event(3, "éa"));
+        hub.publish(&[event(1, "user/1")]);
+        hub.publish(&[event(2, "team/1")]);
+        hub.publish(&[event(3, "éa")]);
 
-        assert_eq!(key.try_recv().unwrap().revision, 1);
+        assert_eq!(key.try_recv().unwrap()[0].revision, 1);
         assert!(key.try_recv().is_err());
-        assert_eq!(users.try_recv().unwrap().revision, 1);
+        assert_eq!(users.try_recv().unwrap()[0].revision, 1);
         assert!(users.try_recv().is_err());
         let got: Vec<_> = std::iter::from_fn(|| all.try_recv().ok())
-            .map(|e| e.revision)
+            .map(|batch| batch[0].revision)
             .collect();
         assert_eq!(got, [1, 2, 3]);
         assert!(other.try_recv().is_err());
-        assert_eq!(unicode.try_recv().unwrap().revision, 3);
+        assert_eq!(unicode.try_recv().unwrap()[0].revision, 3);
+    }
+
+    /// The keys of a batch, in order.
+    fn keys(batch: &Batch) -> Vec<&str> {
+        batch.iter().map(|e| e.key.as_str()).collect()
+    }
+
+    #[test]
+    fn a_revision_of_several_keys_reaches_each_channel_as_one_batch_of_its_share() {
+        let mut hub = WatchHub::new(16);
+        let mut a = hub.subscribe(&WatchTarget::Key("p/a".into()));
+        let mut users = hub.subscribe(&WatchTarget::Prefix("p/".into()));
+        let mut all = hub.subscribe(&WatchTarget::Prefix(String::new()));
+        let mut q = hub.subscribe(&WatchTarget::Prefix("q/".into()));
+
+        hub.publish(&[event(5, "p/a"), event(5, "p/b"), event(5, "r")]);
+
+        assert_eq!(keys(&a.try_recv().unwrap()), ["p/a"]);
+        assert_eq!(keys(&users.try_recv().unwrap()), ["p/a", "p/b"]);
+        assert_eq!(keys(&all.try_recv().unwrap()), ["p/a", "p/b", "r"]);
+        for rx in [&mut a, &mut users, &mut all, &mut q] {
+            assert!(
+                rx.try_recv().is_err(),
+                "one batch per channel, none for others"
+            );
+        }
     }
 
     #[test]

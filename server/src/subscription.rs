@@ -13,7 +13,7 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::backend::{Backend, Replay};
 use crate::database::{Entry, Event};
 use crate::error::Error;
-use crate::hub::{EventReceiver, WatchTarget};
+use crate::hub::{Batch, EventReceiver, WatchTarget};
 use crate::revision::{Revision, Start};
 use crate::view::{View, ViewState};
 
@@ -258,10 +258,11 @@ impl Subscription {
         }))
     }
 
-    /// Waits for the next matching events: one, or after a lag the whole backlog. Only once
+    /// Waits for the next matching events: one revision's (one event, or several for a change
+    /// of several keys), or after a lag the whole backlog; always whole revisions. Only once
     /// the opening snapshot has been read: the events follow it.
     /// Cancel-safe: dropping the future loses nothing.
-    pub async fn next_events(&mut self) -> Result<Vec<Arc<Event>>, Error> {
+    pub async fn next_events(&mut self) -> Result<Batch, Error> {
         if self.snapshot.is_some() {
             return Err(Error::Internal(
                 "events asked for before the snapshot was read".into(),
@@ -270,16 +271,18 @@ impl Subscription {
         loop {
             if let Some(replay) = self.replay.as_mut() {
                 match replay.next().await? {
-                    Some(events) => return Ok(events),
+                    Some(events) => return Ok(events.into()),
                     None => self.replay = None,
                 }
             }
             let rx = self.rx.as_mut().expect("receiver lives until drop");
             match rx.recv().await {
-                Ok(event) if event.revision <= self.delivered => continue,
-                Ok(event) => {
-                    self.delivered = event.revision;
-                    return Ok(vec![event]);
+                // A batch is one revision's events, never empty.
+                Ok(batch) if batch[0].revision <= self.delivered => continue,
+                // Handed on as sent: no copy per watcher.
+                Ok(batch) => {
+                    self.delivered = batch[0].revision;
+                    return Ok(batch);
                 }
                 Err(RecvError::Lagged(_)) => {
                     self.view.count_catch_up();
@@ -302,7 +305,7 @@ impl Subscription {
                         Ok(Backlog::Events(events)) => {
                             self.delivered = current;
                             if !events.is_empty() {
-                                return Ok(events);
+                                return Ok(events.into());
                             }
                         }
                         Ok(Backlog::Replay(replay)) => {

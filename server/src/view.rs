@@ -166,7 +166,10 @@ impl View {
         for event in events {
             state.db.apply(event);
             state.history.push(Arc::clone(event));
-            hub.publish(event);
+        }
+        // One message per revision and channel, so a watcher takes a revision whole.
+        for revision in events.chunk_by(|a, b| a.revision == b.revision) {
+            hub.publish(revision);
         }
         drop(hub);
         let revision = state.db.revision();

@@ -66,8 +66,8 @@ pub fn watch_stream(
             }
             Some(Opening::Events(events)) => {
                 counters.delivered(events.len());
-                for event in &events {
-                    yield Ok(response(Msg::Event(wire::event(event, encoding))));
+                for message in event_messages(&events, encoding) {
+                    yield Ok(message);
                 }
             }
             None => {}
@@ -82,8 +82,8 @@ pub fn watch_stream(
                 next = sub.next_events() => match next {
                     Ok(events) => {
                         counters.delivered(events.len());
-                        for event in &events {
-                            yield Ok(response(Msg::Event(wire::event(event, encoding))));
+                        for message in event_messages(&events, encoding) {
+                            yield Ok(message);
                         }
                     }
                     Err(err) => {
@@ -102,6 +102,20 @@ pub fn watch_stream(
                 }
             }
         }
+    })
+}
+
+/// One message per event, of whole revisions: each but the last event of a revision says that
+/// more of it follows, so that a client that stops between them resumes at that revision.
+fn event_messages(
+    events: &[std::sync::Arc<crate::database::Event>],
+    encoding: ValueEncoding,
+) -> impl Iterator<Item = pb::WatchResponse> + '_ {
+    events.iter().enumerate().map(move |(i, event)| {
+        let more = events
+            .get(i + 1)
+            .is_some_and(|next| next.revision == event.revision);
+        response(Msg::Event(wire::event(event, encoding, more)))
     })
 }
 

@@ -245,7 +245,8 @@ pub fn key_value(
     kv
 }
 
-pub fn event(event: &Event, encoding: ValueEncoding) -> pb::Event {
+/// `event` as a message; `more_at_revision`: the watcher's next event has the same revision.
+pub fn event(event: &Event, encoding: ValueEncoding, more_at_revision: bool) -> pb::Event {
     use pb::event::EventType;
     let (event_type, kv) = match &event.entry {
         Some(entry) => (EventType::Put, key_value(&event.key, entry, encoding, true)),
@@ -262,6 +263,7 @@ pub fn event(event: &Event, encoding: ValueEncoding) -> pb::Event {
         r#type: event_type as i32,
         kv: Some(kv),
         revision: event.revision,
+        more_at_revision,
     }
 }
 

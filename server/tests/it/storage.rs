@@ -32,6 +32,8 @@
 //!   `compaction_merges_snapshot_and_segments_key_by_key`.
 //! - A damaged snapshot (cut, a failed checksum, bytes after its end) stops start-up naming file
 //!   and offset: `a_damaged_snapshot_stops_start_up_naming_file_and_offset`.
+//! - On etcd, another client's change of several keys at one revision reaches a lagging watcher
+//!   whole: `a_lagging_watcher_catches_up_changes_of_several_keys_whole`.
 //! - On etcd, a foreign value under the prefix that is not JSON, or that parsing refuses (a lone
 //!   surrogate escape, nesting past serde_json's limit), reads as absent; foreign JSON is served
 //!   as written: `foreign_values_under_the_prefix_on_etcd`.
@@ -179,7 +181,7 @@ async fn behaviour_suite(store: Store) -> Vec<Revision> {
 
     let mut live = Vec::new();
     while live.len() < 4 {
-        live.extend(sub.next_events().await.unwrap());
+        live.extend(sub.next_events().await.unwrap().iter().cloned());
     }
     let seen = revisions(&live);
     assert_eq!(seen, [r1, r2, r3, r4]);
@@ -351,7 +353,7 @@ async fn snapshot_suite(store: Store) {
     assert_eq!(read, expected, "the state at revision {revision}");
     let mut events = Vec::new();
     while events.len() < writes.len() {
-        events.extend(sub.next_events().await.unwrap());
+        events.extend(sub.next_events().await.unwrap().iter().cloned());
     }
     assert_eq!(revisions(&events), revisions(&writes));
 }
@@ -433,6 +435,52 @@ async fn a_snapshot_outlived_by_history_reads_on_only_where_nothing_changed() {
     }
 }
 
+/// Another etcd client's transactions change two keys at one revision each; a watcher whose
+/// buffer holds one message lags behind them and catches up from history, and still gets each
+/// revision whole, in order, once.
+#[tokio::test]
+async fn a_lagging_watcher_catches_up_changes_of_several_keys_whole() {
+    use jsonkv_testkit::etcd_client::{Txn, TxnOp};
+    let etcd = jsonkv_testkit::shared_etcd();
+    let cfg = etcd_config(etcd);
+    let prefix = cfg.prefix.clone();
+    let store = Store::start(&Config {
+        watch_buffer: 1,
+        ..on_etcd(cfg)
+    })
+    .await
+    .unwrap();
+    let mut sub = store
+        .watch(WatchTarget::Prefix("t/".into()), Start::Snapshot)
+        .unwrap();
+    snapshot(&mut sub, usize::MAX);
+    let mut client = etcd.client().await;
+    let mut written = Vec::new();
+    for n in 0..5 {
+        let txn = Txn::new().and_then(vec![
+            TxnOp::put(format!("{prefix}t/a"), n.to_string(), None),
+            TxnOp::put(format!("{prefix}t/b"), n.to_string(), None),
+        ]);
+        let revision = client.txn(txn).await.unwrap().header().unwrap().revision();
+        written.extend([(revision, "t/a"), (revision, "t/b")]);
+    }
+    let last = written.last().unwrap().0;
+    store.wait_for(last).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < written.len() {
+        let events = sub.next_events().await.unwrap();
+        // Whole revisions only: every batch ends where a revision does.
+        assert!(events.len() % 2 == 0, "{events:?}");
+        seen.extend(events.iter().map(|e| (e.revision, e.key.clone())));
+    }
+    let written: Vec<(Revision, String)> = written
+        .into_iter()
+        .map(|(r, k)| (r, k.to_owned()))
+        .collect();
+    assert_eq!(seen, written);
+    assert!(store.catch_ups() > 0, "the watcher never lagged");
+}
+
 /// The prefix belongs to jsonkv, but another etcd client may write there: a value that is
 /// not JSON is treated as absent (in the load and as it arrives), and JSON is served as it
 /// was written.
@@ -479,7 +527,7 @@ async fn foreign_values_under_the_prefix_on_etcd() {
         .unwrap();
     let mut events = Vec::new();
     while !events.iter().any(|e: &Arc<Event>| e.key == "late-ok") {
-        events.extend(sub.next_events().await.unwrap());
+        events.extend(sub.next_events().await.unwrap().iter().cloned());
     }
     // The bad value reads as the key being absent: a delete to a watcher.
     assert_eq!(events.len(), 2, "{events:?}");
@@ -541,7 +589,7 @@ async fn watched_and_unwatched_writers_stay_in_revision_order(store: Store) {
         let events = tokio::time::timeout(Duration::from_secs(10), hot.next_events())
             .await
             .unwrap_or_else(|_| panic!("the watcher got {} of its key's changes", seen.len()));
-        seen.extend(events.unwrap());
+        seen.extend(events.unwrap().iter().cloned());
     }
     assert_eq!(seen.len(), 2 * PER_WRITER as usize);
     assert!(seen.iter().all(|e| e.key == "hot"));

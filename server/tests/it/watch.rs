@@ -33,6 +33,10 @@
 //! - Watchers whose client left are freed: `watchers_whose_client_left_are_freed` (also a unit
 //!   test in `hub.rs`).
 //! - Shutdown ends open watches with UNAVAILABLE: `shutdown_ends_open_watches_with_unavailable`.
+//! - A change of several keys at one revision (another etcd client's transaction) reaches a
+//!   prefix watcher whole, all but its last event marked `more_at_revision`, a key watcher as its
+//!   own event, and a resume from that revision replays it whole:
+//!   `a_change_of_several_keys_at_one_revision_comes_and_resumes_whole`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -831,3 +835,67 @@ async fn shutdown_ends_open_watches_with_unavailable(backend: Backend) {
     within("the server to stop", stopped).await.unwrap();
 }
 both_backends!(shutdown_ends_open_watches_with_unavailable);
+
+/// The events of a watch until one of `revision`, as (key, revision, more_at_revision).
+async fn events_through(
+    stream: &mut tonic::Streaming<pb::WatchResponse>,
+    revision: i64,
+) -> Vec<(String, i64, bool)> {
+    let mut events = Vec::new();
+    within("the events", async {
+        loop {
+            let message = stream.message().await.unwrap().expect("the watch goes on");
+            if let Some(pb::watch_response::Response::Event(event)) = message.response {
+                let key = event.kv.expect("an event names its key").key;
+                events.push((key, event.revision, event.more_at_revision));
+                if event.revision == revision && !event.more_at_revision {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    events
+}
+
+#[tokio::test]
+async fn a_change_of_several_keys_at_one_revision_comes_and_resumes_whole() {
+    use jsonkv_testkit::etcd_client::{Txn, TxnOp};
+    let config = Backend::Etcd.configure(config());
+    let prefix = match &config.backend {
+        jsonkv_server::config::BackendConfig::Etcd(etcd) => etcd.prefix.clone(),
+        _ => unreachable!("configured for etcd"),
+    };
+    let (server, mut client) = start(config).await;
+    let before = put(&mut client, "m/a", "0").await;
+    let mut all = watch_prefix(&mut client, "m/", before + 1).await.unwrap();
+    let mut only_b = watch_key(&mut client, "m/b", before + 1).await.unwrap();
+
+    // Another etcd client changes three keys in one transaction: two under m/, one elsewhere.
+    let mut etcd = jsonkv_testkit::shared_etcd().client().await;
+    let txn = Txn::new().and_then(vec![
+        TxnOp::put(format!("{prefix}m/a"), "1", None),
+        TxnOp::put(format!("{prefix}m/b"), "2", None),
+        TxnOp::put(format!("{prefix}z"), "3", None),
+    ]);
+    let revision = etcd.txn(txn).await.unwrap().header().unwrap().revision();
+    let after = put(&mut client, "m/c", "4").await;
+
+    let seen = events_through(&mut all, after).await;
+    assert_eq!(
+        seen,
+        [
+            ("m/a".to_owned(), revision, true),
+            ("m/b".to_owned(), revision, false),
+            ("m/c".to_owned(), after, false),
+        ]
+    );
+    assert_eq!(
+        events_through(&mut only_b, revision).await,
+        [("m/b".to_owned(), revision, false)]
+    );
+    // A client that stopped after m/a resumes at the revision itself, and gets it whole.
+    let mut resumed = watch_prefix(&mut client, "m/", revision).await.unwrap();
+    assert_eq!(events_through(&mut resumed, after).await, seen);
+    server.shutdown().await;
+}

@@ -102,12 +102,6 @@ async fn follow_once(
         if events.is_empty() {
             continue;
         }
-        if events.windows(2).any(|w| w[0].revision == w[1].revision) {
-            tracing::warn!(
-                revision = events[0].revision,
-                "another etcd client changed several keys under jsonkv's prefix in one transaction; prefix watchers see only the first of them"
-            );
-        }
         let Some(view) = view.upgrade() else {
             return Ok(Stop::ViewGone);
         };
