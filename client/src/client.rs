@@ -12,6 +12,7 @@ use tonic::{Code, Status};
 use crate::consistency::{other_store, store_of, Consistency, MinRevision};
 use crate::entry::decode_all;
 use crate::failover::{CallKind, Servers};
+use crate::status::ServerStatus;
 use crate::{Entry, Error};
 
 /// Every response is asked for as JSON text: the `google.protobuf.Value` form rounds numbers.
@@ -323,6 +324,18 @@ impl Client {
                 None => return Ok(entries),
             }
         }
+    }
+
+    /// The status of the server in use: its store's revision, keys, size and identity, its
+    /// backend, version, history, open watches and uptime. A read token may ask.
+    pub async fn status(&self) -> Result<ServerStatus, Error> {
+        let response = self
+            .servers
+            .call(CallKind::Read, |mut rpc| async move {
+                rpc.status(pb::StatusRequest {}).await
+            })
+            .await?;
+        Ok(response.into_inner().into())
     }
 
     /// One page of the keys under `prefix`: at most `page_size` of them (0: the server's

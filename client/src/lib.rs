@@ -52,10 +52,12 @@ pub mod error;
 mod failover;
 mod reconnect;
 mod rpc;
+pub mod status;
 pub mod watch;
 
 pub use client::{Client, InsertResult, ListPage, Precondition};
 pub use connect::ClientBuilder;
 pub use entry::Entry;
 pub use error::Error;
+pub use status::ServerStatus;
 pub use watch::{WatchEvent, WatchOptions, WatchStream, WatchTarget};

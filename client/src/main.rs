@@ -112,6 +112,9 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 0)]
         start_revision: i64,
     },
+    /// Print the server's status as one JSON object: revision, keys, store_id, backend,
+    /// version, data and disk bytes, history range, open watchers, uptime.
+    Status,
 }
 
 #[derive(Debug, Args)]
@@ -284,6 +287,7 @@ async fn run(cli: Cli) -> Result<(), Exit> {
             }
         }
         Command::List { prefix, read } => list(&read.client(&client), &prefix).await,
+        Command::Status => print_line(&client.status().await?),
         Command::Watch {
             key,
             prefix,

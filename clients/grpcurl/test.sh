@@ -120,6 +120,11 @@ expect "List shows both keys" '"key": "big"' '"key": "greeting"'
 out=$(grep -o '"key": "[^"]*"' <<<"$out" | tr '\n' ' ')
 expect_equal "List is in key order" '"key": "big" "key": "greeting" '
 
+# The server at a glance.
+rpc "$ADDR" jsonkv.v1.JsonKv/Status
+expect "Status counts the keys and names the backend" '"keys": "2"' '"backend": "disk"' '"diskBytes": "' \
+  '"storeId": "' '"historyOldestRevision": "'
+
 # Errors.
 rpc -d '{"key":"greeting","value":2,"expected_mod_revision":"99"}' "$ADDR" jsonkv.v1.JsonKv/Insert
 expect "compare-and-swap mismatch, its ErrorInfo decoded through reflection" "Code: FailedPrecondition" \

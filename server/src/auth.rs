@@ -27,7 +27,7 @@ pub enum Role {
 
 /// The methods a `read` token may call. Read access is listed rather than write access, so
 /// that a method added later is closed to read tokens until someone decides otherwise.
-pub const READ_METHODS: [&str; 4] = ["Get", "List", "WatchKey", "WatchPrefix"];
+pub const READ_METHODS: [&str; 5] = ["Get", "List", "WatchKey", "WatchPrefix", "Status"];
 
 /// The accepted tokens, as SHA-256 digests with their roles. Its `Debug` shows only counts.
 pub struct Tokens {

@@ -91,6 +91,13 @@ pub struct Database {
     entries: BTreeMap<String, Entry>,
     revision: Revision,
     deletes: Deletes,
+    /// Bytes of keys and JSON text held, kept as entries come and go (for `Status`).
+    bytes: usize,
+}
+
+/// What an entry adds to [`Database::bytes`].
+fn entry_bytes(key: &str, entry: &Entry) -> usize {
+    key.len() + entry.value.text().len()
 }
 
 /// How many deletes a [`Database`] remembers by default: as many as history keeps events by
@@ -173,6 +180,11 @@ impl Database {
     /// Number of keys.
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Bytes of keys and JSON text held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn is_empty(&self) -> bool {
@@ -258,15 +270,23 @@ impl Database {
         match &event.entry {
             // An update keeps the map's key: cloning the event's key for it would be an
             // allocation (and a free) per write.
-            Some(entry) => match self.entries.get_mut(&event.key) {
-                Some(slot) => *slot = entry.clone(),
-                None => {
-                    self.entries.insert(event.key.clone(), entry.clone());
-                    self.deletes.forget(&event.key);
+            Some(entry) => {
+                self.bytes += entry_bytes(&event.key, entry);
+                match self.entries.get_mut(&event.key) {
+                    Some(slot) => {
+                        self.bytes -= entry_bytes(&event.key, slot);
+                        *slot = entry.clone();
+                    }
+                    None => {
+                        self.entries.insert(event.key.clone(), entry.clone());
+                        self.deletes.forget(&event.key);
+                    }
                 }
-            },
+            }
             None => {
-                self.entries.remove(&event.key);
+                if let Some(gone) = self.entries.remove(&event.key) {
+                    self.bytes -= entry_bytes(&event.key, &gone);
+                }
                 self.deletes.record(&event.key, event.revision);
             }
         }
@@ -283,10 +303,12 @@ impl Database {
         match event.entry {
             Some(entry) => {
                 self.deletes.forget(&event.key);
-                self.entries.insert(event.key, entry);
+                self.load(event.key, entry);
             }
             None => {
-                self.entries.remove(&event.key);
+                if let Some(gone) = self.entries.remove(&event.key) {
+                    self.bytes -= entry_bytes(&event.key, &gone);
+                }
                 self.deletes.record(&event.key, event.revision);
             }
         }
@@ -294,6 +316,10 @@ impl Database {
 
     /// Installs a snapshot entry, without moving the revision (see [`Database::set_revision`]).
     pub fn load(&mut self, key: String, entry: Entry) {
+        self.bytes += entry_bytes(&key, &entry);
+        if let Some(replaced) = self.entries.get(&key) {
+            self.bytes -= entry_bytes(&key, replaced);
+        }
         self.entries.insert(key, entry);
     }
 
@@ -390,6 +416,32 @@ mod tests {
             db.apply(event);
         }
         Ok(event)
+    }
+
+    #[test]
+    fn bytes_follow_every_put_replace_delete_and_load() {
+        let mut db = Database::default();
+        put(&mut db, "ab", json!("xyz"), None).unwrap(); // 2 + 5
+        put(&mut db, "c", json!([1, 2]), None).unwrap(); // 1 + 5
+        assert_eq!(db.bytes(), 13);
+        put(&mut db, "ab", json!(1), None).unwrap(); // 2 + 1
+        assert_eq!(db.bytes(), 9);
+        delete(&mut db, "c", None).unwrap();
+        assert_eq!(db.bytes(), 3);
+        let loaded = Database::at(
+            vec![
+                (
+                    "k".into(),
+                    put(&mut db, "k", json!(true), None).unwrap().entry.unwrap(),
+                ),
+                ("ab".into(), db.get("ab").unwrap().clone()),
+            ],
+            9,
+        );
+        assert_eq!(loaded.bytes(), 1 + 4 + 2 + 1);
+        let mut owned = Database::default();
+        owned.apply_owned(put(&mut Database::default(), "q", json!("v"), None).unwrap());
+        assert_eq!(owned.bytes(), 1 + 3);
     }
 
     #[test]

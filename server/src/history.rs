@@ -81,6 +81,15 @@ impl HistoryRing {
         }
     }
 
+    /// Events held.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
     /// The oldest revision a replay can still start from.
     pub fn oldest(&self) -> Revision {
         self.covered_from

@@ -3,13 +3,14 @@
 
 /// The known gRPC methods, and whether each streams its response. Anything else is counted as
 /// `unknown`, so a client cannot grow the label set by calling made-up paths.
-pub const METHODS: [(&str, bool); 10] = [
+pub const METHODS: [(&str, bool); 11] = [
     ("jsonkv.v1.JsonKv/Get", false),
     ("jsonkv.v1.JsonKv/Insert", false),
     ("jsonkv.v1.JsonKv/Delete", false),
     ("jsonkv.v1.JsonKv/List", false),
     ("jsonkv.v1.JsonKv/WatchKey", true),
     ("jsonkv.v1.JsonKv/WatchPrefix", true),
+    ("jsonkv.v1.JsonKv/Status", false),
     ("grpc.health.v1.Health/Check", false),
     ("grpc.health.v1.Health/Watch", true),
     (

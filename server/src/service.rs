@@ -5,12 +5,14 @@
 //! delete name the store their revisions belong to ([`STORE_ID_HEADER`]).
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use jsonkv::pb::{self, json_kv_server::JsonKv};
 use tonic::metadata::AsciiMetadataValue;
 use tonic::{Request, Response, Status};
 
-use crate::config::Config;
+use crate::config::{BackendConfig, Config};
 use crate::database::Precondition;
 use crate::error::Error;
 use crate::hub::WatchTarget;
@@ -36,6 +38,10 @@ pub struct JsonKvService {
     shutdown: Shutdown,
     watchers: WatcherLimits,
     counters: WatchCounters,
+    /// What `Status` says about the server itself.
+    backend: &'static str,
+    data_dir: Option<PathBuf>,
+    started: Instant,
 }
 
 impl JsonKvService {
@@ -55,7 +61,41 @@ impl JsonKvService {
             shutdown,
             watchers,
             counters,
+            backend: match &config.backend {
+                BackendConfig::InMemory => "memory",
+                BackendConfig::Disk(_) => "disk",
+                BackendConfig::Etcd(_) => "etcd",
+            },
+            data_dir: match &config.backend {
+                BackendConfig::Disk(disk) => Some(disk.dir.clone()),
+                _ => None,
+            },
+            started: Instant::now(),
         }
+    }
+
+    async fn status(&self) -> Result<pb::StatusResponse, Error> {
+        let disk_bytes = match self.data_dir.clone() {
+            // A directory listing: a few files, but file system calls all the same.
+            Some(dir) => tokio::task::spawn_blocking(move || dir_bytes(&dir))
+                .await
+                .map_err(|e| Error::Internal(format!("status: {e}")))??,
+            None => 0,
+        };
+        let summary = self.store.summary();
+        Ok(pb::StatusResponse {
+            revision: summary.revision,
+            keys: summary.keys as i64,
+            store_id: self.store.id().to_string(),
+            backend: self.backend.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            data_bytes: summary.bytes as i64,
+            disk_bytes: disk_bytes as i64,
+            history_oldest_revision: summary.history_oldest,
+            history_events: summary.history_events as i64,
+            watchers: self.watchers.active() as i64,
+            uptime_seconds: self.started.elapsed().as_secs() as i64,
+        })
     }
 
     async fn get(&self, req: pb::GetRequest) -> Result<pb::GetResponse, Error> {
@@ -240,6 +280,14 @@ impl JsonKv for JsonKvService {
         ))
     }
 
+    async fn status(
+        &self,
+        req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let pb::StatusRequest {} = req.into_inner();
+        Ok(Response::new(JsonKvService::status(self).await?))
+    }
+
     type WatchKeyStream = WatchStream;
 
     async fn watch_key(
@@ -281,4 +329,17 @@ impl JsonKv for JsonKvService {
             )
             .await?)
     }
+}
+
+/// The bytes of the files in `dir` (a data directory holds files only).
+fn dir_bytes(dir: &Path) -> Result<u64, Error> {
+    let failed = |e: std::io::Error| Error::Internal(format!("reading {}: {e}", dir.display()));
+    let mut bytes = 0;
+    for entry in std::fs::read_dir(dir).map_err(failed)? {
+        let metadata = entry.map_err(failed)?.metadata().map_err(failed)?;
+        if metadata.is_file() {
+            bytes += metadata.len();
+        }
+    }
+    Ok(bytes)
 }

@@ -21,7 +21,7 @@ use crate::revision::{Revision, Start};
 use crate::storage::{MemoryStorage, Storage};
 use crate::store_id::StoreId;
 use crate::subscription::Subscription;
-use crate::view::{Page, View};
+use crate::view::{Page, Summary, View};
 
 #[derive(Clone)]
 pub struct Store {
@@ -227,6 +227,11 @@ impl Store {
     /// Whether the source of truth can be reached, as a receiver that sees every change.
     pub fn reachable(&self) -> tokio::sync::watch::Receiver<bool> {
         self.shared.view.reachable()
+    }
+
+    /// What the store holds, read at one revision.
+    pub fn summary(&self) -> Summary {
+        self.shared.view.summary()
     }
 
     /// Number of live broadcast senders; for tests and metrics.

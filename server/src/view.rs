@@ -27,6 +27,18 @@ use crate::history::{HistoryBounds, HistoryRing};
 use crate::hub::WatchHub;
 use crate::revision::Revision;
 
+/// What a view holds at one revision (for `Status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub revision: Revision,
+    pub keys: usize,
+    /// Bytes of keys and JSON text.
+    pub bytes: usize,
+    /// The oldest revision history can replay from.
+    pub history_oldest: Revision,
+    pub history_events: usize,
+}
+
 pub struct View {
     state: RwLock<ViewState>,
     hub: Mutex<WatchHub>,
@@ -103,6 +115,18 @@ impl View {
     /// The revision of the last applied change.
     pub fn revision(&self) -> Revision {
         self.state.read().db.revision()
+    }
+
+    /// What the view holds, read at one revision.
+    pub fn summary(&self) -> Summary {
+        let state = self.state.read();
+        Summary {
+            revision: state.db.revision(),
+            keys: state.db.len(),
+            bytes: state.db.bytes(),
+            history_oldest: state.history.oldest(),
+            history_events: state.history.len(),
+        }
     }
 
     /// The key's entry (if any) and the revision it was read at.

@@ -1,8 +1,10 @@
 //! The `jsonkv` binary, run as a child process against a real in-process server: its output
 //! lines, exit codes and one-line errors.
 //!
-//! Guarantee proved here: the CLI's `--timeout` ends a call that gets no answer, with one line
-//! and exit 1: `timeout_ends_a_call_that_gets_no_answer` (the library's timeout: `failover.rs`).
+//! Guarantees proved here: the CLI's `--timeout` ends a call that gets no answer, with one line
+//! and exit 1: `timeout_ends_a_call_that_gets_no_answer` (the library's timeout: `failover.rs`);
+//! `jsonkv status` prints the server's status as one JSON object, the library's `status()` the
+//! same: `status_prints_one_json_object`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};
@@ -443,4 +445,48 @@ async fn watch_prefix_and_start_revision() {
         replay.next_line(),
         r#"{"type":"put","key":"p/x","value":"a","revision":2}"#
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_prints_one_json_object() {
+    let server = common::start().await;
+    let addr = server.url();
+    ok(jsonkv(&addr, &["put", "a", "[1,2]"], None));
+    ok(jsonkv(&addr, &["put", "b", "true"], None));
+    let printed = ok(jsonkv(&addr, &["status"], None));
+    assert_eq!(printed.lines().count(), 1, "{printed}");
+    let status: Value = serde_json::from_str(&printed).unwrap();
+    let fields: Vec<&str> = status
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "revision",
+            "keys",
+            "store_id",
+            "backend",
+            "version",
+            "data_bytes",
+            "disk_bytes",
+            "history_oldest_revision",
+            "history_events",
+            "watchers",
+            "uptime_seconds"
+        ]
+    );
+    assert_eq!(status["revision"], 2);
+    assert_eq!(status["keys"], 2);
+    assert_eq!(status["data_bytes"], 1 + 5 + 1 + 4);
+    assert_eq!(status["backend"], "memory");
+    assert_eq!(status["store_id"], server.store().id().as_str());
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+
+    let client = Client::connect(addr.as_str()).await.unwrap();
+    let library = client.status().await.unwrap();
+    assert_eq!(serde_json::to_value(&library).unwrap()["keys"], 2);
+    assert_eq!(library.store_id, server.store().id().as_str());
 }

@@ -19,6 +19,8 @@
 //!   field of the wrong wire type) is INVALID_ARGUMENT too:
 //!   `undecodable_requests_are_invalid_argument`. Input is quoted back only up to a bound:
 //!   `a_64_kib_store_id_is_refused_without_being_echoed`.
+//! - Status reports the store at a glance, as it is: `status_reports_the_store_as_it_is`, and
+//!   the data directory's size: `status_reports_the_data_directory_on_disk`.
 //! - Health and reflection (v1 and v1alpha) are served:
 //!   `health_and_both_reflection_versions_are_served` (also `clients/grpcurl/test.sh`).
 
@@ -694,3 +696,75 @@ async fn a_64_kib_store_id_is_refused_without_being_echoed(backend: Backend) {
     drop(server);
 }
 both_backends!(a_64_kib_store_id_is_refused_without_being_echoed);
+
+async fn status_reports_the_store_as_it_is(backend: Backend) {
+    let (server, mut client) = start_on(backend, config()).await;
+    let first = put(&mut client, "s/a", r#""xyz""#).await;
+    put(&mut client, "s/b", "[1,2]").await;
+    put(&mut client, "s/c", "true").await;
+    let last = del(&mut client, "s/c").await;
+    let mut watch = watch_prefix(&mut client, "s/", 0).await.unwrap();
+    next(&mut watch).await.unwrap();
+    let inserted = client.insert(insert_json("s/d", "1")).await.unwrap();
+    let header = inserted
+        .metadata()
+        .get("jsonkv-store-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let last = last.max(inserted.into_inner().revision);
+
+    let status = client
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.revision, last);
+    assert_eq!(status.keys, 3);
+    // "s/a" + "xyz" quoted, "s/b" + [1,2], "s/d" + 1.
+    assert_eq!(status.data_bytes, 3 + 5 + 3 + 5 + 3 + 1);
+    assert_eq!(status.store_id, header);
+    let kind = match backend {
+        Backend::Embedded => "memory",
+        Backend::Etcd => "etcd",
+    };
+    assert_eq!(status.backend, kind);
+    assert_eq!(status.version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(status.disk_bytes, 0);
+    assert!(
+        status.history_oldest_revision <= first && status.history_events >= 5,
+        "{status:?}"
+    );
+    assert_eq!(status.watchers, 1);
+    assert!(status.uptime_seconds >= 0);
+    drop(watch);
+    server.shutdown().await;
+}
+both_backends!(status_reports_the_store_as_it_is);
+
+#[tokio::test]
+async fn status_reports_the_data_directory_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, mut client) = start(jsonkv_server::Config {
+        backend: jsonkv_server::config::BackendConfig::Disk(
+            jsonkv_server::config::DiskConfig::new(dir.path()),
+        ),
+        ..config()
+    })
+    .await;
+    put(&mut client, "k", &format!(r#""{}""#, "x".repeat(1000))).await;
+    let status = client
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.backend, "disk");
+    let on_disk: u64 = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(status.disk_bytes >= 1000, "{status:?}");
+    assert_eq!(status.disk_bytes as u64, on_disk);
+    server.shutdown().await;
+}

@@ -5,7 +5,7 @@
 //! client's `secure.rs`):
 //! - Every JsonKv call without a token, or with an unknown one, is UNAUTHENTICATED:
 //!   `without_a_known_token_every_jsonkv_call_is_unauthenticated`.
-//! - A read token reads and watches, and its writes are PERMISSION_DENIED:
+//! - A read token reads, watches and asks for the status, and its writes are PERMISSION_DENIED:
 //!   `a_read_token_reads_and_watches_but_may_not_write`.
 //! - A write token may do everything, and the scheme is case-insensitive:
 //!   `a_write_token_may_do_everything_and_the_scheme_is_case_insensitive`.
@@ -102,7 +102,7 @@ fn delete(key: &str) -> pb::DeleteRequest {
 
 /// The code of every JsonKv method called with `client`: Get, List, WatchKey, WatchPrefix,
 /// Insert, Delete.
-async fn codes(client: &mut AuthedClient) -> [Code; 6] {
+async fn codes(client: &mut AuthedClient) -> [Code; 7] {
     let code = |r: Result<(), Status>| r.err().map_or(Code::Ok, |s| s.code());
     [
         code(client.get(get("k")).await.map(drop)),
@@ -124,6 +124,7 @@ async fn codes(client: &mut AuthedClient) -> [Code; 6] {
         ),
         code(client.insert(insert("k")).await.map(drop)),
         code(client.delete(delete("k")).await.map(drop)),
+        code(client.status(pb::StatusRequest {}).await.map(drop)),
     ]
 }
 
@@ -143,7 +144,7 @@ async fn without_a_known_token_every_jsonkv_call_is_unauthenticated() {
         let mut client = client_with(&server, header).await;
         assert_eq!(
             codes(&mut client).await,
-            [Code::Unauthenticated; 6],
+            [Code::Unauthenticated; 7],
             "with authorization {header:?}"
         );
     }
@@ -175,7 +176,8 @@ async fn a_read_token_reads_and_watches_but_may_not_write() {
             Code::Ok,
             Code::Ok,
             Code::PermissionDenied,
-            Code::PermissionDenied
+            Code::PermissionDenied,
+            Code::Ok
         ]
     );
     let status = reader.insert(insert("k")).await.unwrap_err();
@@ -211,10 +213,10 @@ async fn a_write_token_may_do_everything_and_the_scheme_is_case_insensitive() {
     let server = start_with_tokens(&dir).await;
     for header in ["Bearer writer-7f3a9c2e41", "bearer writer-7f3a9c2e41"] {
         let mut writer = client_with(&server, Some(header)).await;
-        let [get, list, watch_key, watch_prefix, insert, delete] = codes(&mut writer).await;
+        let [get, list, watch_key, watch_prefix, insert, delete, status] = codes(&mut writer).await;
         assert_eq!(
-            [list, watch_key, watch_prefix, insert, delete],
-            [Code::Ok; 5],
+            [list, watch_key, watch_prefix, insert, delete, status],
+            [Code::Ok; 6],
             "{header}"
         );
         assert!(matches!(get, Code::Ok | Code::NotFound), "{get:?}");
