@@ -6,10 +6,16 @@
 //! UNAUTHENTICATED. A `read` token may call only the methods in [`READ_METHODS`]; anything else,
 //! including a method added later, needs a `write` token (PERMISSION_DENIED otherwise).
 //!
+//! A token may be scoped to key prefixes (`ROLE TOKEN PREFIX...`): it may then call only the
+//! methods in [`SCOPED_METHODS`], and the service checks each call's key or prefix against its
+//! [`Scope`], which the layer hands on in the request's extensions, before it reads or writes
+//! anything: out of scope is PERMISSION_DENIED whether or not the key exists.
+//!
 //! Tokens are kept only as SHA-256 digests and compared in constant time, and no token ever
 //! reaches a log line or an error message: refusals are logged with the method and peer only.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
@@ -29,7 +35,48 @@ pub enum Role {
 /// that a method added later is closed to read tokens until someone decides otherwise.
 pub const READ_METHODS: [&str; 5] = ["Get", "List", "WatchKey", "WatchPrefix", "Status"];
 
-/// The accepted tokens, as SHA-256 digests with their roles. Its `Debug` shows only counts.
+/// The methods a token scoped to prefixes may call: each names the keys it touches, which the
+/// service checks against the scope. Anything else (`Status`, which counts the whole store,
+/// and any method added later) needs an unscoped token.
+pub const SCOPED_METHODS: [&str; 6] =
+    ["Get", "Insert", "Delete", "List", "WatchKey", "WatchPrefix"];
+
+/// The keys a call's token may touch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// The whole keyspace: an unscoped token, or no tokens at all.
+    All,
+    /// Keys starting with one of these prefixes.
+    Prefixes(Arc<[String]>),
+}
+
+impl Scope {
+    /// The scope a request's token was given, from its extensions (the auth layer puts it
+    /// there); the whole keyspace when none is (auth is off).
+    pub fn of(extensions: &tonic::Extensions) -> Scope {
+        extensions.get::<Scope>().cloned().unwrap_or(Scope::All)
+    }
+
+    /// `Ok` if `key` is in scope.
+    pub fn key(&self, key: &str) -> Result<(), Error> {
+        match self {
+            Scope::All => Ok(()),
+            Scope::Prefixes(prefixes) if prefixes.iter().any(|p| key.starts_with(p.as_str())) => {
+                Ok(())
+            }
+            Scope::Prefixes(_) => Err(Error::OutOfScope("the key is outside this token's scope")),
+        }
+    }
+
+    /// `Ok` if every key under `prefix` is in scope: `prefix` lies inside one of the scope's.
+    pub fn prefix(&self, prefix: &str) -> Result<(), Error> {
+        self.key(prefix)
+            .map_err(|_| Error::OutOfScope("the prefix reaches outside this token's scope"))
+    }
+}
+
+/// The accepted tokens, as SHA-256 digests with their roles and scopes. Its `Debug` shows
+/// only counts.
 pub struct Tokens {
     entries: Vec<TokenEntry>,
 }
@@ -37,6 +84,14 @@ pub struct Tokens {
 struct TokenEntry {
     digest: [u8; 32],
     role: Role,
+    scope: Scope,
+}
+
+/// What a token that passed [`Tokens::check`] may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub role: Role,
+    pub scope: Scope,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -49,11 +104,6 @@ impl std::fmt::Debug for Tokens {
     }
 }
 
-// Roles as bytes, so that a lookup can select one without branching on a comparison.
-const NO_ROLE: u8 = 0;
-const READ: u8 = 1;
-const WRITE: u8 = 2;
-
 impl Tokens {
     /// Reads a tokens file; the error names the file and line, never the token.
     pub fn load(path: &Path) -> Result<Tokens, Error> {
@@ -64,8 +114,10 @@ impl Tokens {
             .map_err(|why| Error::Config(format!("tokens file {}: {why}", path.display())))
     }
 
-    /// Parses lines of `read TOKEN` or `write TOKEN`. Blank lines and lines starting with `#`
-    /// are skipped. A token is visible ASCII without spaces (what an HTTP header carries).
+    /// Parses lines of `ROLE TOKEN [PREFIX...]`, ROLE `read` or `write`; with prefixes, the
+    /// token may touch only keys under them. Blank lines and lines starting with `#` are
+    /// skipped. A token is visible ASCII without spaces (what an HTTP header carries); so is a
+    /// prefix, which cannot hold a space.
     pub fn parse(text: &str) -> Result<Tokens, String> {
         let mut entries: Vec<TokenEntry> = Vec::new();
         let mut lines_of = Vec::new();
@@ -76,9 +128,10 @@ impl Tokens {
                 continue;
             }
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let [role, token] = fields[..] else {
+            let [role, token, ref prefixes @ ..] = fields[..] else {
                 return Err(format!(
-                    "line {number}: expected `read TOKEN` or `write TOKEN`, found {} word(s)",
+                    "line {number}: expected `read TOKEN` or `write TOKEN` (then any key \
+                     prefixes it is limited to), found {} word(s)",
                     fields.len()
                 ));
             };
@@ -106,7 +159,16 @@ impl Tokens {
                     lines_of[i]
                 ));
             }
-            entries.push(TokenEntry { digest, role });
+            let scope = if prefixes.is_empty() {
+                Scope::All
+            } else {
+                Scope::Prefixes(prefixes.iter().map(|p| p.to_string()).collect())
+            };
+            entries.push(TokenEntry {
+                digest,
+                role,
+                scope,
+            });
             lines_of.push(number);
         }
         if entries.is_empty() {
@@ -115,41 +177,48 @@ impl Tokens {
         Ok(Tokens { entries })
     }
 
-    /// The role of `token`, if it is one of ours. Every entry is compared, in constant time,
+    /// The entry of `token`, if it is one of ours. Every entry is compared, in constant time,
     /// as a digest: how long it takes says nothing about how close the token came, nor about
     /// the length of any real token.
-    pub fn role_of(&self, token: &[u8]) -> Option<Role> {
+    fn entry_of(&self, token: &[u8]) -> Option<&TokenEntry> {
         let presented = digest(token);
-        let mut found = NO_ROLE;
-        for entry in &self.entries {
-            let code = match entry.role {
-                Role::Read => READ,
-                Role::Write => WRITE,
-            };
-            found.conditional_assign(&code, entry.digest.ct_eq(&presented));
+        // Indexes as u32, so that the match is selected without branching on a comparison.
+        let mut found = u32::MAX;
+        for (index, entry) in self.entries.iter().enumerate() {
+            found.conditional_assign(&(index as u32), entry.digest.ct_eq(&presented));
         }
-        match found {
-            READ => Some(Role::Read),
-            WRITE => Some(Role::Write),
-            _ => None,
-        }
+        self.entries.get(found as usize)
     }
 
-    /// Whether the call may go ahead: `Ok`, or the error to answer with.
-    pub fn check(&self, method: &str, authorization: Option<&[u8]>) -> Result<(), Error> {
+    /// The role of `token`, if it is one of ours.
+    pub fn role_of(&self, token: &[u8]) -> Option<Role> {
+        self.entry_of(token).map(|entry| entry.role)
+    }
+
+    /// Whether the call may go ahead: what its token may do, or the error to answer with.
+    pub fn check(&self, method: &str, authorization: Option<&[u8]>) -> Result<Grant, Error> {
         let token = authorization
             .and_then(bearer_token)
             .ok_or(Error::Unauthenticated(
                 "missing bearer token: send the header `authorization: Bearer TOKEN`",
             ))?;
-        match self.role_of(token) {
-            None => Err(Error::Unauthenticated("unknown token")),
-            Some(Role::Write) => Ok(()),
-            Some(Role::Read) if READ_METHODS.contains(&method) => Ok(()),
-            Some(Role::Read) => Err(Error::PermissionDenied {
+        let entry = self
+            .entry_of(token)
+            .ok_or(Error::Unauthenticated("unknown token"))?;
+        if entry.role == Role::Read && !READ_METHODS.contains(&method) {
+            return Err(Error::PermissionDenied {
                 method: method.to_owned(),
-            }),
+            });
         }
+        if entry.scope != Scope::All && !SCOPED_METHODS.contains(&method) {
+            return Err(Error::OutOfScope(
+                "a token limited to key prefixes may not make this call",
+            ));
+        }
+        Ok(Grant {
+            role: entry.role,
+            scope: entry.scope.clone(),
+        })
     }
 }
 
@@ -201,11 +270,8 @@ read  r-abcdef   \n";
             ),
             (
                 "\n\nwrite\n",
-                "line 3: expected `read TOKEN` or `write TOKEN`, found 1 word(s)",
-            ),
-            (
-                "write s3cret extra\n",
-                "line 1: expected `read TOKEN` or `write TOKEN`, found 3 word(s)",
+                "line 3: expected `read TOKEN` or `write TOKEN` (then any key prefixes it is \
+                 limited to), found 1 word(s)",
             ),
             (
                 "write s3cret\nread s3cret\n",
@@ -227,8 +293,17 @@ read  r-abcdef   \n";
     fn read_tokens_may_only_read_and_unknown_methods_need_write() {
         let tokens = Tokens::parse("read r\nwrite w\n").unwrap();
         let bearer = |t: &str| format!("Bearer {t}").into_bytes();
+        let granted = |role| {
+            Ok(Grant {
+                role,
+                scope: Scope::All,
+            })
+        };
         for method in READ_METHODS {
-            assert_eq!(tokens.check(method, Some(&bearer("r"))), Ok(()));
+            assert_eq!(
+                tokens.check(method, Some(&bearer("r"))),
+                granted(Role::Read)
+            );
         }
         for method in ["Insert", "Delete", "SomethingNew"] {
             assert_eq!(
@@ -237,7 +312,10 @@ read  r-abcdef   \n";
                     method: method.into()
                 })
             );
-            assert_eq!(tokens.check(method, Some(&bearer("w"))), Ok(()));
+            assert_eq!(
+                tokens.check(method, Some(&bearer("w"))),
+                granted(Role::Write)
+            );
         }
         assert!(matches!(
             tokens.check("Get", None),
@@ -251,6 +329,59 @@ read  r-abcdef   \n";
             tokens.check("Get", Some(&bearer("x"))),
             Err(Error::Unauthenticated("unknown token"))
         );
-        assert_eq!(tokens.check("Get", Some(b"bearer   r ")), Ok(()));
+        assert_eq!(
+            tokens.check("Get", Some(b"bearer   r ")),
+            granted(Role::Read)
+        );
+    }
+
+    #[test]
+    fn a_scoped_token_gets_its_prefixes_and_only_calls_that_name_keys() {
+        let tokens = Tokens::parse("write w app1/ shared/\nread r app1/\nwrite all\n").unwrap();
+        let bearer = |t: &str| format!("Bearer {t}").into_bytes();
+        let scope = tokens.check("Insert", Some(&bearer("w"))).unwrap().scope;
+        assert_eq!(
+            scope,
+            Scope::Prefixes(vec!["app1/".to_owned(), "shared/".to_owned()].into())
+        );
+        for method in SCOPED_METHODS {
+            assert!(tokens.check(method, Some(&bearer("w"))).is_ok(), "{method}");
+        }
+        for method in ["Status", "SomethingNew"] {
+            assert!(matches!(
+                tokens.check(method, Some(&bearer("w"))),
+                Err(Error::OutOfScope(_))
+            ));
+        }
+        assert_eq!(
+            tokens.check("Status", Some(&bearer("all"))).unwrap().scope,
+            Scope::All
+        );
+        // Roles still hold within a scope.
+        assert!(matches!(
+            tokens.check("Insert", Some(&bearer("r"))),
+            Err(Error::PermissionDenied { .. })
+        ));
+    }
+
+    #[test]
+    fn a_scope_holds_keys_and_prefixes_inside_its_prefixes_only() {
+        let scope = Scope::Prefixes(vec!["app1/".to_owned(), "a/b/".to_owned()].into());
+        for key in ["app1/x", "app1/", "a/b/c"] {
+            assert_eq!(scope.key(key), Ok(()), "{key}");
+            assert_eq!(scope.prefix(key), Ok(()), "{key}");
+        }
+        // app1/ does not grant app10/, nor the prefix app1 (which reaches app10/).
+        for outside in ["app10/x", "app1", "", "a/c", "a/"] {
+            assert!(
+                matches!(scope.key(outside), Err(Error::OutOfScope(_))),
+                "{outside}"
+            );
+            assert!(
+                matches!(scope.prefix(outside), Err(Error::OutOfScope(_))),
+                "{outside}"
+            );
+        }
+        assert_eq!(Scope::All.prefix(""), Ok(()));
     }
 }

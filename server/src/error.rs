@@ -120,6 +120,11 @@ pub enum Error {
     #[error("a read-only token may not call {method}")]
     PermissionDenied { method: String },
 
+    /// The call's token is scoped to key prefixes, and the call reaches outside them (or is a
+    /// call a scoped token may not make). The message names neither key nor scope.
+    #[error("{0}")]
+    OutOfScope(&'static str),
+
     /// Opening one more watch would pass a limit; nothing was opened.
     #[error("too many open watches {scope}: the limit is {limit}; close one first")]
     TooManyWatchers { scope: &'static str, limit: usize },
@@ -236,7 +241,9 @@ impl From<Error> for Status {
             Error::Corrupt { .. } => Status::data_loss(message),
             Error::Internal(_) | Error::Config(_) => Status::internal(message),
             Error::Unauthenticated(_) => Status::unauthenticated(message),
-            Error::PermissionDenied { .. } => Status::permission_denied(message),
+            Error::PermissionDenied { .. } | Error::OutOfScope(_) => {
+                Status::permission_denied(message)
+            }
             Error::TooManyWatchers { .. } => Status::resource_exhausted(message),
             Error::DeadlineExceeded(_) => Status::deadline_exceeded(message),
         }

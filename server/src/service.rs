@@ -12,6 +12,7 @@ use jsonkv::pb::{self, json_kv_server::JsonKv};
 use tonic::metadata::AsciiMetadataValue;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Scope;
 use crate::config::{BackendConfig, Config};
 use crate::database::Precondition;
 use crate::error::Error;
@@ -249,17 +250,24 @@ impl JsonKvService {
 
 #[tonic::async_trait]
 impl JsonKv for JsonKvService {
+    // Each method checks its token's scope (auth::Scope) first, before anything is read or
+    // written, so that an out-of-scope call learns nothing, not even whether a key exists.
+
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        Ok(Response::new(
-            JsonKvService::get(self, req.into_inner()).await?,
-        ))
+        let scope = Scope::of(req.extensions());
+        let req = req.into_inner();
+        scope.key(&req.key)?;
+        Ok(Response::new(JsonKvService::get(self, req).await?))
     }
 
     async fn insert(
         &self,
         req: Request<pb::InsertRequest>,
     ) -> Result<Response<pb::InsertResponse>, Status> {
-        let response = JsonKvService::insert(self, req.into_inner()).await?;
+        let scope = Scope::of(req.extensions());
+        let req = req.into_inner();
+        scope.key(&req.key)?;
+        let response = JsonKvService::insert(self, req).await?;
         Ok(self.naming_the_store(response))
     }
 
@@ -267,7 +275,10 @@ impl JsonKv for JsonKvService {
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let response = JsonKvService::delete(self, req.into_inner()).await?;
+        let scope = Scope::of(req.extensions());
+        let req = req.into_inner();
+        scope.key(&req.key)?;
+        let response = JsonKvService::delete(self, req).await?;
         Ok(self.naming_the_store(response))
     }
 
@@ -275,9 +286,10 @@ impl JsonKv for JsonKvService {
         &self,
         req: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
-        Ok(Response::new(
-            JsonKvService::list(self, req.into_inner()).await?,
-        ))
+        let scope = Scope::of(req.extensions());
+        let req = req.into_inner();
+        scope.prefix(&req.prefix)?;
+        Ok(Response::new(JsonKvService::list(self, req).await?))
     }
 
     async fn status(
@@ -295,7 +307,9 @@ impl JsonKv for JsonKvService {
         req: Request<pb::WatchKeyRequest>,
     ) -> Result<Response<WatchStream>, Status> {
         let peer = req.remote_addr();
+        let scope = Scope::of(req.extensions());
         let req = req.into_inner();
+        scope.key(&req.key)?;
         let target = WatchTarget::Key(req.key);
         Ok(self
             .watch(
@@ -316,7 +330,9 @@ impl JsonKv for JsonKvService {
         req: Request<pb::WatchPrefixRequest>,
     ) -> Result<Response<WatchStream>, Status> {
         let peer = req.remote_addr();
+        let scope = Scope::of(req.extensions());
         let req = req.into_inner();
+        scope.prefix(&req.prefix)?;
         let target = WatchTarget::Prefix(req.prefix);
         Ok(self
             .watch(

@@ -58,7 +58,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let Some(tokens) = &self.tokens else {
             return Either::Right(self.inner.call(request));
         };
@@ -71,7 +71,11 @@ where
             .get(http::header::AUTHORIZATION)
             .map(|v| v.as_bytes());
         match tokens.check(method, authorization) {
-            Ok(()) => Either::Right(self.inner.call(request)),
+            Ok(grant) => {
+                // The service checks each key against it (see auth::Scope).
+                request.extensions_mut().insert(grant.scope);
+                Either::Right(self.inner.call(request))
+            }
             Err(err) => {
                 tracing::warn!(
                     method,

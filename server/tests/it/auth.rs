@@ -14,6 +14,9 @@
 //! - Without a tokens file no token is needed: `without_a_tokens_file_no_token_is_needed`.
 //! - A malformed tokens file stops start-up naming its line:
 //!   `a_malformed_tokens_file_stops_start_up_naming_the_line`.
+//! - A token scoped to key prefixes touches keys under them only; out of scope is
+//!   PERMISSION_DENIED whether the key exists or not, changes nothing, and `app1/` does not
+//!   grant `app10/`: `a_scoped_token_reaches_only_its_prefixes`.
 
 use std::path::PathBuf;
 
@@ -309,4 +312,107 @@ async fn a_malformed_tokens_file_stops_start_up_naming_the_line() {
     .expect("a missing tokens file must stop start-up")
     .to_string();
     assert!(err.contains("cannot read tokens file"), "{err}");
+}
+
+#[tokio::test]
+async fn a_scoped_token_reaches_only_its_prefixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = RunningServer::start(Config {
+        auth_tokens: Some(tokens_file(
+            &dir,
+            "write admin-6b1f0c\nwrite app1-w-93ad17 app1/ shared/\nread app1-r-2c8e44 app1/\n",
+        )),
+        ..config()
+    })
+    .await
+    .unwrap();
+    let mut admin = client_with(&server, Some("Bearer admin-6b1f0c")).await;
+    for key in ["app1/a", "app10/secret", "shared/x", "other"] {
+        admin.insert(insert(key)).await.unwrap();
+    }
+    let before = server.store().revision();
+    let mut scoped = client_with(&server, Some("Bearer app1-w-93ad17")).await;
+    let mut reader = client_with(&server, Some("Bearer app1-r-2c8e44")).await;
+    let denied = |result: Result<(), Status>| {
+        let status = result.expect_err("out of scope");
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        // Names no key and no scope.
+        assert!(!status.message().contains("app"), "{status:?}");
+    };
+
+    // In scope: every method works.
+    scoped.insert(insert("app1/b")).await.unwrap();
+    scoped.insert(insert("shared/y")).await.unwrap();
+    scoped.get(get("app1/a")).await.unwrap();
+    reader.get(get("app1/b")).await.unwrap();
+    scoped.delete(delete("app1/b")).await.unwrap();
+    let listed = scoped
+        .list(pb::ListRequest {
+            prefix: "app1/".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.kvs.len(), 1);
+    let mut watch = reader
+        .watch_prefix(pb::WatchPrefixRequest {
+            prefix: "app1/".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    within("the scoped watch's snapshot", watch.message())
+        .await
+        .unwrap();
+
+    // Out of scope, existing or not, app10/ included: refused, before any read or write.
+    for key in ["app10/secret", "app10/absent", "other", "absent"] {
+        denied(scoped.get(get(key)).await.map(drop));
+        denied(scoped.insert(insert(key)).await.map(drop));
+        denied(scoped.delete(delete(key)).await.map(drop));
+        denied(
+            scoped
+                .watch_key(pb::WatchKeyRequest {
+                    key: key.into(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+        );
+    }
+    // A prefix must lie inside the scope: the whole keyspace, or app1 (which covers app10/),
+    // is refused.
+    for prefix in ["", "app1", "app"] {
+        denied(
+            scoped
+                .list(pb::ListRequest {
+                    prefix: prefix.into(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+        );
+        denied(
+            reader
+                .watch_prefix(pb::WatchPrefixRequest {
+                    prefix: prefix.into(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+        );
+    }
+    // Status counts the whole store: an unscoped token's call.
+    denied(scoped.status(pb::StatusRequest {}).await.map(drop));
+    admin.status(pb::StatusRequest {}).await.unwrap();
+    // The roles still hold inside a scope.
+    let status = reader.insert(insert("app1/c")).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+
+    // The out-of-scope calls changed nothing: only the three in-scope writes happened.
+    assert_eq!(server.store().revision(), before + 3);
+    assert_eq!(server.store().get("app10/secret").0.unwrap().version, 1);
+    server.shutdown().await;
 }
