@@ -92,6 +92,18 @@ struct TokenEntry {
 pub struct Grant {
     pub role: Role,
     pub scope: Scope,
+    /// Which token it was, to check it again after a reload ([`Tokens::recheck`]).
+    pub token: TokenDigest,
+}
+
+/// A token's SHA-256 digest. Its `Debug` shows nothing of it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TokenDigest([u8; 32]);
+
+impl std::fmt::Debug for TokenDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenDigest(..)")
+    }
 }
 
 impl std::fmt::Debug for Tokens {
@@ -181,11 +193,14 @@ impl Tokens {
     /// as a digest: how long it takes says nothing about how close the token came, nor about
     /// the length of any real token.
     fn entry_of(&self, token: &[u8]) -> Option<&TokenEntry> {
-        let presented = digest(token);
+        self.entry_by_digest(&digest(token))
+    }
+
+    fn entry_by_digest(&self, presented: &[u8; 32]) -> Option<&TokenEntry> {
         // Indexes as u32, so that the match is selected without branching on a comparison.
         let mut found = u32::MAX;
         for (index, entry) in self.entries.iter().enumerate() {
-            found.conditional_assign(&(index as u32), entry.digest.ct_eq(&presented));
+            found.conditional_assign(&(index as u32), entry.digest.ct_eq(presented));
         }
         self.entries.get(found as usize)
     }
@@ -205,6 +220,19 @@ impl Tokens {
         let entry = self
             .entry_of(token)
             .ok_or(Error::Unauthenticated("unknown token"))?;
+        Tokens::grant(entry, method)
+    }
+
+    /// [`Tokens::check`] for a token checked before (a watch's, after the file was reloaded):
+    /// what it may do now, or the error that ends the call.
+    pub fn recheck(&self, token: TokenDigest, method: &str) -> Result<Grant, Error> {
+        let entry = self
+            .entry_by_digest(&token.0)
+            .ok_or(Error::Unauthenticated("the token was removed"))?;
+        Tokens::grant(entry, method)
+    }
+
+    fn grant(entry: &TokenEntry, method: &str) -> Result<Grant, Error> {
         if entry.role == Role::Read && !READ_METHODS.contains(&method) {
             return Err(Error::PermissionDenied {
                 method: method.to_owned(),
@@ -218,6 +246,7 @@ impl Tokens {
         Ok(Grant {
             role: entry.role,
             scope: entry.scope.clone(),
+            token: TokenDigest(entry.digest),
         })
     }
 }
@@ -293,16 +322,17 @@ read  r-abcdef   \n";
     fn read_tokens_may_only_read_and_unknown_methods_need_write() {
         let tokens = Tokens::parse("read r\nwrite w\n").unwrap();
         let bearer = |t: &str| format!("Bearer {t}").into_bytes();
-        let granted = |role| {
+        let granted = |role, token: &str| {
             Ok(Grant {
                 role,
                 scope: Scope::All,
+                token: TokenDigest(digest(token.as_bytes())),
             })
         };
         for method in READ_METHODS {
             assert_eq!(
                 tokens.check(method, Some(&bearer("r"))),
-                granted(Role::Read)
+                granted(Role::Read, "r")
             );
         }
         for method in ["Insert", "Delete", "SomethingNew"] {
@@ -314,7 +344,7 @@ read  r-abcdef   \n";
             );
             assert_eq!(
                 tokens.check(method, Some(&bearer("w"))),
-                granted(Role::Write)
+                granted(Role::Write, "w")
             );
         }
         assert!(matches!(
@@ -331,7 +361,7 @@ read  r-abcdef   \n";
         );
         assert_eq!(
             tokens.check("Get", Some(b"bearer   r ")),
-            granted(Role::Read)
+            granted(Role::Read, "r")
         );
     }
 

@@ -26,7 +26,8 @@
 //!   get progress notices. [`watcher_limits`]: open watches counted and capped.
 //! - [`watch_stream`]: a `Subscription` as a gRPC response stream.
 //! - [`service`]: the `jsonkv.v1.JsonKv` implementation.
-//! - [`method`]: the gRPC methods the server knows. [`auth`]: tokens and roles. [`tls`]: the
+//! - [`method`]: the gRPC methods the server knows. [`auth`]: tokens, roles and scopes;
+//!   [`credentials`]: the tokens in force, reloadable, and what a call was granted. [`tls`]: the
 //!   TLS files. [`layers`]: the tower layers around every call (metrics, timeout, auth) and
 //!   around health (its watches counted).
 //! - [`net`]: connections accepted under a cap, their handshake deadline, TLS, the
@@ -42,6 +43,7 @@
 pub mod auth;
 pub mod backend;
 pub mod config;
+pub mod credentials;
 pub mod database;
 pub mod doc;
 pub mod error;
@@ -69,5 +71,5 @@ pub mod wire;
 
 pub use config::Config;
 pub use error::Error;
-pub use server::{run, serve, Listeners, RunningServer, Security};
+pub use server::{run, serve, Listeners, Reloader, RunningServer, Security};
 pub use store::Store;

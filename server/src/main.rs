@@ -10,7 +10,7 @@ use clap::{Parser, ValueEnum};
 use jsonkv_server::config::{
     BackendConfig, DiskConfig, EtcdConfig, EtcdTls, EtcdUser, SyncMode, TlsFiles,
 };
-use jsonkv_server::{serve, Config, Listeners, Security, Store};
+use jsonkv_server::{serve, Config, Listeners, Reloader, Security, Store};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -321,11 +321,10 @@ fn main() {
 /// Everything after the flags: files, listeners, the store, then serving until a shutdown
 /// signal.
 async fn run(config: Config) {
-    // Before anything else: SIGHUP's default action ends the process, and operators send it
-    // expecting a reload.
-    hangups();
     // Files first: a bad certificate or tokens file should stop start-up before anything else.
     let security = Security::load(&config).unwrap_or_else(|err| fail(err));
+    // SIGHUP's default action ends the process; operators send it to reload.
+    hangups(security.reloader());
     let listener = match TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
         Err(err) => fail(format!("cannot listen on {}: {err}", config.listen)),
@@ -365,15 +364,17 @@ fn fail(err: impl std::fmt::Display) -> ! {
     std::process::exit(1);
 }
 
-/// Takes SIGHUP over from its default (ending the process). Nothing is reloaded yet: the
-/// signal is logged and the server serves on.
-fn hangups() {
+/// Takes SIGHUP over from its default (ending the process): each one reloads the tokens file
+/// (a file that fails to load is logged and the old one kept), and the server serves on.
+fn hangups(reloader: Reloader) {
     #[cfg(unix)]
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(mut hangup) => {
             tokio::spawn(async move {
                 while hangup.recv().await.is_some() {
-                    tracing::info!("received SIGHUP; this version has nothing to reload");
+                    tracing::info!("received SIGHUP; reloading");
+                    // Reported by reload() itself.
+                    let _ = reloader.reload();
                 }
             });
         }

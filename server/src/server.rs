@@ -26,8 +26,8 @@ use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tower::Layer;
 
-use crate::auth::Tokens;
 use crate::config::Config;
+use crate::credentials::TokenStore;
 use crate::error::Error;
 use crate::layers::auth::AuthLayer;
 use crate::layers::health_watch::HealthWatchLayer;
@@ -49,7 +49,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// it.
 pub struct Security {
     tls: Option<TlsAcceptor>,
-    tokens: Option<Arc<Tokens>>,
+    tokens: Option<Arc<TokenStore>>,
     /// Tokens are checked but TLS is off: they cross the network readable.
     tokens_without_tls: bool,
 }
@@ -58,7 +58,7 @@ impl Security {
     pub fn load(config: &Config) -> Result<Security, Error> {
         let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
         let tokens = match &config.auth_tokens {
-            Some(path) => Some(Arc::new(Tokens::load(path)?)),
+            Some(path) => Some(TokenStore::load(path)?),
             None => None,
         };
         Ok(Security {
@@ -66,6 +66,43 @@ impl Security {
             tls,
             tokens,
         })
+    }
+}
+
+impl Security {
+    /// What re-reads these files on request (SIGHUP): the tokens file, if tokens are on.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            tokens: self.tokens.clone(),
+        }
+    }
+}
+
+/// Re-reads the server's files in place: the tokens file. Calls from then on use the new
+/// tokens, and open watches whose token was removed or may no longer see them end. A file that
+/// fails to load is reported and the old one kept. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    tokens: Option<Arc<TokenStore>>,
+}
+
+impl Reloader {
+    /// Reloads, logging what it did; the error of a file that failed to load.
+    pub fn reload(&self) -> Result<(), Error> {
+        let Some(tokens) = &self.tokens else {
+            tracing::info!("reload: no tokens file to read (nothing else is reloaded yet)");
+            return Ok(());
+        };
+        match tokens.reload() {
+            Ok(()) => {
+                tracing::info!("reload: tokens file read again; the new tokens are in force");
+                Ok(())
+            }
+            Err(err) => {
+                tracing::error!(%err, "reload: kept the tokens in force");
+                Err(err)
+            }
+        }
     }
 }
 
@@ -256,6 +293,7 @@ pub async fn serve(
 /// A server running in a background task, stopped by [`RunningServer::shutdown`] or by drop.
 pub struct RunningServer {
     addr: SocketAddr,
+    reloader: Reloader,
     metrics_addr: Option<SocketAddr>,
     tls: bool,
     store: Store,
@@ -275,6 +313,7 @@ impl RunningServer {
     /// outlive this server. A bad TLS or tokens file fails here.
     pub async fn start_with_store(config: Config, store: Store) -> std::io::Result<RunningServer> {
         let security = Security::load(&config).map_err(std::io::Error::other)?;
+        let reloader = security.reloader();
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         let listeners = Listeners::with_metrics(&config, listener).await?;
@@ -290,6 +329,7 @@ impl RunningServer {
         }));
         Ok(RunningServer {
             addr,
+            reloader,
             metrics_addr,
             tls,
             store,
@@ -306,6 +346,11 @@ impl RunningServer {
     pub fn url(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
         format!("{scheme}://{}", self.addr)
+    }
+
+    /// Re-reads the server's files, as SIGHUP does for the binary ([`Reloader`]).
+    pub fn reload(&self) -> Result<(), Error> {
+        self.reloader.reload()
     }
 
     /// Where `/metrics` is served, if `config.metrics_listen` was set.

@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::Scope;
 use crate::config::{BackendConfig, Config};
+use crate::credentials::Credential;
 use crate::database::Precondition;
 use crate::error::Error;
 use crate::hub::WatchTarget;
@@ -28,6 +29,22 @@ use crate::wire::{self, Limits};
 /// The response header that carries [`Store::id`] on every watch stream, insert and delete; a
 /// client resuming the watch, or reading at a write's revision, sends it back as `store_id`.
 pub const STORE_ID_HEADER: &str = "jsonkv-store-id";
+
+/// Who opens a watch: its connection (for the per-connection limit), and what its token was
+/// granted (`None` with tokens off), which the stream checks again after each reload.
+struct Caller {
+    peer: Option<SocketAddr>,
+    credential: Option<Credential>,
+}
+
+impl Caller {
+    fn of<T>(request: &Request<T>) -> Caller {
+        Caller {
+            peer: request.remote_addr(),
+            credential: request.extensions().get::<Credential>().cloned(),
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct JsonKvService {
@@ -204,10 +221,10 @@ impl JsonKvService {
         })
     }
 
-    /// Opens a watch for the client at `peer`, if the watcher limits allow one more.
+    /// Opens a watch for `caller`, if the watcher limits allow one more.
     async fn watch(
         &self,
-        peer: Option<SocketAddr>,
+        caller: Caller,
         target: WatchTarget,
         start_revision: i64,
         min_revision: i64,
@@ -225,7 +242,7 @@ impl JsonKvService {
         // Before waiting for `min_revision`: on a store that lost changes it would never come.
         self.store.check_resume(store_id.as_ref(), start)?;
         self.store.check_floor(store_id.as_ref(), min_revision)?;
-        let permit = self.watchers.acquire(peer)?;
+        let permit = self.watchers.acquire(caller.peer)?;
         self.store.wait_for(min_revision).await?;
         let sub = self.store.watch(target, start)?;
         Ok(self.naming_the_store(watch_stream(
@@ -235,6 +252,7 @@ impl JsonKvService {
             &self.progress,
             self.shutdown.clone(),
             self.counters.clone(),
+            caller.credential,
         )))
     }
 
@@ -306,14 +324,14 @@ impl JsonKv for JsonKvService {
         &self,
         req: Request<pb::WatchKeyRequest>,
     ) -> Result<Response<WatchStream>, Status> {
-        let peer = req.remote_addr();
+        let caller = Caller::of(&req);
         let scope = Scope::of(req.extensions());
         let req = req.into_inner();
         scope.key(&req.key)?;
         let target = WatchTarget::Key(req.key);
         Ok(self
             .watch(
-                peer,
+                caller,
                 target,
                 req.start_revision,
                 req.min_revision,
@@ -329,14 +347,14 @@ impl JsonKv for JsonKvService {
         &self,
         req: Request<pb::WatchPrefixRequest>,
     ) -> Result<Response<WatchStream>, Status> {
-        let peer = req.remote_addr();
+        let caller = Caller::of(&req);
         let scope = Scope::of(req.extensions());
         let req = req.into_inner();
         scope.prefix(&req.prefix)?;
         let target = WatchTarget::Prefix(req.prefix);
         Ok(self
             .watch(
-                peer,
+                caller,
                 target,
                 req.start_revision,
                 req.min_revision,

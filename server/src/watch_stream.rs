@@ -12,7 +12,9 @@ use jsonkv::pb::{self, watch_response::Response as Msg, ValueEncoding};
 use prost::Message as _;
 use tonic::Status;
 
+use crate::credentials::Credential;
 use crate::error::Error;
+use crate::hub::WatchTarget;
 use crate::metrics::WatchCounters;
 use crate::progress_clock::ProgressClock;
 use crate::revision::Revision;
@@ -30,8 +32,10 @@ pub fn watch_stream(
     clock: &ProgressClock,
     mut shutdown: Shutdown,
     counters: WatchCounters,
+    mut credential: Option<Credential>,
 ) -> WatchStream {
     let mut clock = clock.for_stream();
+    let target = sub.target().clone();
     Box::pin(async_stream::stream! {
         // Held for as long as the stream lives, however it ends.
         let _permit = permit;
@@ -79,6 +83,11 @@ pub fn watch_stream(
                     yield Err(Error::ShuttingDown.into());
                     break;
                 }
+                revoked = revoked(&mut credential, &target) => {
+                    tracing::info!(?target, %revoked, "watch ended by a reload of the tokens");
+                    yield Err(revoked.into());
+                    break;
+                }
                 next = sub.next_events() => match next {
                     Ok(events) => {
                         counters.delivered(events.len());
@@ -103,6 +112,28 @@ pub fn watch_stream(
             }
         }
     })
+}
+
+/// Completes, with the error to end the watch with, once a reload of the tokens leaves the
+/// watch's token unable to see `target` (removed, down to a role or scope that does not cover
+/// it); never with tokens off.
+async fn revoked(credential: &mut Option<Credential>, target: &WatchTarget) -> Error {
+    let Some(credential) = credential else {
+        return std::future::pending().await;
+    };
+    loop {
+        let scope = match credential.reloaded().await {
+            Ok(scope) => scope,
+            Err(err) => return err,
+        };
+        let covered = match target {
+            WatchTarget::Key(key) => scope.key(key),
+            WatchTarget::Prefix(prefix) => scope.prefix(prefix),
+        };
+        if let Err(err) = covered {
+            return err;
+        }
+    }
 }
 
 /// One message per event, of whole revisions: each but the last event of a revision says that

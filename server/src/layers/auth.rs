@@ -1,4 +1,4 @@
-//! [`AuthLayer`]: checks every JsonKv call's bearer token against the [`Tokens`], and answers
+//! [`AuthLayer`]: checks every JsonKv call's bearer token against the tokens in force ([`TokenStore`]), and answers
 //! refused calls itself. Health and reflection stay open.
 
 use std::convert::Infallible;
@@ -13,17 +13,17 @@ use tonic::transport::server::TcpConnectInfo;
 use tonic::Status;
 use tower::{Layer, Service};
 
-use crate::auth::Tokens;
+use crate::credentials::TokenStore;
 
 /// Wraps the gRPC services so that JsonKv calls are checked against `tokens`; with `None`,
 /// every call goes through.
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
-    tokens: Option<Arc<Tokens>>,
+    tokens: Option<Arc<TokenStore>>,
 }
 
 impl AuthLayer {
-    pub fn new(tokens: Option<Arc<Tokens>>) -> Self {
+    pub fn new(tokens: Option<Arc<TokenStore>>) -> Self {
         AuthLayer { tokens }
     }
 }
@@ -43,7 +43,7 @@ impl<S> Layer<S> for AuthLayer {
 #[derive(Debug, Clone)]
 pub struct Authenticate<S> {
     inner: S,
-    tokens: Option<Arc<Tokens>>,
+    tokens: Option<Arc<TokenStore>>,
 }
 
 impl<S, B> Service<http::Request<B>> for Authenticate<S>
@@ -71,9 +71,11 @@ where
             .get(http::header::AUTHORIZATION)
             .map(|v| v.as_bytes());
         match tokens.check(method, authorization) {
-            Ok(grant) => {
-                // The service checks each key against it (see auth::Scope).
-                request.extensions_mut().insert(grant.scope);
+            Ok(credential) => {
+                // The service checks each key against the scope (see auth::Scope), and a watch
+                // checks the credential again after each reload.
+                request.extensions_mut().insert(credential.scope().clone());
+                request.extensions_mut().insert(credential);
                 Either::Right(self.inner.call(request))
             }
             Err(err) => {

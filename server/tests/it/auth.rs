@@ -17,6 +17,10 @@
 //! - A token scoped to key prefixes touches keys under them only; out of scope is
 //!   PERMISSION_DENIED whether the key exists or not, changes nothing, and `app1/` does not
 //!   grant `app10/`: `a_scoped_token_reaches_only_its_prefixes`.
+//! - A reload puts a changed tokens file in force: a removed token's calls and open watches end
+//!   UNAUTHENTICATED, a narrowed token's watches outside its new scope end PERMISSION_DENIED,
+//!   the rest go on, and a broken file keeps the old tokens:
+//!   `a_reload_ends_what_a_token_may_no_longer_do`.
 
 use std::path::PathBuf;
 
@@ -414,5 +418,81 @@ async fn a_scoped_token_reaches_only_its_prefixes() {
     // The out-of-scope calls changed nothing: only the three in-scope writes happened.
     assert_eq!(server.store().revision(), before + 3);
     assert_eq!(server.store().get("app10/secret").0.unwrap().version, 1);
+    server.shutdown().await;
+}
+
+/// Reads `watch` until it ends; its status.
+async fn ended(watch: &mut tonic::Streaming<pb::WatchResponse>) -> Status {
+    within("the watch to end", async {
+        loop {
+            match watch.message().await {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the watch ended without a status"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_reload_ends_what_a_token_may_no_longer_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tokens_file(
+        &dir,
+        "write admin-6b1f0c\nread gone-1d2e3f\nread app-5a6b7c app1/\n",
+    );
+    let server = RunningServer::start(Config {
+        auth_tokens: Some(path.clone()),
+        ..config()
+    })
+    .await
+    .unwrap();
+    let mut admin = client_with(&server, Some("Bearer admin-6b1f0c")).await;
+    let mut gone = client_with(&server, Some("Bearer gone-1d2e3f")).await;
+    let mut app = client_with(&server, Some("Bearer app-5a6b7c")).await;
+    let open = |prefix: &str| pb::WatchPrefixRequest {
+        prefix: prefix.into(),
+        ..Default::default()
+    };
+    let mut everything = gone.watch_prefix(open("")).await.unwrap().into_inner();
+    let mut app1 = app.watch_prefix(open("app1/")).await.unwrap().into_inner();
+    let mut app1_sub = app
+        .watch_prefix(open("app1/sub/"))
+        .await
+        .unwrap()
+        .into_inner();
+    for watch in [&mut everything, &mut app1, &mut app1_sub] {
+        within("a snapshot", watch.message()).await.unwrap();
+    }
+
+    // `gone` removed, `app` narrowed to app1/sub/.
+    std::fs::write(&path, "write admin-6b1f0c\nread app-5a6b7c app1/sub/\n").unwrap();
+    server.reload().unwrap();
+    assert_eq!(ended(&mut everything).await.code(), Code::Unauthenticated);
+    assert_eq!(ended(&mut app1).await.code(), Code::PermissionDenied);
+    let status = gone.get(get("k")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let status = app.get(get("app1/x")).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    // What the new scope still covers goes on.
+    admin.insert(insert("app1/sub/k")).await.unwrap();
+    let event = within("the event", async {
+        loop {
+            let message = app1_sub.message().await.unwrap().expect("still open");
+            if let Some(pb::watch_response::Response::Event(event)) = message.response {
+                break event;
+            }
+        }
+    })
+    .await;
+    assert_eq!(event.kv.unwrap().key, "app1/sub/k");
+
+    // A broken file is refused, and the tokens in force stay.
+    std::fs::write(&path, "write\n").unwrap();
+    let err = server.reload().unwrap_err();
+    assert!(err.to_string().contains("line 1"), "{err}");
+    admin.get(get("app1/sub/k")).await.unwrap();
+    app.get(get("app1/sub/k")).await.unwrap();
     server.shutdown().await;
 }

@@ -4,7 +4,8 @@
 //! - Logs go to stderr, without colour codes when stderr is not a terminal:
 //!   `logs_go_to_stderr_as_plain_text_when_it_is_a_file`.
 //! - SIGHUP does not end the server; it is logged and the server serves on:
-//!   `sighup_is_logged_and_the_server_serves_on`.
+//!   `sighup_is_logged_and_the_server_serves_on`; it reloads the tokens file:
+//!   `sighup_reloads_the_tokens_file`.
 
 use std::fs::File;
 use std::net::SocketAddr;
@@ -36,6 +37,11 @@ impl Drop for Process {
 
 impl Process {
     pub fn start() -> Process {
+        Process::start_with(&[])
+    }
+
+    /// A server with `args` besides `--in-memory --listen ADDR`.
+    pub fn start_with(args: &[&str]) -> Process {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -45,6 +51,7 @@ impl Process {
         let (stdout, stderr) = (dir.path().join("stdout"), dir.path().join("stderr"));
         let child = Command::new(env!("CARGO_BIN_EXE_jsonkv-server"))
             .args(["--in-memory", "--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::from(File::create(&stdout).unwrap()))
             .stderr(Stdio::from(File::create(&stderr).unwrap()))
@@ -119,4 +126,41 @@ async fn sighup_is_logged_and_the_server_serves_on() {
         server.child.try_wait().unwrap().is_none(),
         "the server ended on SIGHUP"
     );
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_tokens_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "write w-4e5f6a\nread r-7b8c9d\n").unwrap();
+    let server = Process::start_with(&["--auth-tokens", tokens.to_str().unwrap()]);
+    server.logged("listening").await;
+    server.client().await;
+    let channel = Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = JsonKvClient::with_interceptor(channel, |mut request: tonic::Request<()>| {
+        request
+            .metadata_mut()
+            .insert("authorization", "Bearer r-7b8c9d".parse().unwrap());
+        Ok(request)
+    });
+    let get = || jsonkv::pb::GetRequest {
+        key: "k".into(),
+        ..Default::default()
+    };
+    let status = client.get(get()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound, "the reader may read");
+
+    std::fs::write(&tokens, "write w-4e5f6a\n").unwrap();
+    let sent = Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    server.logged("the new tokens are in force").await;
+    let status = client.get(get()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
 }
