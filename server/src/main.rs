@@ -365,7 +365,8 @@ fn fail(err: impl std::fmt::Display) -> ! {
 }
 
 /// Takes SIGHUP over from its default (ending the process): each one reloads the tokens file
-/// (a file that fails to load is logged and the old one kept), and the server serves on.
+/// and the TLS files (a file that fails to load is logged and the old one kept), and the
+/// server serves on.
 fn hangups(reloader: Reloader) {
     #[cfg(unix)]
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {

@@ -21,7 +21,6 @@ use jsonkv::pb::json_kv_server::JsonKvServer;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
-use tokio_rustls::TlsAcceptor;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tower::Layer;
@@ -39,7 +38,7 @@ use crate::net::connection::Connections;
 use crate::service::JsonKvService;
 use crate::shutdown;
 use crate::store::Store;
-use crate::tls;
+use crate::tls::ServerTls;
 use crate::watcher_limits::WatcherLimits;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -48,7 +47,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Loaded before anything is served, so that a bad file stops start-up with a message naming
 /// it.
 pub struct Security {
-    tls: Option<TlsAcceptor>,
+    tls: Option<ServerTls>,
     tokens: Option<Arc<TokenStore>>,
     /// Tokens are checked but TLS is off: they cross the network readable.
     tokens_without_tls: bool,
@@ -56,7 +55,7 @@ pub struct Security {
 
 impl Security {
     pub fn load(config: &Config) -> Result<Security, Error> {
-        let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
+        let tls = config.tls.as_ref().map(ServerTls::load).transpose()?;
         let tokens = match &config.auth_tokens {
             Some(path) => Some(TokenStore::load(path)?),
             None => None,
@@ -74,35 +73,40 @@ impl Security {
     pub fn reloader(&self) -> Reloader {
         Reloader {
             tokens: self.tokens.clone(),
+            tls: self.tls.clone(),
         }
     }
 }
 
-/// Re-reads the server's files in place: the tokens file. Calls from then on use the new
-/// tokens, and open watches whose token was removed or may no longer see them end. A file that
-/// fails to load is reported and the old one kept. Cheap to clone.
-#[derive(Debug, Clone)]
+/// Re-reads the server's files in place: the tokens file and the TLS certificate and key.
+/// Calls from then on use the new tokens, and open watches whose token was removed or may no
+/// longer see them end; new connections get the new certificate, open ones keep theirs. Each
+/// file that fails to load is reported and the old one kept. Cheap to clone.
+#[derive(Clone)]
 pub struct Reloader {
     tokens: Option<Arc<TokenStore>>,
+    tls: Option<ServerTls>,
 }
 
 impl Reloader {
-    /// Reloads, logging what it did; the error of a file that failed to load.
+    /// Reloads, logging what it did; the first error of a file that failed to load (the
+    /// others are reloaded all the same).
     pub fn reload(&self) -> Result<(), Error> {
-        let Some(tokens) = &self.tokens else {
-            tracing::info!("reload: no tokens file to read (nothing else is reloaded yet)");
-            return Ok(());
-        };
-        match tokens.reload() {
-            Ok(()) => {
-                tracing::info!("reload: tokens file read again; the new tokens are in force");
-                Ok(())
-            }
-            Err(err) => {
-                tracing::error!(%err, "reload: kept the tokens in force");
-                Err(err)
-            }
+        let tokens = self.tokens.as_ref().map(|tokens| {
+            tokens
+                .reload()
+                .inspect(|()| tracing::info!("reload: the new tokens are in force"))
+                .inspect_err(|err| tracing::error!(%err, "reload: kept the tokens in force"))
+        });
+        let tls = self.tls.as_ref().map(|tls| {
+            tls.reload()
+                .inspect(|()| tracing::info!("reload: new connections get the new certificate"))
+                .inspect_err(|err| tracing::error!(%err, "reload: kept the certificate in force"))
+        });
+        if tokens.is_none() && tls.is_none() {
+            tracing::info!("reload: no tokens file or certificate to read");
         }
+        tokens.unwrap_or(Ok(())).and(tls.unwrap_or(Ok(())))
     }
 }
 

@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use parking_lot::RwLock;
+
 use tokio_rustls::rustls::crypto::ring;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -13,6 +15,37 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsFiles;
 use crate::error::Error;
+
+/// The listener's TLS, which a reload replaces while the server serves: each new connection
+/// takes the certificate in force then, and open connections keep theirs. Cheap to clone.
+#[derive(Clone)]
+pub struct ServerTls {
+    files: TlsFiles,
+    current: Arc<RwLock<TlsAcceptor>>,
+}
+
+impl ServerTls {
+    /// Reads `files`; the error names the file that is wrong.
+    pub fn load(files: &TlsFiles) -> Result<ServerTls, Error> {
+        Ok(ServerTls {
+            files: files.clone(),
+            current: Arc::new(RwLock::new(acceptor(files)?)),
+        })
+    }
+
+    /// The acceptor for a new connection.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        self.current.read().clone()
+    }
+
+    /// Reads the files again and puts them in force for new connections; files that fail to
+    /// load leave the certificate in force as it was.
+    pub fn reload(&self) -> Result<(), Error> {
+        let fresh = acceptor(&self.files)?;
+        *self.current.write() = fresh;
+        Ok(())
+    }
+}
 
 /// The listener's TLS from `files`: its certificate and key, and with a client CA, mutual
 /// TLS (every client must present a certificate that CA signed). HTTP/2 is offered through

@@ -13,7 +13,6 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
 use tonic::body::Body;
 use tonic::transport::server::TcpConnectInfo;
 use tower::Service;
@@ -23,12 +22,13 @@ use super::budget::{ConnectionBuffers, RequestBuffers};
 use super::first_bytes::{FirstBytes, HTTP2_START};
 use crate::config::Config;
 use crate::shutdown::Shutdown;
+use crate::tls::ServerTls;
 
 /// How each connection is served. Cheap to clone.
 #[derive(Clone)]
 pub struct Connections {
     http: Arc<auto::Builder<TokioExecutor>>,
-    tls: Option<TlsAcceptor>,
+    tls: Option<ServerTls>,
     handshake_timeout: Duration,
     buffers: RequestBuffers,
     counts: ConnectionCounts,
@@ -37,7 +37,7 @@ pub struct Connections {
 impl Connections {
     pub fn new(
         config: &Config,
-        tls: Option<TlsAcceptor>,
+        tls: Option<ServerTls>,
         buffers: RequestBuffers,
         counts: ConnectionCounts,
     ) -> Connections {
@@ -82,14 +82,16 @@ impl Connections {
         let deadline = Instant::now() + self.handshake_timeout;
         match &self.tls {
             None => self.http(stream, deadline, info, service, draining).await,
-            Some(tls) => match tokio::time::timeout_at(deadline, tls.accept(stream)).await {
-                Ok(Ok(stream)) => self.http(stream, deadline, info, service, draining).await,
-                Ok(Err(err)) => tracing::debug!(%peer, %err, "TLS handshake failed"),
-                Err(_) => {
-                    self.counts.count_timeout();
-                    tracing::debug!(%peer, "TLS handshake not finished within the handshake timeout");
+            Some(tls) => {
+                match tokio::time::timeout_at(deadline, tls.acceptor().accept(stream)).await {
+                    Ok(Ok(stream)) => self.http(stream, deadline, info, service, draining).await,
+                    Ok(Err(err)) => tracing::debug!(%peer, %err, "TLS handshake failed"),
+                    Err(_) => {
+                        self.counts.count_timeout();
+                        tracing::debug!(%peer, "TLS handshake not finished within the handshake timeout");
+                    }
                 }
-            },
+            }
         }
         // The connection's place under the cap is free once it is closed.
         drop(slot);

@@ -14,6 +14,9 @@
 //!   `a_tls_client_of_a_plaintext_server_fails_cleanly`.
 //! - Unusable certificate files stop start-up naming the file:
 //!   `unusable_certificate_files_stop_start_up_naming_the_file`.
+//! - A reload serves a renewed certificate to new connections while open ones go on, and keeps
+//!   the old one when the new files are broken:
+//!   `a_reload_serves_a_renewed_certificate_to_new_connections`.
 
 use std::time::Duration;
 
@@ -256,4 +259,40 @@ async fn unusable_certificate_files_stop_start_up_naming_the_file() {
     .expect("a certificate given as the key must stop start-up")
     .to_string();
     assert!(err.contains("server.pem"), "{err}");
+}
+
+#[tokio::test]
+async fn a_reload_serves_a_renewed_certificate_to_new_connections() {
+    let old_ca = Pki::new("old CA");
+    let files = old_ca.server_tls(false);
+    let server = RunningServer::start(tls_config(files.clone()))
+        .await
+        .unwrap();
+    let mut open = tls_client(&server, &old_ca.ca_pem(), None).await.unwrap();
+
+    // The operator renews the certificate in place, from another CA, and reloads.
+    let new_ca = Pki::new("new CA");
+    let renewed = new_ca.server();
+    std::fs::copy(&renewed.cert, &files.cert).unwrap();
+    std::fs::copy(&renewed.key, &files.key).unwrap();
+    server.reload().unwrap();
+
+    tls_client(&server, &new_ca.ca_pem(), None)
+        .await
+        .expect("a new connection gets the renewed certificate");
+    let err = tls_client(&server, &old_ca.ca_pem(), None)
+        .await
+        .unwrap_err();
+    assert!(err.contains("UnknownIssuer"), "{err}");
+    // The connection made before the reload was not dropped.
+    put(&mut open, "still", "1").await;
+
+    // Broken files are refused naming the file, and the renewed certificate stays.
+    std::fs::write(&files.cert, "not a certificate").unwrap();
+    let err = server.reload().unwrap_err().to_string();
+    assert!(err.contains("not PEM"), "{err}");
+    tls_client(&server, &new_ca.ca_pem(), None)
+        .await
+        .expect("the certificate in force stays");
+    server.shutdown().await;
 }
