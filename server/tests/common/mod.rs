@@ -381,3 +381,14 @@ pub fn binary_error(args: &[&str], env: &[(&str, &str)]) -> String {
     assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
     stderr
 }
+
+/// The store a response names in its `jsonkv-store-id` header; panics if it names none.
+pub fn store_header<T>(response: &tonic::Response<T>) -> String {
+    response
+        .metadata()
+        .get("jsonkv-store-id")
+        .expect("the response names its store")
+        .to_str()
+        .unwrap()
+        .to_owned()
+}

@@ -706,13 +706,7 @@ async fn status_reports_the_store_as_it_is(backend: Backend) {
     let mut watch = watch_prefix(&mut client, "s/", 0).await.unwrap();
     next(&mut watch).await.unwrap();
     let inserted = client.insert(insert_json("s/d", "1")).await.unwrap();
-    let header = inserted
-        .metadata()
-        .get("jsonkv-store-id")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let header = store_header(&inserted);
     let last = last.max(inserted.into_inner().revision);
 
     let status = client

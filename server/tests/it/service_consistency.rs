@@ -147,13 +147,7 @@ async fn a_min_revision_of_another_store_is_refused_at_once(backend: Backend) {
         })
         .await
         .unwrap();
-    let store = response
-        .metadata()
-        .get("jsonkv-store-id")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let store = store_header(&response);
     assert_eq!(store, server.store().id().as_str());
     let written = response.into_inner().revision;
     let deleted = client
@@ -164,15 +158,7 @@ async fn a_min_revision_of_another_store_is_refused_at_once(backend: Backend) {
         })
         .await
         .unwrap();
-    assert_eq!(
-        deleted
-            .metadata()
-            .get("jsonkv-store-id")
-            .unwrap()
-            .to_str()
-            .unwrap(),
-        store
-    );
+    assert_eq!(store_header(&deleted), store);
 
     for read in READS {
         let (value, _) = read_of_store(&mut client, read, "k", written, &store)

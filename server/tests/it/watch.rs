@@ -684,14 +684,7 @@ async fn watch_from(
             ..Default::default()
         })
         .await?;
-    let header = response
-        .metadata()
-        .get("jsonkv-store-id")
-        .map(|v| v.to_str().unwrap().to_owned());
-    Ok((
-        header.expect("a watch stream names its store"),
-        response.into_inner(),
-    ))
+    Ok((store_header(&response), response.into_inner()))
 }
 
 async fn a_watch_names_its_store_and_a_resume_with_another_store_s_revisions_fails(
