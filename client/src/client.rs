@@ -3,6 +3,7 @@
 //! [`Client::builder`]) is [`crate::connect`]; watches live in [`crate::watch`].
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 
 use jsonkv::pb::{self, insert_request::NewValue};
 use serde::de::DeserializeOwned;
@@ -12,8 +13,9 @@ use tonic::{Code, Status};
 use crate::consistency::{other_store, store_of, Consistency, MinRevision};
 use crate::entry::decode_all;
 use crate::failover::{CallKind, Servers};
-use crate::status::ServerStatus;
+use crate::status::{BackupInfo, ServerStatus};
 use crate::{Entry, Error};
+use tokio::io::AsyncWriteExt;
 
 /// Every response is asked for as JSON text: the `google.protobuf.Value` form rounds numbers.
 const JSON: i32 = pb::ValueEncoding::Json as i32;
@@ -336,6 +338,74 @@ impl Client {
             })
             .await?;
         Ok(response.into_inner().into())
+    }
+
+    /// Writes a backup of the whole store, consistent at one revision, to `path`: complete, or
+    /// not there at all (it is written to `PATH.tmp`, fsynced, then renamed). Needs a write
+    /// token without prefixes. `jsonkv-server --data-dir DIR --restore PATH` serves it.
+    pub async fn backup(&self, path: impl AsRef<Path>) -> Result<BackupInfo, Error> {
+        let path = path.as_ref();
+        let mut stream = self
+            .servers
+            .call(CallKind::Read, |mut rpc| async move {
+                rpc.backup(pb::BackupRequest {}).await
+            })
+            .await?
+            .into_inner();
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let failed = |what: &str, err: std::io::Error| {
+            Error::File(format!("cannot {what} {}: {err}", tmp.display()))
+        };
+        let mut file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| failed("create", e))?;
+        let mut info = BackupInfo {
+            revision: 0,
+            keys: 0,
+            bytes: 0,
+        };
+        let outcome: Result<(), Error> = async {
+            loop {
+                let Some(chunk) = stream.message().await? else {
+                    return Err(Error::Protocol(
+                        "the backup stream ended before its last chunk".into(),
+                    ));
+                };
+                file.write_all(&chunk.data)
+                    .await
+                    .map_err(|e| failed("write", e))?;
+                info.bytes += chunk.data.len() as u64;
+                info.revision = chunk.revision;
+                if chunk.last {
+                    info.keys = chunk.keys;
+                    return Ok(());
+                }
+            }
+        }
+        .await;
+        if let Err(err) = outcome {
+            drop(file);
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(err);
+        }
+        file.sync_all().await.map_err(|e| failed("fsync", e))?;
+        drop(file);
+        tokio::fs::rename(&tmp, path)
+            .await
+            .map_err(|e| failed("rename", e))?;
+        // The rename is durable once the directory is.
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let synced = match tokio::fs::File::open(&dir).await {
+            Ok(dir) => dir.sync_all().await,
+            Err(err) => Err(err),
+        };
+        synced.map_err(|e| Error::File(format!("cannot fsync {}: {e}", dir.display())))?;
+        Ok(info)
     }
 
     /// One page of the keys under `prefix`: at most `page_size` of them (0: the server's

@@ -67,6 +67,10 @@ pub enum Error {
     #[error("protocol error: {}", one_line(.0))]
     Protocol(String),
 
+    /// A local file could not be written (a backup's); the message names it.
+    #[error("{0}")]
+    File(String),
+
     /// Any other status: transport failures, UNAVAILABLE, INTERNAL, PERMISSION_DENIED, ...
     #[error("{}", status_line(.0))]
     Status(Status),
@@ -308,9 +312,11 @@ impl Error {
             Error::InvalidArgument(_) => Some(Code::InvalidArgument),
             Error::OutOfRange { .. } => Some(Code::OutOfRange),
             Error::Status(status) => Some(status.code()),
-            Error::Config(_) | Error::Connect { .. } | Error::Json { .. } | Error::Protocol(_) => {
-                None
-            }
+            Error::Config(_)
+            | Error::Connect { .. }
+            | Error::Json { .. }
+            | Error::Protocol(_)
+            | Error::File(_) => None,
         }
     }
 }

@@ -59,5 +59,5 @@ pub use client::{Client, InsertResult, ListPage, Precondition};
 pub use connect::ClientBuilder;
 pub use entry::Entry;
 pub use error::Error;
-pub use status::ServerStatus;
+pub use status::{BackupInfo, ServerStatus};
 pub use watch::{WatchEvent, WatchOptions, WatchStream, WatchTarget};

@@ -115,6 +115,9 @@ enum Command {
     /// Print the server's status as one JSON object: revision, keys, store_id, backend,
     /// version, data and disk bytes, history range, open watchers, uptime.
     Status,
+    /// Write a backup of the whole store, consistent at one revision, to FILE (complete or not
+    /// at all); prints {"revision":R,"keys":K,"bytes":N}. Needs a write token.
+    Backup { file: PathBuf },
 }
 
 #[derive(Debug, Args)]
@@ -288,6 +291,7 @@ async fn run(cli: Cli) -> Result<(), Exit> {
         }
         Command::List { prefix, read } => list(&read.client(&client), &prefix).await,
         Command::Status => print_line(&client.status().await?),
+        Command::Backup { file } => print_line(&client.backup(&file).await?),
         Command::Watch {
             key,
             prefix,

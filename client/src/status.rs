@@ -1,5 +1,5 @@
 //! [`ServerStatus`]: what `Status` says about a server and its store, as `jsonkv status`
-//! prints it.
+//! prints it; [`BackupInfo`]: what `jsonkv backup` wrote.
 
 use jsonkv::pb;
 use serde::Serialize;
@@ -37,4 +37,15 @@ impl From<pb::StatusResponse> for ServerStatus {
             uptime_seconds: status.uptime_seconds,
         }
     }
+}
+
+/// A backup written by [`Client::backup`](crate::Client::backup).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackupInfo {
+    /// The revision the store was copied at.
+    pub revision: i64,
+    /// The keys in it.
+    pub keys: i64,
+    /// The file's size.
+    pub bytes: u64,
 }

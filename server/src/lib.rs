@@ -24,7 +24,8 @@
 //! - [`wire`]: request validation, proto fields into domain types, and response messages.
 //! - [`shutdown`]: the signal every stream listens to. [`progress_clock`]: when idle watches
 //!   get progress notices. [`watcher_limits`]: open watches counted and capped.
-//! - [`watch_stream`]: a `Subscription` as a gRPC response stream.
+//! - [`watch_stream`]: a `Subscription` as a gRPC response stream. [`backup_stream`]: a
+//!   snapshot of the whole store as a backup file, streamed.
 //! - [`service`]: the `jsonkv.v1.JsonKv` implementation.
 //! - [`method`]: the gRPC methods the server knows. [`auth`]: tokens, roles and scopes;
 //!   [`credentials`]: the tokens in force, reloadable, and what a call was granted. [`tls`]: the
@@ -42,6 +43,7 @@
 
 pub mod auth;
 pub mod backend;
+pub mod backup_stream;
 pub mod config;
 pub mod credentials;
 pub mod database;

@@ -34,6 +34,10 @@ struct Args {
     /// Keep data in memory only: nothing is written to disk, and a restart starts empty.
     #[arg(long, conflicts_with_all = ["data_dir", "sync"])]
     in_memory: bool,
+    /// Build --data-dir (which must be empty or absent) from this backup (`jsonkv backup`),
+    /// verified whole first, then serve it. The restored store gets a new identity.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["in_memory", "etcd"])]
+    restore: Option<PathBuf>,
     /// When a write is acknowledged: `always` after fsync (survives power loss; concurrent
     /// writes share one fsync), `none` after handing it to the OS (survives a process crash).
     #[arg(long, value_enum, default_value_t = Sync::Always)]
@@ -314,15 +318,28 @@ fn main() {
         .enable_all()
         .build()
         .unwrap_or_else(|err| fail(format!("cannot start the runtime: {err}")));
+    let restore = args.restore.clone();
     let config = Config::try_from(args).unwrap_or_else(|err| fail(err));
-    runtime.block_on(run(config));
+    runtime.block_on(run(config, restore));
 }
 
 /// Everything after the flags: files, listeners, the store, then serving until a shutdown
 /// signal.
-async fn run(config: Config) {
+async fn run(config: Config, restore: Option<PathBuf>) {
     // Files first: a bad certificate or tokens file should stop start-up before anything else.
     let security = Security::load(&config).unwrap_or_else(|err| fail(err));
+    if let (Some(backup), BackendConfig::Disk(disk)) = (&restore, &config.backend) {
+        match jsonkv_server::storage::disk::restore(&disk.dir, backup) {
+            Ok((revision, keys)) => tracing::info!(
+                backup = %backup.display(),
+                data_dir = %disk.dir.display(),
+                revision,
+                keys,
+                "restored"
+            ),
+            Err(err) => fail(format!("cannot restore {}: {err}", backup.display())),
+        }
+    }
     // SIGHUP's default action ends the process; operators send it to reload.
     hangups(security.reloader());
     let listener = match TcpListener::bind(config.listen).await {

@@ -13,6 +13,7 @@ use tonic::metadata::AsciiMetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::auth::Scope;
+use crate::backup_stream::{backup_stream, BackupStream};
 use crate::config::{BackendConfig, Config};
 use crate::credentials::Credential;
 use crate::database::Precondition;
@@ -20,6 +21,7 @@ use crate::error::Error;
 use crate::hub::WatchTarget;
 use crate::metrics::WatchCounters;
 use crate::progress_clock::ProgressClock;
+use crate::revision::Start;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::watch_stream::{watch_stream, WatchStream};
@@ -316,6 +318,22 @@ impl JsonKv for JsonKvService {
     ) -> Result<Response<pb::StatusResponse>, Status> {
         let pb::StatusRequest {} = req.into_inner();
         Ok(Response::new(JsonKvService::status(self).await?))
+    }
+
+    type BackupStream = BackupStream;
+
+    async fn backup(
+        &self,
+        req: Request<pb::BackupRequest>,
+    ) -> Result<Response<BackupStream>, Status> {
+        let caller = Caller::of(&req);
+        let pb::BackupRequest {} = req.into_inner();
+        // A backup reads like a watch of everything and holds as much: counted as one.
+        let permit = self.watchers.acquire(caller.peer)?;
+        let sub = self
+            .store
+            .watch(WatchTarget::Prefix(String::new()), Start::Snapshot)?;
+        Ok(self.naming_the_store(backup_stream(sub, permit)))
     }
 
     type WatchKeyStream = WatchStream;

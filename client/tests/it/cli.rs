@@ -4,7 +4,8 @@
 //! Guarantees proved here: the CLI's `--timeout` ends a call that gets no answer, with one line
 //! and exit 1: `timeout_ends_a_call_that_gets_no_answer` (the library's timeout: `failover.rs`);
 //! `jsonkv status` prints the server's status as one JSON object, the library's `status()` the
-//! same: `status_prints_one_json_object`.
+//! same: `status_prints_one_json_object`; `jsonkv backup FILE` writes the whole backup there
+//! and nothing beside it, and prints what it wrote: `backup_writes_the_file_and_prints_its_revision`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};
@@ -489,4 +490,30 @@ async fn status_prints_one_json_object() {
     let library = client.status().await.unwrap();
     assert_eq!(serde_json::to_value(&library).unwrap()["keys"], 2);
     assert_eq!(library.store_id, server.store().id().as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_writes_the_file_and_prints_its_revision() {
+    let server = common::start().await;
+    let addr = server.url();
+    ok(jsonkv(&addr, &["put", "a", "[1,2]"], None));
+    ok(jsonkv(&addr, &["put", "b", "true"], None));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("store.backup");
+    let printed = ok(jsonkv(&addr, &["backup", file.to_str().unwrap()], None));
+    let info: Value = serde_json::from_str(&printed).unwrap();
+    assert_eq!(info["revision"], 2);
+    assert_eq!(info["keys"], 2);
+    let written = std::fs::metadata(&file).unwrap().len();
+    assert_eq!(info["bytes"], written);
+    // Only the backup: its temporary file is gone.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, [std::ffi::OsString::from("store.backup")]);
+    // What the server restores from it.
+    let data = dir.path().join("data");
+    let (revision, keys) = jsonkv_server::storage::disk::restore(&data, &file).unwrap();
+    assert_eq!((revision, keys), (2, 2));
 }

@@ -51,6 +51,10 @@ pub fn check_header(data: &[u8], magic: &[u8; 8]) -> Result<(), String> {
             "format version {version}, this server reads version {FORMAT_VERSION}"
         ));
     }
+    // Reserved, and written as zeros: anything else is damage (a backup carried elsewhere).
+    if data[12..HEADER_LEN].iter().any(|&b| b != 0) {
+        return Err("reserved header bytes are not zero".into());
+    }
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 //! - [`DiskStorage`] (`--data-dir`): a checksummed, segmented log plus snapshots, compacted in
 //!   the background.
 
+pub mod backup;
 pub mod disk;
 mod format;
 pub mod memory;

@@ -408,8 +408,12 @@ async fn a_scoped_token_reaches_only_its_prefixes() {
                 .map(drop),
         );
     }
-    // Status counts the whole store: an unscoped token's call.
+    // Status counts the whole store, and a backup copies it: an unscoped token's calls.
     denied(scoped.status(pb::StatusRequest {}).await.map(drop));
+    denied(scoped.backup(pb::BackupRequest {}).await.map(drop));
+    // A backup needs a write token.
+    let status = reader.backup(pb::BackupRequest {}).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
     admin.status(pb::StatusRequest {}).await.unwrap();
     // The roles still hold inside a scope.
     let status = reader.insert(insert("app1/c")).await.unwrap_err();

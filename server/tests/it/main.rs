@@ -18,6 +18,7 @@ mod prom;
 
 mod api;
 mod auth;
+mod backup;
 mod cluster;
 mod cluster_tls;
 mod connections;
