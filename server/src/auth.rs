@@ -3,8 +3,9 @@
 //! [`crate::layers::auth`].
 //!
 //! A call must carry `authorization: Bearer TOKEN`. No token, or one not in the file:
-//! UNAUTHENTICATED. A `read` token may call only the methods in [`READ_METHODS`]; anything else,
-//! including a method added later, needs a `write` token (PERMISSION_DENIED otherwise).
+//! UNAUTHENTICATED. A `read` token may call only the methods in [`READ_METHODS`], an `admin`
+//! token only those in [`ADMIN_METHODS`]; anything else, including a method added later, needs
+//! a `write` token (PERMISSION_DENIED otherwise).
 //!
 //! A token may be scoped to key prefixes (`ROLE TOKEN PREFIX...`): it may then call only the
 //! methods in [`SCOPED_METHODS`], and the service checks each call's key or prefix against its
@@ -25,15 +26,21 @@ use crate::error::Error;
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// Get, List and the watches.
+    /// Get, List, the watches and Status.
     Read,
     /// Everything.
     Write,
+    /// Operations without keys: Status and Backup ([`ADMIN_METHODS`]), for a backup job's
+    /// token that should not read or write keys one by one.
+    Admin,
 }
 
 /// The methods a `read` token may call. Read access is listed rather than write access, so
 /// that a method added later is closed to read tokens until someone decides otherwise.
 pub const READ_METHODS: [&str; 5] = ["Get", "List", "WatchKey", "WatchPrefix", "Status"];
+
+/// The methods an `admin` token may call.
+pub const ADMIN_METHODS: [&str; 2] = ["Status", "Backup"];
 
 /// The methods a token scoped to prefixes may call: each names the keys it touches, which the
 /// service checks against the scope. Anything else (`Status`, which counts the whole store,
@@ -126,10 +133,10 @@ impl Tokens {
             .map_err(|why| Error::Config(format!("tokens file {}: {why}", path.display())))
     }
 
-    /// Parses lines of `ROLE TOKEN [PREFIX...]`, ROLE `read` or `write`; with prefixes, the
-    /// token may touch only keys under them. Blank lines and lines starting with `#` are
-    /// skipped. A token is visible ASCII without spaces (what an HTTP header carries); so is a
-    /// prefix, which cannot hold a space.
+    /// Parses lines of `ROLE TOKEN [PREFIX...]`, ROLE `read`, `write` or `admin`; with
+    /// prefixes, the token may touch only keys under them. Blank lines and lines starting with
+    /// `#` are skipped. A token is visible ASCII without spaces (what an HTTP header carries);
+    /// so is a prefix, which cannot hold a space.
     pub fn parse(text: &str) -> Result<Tokens, String> {
         let mut entries: Vec<TokenEntry> = Vec::new();
         let mut lines_of = Vec::new();
@@ -152,12 +159,18 @@ impl Tokens {
             let role = match role {
                 "read" => Role::Read,
                 "write" => Role::Write,
+                "admin" => Role::Admin,
                 _ => {
                     return Err(format!(
-                        "line {number}: the first word must be `read` or `write`"
+                        "line {number}: the first word must be `read`, `write` or `admin`"
                     ))
                 }
             };
+            if role == Role::Admin && !prefixes.is_empty() {
+                return Err(format!(
+                    "line {number}: an admin token reaches the whole store; it takes no prefixes"
+                ));
+            }
             if !token.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(format!(
                     "line {number}: the token has characters an HTTP header cannot carry \
@@ -233,8 +246,14 @@ impl Tokens {
     }
 
     fn grant(entry: &TokenEntry, method: &str) -> Result<Grant, Error> {
-        if entry.role == Role::Read && !READ_METHODS.contains(&method) {
+        let who = match entry.role {
+            Role::Read if !READ_METHODS.contains(&method) => Some("a read-only token"),
+            Role::Admin if !ADMIN_METHODS.contains(&method) => Some("an admin token"),
+            _ => None,
+        };
+        if let Some(who) = who {
             return Err(Error::PermissionDenied {
+                who,
                 method: method.to_owned(),
             });
         }
@@ -290,12 +309,12 @@ read  r-abcdef   \n";
     fn malformed_files_name_the_line_but_never_the_token() {
         for (text, why) in [
             (
-                "read a\nadmin s3cret\n",
-                "line 2: the first word must be `read` or `write`",
+                "read a\nowner s3cret\n",
+                "line 2: the first word must be `read`, `write` or `admin`",
             ),
             (
                 "s3cret read\n",
-                "line 1: the first word must be `read` or `write`",
+                "line 1: the first word must be `read`, `write` or `admin`",
             ),
             (
                 "\n\nwrite\n",
@@ -339,6 +358,7 @@ read  r-abcdef   \n";
             assert_eq!(
                 tokens.check(method, Some(&bearer("r"))),
                 Err(Error::PermissionDenied {
+                    who: "a read-only token",
                     method: method.into()
                 })
             );
@@ -395,14 +415,38 @@ read  r-abcdef   \n";
     }
 
     #[test]
+    fn an_admin_token_may_run_operations_only_and_takes_no_prefixes() {
+        let tokens = Tokens::parse("admin a\n").unwrap();
+        let bearer = b"Bearer a";
+        for method in ADMIN_METHODS {
+            assert!(tokens.check(method, Some(bearer)).is_ok(), "{method}");
+        }
+        for method in ["Get", "Insert", "WatchPrefix", "SomethingNew"] {
+            assert_eq!(
+                tokens.check(method, Some(bearer)),
+                Err(Error::PermissionDenied {
+                    who: "an admin token",
+                    method: method.into()
+                })
+            );
+        }
+        assert_eq!(
+            Tokens::parse("admin a app/\n").err().unwrap(),
+            "line 1: an admin token reaches the whole store; it takes no prefixes"
+        );
+    }
+
+    #[test]
     fn a_scope_holds_keys_and_prefixes_inside_its_prefixes_only() {
-        let scope = Scope::Prefixes(vec!["app1/".to_owned(), "a/b/".to_owned()].into());
-        for key in ["app1/x", "app1/", "a/b/c"] {
+        // Overlapping prefixes (a/ and a/b/) grant their union.
+        let scope =
+            Scope::Prefixes(vec!["app1/".to_owned(), "a/b/".to_owned(), "a/".to_owned()].into());
+        for key in ["app1/x", "app1/", "a/b/c", "a/c", "a/"] {
             assert_eq!(scope.key(key), Ok(()), "{key}");
             assert_eq!(scope.prefix(key), Ok(()), "{key}");
         }
         // app1/ does not grant app10/, nor the prefix app1 (which reaches app10/).
-        for outside in ["app10/x", "app1", "", "a/c", "a/"] {
+        for outside in ["app10/x", "app1", "", "a", "b/a/"] {
             assert!(
                 matches!(scope.key(outside), Err(Error::OutOfScope(_))),
                 "{outside}"

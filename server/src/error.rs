@@ -116,9 +116,9 @@ pub enum Error {
     #[error("{0}")]
     Unauthenticated(&'static str),
 
-    /// The call's token does not allow this method.
-    #[error("a read-only token may not call {method}")]
-    PermissionDenied { method: String },
+    /// The call's token does not allow this method (`who`: which kind of token it is).
+    #[error("{who} may not call {method}")]
+    PermissionDenied { who: &'static str, method: String },
 
     /// The call's token is scoped to key prefixes, and the call reaches outside them (or is a
     /// call a scoped token may not make). The message names neither key nor scope.

@@ -115,8 +115,9 @@ struct Args {
     /// Mutual TLS: every client must present a certificate signed by this PEM CA.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
-    /// File of `read TOKEN` and `write TOKEN` lines, each optionally followed by the key
-    /// prefixes the token is limited to (`#` comments and blank lines allowed).
+    /// File of `read TOKEN`, `write TOKEN` and `admin TOKEN` lines, read and write ones
+    /// optionally followed by the key prefixes the token is limited to (`#` comments and blank
+    /// lines allowed).
     /// JsonKv calls then need `authorization: Bearer TOKEN`; health and reflection stay open.
     #[arg(long, value_name = "FILE")]
     auth_tokens: Option<PathBuf>,

@@ -21,6 +21,8 @@
 //!   UNAUTHENTICATED, a narrowed token's watches outside its new scope end PERMISSION_DENIED,
 //!   the rest go on, and a broken file keeps the old tokens:
 //!   `a_reload_ends_what_a_token_may_no_longer_do`.
+//! - An admin token may ask for the status and take a backup, and touch no key:
+//!   `an_admin_token_backs_up_but_touches_no_key`.
 
 use std::path::PathBuf;
 
@@ -285,8 +287,8 @@ async fn a_malformed_tokens_file_stops_start_up_naming_the_line() {
     let dir = tempfile::tempdir().unwrap();
     for (text, expected) in [
         (
-            "write good-token-1\nadmin s3cret-token\n",
-            "line 2: the first word must be `read` or `write`",
+            "write good-token-1\nowner s3cret-token\n",
+            "line 2: the first word must be `read`, `write` or `admin`",
         ),
         (
             "# only a comment\n\nread\n",
@@ -498,5 +500,41 @@ async fn a_reload_ends_what_a_token_may_no_longer_do() {
     assert!(err.to_string().contains("line 1"), "{err}");
     admin.get(get("app1/sub/k")).await.unwrap();
     app.get(get("app1/sub/k")).await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_admin_token_backs_up_but_touches_no_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = RunningServer::start(Config {
+        auth_tokens: Some(tokens_file(&dir, "write w-11aa22\nadmin ops-33bb44\n")),
+        ..config()
+    })
+    .await
+    .unwrap();
+    let mut writer = client_with(&server, Some("Bearer w-11aa22")).await;
+    writer.insert(insert("k")).await.unwrap();
+    let mut admin = client_with(&server, Some("Bearer ops-33bb44")).await;
+    admin.status(pb::StatusRequest {}).await.unwrap();
+    let mut backup = admin
+        .backup(pb::BackupRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let last = within("the backup", async {
+        loop {
+            let chunk = backup.message().await.unwrap().expect("a last chunk");
+            if chunk.last {
+                break chunk;
+            }
+        }
+    })
+    .await;
+    assert_eq!(last.keys, 1);
+    let status = admin.get(get("k")).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(status.message(), "an admin token may not call Get");
+    let status = admin.insert(insert("k")).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
     server.shutdown().await;
 }
