@@ -50,18 +50,18 @@ impl TokenStore {
 
     /// Whether a call of `method` with this `authorization` header may go ahead, and with
     /// what: [`Tokens::check`] against the tokens in force.
-    pub fn check(
-        self: &Arc<Self>,
-        method: &str,
-        authorization: Option<&[u8]>,
-    ) -> Result<Credential, Error> {
-        let grant = self.current.read().check(method, authorization)?;
-        Ok(Credential {
+    pub fn check(&self, method: &str, authorization: Option<&[u8]>) -> Result<Grant, Error> {
+        self.current.read().check(method, authorization)
+    }
+
+    /// What a call that lasts (a watch) keeps, to check `grant` again after each reload.
+    pub fn credential(self: &Arc<Self>, grant: Grant, method: &str) -> Credential {
+        Credential {
             store: Arc::clone(self),
             grant,
             method: method.to_owned(),
             reloads: self.reloads.subscribe(),
-        })
+        }
     }
 }
 
@@ -104,7 +104,8 @@ mod tests {
         std::fs::write(&path, "write w\nread r\n").unwrap();
         let store = TokenStore::load(&path).unwrap();
         let bearer = |t: &str| format!("Bearer {t}").into_bytes();
-        let mut reader = store.check("WatchPrefix", Some(&bearer("r"))).unwrap();
+        let grant = store.check("WatchPrefix", Some(&bearer("r"))).unwrap();
+        let mut reader = store.credential(grant, "WatchPrefix");
         assert_eq!(reader.scope(), &Scope::All);
 
         // Narrowed: the watch learns its new scope.

@@ -71,11 +71,17 @@ where
             .get(http::header::AUTHORIZATION)
             .map(|v| v.as_bytes());
         match tokens.check(method, authorization) {
-            Ok(credential) => {
-                // The service checks each key against the scope (see auth::Scope), and a watch
-                // checks the credential again after each reload.
-                request.extensions_mut().insert(credential.scope().clone());
-                request.extensions_mut().insert(credential);
+            Ok(grant) => {
+                // The service checks each key against the scope (see auth::Scope). A watch
+                // also gets a credential, to check its token again after each reload; a
+                // unary call ends before that could matter, and is spared building one.
+                let credential = LASTING
+                    .contains(&method)
+                    .then(|| tokens.credential(grant.clone(), method));
+                request.extensions_mut().insert(grant.scope);
+                if let Some(credential) = credential {
+                    request.extensions_mut().insert(credential);
+                }
                 Either::Right(self.inner.call(request))
             }
             Err(err) => {
@@ -90,6 +96,9 @@ where
         }
     }
 }
+
+/// The calls that last: their credential is checked again after each reload of the tokens.
+const LASTING: [&str; 2] = ["WatchKey", "WatchPrefix"];
 
 /// The method name of a JsonKv call path (`/jsonkv.v1.JsonKv/Get` -> `Get`).
 fn jsonkv_method(path: &str) -> Option<&str> {
