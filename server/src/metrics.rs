@@ -146,57 +146,63 @@ struct Live {
 
 impl Collector for Live {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let active = ConstGauge::new(self.watchers.active() as i64);
-        active.encode(encoder.encode_descriptor(
+        live(
+            &mut encoder,
             "jsonkv_watchers_active",
             "Open watch streams",
-            None,
-            active.metric_type(),
-        )?)?;
-        let parsed = ConstGauge::new(doc::parsed_bytes() as i64);
-        parsed.encode(encoder.encode_descriptor(
+            ConstGauge::new(self.watchers.active() as i64),
+        )?;
+        live(
+            &mut encoder,
             "jsonkv_parsed_documents_bytes",
             "Bytes the parsed documents kept for google.protobuf.Value reads are counted as",
-            None,
-            parsed.metric_type(),
-        )?)?;
-        let open = ConstGauge::new(self.connections.open() as i64);
-        open.encode(encoder.encode_descriptor(
+            ConstGauge::new(doc::parsed_bytes() as i64),
+        )?;
+        live(
+            &mut encoder,
             "jsonkv_connections_open",
             "Client connections open",
-            None,
-            open.metric_type(),
-        )?)?;
-        let refused = ConstCounter::new(self.connections.refused());
-        refused.encode(encoder.encode_descriptor(
+            ConstGauge::new(self.connections.open() as i64),
+        )?;
+        live(
+            &mut encoder,
             "jsonkv_connections_refused",
             "Connections closed as soon as accepted because --max-connections were open",
-            None,
-            refused.metric_type(),
-        )?)?;
-        let timed_out = ConstCounter::new(self.connections.timed_out());
-        timed_out.encode(encoder.encode_descriptor(
+            ConstCounter::new(self.connections.refused()),
+        )?;
+        live(
+            &mut encoder,
             "jsonkv_connections_timed_out",
-            "Connections closed for not finishing TLS or starting HTTP/2 within --handshake-timeout-secs",
-            None,
-            timed_out.metric_type(),
-        )?)?;
-        let buffered = ConstGauge::new(self.buffers.held() as i64);
-        buffered.encode(encoder.encode_descriptor(
+            concat!(
+                "Connections closed for not finishing TLS or starting HTTP/2 ",
+                "within --handshake-timeout-secs"
+            ),
+            ConstCounter::new(self.connections.timed_out()),
+        )?;
+        live(
+            &mut encoder,
             "jsonkv_request_buffer_bytes",
             "Bytes of requests whose messages have not fully arrived",
-            None,
-            buffered.metric_type(),
-        )?)?;
-        let up = ConstGauge::new(i64::from(*self.reachable.borrow()));
-        up.encode(encoder.encode_descriptor(
+            ConstGauge::new(self.buffers.held() as i64),
+        )?;
+        live(
+            &mut encoder,
             "jsonkv_source_up",
             "1 while the source of truth (etcd, when the server runs on it) is reachable",
-            None,
-            up.metric_type(),
-        )?)?;
+            ConstGauge::new(i64::from(*self.reachable.borrow())),
+        )?;
         Ok(())
     }
+}
+
+/// Writes `metric`, a value read at scrape time, under `name`.
+fn live(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric: impl EncodeMetric,
+) -> Result<(), std::fmt::Error> {
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
 }
 
 /// Serves `GET /metrics` on `listener` until `shutdown` completes.
