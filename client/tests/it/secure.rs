@@ -432,6 +432,15 @@ async fn the_cli_presents_a_client_certificate_for_mutual_tls() {
     s.server.shutdown().await;
 }
 
+/// Why a client trusting `pki`'s CA cannot connect to `server`.
+async fn refused_trusting(pki: &Pki, server: &RunningServer) -> Error {
+    Client::builder(server.url())
+        .ca_file(pki.ca_path())
+        .connect()
+        .await
+        .expect_err("the connection is refused")
+}
+
 /// A TLS server (no tokens) with `tls`.
 async fn tls_server(tls: jsonkv_server::config::TlsFiles) -> RunningServer {
     RunningServer::start(Config {
@@ -451,11 +460,7 @@ async fn certificate_failures_say_what_to_do() {
     // A self-signed CA as the server's certificate, trusted as the CA: what `openssl req -x509`
     // gives people.
     let server = tls_server(pki.ca_as_server()).await;
-    let err = Client::builder(server.url())
-        .ca_file(pki.ca_path())
-        .connect()
-        .await
-        .unwrap_err();
+    let err = refused_trusting(&pki, &server).await;
     assert!(
         err.to_string()
             .contains("presents a CA certificate as its own")
@@ -482,11 +487,7 @@ async fn certificate_failures_say_what_to_do() {
         client_ca: None,
     })
     .await;
-    let err = Client::builder(server.url())
-        .ca_file(pki.ca_path())
-        .connect()
-        .await
-        .unwrap_err();
+    let err = refused_trusting(&pki, &server).await;
     assert!(
         err.to_string().contains("not valid for name \"127.0.0.1\"")
             && err.to_string().contains("db.example")
