@@ -50,7 +50,7 @@ impl ServerTls {
 /// The listener's TLS from `files`: its certificate and key, and with a client CA, mutual
 /// TLS (every client must present a certificate that CA signed). HTTP/2 is offered through
 /// ALPN, as gRPC clients require.
-pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, Error> {
+fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, Error> {
     let bad = |what: &str, path: &Path, err: &dyn std::fmt::Display| {
         Error::Config(format!("{what} {}: {err}", path.display()))
     };
