@@ -245,6 +245,7 @@ impl Client {
             expected_mod_revision: precondition.map(Precondition::expected_mod_revision),
             return_previous,
             value_encoding: JSON,
+            lease: 0,
         };
         let response = self
             .servers

@@ -345,6 +345,7 @@ mod tests {
                 kv: Some(kv(key, revision)),
                 revision,
                 more_at_revision: false,
+                ..Default::default()
             })),
         }
     }
@@ -380,6 +381,7 @@ mod tests {
                 }),
                 revision,
                 more_at_revision: false,
+                ..Default::default()
             })),
         }
     }

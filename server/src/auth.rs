@@ -26,7 +26,7 @@ use crate::error::Error;
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// Get, List, the watches and Status.
+    /// Get, List, the watches, Status, and looking up leases.
     Read,
     /// Everything.
     Write,
@@ -37,16 +37,36 @@ pub enum Role {
 
 /// The methods a `read` token may call. Read access is listed rather than write access, so
 /// that a method added later is closed to read tokens until someone decides otherwise.
-pub const READ_METHODS: [&str; 5] = ["Get", "List", "WatchKey", "WatchPrefix", "Status"];
+pub const READ_METHODS: [&str; 7] = [
+    "Get",
+    "List",
+    "WatchKey",
+    "WatchPrefix",
+    "Status",
+    "LeaseTimeToLive",
+    "LeaseList",
+];
 
 /// The methods an `admin` token may call.
 pub const ADMIN_METHODS: [&str; 2] = ["Status", "Backup"];
 
 /// The methods a token scoped to prefixes may call: each names the keys it touches, which the
-/// service checks against the scope. Anything else (`Status`, which counts the whole store,
+/// service checks against the scope (the lease calls check the keys a lease holds, see
+/// [`crate::lease_rpc`]). Anything else (`Status`, which counts the whole store, `LeaseList`,
 /// and any method added later) needs an unscoped token.
-pub const SCOPED_METHODS: [&str; 6] =
-    ["Get", "Insert", "Delete", "List", "WatchKey", "WatchPrefix"];
+pub const SCOPED_METHODS: [&str; 11] = [
+    "Get",
+    "Insert",
+    "Delete",
+    "List",
+    "WatchKey",
+    "WatchPrefix",
+    "LeaseGrant",
+    "LeaseKeepAlive",
+    "LeaseKeepAliveStream",
+    "LeaseRevoke",
+    "LeaseTimeToLive",
+];
 
 /// The keys a call's token may touch.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,8 @@
 //! The response stream of one Backup call: the store's snapshot at one revision, read in parts
 //! as the client takes them (as a watch's opening is, so writers are never held up and an unread
 //! backup holds one part), encoded as a backup file ([`BackupEncoder`]) in chunks of bounded
-//! size.
+//! size. The leases in force at the snapshot's revision come last; a key whose lease is not
+//! among them (on etcd, where leases are etcd's, none is) is backed up without it.
 
 use std::pin::Pin;
 
@@ -9,6 +10,7 @@ use futures::Stream;
 use jsonkv::pb;
 use tonic::Status;
 
+use crate::lease::{LeaseId, Ttl};
 use crate::storage::backup::BackupEncoder;
 use crate::subscription::{Opening, Subscription};
 use crate::watcher_limits::WatcherPermit;
@@ -16,7 +18,11 @@ use crate::wire;
 
 pub type BackupStream = Pin<Box<dyn Stream<Item = Result<pb::BackupChunk, Status>> + Send>>;
 
-pub fn backup_stream(mut sub: Subscription, permit: WatcherPermit) -> BackupStream {
+pub fn backup_stream(
+    mut sub: Subscription,
+    leases: Vec<(LeaseId, Ttl)>,
+    permit: WatcherPermit,
+) -> BackupStream {
     Box::pin(async_stream::stream! {
         let _permit = permit;
         let Some(Opening::Snapshot { revision }) = sub.take_opening() else {
@@ -24,7 +30,7 @@ pub fn backup_stream(mut sub: Subscription, permit: WatcherPermit) -> BackupStre
             return;
         };
         let chunk = |data, last, keys| pb::BackupChunk { data, revision, last, keys };
-        let mut encoder = BackupEncoder::new(revision);
+        let mut encoder = BackupEncoder::new(revision, leases);
         while let Some(part) = sub.next_snapshot_part(wire::RESPONSE_BUDGET_BYTES) {
             let part = match part {
                 Ok(part) => part,

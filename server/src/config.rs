@@ -58,6 +58,9 @@ pub struct Config {
     pub max_watchers_per_connection: usize,
     /// Open watches the whole server may hold; RESOURCE_EXHAUSTED beyond.
     pub max_watchers: usize,
+    /// Live leases the embedded store may hold; a grant beyond is RESOURCE_EXHAUSTED. (On
+    /// etcd, etcd keeps the leases and bounds them itself.)
+    pub max_leases: usize,
     /// How long a call may take until its response starts: a unary call's whole run, a watch's
     /// opening (never its life). DEADLINE_EXCEEDED beyond. Zero: no limit.
     pub request_timeout: Duration,
@@ -217,6 +220,7 @@ impl Default for Config {
             max_concurrent_streams: 1024,
             max_watchers_per_connection: 512,
             max_watchers: 10_000,
+            max_leases: 1_000_000,
             request_timeout: Duration::from_secs(30),
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),

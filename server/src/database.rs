@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use crate::doc::Doc;
 use crate::error::Error;
+use crate::lease::{LeaseEnd, LeaseId, Leases, Ttl};
 use crate::revision::Revision;
 
 /// A stored value and its revision metadata. Cloning is cheap: the value is shared with the
@@ -23,18 +24,27 @@ pub struct Entry {
     pub create_revision: Revision,
     pub mod_revision: Revision,
     pub version: i64,
+    /// The lease the key is attached to: it is deleted when the lease ends.
+    pub lease: Option<LeaseId>,
 }
 
 impl Entry {
     /// The entry a put of `value` at `revision` leaves, given the key's `previous` one: a key
     /// that did not exist starts a new life (created now, version 1); one that did keeps its
-    /// create revision and counts one more version. etcd counts the same way.
-    pub fn after(previous: Option<&Entry>, value: Arc<Doc>, revision: Revision) -> Entry {
+    /// create revision and counts one more version. etcd counts the same way. The lease is
+    /// the put's own: a put without one detaches the key from the lease it had, as in etcd.
+    pub fn after(
+        previous: Option<&Entry>,
+        value: Arc<Doc>,
+        revision: Revision,
+        lease: Option<LeaseId>,
+    ) -> Entry {
         Entry {
             value,
             create_revision: previous.map_or(revision, |p| p.create_revision),
             mod_revision: revision,
             version: previous.map_or(1, |p| p.version + 1),
+            lease,
         }
     }
 }
@@ -50,6 +60,41 @@ pub struct Event {
     /// the change needs to see the state before it, and what a writer asking for the previous
     /// value gets.
     pub previous: Option<Entry>,
+    /// For a delete a lease's end caused: which lease, and why it ended.
+    pub lease_end: Option<LeaseEnd>,
+}
+
+/// One committed change to the store, as it is logged and applied.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A key put or deleted.
+    Key(Arc<Event>),
+    /// A lease granted. Like every logged change it takes a revision, so that the log stays
+    /// one record per revision; no key changes, so no watcher hears of it.
+    LeaseGranted {
+        lease: LeaseId,
+        ttl: Ttl,
+        revision: Revision,
+    },
+    /// A lease ended at `revision`, deleting every key attached to it: `events`, all at that
+    /// revision. Logged as one record: recovery finds the keys again in the state it rebuilds,
+    /// and fills in `events` (read from a log, they come empty).
+    LeaseEnded {
+        end: LeaseEnd,
+        revision: Revision,
+        events: Vec<Arc<Event>>,
+    },
+}
+
+impl Change {
+    pub fn revision(&self) -> Revision {
+        match self {
+            Change::Key(event) => event.revision,
+            Change::LeaseGranted { revision, .. } | Change::LeaseEnded { revision, .. } => {
+                *revision
+            }
+        }
+    }
 }
 
 /// What a write requires of its key's current state, or nothing changes.
@@ -93,6 +138,7 @@ pub struct Database {
     deletes: Deletes,
     /// Bytes of keys and JSON text held, kept as entries come and go (for `Status`).
     bytes: usize,
+    leases: Leases,
 }
 
 /// What an entry adds to [`Database::bytes`].
@@ -195,6 +241,21 @@ impl Database {
         self.entries.get(key)
     }
 
+    /// The leases in force and the keys attached to each.
+    pub fn leases(&self) -> &Leases {
+        &self.leases
+    }
+
+    /// Records a lease granted.
+    pub fn grant_lease(&mut self, lease: LeaseId, ttl: Ttl) {
+        self.leases.grant(lease, ttl);
+    }
+
+    /// Records a lease's end. Its keys go with the deletes that come with it.
+    pub fn end_lease(&mut self, lease: LeaseId) {
+        self.leases.end(lease);
+    }
+
     /// An empty database that remembers up to `capacity` deletes (not the default
     /// [`REMEMBERED_DELETES`]), to see what happens when records go.
     #[cfg(test)]
@@ -272,9 +333,15 @@ impl Database {
             // allocation (and a free) per write.
             Some(entry) => {
                 self.bytes += entry_bytes(&event.key, entry);
+                if let Some(lease) = entry.lease {
+                    self.leases.attach(lease, &event.key);
+                }
                 match self.entries.get_mut(&event.key) {
                     Some(slot) => {
                         self.bytes -= entry_bytes(&event.key, slot);
+                        if let Some(old) = slot.lease.filter(|old| Some(*old) != entry.lease) {
+                            self.leases.detach(old, &event.key);
+                        }
                         *slot = entry.clone();
                     }
                     None => {
@@ -283,14 +350,20 @@ impl Database {
                     }
                 }
             }
-            None => {
-                if let Some(gone) = self.entries.remove(&event.key) {
-                    self.bytes -= entry_bytes(&event.key, &gone);
-                }
-                self.deletes.record(&event.key, event.revision);
-            }
+            None => self.remove(&event.key, event.revision),
         }
         self.revision = event.revision;
+    }
+
+    /// Deletes `key` at `revision`.
+    fn remove(&mut self, key: &str, revision: Revision) {
+        if let Some(gone) = self.entries.remove(key) {
+            self.bytes -= entry_bytes(key, &gone);
+            if let Some(lease) = gone.lease {
+                self.leases.detach(lease, key);
+            }
+        }
+        self.deletes.record(key, revision);
     }
 
     /// [`Database::apply`] for an event nobody else holds: moves instead of cloning.
@@ -305,20 +378,21 @@ impl Database {
                 self.deletes.forget(&event.key);
                 self.load(event.key, entry);
             }
-            None => {
-                if let Some(gone) = self.entries.remove(&event.key) {
-                    self.bytes -= entry_bytes(&event.key, &gone);
-                }
-                self.deletes.record(&event.key, event.revision);
-            }
+            None => self.remove(&event.key, event.revision),
         }
     }
 
     /// Installs a snapshot entry, without moving the revision (see [`Database::set_revision`]).
     pub fn load(&mut self, key: String, entry: Entry) {
         self.bytes += entry_bytes(&key, &entry);
+        if let Some(lease) = entry.lease {
+            self.leases.attach(lease, &key);
+        }
         if let Some(replaced) = self.entries.get(&key) {
             self.bytes -= entry_bytes(&key, replaced);
+            if let Some(old) = replaced.lease.filter(|old| Some(*old) != entry.lease) {
+                self.leases.detach(old, &key);
+            }
         }
         self.entries.insert(key, entry);
     }
@@ -351,6 +425,7 @@ pub fn plan_put(
     key: String,
     value: Arc<Doc>,
     precondition: Option<Precondition>,
+    lease: Option<LeaseId>,
     revision: Revision,
 ) -> Result<Event, Error> {
     if let Some(precondition) = precondition {
@@ -358,9 +433,10 @@ pub fn plan_put(
     }
     Ok(Event {
         revision,
-        entry: Some(Entry::after(current, value, revision)),
+        entry: Some(Entry::after(current, value, revision, lease)),
         key,
         previous: current.cloned(),
+        lease_end: None,
     })
 }
 
@@ -380,6 +456,7 @@ pub fn plan_delete(
         key: key.to_owned(),
         entry: None,
         previous: Some(current.clone()),
+        lease_end: None,
     }))
 }
 
@@ -400,6 +477,7 @@ mod tests {
             key.into(),
             Arc::new(Doc::new(value)),
             expected,
+            None,
             db.revision() + 1,
         )?;
         db.apply(&event);

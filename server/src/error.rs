@@ -24,6 +24,14 @@ pub enum Error {
     #[error("key not found: {}", quoted(.0))]
     NotFound(String),
 
+    /// A lease that is not live (never granted, expired or revoked) was named.
+    #[error("lease {0} not found (never granted, or it expired or was revoked)")]
+    LeaseNotFound(i64),
+
+    /// A grant named a lease that is live already.
+    #[error("lease {0} already exists")]
+    LeaseExists(i64),
+
     /// A compare-and-swap precondition failed; nothing was changed.
     #[error("key {} has mod revision {current}, expected {expected}", quoted(key))]
     RevisionMismatch {
@@ -125,6 +133,10 @@ pub enum Error {
     #[error("{0}")]
     OutOfScope(&'static str),
 
+    /// Granting one more lease would pass the server's limit; nothing was granted.
+    #[error("too many live leases: the limit is {0}; revoke one first")]
+    TooManyLeases(usize),
+
     /// Opening one more watch would pass a limit; nothing was opened.
     #[error("too many open watches {scope}: the limit is {limit}; close one first")]
     TooManyWatchers { scope: &'static str, limit: usize },
@@ -172,7 +184,8 @@ impl From<Error> for Status {
                 message,
                 ErrorDetails::with_bad_request_violation(field, reason),
             ),
-            Error::NotFound(_) => Status::not_found(message),
+            Error::NotFound(_) | Error::LeaseNotFound(_) => Status::not_found(message),
+            Error::LeaseExists(_) => Status::already_exists(message),
             Error::RevisionMismatch {
                 key,
                 expected,
@@ -244,7 +257,9 @@ impl From<Error> for Status {
             Error::PermissionDenied { .. } | Error::OutOfScope(_) => {
                 Status::permission_denied(message)
             }
-            Error::TooManyWatchers { .. } => Status::resource_exhausted(message),
+            Error::TooManyWatchers { .. } | Error::TooManyLeases(_) => {
+                Status::resource_exhausted(message)
+            }
             Error::DeadlineExceeded(_) => Status::deadline_exceeded(message),
         }
     }

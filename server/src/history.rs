@@ -125,6 +125,7 @@ mod tests {
             key: key.into(),
             entry: None,
             previous: None,
+            lease_end: None,
         })
     }
 
@@ -145,8 +146,10 @@ mod tests {
                 create_revision: revision,
                 mod_revision: revision,
                 version: 1,
+                lease: None,
             }),
             previous: None,
+            lease_end: None,
         })
     }
 

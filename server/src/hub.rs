@@ -185,6 +185,7 @@ mod tests {
             key: key.into(),
             entry: None,
             previous: None,
+            lease_end: None,
         })
     }
 

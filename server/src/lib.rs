@@ -7,6 +7,8 @@
 //! - [`revision`]: `Revision` and `Start`. [`store_id`]: `StoreId`, which store revisions
 //!   belong to.
 //! - [`json_text`]: JSON text in the compact form stored. [`doc`]: `Doc`, a stored document.
+//! - [`lease`]: `LeaseId`, `Ttl`, why a lease ended, and `Leases`, which leases exist and
+//!   which keys each holds.
 //! - [`database`]: the `Database`, a `BTreeMap` of key -> JSON document with revision
 //!   metadata; `Entry`, `Event`, `Precondition` and how a change is planned.
 //! - [`hub`]: `WatchHub`, per-key and per-prefix `broadcast` senders, and `WatchTarget`.
@@ -26,7 +28,8 @@
 //!   get progress notices. [`watcher_limits`]: open watches counted and capped.
 //! - [`watch_stream`]: a `Subscription` as a gRPC response stream. [`backup_stream`]: a
 //!   snapshot of the whole store as a backup file, streamed.
-//! - [`service`]: the `jsonkv.v1.JsonKv` implementation.
+//! - [`lease_rpc`]: the lease calls, checked against the caller's scope. [`service`]: the
+//!   `jsonkv.v1.JsonKv` implementation.
 //! - [`method`]: the gRPC methods the server knows. [`auth`]: tokens, roles and scopes;
 //!   [`credentials`]: the tokens in force, reloadable, and what a call was granted. [`tls`]: the
 //!   TLS files. [`layers`]: the tower layers around every call (metrics, timeout, auth) and
@@ -53,6 +56,8 @@ pub mod history;
 pub mod hub;
 pub mod json_text;
 pub mod layers;
+pub mod lease;
+pub mod lease_rpc;
 pub mod method;
 pub mod metrics;
 pub mod net;

@@ -134,6 +134,9 @@ struct Args {
     /// Open watches in total; more get RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = Config::default().max_watchers)]
     max_watchers: usize,
+    /// Live leases (embedded store); more grants get RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = Config::default().max_leases)]
+    max_leases: usize,
     /// Threads that serve calls (tokio workers; default: one per CPU). Fewer leave cores to
     /// other processes (a client on the same machine, say), but one worker can never use more
     /// than one core.
@@ -251,6 +254,7 @@ impl TryFrom<Args> for Config {
             max_concurrent_streams: args.max_concurrent_streams,
             max_watchers_per_connection: args.max_watchers_per_connection,
             max_watchers: args.max_watchers,
+            max_leases: args.max_leases,
             request_timeout: Duration::from_secs(args.request_timeout_secs),
             keepalive_interval: Duration::from_secs(args.keepalive_interval_secs),
             keepalive_timeout: Duration::from_secs(args.keepalive_timeout_secs),

@@ -3,7 +3,7 @@
 
 /// The known gRPC methods, and whether each streams its response. Anything else is counted as
 /// `unknown`, so a client cannot grow the label set by calling made-up paths.
-pub const METHODS: [(&str, bool); 12] = [
+pub const METHODS: [(&str, bool); 18] = [
     ("jsonkv.v1.JsonKv/Get", false),
     ("jsonkv.v1.JsonKv/Insert", false),
     ("jsonkv.v1.JsonKv/Delete", false),
@@ -12,6 +12,12 @@ pub const METHODS: [(&str, bool); 12] = [
     ("jsonkv.v1.JsonKv/WatchPrefix", true),
     ("jsonkv.v1.JsonKv/Status", false),
     ("jsonkv.v1.JsonKv/Backup", true),
+    ("jsonkv.v1.JsonKv/LeaseGrant", false),
+    ("jsonkv.v1.JsonKv/LeaseKeepAlive", false),
+    ("jsonkv.v1.JsonKv/LeaseKeepAliveStream", true),
+    ("jsonkv.v1.JsonKv/LeaseRevoke", false),
+    ("jsonkv.v1.JsonKv/LeaseTimeToLive", false),
+    ("jsonkv.v1.JsonKv/LeaseList", false),
     ("grpc.health.v1.Health/Check", false),
     ("grpc.health.v1.Health/Watch", true),
     (

@@ -19,9 +19,9 @@ use crate::credentials::Credential;
 use crate::database::Precondition;
 use crate::error::Error;
 use crate::hub::WatchTarget;
+use crate::lease_rpc::{self, KeepAliveStream};
 use crate::metrics::WatchCounters;
 use crate::progress_clock::ProgressClock;
-use crate::revision::Start;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::watch_stream::{watch_stream, WatchStream};
@@ -115,6 +115,7 @@ impl JsonKvService {
             history_events: summary.history_events as i64,
             watchers: self.watchers.active() as i64,
             uptime_seconds: self.started.elapsed().as_secs() as i64,
+            leases: summary.leases as i64,
         })
     }
 
@@ -144,7 +145,11 @@ impl JsonKvService {
         let encoding = wire::encoding(req.value_encoding)?;
         let precondition = wire::precondition(req.expected_mod_revision)?;
         let value = self.limits.value(req.new_value)?;
-        let event = self.store.put(req.key, value, precondition).await?;
+        let lease = wire::lease(req.lease)?;
+        let event = self
+            .store
+            .put_leased(req.key, value, precondition, lease)
+            .await?;
         let entry = event.entry.as_ref().expect("a put event has an entry");
         Ok(pb::InsertResponse {
             revision: event.revision,
@@ -330,10 +335,8 @@ impl JsonKv for JsonKvService {
         let pb::BackupRequest {} = req.into_inner();
         // A backup reads like a watch of everything and holds as much: counted as one.
         let permit = self.watchers.acquire(caller.peer)?;
-        let sub = self
-            .store
-            .watch(WatchTarget::Prefix(String::new()), Start::Snapshot)?;
-        Ok(self.naming_the_store(backup_stream(sub, permit)))
+        let (sub, leases) = self.store.watch_for_backup()?;
+        Ok(self.naming_the_store(backup_stream(sub, leases, permit)))
     }
 
     type WatchKeyStream = WatchStream;
@@ -380,6 +383,69 @@ impl JsonKv for JsonKvService {
                 &req.store_id,
             )
             .await?)
+    }
+
+    async fn lease_grant(
+        &self,
+        req: Request<pb::LeaseGrantRequest>,
+    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        Ok(Response::new(
+            lease_rpc::grant(&self.store, req.into_inner()).await?,
+        ))
+    }
+
+    async fn lease_keep_alive(
+        &self,
+        req: Request<pb::LeaseKeepAliveRequest>,
+    ) -> Result<Response<pb::LeaseKeepAliveResponse>, Status> {
+        Ok(Response::new(
+            lease_rpc::keep_alive(&self.store, req.into_inner()).await?,
+        ))
+    }
+
+    type LeaseKeepAliveStreamStream = KeepAliveStream;
+
+    async fn lease_keep_alive_stream(
+        &self,
+        req: Request<tonic::Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> Result<Response<KeepAliveStream>, Status> {
+        // An open stream, held as long as a watch: counted as one.
+        let permit = self.watchers.acquire(req.remote_addr())?;
+        Ok(Response::new(lease_rpc::keep_alive_stream(
+            self.store.clone(),
+            req.into_inner(),
+            permit,
+            self.shutdown.clone(),
+        )))
+    }
+
+    async fn lease_revoke(
+        &self,
+        req: Request<pb::LeaseRevokeRequest>,
+    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let scope = Scope::of(req.extensions());
+        let response = lease_rpc::revoke(&self.store, &scope, req.into_inner()).await?;
+        Ok(self.naming_the_store(response))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let scope = Scope::of(req.extensions());
+        Ok(Response::new(
+            lease_rpc::time_to_live(&self.store, &scope, req.into_inner()).await?,
+        ))
+    }
+
+    async fn lease_list(
+        &self,
+        req: Request<pb::LeaseListRequest>,
+    ) -> Result<Response<pb::LeaseListResponse>, Status> {
+        let scope = Scope::of(req.extensions());
+        Ok(Response::new(
+            lease_rpc::list(&self.store, &scope, req.into_inner()).await?,
+        ))
     }
 }
 

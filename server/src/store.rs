@@ -17,6 +17,7 @@ use crate::database::{Entry, Event, Precondition};
 use crate::doc::Doc;
 use crate::error::Error;
 use crate::hub::WatchTarget;
+use crate::lease::{LeaseId, LeaseStatus, Ttl};
 use crate::revision::{Revision, Start};
 use crate::storage::{MemoryStorage, Storage};
 use crate::store_id::StoreId;
@@ -191,13 +192,56 @@ impl Store {
         value: impl Into<Doc>,
         precondition: Option<Precondition>,
     ) -> Result<Arc<Event>, Error> {
+        self.put_leased(key, value, precondition, None).await
+    }
+
+    /// [`Store::put`], attaching the key to `lease` (NOT_FOUND, and nothing written, if it is
+    /// not live), or detaching it from the one it had if `None`.
+    pub async fn put_leased(
+        &self,
+        key: String,
+        value: impl Into<Doc>,
+        precondition: Option<Precondition>,
+        lease: Option<LeaseId>,
+    ) -> Result<Arc<Event>, Error> {
         let write = Write::Put {
             key,
             value: Arc::new(value.into()),
             precondition,
+            lease,
         };
         let change = self.shared.backend.write(write).await?;
         change.ok_or_else(|| Error::Internal("a put changed nothing".into()))
+    }
+
+    /// Grants a lease of `ttl`, named `id` if given (ALREADY_EXISTS if that one is live).
+    pub async fn lease_grant(
+        &self,
+        id: Option<LeaseId>,
+        ttl: Ttl,
+    ) -> Result<(LeaseId, Ttl), Error> {
+        self.shared.backend.lease_grant(id, ttl).await
+    }
+
+    /// Restarts the lease's TTL; NOT_FOUND if it is not live.
+    pub async fn lease_keep_alive(&self, id: LeaseId) -> Result<Ttl, Error> {
+        self.shared.backend.lease_keep_alive(id).await
+    }
+
+    /// Ends the lease, deleting its keys at one revision, which it returns once every read and
+    /// watch on this server sees them gone.
+    pub async fn lease_revoke(&self, id: LeaseId) -> Result<Revision, Error> {
+        self.shared.backend.lease_revoke(id).await
+    }
+
+    /// The lease's TTL, the time it has left and, with `keys`, its keys.
+    pub async fn lease_time_to_live(&self, id: LeaseId, keys: bool) -> Result<LeaseStatus, Error> {
+        self.shared.backend.lease_time_to_live(id, keys).await
+    }
+
+    /// Every live lease, in id order.
+    pub async fn lease_list(&self) -> Result<Vec<LeaseId>, Error> {
+        self.shared.backend.lease_list().await
     }
 
     /// Deletes `key` if `precondition` (when given) holds; `Ok(None)` if it was absent
@@ -221,6 +265,18 @@ impl Store {
             Arc::clone(&self.shared.backend),
             target,
             start,
+        )
+    }
+
+    /// A watch of every key from a snapshot, for a backup, with the leases in force at the
+    /// snapshot's revision.
+    pub fn watch_for_backup(&self) -> Result<(Subscription, Vec<(LeaseId, Ttl)>), Error> {
+        Subscription::open_reading(
+            Arc::clone(&self.shared.view),
+            Arc::clone(&self.shared.backend),
+            WatchTarget::Prefix(String::new()),
+            Start::Snapshot,
+            |state| state.db.leases().granted().collect(),
         )
     }
 

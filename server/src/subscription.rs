@@ -109,7 +109,20 @@ impl Subscription {
         target: WatchTarget,
         start: Start,
     ) -> Result<Subscription, Error> {
+        Ok(Subscription::open_reading(view, backend, target, start, |_| ())?.0)
+    }
+
+    /// [`Subscription::open`], with what `read` takes from the state at the revision the
+    /// watch opens at (under the same lock, so nothing changes in between).
+    pub fn open_reading<T>(
+        view: Arc<View>,
+        backend: Arc<dyn Backend>,
+        target: WatchTarget,
+        start: Start,
+        read: impl FnOnce(&ViewState) -> T,
+    ) -> Result<(Subscription, T), Error> {
         let state = view.read();
+        let read = read(&state);
         let current = state.db.revision();
         let mut replay = None;
         let mut snapshot = None;
@@ -139,7 +152,7 @@ impl Subscription {
         let rx = view.hub().subscribe(&target);
         let epoch = state.epoch;
         drop(state);
-        Ok(Subscription {
+        let subscription = Subscription {
             view,
             backend,
             target,
@@ -149,7 +162,8 @@ impl Subscription {
             snapshot,
             replay,
             epoch,
-        })
+        };
+        Ok((subscription, read))
     }
 
     /// What the watch begins with; `None` once taken.

@@ -22,7 +22,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::database::{Database, Entry, Event};
+use crate::database::{Change, Database, Entry, Event};
 use crate::history::{HistoryBounds, HistoryRing};
 use crate::hub::WatchHub;
 use crate::revision::Revision;
@@ -37,6 +37,8 @@ pub struct Summary {
     /// The oldest revision history can replay from.
     pub history_oldest: Revision,
     pub history_events: usize,
+    /// Leases in force (embedded store; on etcd, etcd keeps them).
+    pub leases: usize,
 }
 
 pub struct View {
@@ -126,6 +128,7 @@ impl View {
             bytes: state.db.bytes(),
             history_oldest: state.history.oldest(),
             history_events: state.history.len(),
+            leases: state.db.leases().len(),
         }
     }
 
@@ -158,6 +161,33 @@ impl View {
         self.install(&mut self.state.write(), self.hub.lock(), events);
     }
 
+    /// Makes committed changes visible, as [`View::apply`] does, with the lease grants and ends
+    /// among them (the embedded store's commit thread). A change that deletes no key still
+    /// moves the revision.
+    pub fn apply_changes(&self, changes: &[Change]) {
+        let mut state = self.state.write();
+        let hub = self.hub.lock();
+        let mut events = Vec::with_capacity(changes.len());
+        // The lease table does not depend on the order it changes in relative to the keys: a
+        // key names its lease, and attaching or detaching needs no grant.
+        for change in changes {
+            match change {
+                Change::Key(event) => events.push(Arc::clone(event)),
+                Change::LeaseGranted { lease, ttl, .. } => state.db.grant_lease(*lease, *ttl),
+                Change::LeaseEnded {
+                    end,
+                    events: deleted,
+                    ..
+                } => {
+                    state.db.end_lease(end.lease);
+                    events.extend(deleted.iter().cloned());
+                }
+            }
+        }
+        let through = changes.last().map_or(0, Change::revision);
+        self.install_through(&mut state, hub, &events, through);
+    }
+
     /// [`View::apply`] for events that come without their previous entries (etcd's watch, asked
     /// for none so that etcd need not read one per event): each is filled in from the state it
     /// is applied to, as recovery does from a log.
@@ -187,6 +217,17 @@ impl View {
         hub: MutexGuard<'_, WatchHub>,
         events: &[Arc<Event>],
     ) {
+        self.install_through(state, hub, events, 0);
+    }
+
+    /// [`View::install`], moving the revision on to `through` if the events end before it.
+    fn install_through(
+        &self,
+        state: &mut ViewState,
+        hub: MutexGuard<'_, WatchHub>,
+        events: &[Arc<Event>],
+        through: Revision,
+    ) {
         for event in events {
             state.db.apply(event);
             state.history.push(Arc::clone(event));
@@ -196,6 +237,9 @@ impl View {
             hub.publish(revision);
         }
         drop(hub);
+        if through > state.db.revision() {
+            state.db.set_revision(through);
+        }
         let revision = state.db.revision();
         // Waking the channel's waiters costs work even when there are none, and there seldom
         // are (reads carrying a `min_revision` this server has not reached), so without

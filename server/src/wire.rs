@@ -14,6 +14,7 @@ use crate::database::{Entry, Event, Precondition};
 use crate::doc::Doc;
 use crate::error::Error;
 use crate::json_text;
+use crate::lease::{EndReason, LeaseEnd, LeaseId};
 use crate::revision::{Revision, Start};
 use crate::store_id::StoreId;
 
@@ -125,6 +126,22 @@ pub fn precondition(raw: Option<i64>) -> Result<Option<Precondition>, Error> {
     }
 }
 
+/// A write's `lease`: 0, none; otherwise the lease to attach the key to.
+pub fn lease(raw: i64) -> Result<Option<LeaseId>, Error> {
+    match raw {
+        0 => Ok(None),
+        raw => LeaseId::new(raw).map(Some).ok_or_else(|| {
+            Error::invalid("lease", format!("lease must not be negative, got {raw}"))
+        }),
+    }
+}
+
+/// A lease call's `id`, which must name a lease (be positive).
+pub fn lease_id(raw: i64) -> Result<LeaseId, Error> {
+    LeaseId::new(raw)
+        .ok_or_else(|| Error::invalid("id", format!("a lease id is positive, got {raw}")))
+}
+
 /// A watch's `start_revision`: 0, a snapshot; otherwise every change from that revision on.
 pub fn start(raw: i64) -> Result<Start, Error> {
     match raw {
@@ -228,6 +245,7 @@ pub fn key_value(
         create_revision: entry.create_revision,
         mod_revision: entry.mod_revision,
         version: entry.version,
+        lease: entry.lease.map_or(0, LeaseId::get),
     };
     if with_value {
         match encoding {
@@ -259,11 +277,24 @@ pub fn event(event: &Event, encoding: ValueEncoding, more_at_revision: bool) -> 
             },
         ),
     };
+    use pb::event::Cause;
+    let (lease, cause) = match event.lease_end {
+        Some(LeaseEnd { lease, reason }) => (
+            lease.get(),
+            match reason {
+                EndReason::Expired => Cause::Expired,
+                EndReason::Revoked => Cause::Revoked,
+            },
+        ),
+        None => (0, Cause::Unspecified),
+    };
     pb::Event {
         r#type: event_type as i32,
         kv: Some(kv),
         revision: event.revision,
         more_at_revision,
+        lease,
+        cause: cause as i32,
     }
 }
 
@@ -339,6 +370,7 @@ mod tests {
             create_revision: 1,
             mod_revision: 1,
             version: 1,
+            lease: None,
         };
         let deep = "[".repeat(60) + &"]".repeat(60);
         for text in ["[1e999]", deep.as_str()] {

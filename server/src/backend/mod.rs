@@ -23,17 +23,20 @@ use crate::database::{Entry, Event, Precondition};
 use crate::doc::Doc;
 use crate::error::Error;
 use crate::hub::WatchTarget;
+use crate::lease::{LeaseId, LeaseStatus, Ttl};
 use crate::revision::Revision;
 use crate::view::Page;
 
 /// A change a client asked for.
 #[derive(Debug)]
 pub enum Write {
-    /// Set `key` to `value`, if `precondition` (when given) holds.
+    /// Set `key` to `value`, if `precondition` (when given) holds, attached to `lease` (which
+    /// must be live) or to none.
     Put {
         key: String,
         value: Arc<Doc>,
         precondition: Option<Precondition>,
+        lease: Option<LeaseId>,
     },
     /// Delete `key`, if `precondition` (when given) holds.
     Delete {
@@ -74,6 +77,23 @@ pub trait Backend: Send + Sync + 'static {
         from: Revision,
         until: Revision,
     ) -> Option<Box<dyn Replay>>;
+
+    /// Grants a lease of `ttl`, named `id` if given (ALREADY_EXISTS if that one is live),
+    /// otherwise by the backend. Returns its id and TTL (on etcd, at least etcd's minimum).
+    async fn lease_grant(&self, id: Option<LeaseId>, ttl: Ttl) -> Result<(LeaseId, Ttl), Error>;
+
+    /// Restarts the lease's TTL, which it returns. NOT_FOUND if the lease is not live.
+    async fn lease_keep_alive(&self, id: LeaseId) -> Result<Ttl, Error>;
+
+    /// Ends the lease, deleting its keys at one revision, which it returns once applied to the
+    /// view. NOT_FOUND if the lease is not live.
+    async fn lease_revoke(&self, id: LeaseId) -> Result<Revision, Error>;
+
+    /// The lease's TTL, the time it has left, and (with `keys`) its keys.
+    async fn lease_time_to_live(&self, id: LeaseId, keys: bool) -> Result<LeaseStatus, Error>;
+
+    /// Every live lease.
+    async fn lease_list(&self) -> Result<Vec<LeaseId>, Error>;
 
     /// Whether the view is the source of truth: every revision a client saw was applied here
     /// first, so one beyond the view's means the store lost changes (its data restored from an

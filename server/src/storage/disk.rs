@@ -38,8 +38,9 @@ use std::time::{Duration, Instant};
 use super::format::{self, Frame, Record, HEADER_LEN, LOG_MAGIC, SNAPSHOT_MAGIC};
 use super::{Recovered, Storage};
 use crate::config::{DiskConfig, SyncMode};
-use crate::database::{Entry, Event};
+use crate::database::{Change, Entry, Event};
 use crate::error::Error;
+use crate::lease::{LeaseId, Ttl};
 use crate::revision::Revision;
 use crate::store_id::StoreId;
 
@@ -158,9 +159,10 @@ impl Storage for DiskStorage {
         let files = Files::list(&self.dir)?;
         let mut recovered = Recovered::empty(store_id(&self.dir)?);
         if let Some((_, path)) = files.snapshots.last() {
-            let (entries, revision) = read_snapshot(path)?;
-            recovered.snapshot = entries;
-            recovered.snapshot_revision = revision;
+            let snapshot = read_snapshot(path)?;
+            recovered.snapshot = snapshot.entries;
+            recovered.leases = snapshot.leases;
+            recovered.snapshot_revision = snapshot.revision;
         }
         let mut last = recovered.snapshot_revision;
         for (i, (_, path)) in files.segments.iter().enumerate() {
@@ -170,7 +172,7 @@ impl Storage for DiskStorage {
                 is_last,
                 recovered.snapshot_revision,
                 &mut last,
-                &mut recovered.events,
+                &mut recovered.changes,
             )?;
         }
         // Files a finished compaction made redundant, left behind by a crash before deleting.
@@ -199,25 +201,36 @@ impl Storage for DiskStorage {
             dir = %self.dir.display(),
             keys = recovered.snapshot.len(),
             snapshot_revision = recovered.snapshot_revision,
-            replayed = recovered.events.len(),
+            leases = recovered.leases.len(),
+            replayed = recovered.changes.len(),
             revision = last,
             "recovered"
         );
         Ok(recovered)
     }
 
-    fn append(&mut self, events: &[Arc<Event>]) -> Result<(), Error> {
+    fn append(&mut self, changes: &[Change]) -> Result<(), Error> {
         if let Some(why) = &self.poisoned {
             return Err(Error::Storage(format!(
                 "storage failed earlier and refuses writes until restarted: {why}"
             )));
         }
-        let Some(last) = events.last() else {
+        let Some(last) = changes.last() else {
             return Ok(());
         };
         self.buf.clear();
-        for event in events {
-            format::encode_event(&mut self.buf, event);
+        for change in changes {
+            match change {
+                Change::Key(event) => format::encode_event(&mut self.buf, event),
+                Change::LeaseGranted {
+                    lease,
+                    ttl,
+                    revision,
+                } => format::encode_lease(&mut self.buf, *revision, *lease, *ttl),
+                Change::LeaseEnded { end, revision, .. } => {
+                    format::encode_lease_end(&mut self.buf, *revision, *end)
+                }
+            }
         }
         let segment = self.active.as_mut().expect("recover() opens a segment");
         if let Err(e) = segment.write_records(&self.buf, self.segment_bytes) {
@@ -239,7 +252,7 @@ impl Storage for DiskStorage {
         segment.len += self.buf.len() as u64;
         if segment.len >= self.segment_bytes {
             // The batch is already stored; a failed rotation only means the segment grows on.
-            if let Err(err) = self.seal_and_rotate(last.revision + 1) {
+            if let Err(err) = self.seal_and_rotate(last.revision() + 1) {
                 tracing::error!(%err, "cannot start a new log segment");
             }
         }
@@ -279,12 +292,15 @@ pub fn restore(dir: &Path, backup: &Path) -> Result<(Revision, usize), Error> {
             )));
         }
     }
-    let (entries, revision) = read_snapshot(backup)?;
-    let keys = entries.len();
+    let snapshot = read_snapshot(backup)?;
+    let (revision, keys) = (snapshot.revision, snapshot.entries.len());
     fs::create_dir_all(dir).map_err(|e| io_error(format!("cannot create {}", dir.display()), e))?;
     let mut writer = SnapshotWriter::create(dir, revision)?;
-    for (key, entry) in entries {
+    for (key, entry) in snapshot.entries {
         writer.push(key, entry)?;
+    }
+    for (lease, ttl) in snapshot.leases {
+        writer.push_lease(lease, ttl)?;
     }
     writer.finish()?;
     store_id(dir)?;
@@ -412,14 +428,14 @@ fn open_segment(path: &Path) -> Result<Segment, Error> {
     })
 }
 
-/// Replays one segment's changes after `after` into `events`, checking they continue `last`.
+/// Replays one segment's changes after `after` into `changes`, checking they continue `last`.
 /// The last segment may have a torn tail, which is truncated; anything else wrong is an error.
 fn replay_segment(
     path: &Path,
     is_last: bool,
     after: Revision,
     last: &mut Revision,
-    events: &mut Vec<Arc<Event>>,
+    changes: &mut Vec<Change>,
 ) -> Result<(), Error> {
     let data = read_file(path)?;
     let corrupt = |offset: usize, reason: String| corrupt_at(path, offset, reason);
@@ -439,16 +455,38 @@ fn replay_segment(
             break;
         }
         match format::read_frame(&data, at) {
-            Frame::Record(Record::Change(event), next) => {
-                if event.revision > after {
-                    if event.revision != *last + 1 {
+            Frame::Record(
+                record @ (Record::Change(_) | Record::Lease { .. } | Record::LeaseEnd { .. }),
+                next,
+            ) => {
+                let change = match record {
+                    Record::Change(event) => Change::Key(event),
+                    Record::Lease {
+                        revision,
+                        lease,
+                        ttl,
+                    } => Change::LeaseGranted {
+                        lease,
+                        ttl,
+                        revision,
+                    },
+                    Record::LeaseEnd { revision, end } => Change::LeaseEnded {
+                        end,
+                        revision,
+                        events: Vec::new(),
+                    },
+                    Record::End { .. } => unreachable!("matched above"),
+                };
+                let revision = change.revision();
+                if revision > after {
+                    if revision != *last + 1 {
                         return Err(corrupt(
                             at,
-                            format!("revision {} follows revision {}", event.revision, last),
+                            format!("revision {revision} follows revision {last}"),
                         ));
                     }
-                    *last = event.revision;
-                    events.push(event);
+                    *last = revision;
+                    changes.push(change);
                 }
                 at = next;
             }
@@ -481,14 +519,35 @@ fn replay_segment(
     Ok(())
 }
 
-/// Reads a whole snapshot: its entries and the revision it was taken at.
-fn read_snapshot(path: &Path) -> Result<(Vec<(String, Entry)>, Revision), Error> {
+/// What a whole snapshot holds.
+struct Snapshot {
+    entries: Vec<(String, Entry)>,
+    leases: Vec<(LeaseId, Ttl)>,
+    /// The revision it was taken at.
+    revision: Revision,
+}
+
+/// One record of a snapshot.
+enum Item {
+    Key(String, Entry),
+    Lease(LeaseId, Ttl),
+}
+
+/// Reads a whole snapshot.
+fn read_snapshot(path: &Path) -> Result<Snapshot, Error> {
     let mut reader = SnapshotReader::open(path)?;
-    let mut entries = Vec::new();
-    while let Some(entry) = reader.next()? {
-        entries.push(entry);
+    let (mut entries, mut leases) = (Vec::new(), Vec::new());
+    while let Some(item) = reader.next()? {
+        match item {
+            Item::Key(key, entry) => entries.push((key, entry)),
+            Item::Lease(lease, ttl) => leases.push((lease, ttl)),
+        }
     }
-    Ok((entries, reader.revision().expect("read to its end record")))
+    Ok(Snapshot {
+        entries,
+        leases,
+        revision: reader.revision().expect("read to its end record"),
+    })
 }
 
 /// Reads a snapshot one record at a time, so that neither recovery nor compaction holds the
@@ -530,8 +589,9 @@ impl SnapshotReader {
         self.end
     }
 
-    /// The next live key, in key order; `None` after the end record, which must close the file.
-    fn next(&mut self) -> Result<Option<(String, Entry)>, Error> {
+    /// The next live key (in key order), or lease in force; `None` after the end record, which
+    /// must close the file.
+    fn next(&mut self) -> Result<Option<Item>, Error> {
         if self.end.is_some() {
             return Ok(None);
         }
@@ -559,7 +619,11 @@ impl SnapshotReader {
                     .entry
                     .ok_or_else(|| self.corrupt(at, "delete record in a snapshot"))?;
                 self.count += 1;
-                Ok(Some((event.key, entry)))
+                Ok(Some(Item::Key(event.key, entry)))
+            }
+            Frame::Record(Record::Lease { lease, ttl, .. }, _) => Ok(Some(Item::Lease(lease, ttl))),
+            Frame::Record(Record::LeaseEnd { .. }, _) => {
+                Err(self.corrupt(at, "lease end record in a snapshot"))
             }
             Frame::Record(Record::End { revision, count }, _) => {
                 if count != self.count {
@@ -635,11 +699,22 @@ impl SnapshotWriter {
                 key,
                 entry: Some(entry),
                 previous: None,
+                lease_end: None,
             },
         );
         let written = self.write(&buf);
         self.buf = buf;
         self.count += 1;
+        written
+    }
+
+    /// Adds a lease in force, after every key.
+    fn push_lease(&mut self, lease: LeaseId, ttl: Ttl) -> Result<(), Error> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        format::encode_lease(&mut buf, self.revision, lease, ttl);
+        let written = self.write(&buf);
+        self.buf = buf;
         written
     }
 
@@ -734,18 +809,26 @@ fn compact(dir: &Path, active_first: Revision, min_bytes: u64) -> Result<(), Err
     if sealed.is_empty() || sealed_bytes < snapshot_bytes.max(min_bytes) {
         return Ok(());
     }
-    // The changes the sealed segments hold, newest per key (`None`: deleted). Only these are
-    // held in memory; the old snapshot is merged in as it is read, in key order.
+    // The changes the sealed segments hold, newest per key (`None`: deleted), and what became
+    // of each lease they name. Only these are held in memory; the old snapshot is merged in as
+    // it is read, in key order.
     let snapshot_revision = files.snapshots.last().map_or(0, |(revision, _)| *revision);
     let mut changes: BTreeMap<String, Option<Entry>> = BTreeMap::new();
+    let mut leases = LeaseFates::default();
     let mut last = snapshot_revision;
-    let mut events = Vec::new();
+    let mut replayed = Vec::new();
     for (_, path) in &sealed {
         // Sealed segments are whole: a torn record there is an error, not a tail.
-        replay_segment(path, false, snapshot_revision, &mut last, &mut events)?;
-        for event in events.drain(..) {
-            let event = Arc::unwrap_or_clone(event);
-            changes.insert(event.key, event.entry);
+        replay_segment(path, false, snapshot_revision, &mut last, &mut replayed)?;
+        for change in replayed.drain(..) {
+            match change {
+                Change::Key(event) => {
+                    let event = Arc::unwrap_or_clone(event);
+                    changes.insert(event.key, event.entry);
+                }
+                Change::LeaseGranted { lease, ttl, .. } => leases.granted(lease, ttl),
+                Change::LeaseEnded { end, revision, .. } => leases.ended(end.lease, revision),
+            }
         }
     }
     let revision = active_first - 1;
@@ -761,7 +844,17 @@ fn compact(dir: &Path, active_first: Revision, min_bytes: u64) -> Result<(), Err
         .last()
         .map(|(_, path)| SnapshotReader::open(path))
         .transpose()?;
-    let mut next_kept = || old.as_mut().map_or(Ok(None), SnapshotReader::next);
+    // The old snapshot's leases come after its keys: set aside as they are met.
+    let mut old_leases = Vec::new();
+    let mut next_kept = || -> Result<Option<(String, Entry)>, Error> {
+        while let Some(item) = old.as_mut().map_or(Ok(None), SnapshotReader::next)? {
+            match item {
+                Item::Key(key, entry) => return Ok(Some((key, entry))),
+                Item::Lease(lease, ttl) => old_leases.push((lease, ttl)),
+            }
+        }
+        Ok(None)
+    };
     let mut writer = SnapshotWriter::create(dir, revision)?;
     let mut kept = next_kept()?;
     let mut changes = changes.into_iter().peekable();
@@ -777,14 +870,20 @@ fn compact(dir: &Path, active_first: Revision, min_bytes: u64) -> Result<(), Err
             if kept.as_ref().is_some_and(|(k, _)| *k == key) {
                 kept = next_kept()?;
             }
-            if let Some(entry) = change {
+            if let Some(entry) = change.filter(|entry| !leases.deleted(entry)) {
                 writer.push(key, entry)?;
             }
         } else {
             let (key, entry) = kept.take().expect("matched as Some");
-            writer.push(key, entry)?;
+            if !leases.deleted(&entry) {
+                writer.push(key, entry)?;
+            }
             kept = next_kept()?;
         }
+    }
+    // Every key was read, so the old snapshot's leases, after them, were too.
+    for (lease, ttl) in leases.in_force(old_leases) {
+        writer.push_lease(lease, ttl)?;
     }
     if let Some(reader) = &old {
         // The name said which revision the segments continue from; the file must agree.
@@ -808,6 +907,47 @@ fn compact(dir: &Path, active_first: Revision, min_bytes: u64) -> Result<(), Err
         "compacted the log into a snapshot"
     );
     Ok(())
+}
+
+/// What the sealed segments did to leases, for a compaction to fold in.
+#[derive(Default)]
+struct LeaseFates {
+    /// Each lease the segments name: in force at their end (with its TTL), or not.
+    last: BTreeMap<LeaseId, Option<Ttl>>,
+    /// The revision at which each lease last ended.
+    ended: BTreeMap<LeaseId, Revision>,
+}
+
+impl LeaseFates {
+    fn granted(&mut self, lease: LeaseId, ttl: Ttl) {
+        self.last.insert(lease, Some(ttl));
+    }
+
+    fn ended(&mut self, lease: LeaseId, revision: Revision) {
+        self.last.insert(lease, None);
+        self.ended.insert(lease, revision);
+    }
+
+    /// Whether a lease's end deleted the key whose newest state is `entry`: its lease ended
+    /// after the entry was written. (A key cannot be put with a lease that has ended, so an
+    /// end after the put is one the key was attached at.)
+    fn deleted(&self, entry: &Entry) -> bool {
+        entry
+            .lease
+            .and_then(|lease| self.ended.get(&lease))
+            .is_some_and(|&ended| ended > entry.mod_revision)
+    }
+
+    /// The leases in force after the segments: the old snapshot's that they left alone, and
+    /// those they left granted.
+    fn in_force(&self, old: Vec<(LeaseId, Ttl)>) -> Vec<(LeaseId, Ttl)> {
+        let mut all: BTreeMap<LeaseId, Ttl> = old
+            .into_iter()
+            .filter(|(lease, _)| !self.last.contains_key(lease))
+            .collect();
+        all.extend(self.last.iter().filter_map(|(l, ttl)| Some((*l, (*ttl)?))));
+        all.into_iter().collect()
+    }
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, Error> {

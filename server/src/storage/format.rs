@@ -5,16 +5,25 @@
 //! file   := header frame*
 //! header := magic[8] version:u32le reserved:u32le                 (16 bytes)
 //! frame  := len:u32le crc32(payload):u32le payload[len]
-//! payload:= PUT    revision:i64le klen:u32le key create:i64le version:i64le json_text
-//!         | DELETE revision:i64le klen:u32le key
-//!         | END    revision:i64le count:u64le                      (last frame of a snapshot)
+//! payload:= PUT        revision:i64le klen:u32le key create:i64le version:i64le json_text
+//!         | PUT_LEASED revision:i64le klen:u32le key create:i64le version:i64le lease:i64le json_text
+//!         | DELETE     revision:i64le klen:u32le key
+//!         | LEASE      revision:i64le lease:i64le ttl_seconds:i64le
+//!         | LEASE_END  revision:i64le lease:i64le reason:u8        (1 expired, 2 revoked)
+//!         | END        revision:i64le count:u64le                  (last frame of a snapshot)
 //! ```
-//! A snapshot stores each live key as a PUT whose revision is the key's mod revision.
+//! A snapshot stores each live key as a PUT (PUT_LEASED if it has a lease) whose revision is the
+//! key's mod revision, then each lease in force as a LEASE. In a log every record takes the
+//! next revision: LEASE is a grant, and LEASE_END a lease's end, whose revision its deletes
+//! take. The deletes themselves are not logged: the state recovery rebuilds says which keys
+//! the lease held. Leases came after format version 1 and kept it: their records are new kinds, which an
+//! older server refuses by name ("unknown record kind").
 
 use std::sync::Arc;
 
 use crate::database::{Entry, Event};
 use crate::doc::Doc;
+use crate::lease::{EndReason, LeaseEnd, LeaseId, Ttl};
 use crate::revision::Revision;
 
 pub const HEADER_LEN: usize = 16;
@@ -29,6 +38,12 @@ pub const MAX_PAYLOAD: usize = 256 * 1024 * 1024;
 const PUT: u8 = 1;
 const DELETE: u8 = 2;
 const END: u8 = 3;
+const PUT_LEASED: u8 = 4;
+const LEASE: u8 = 5;
+const LEASE_END: u8 = 6;
+
+const EXPIRED: u8 = 1;
+const REVOKED: u8 = 2;
 
 pub fn header(magic: &[u8; 8]) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
@@ -62,6 +77,17 @@ pub fn check_header(data: &[u8], magic: &[u8; 8]) -> Result<(), String> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
     Change(Arc<Event>),
+    /// A lease granted (in a log), or in force (in a snapshot).
+    Lease {
+        revision: Revision,
+        lease: LeaseId,
+        ttl: Ttl,
+    },
+    /// A lease's end; see the module doc for its revision.
+    LeaseEnd {
+        revision: Revision,
+        end: LeaseEnd,
+    },
     /// End of a snapshot taken at `revision`, holding `count` keys.
     End {
         revision: Revision,
@@ -74,11 +100,18 @@ pub fn encode_event(buf: &mut Vec<u8>, event: &Event) {
     let start = begin_frame(buf);
     match &event.entry {
         Some(entry) => {
-            buf.push(PUT);
+            buf.push(if entry.lease.is_some() {
+                PUT_LEASED
+            } else {
+                PUT
+            });
             buf.extend_from_slice(&event.revision.to_le_bytes());
             put_key(buf, &event.key);
             buf.extend_from_slice(&entry.create_revision.to_le_bytes());
             buf.extend_from_slice(&entry.version.to_le_bytes());
+            if let Some(lease) = entry.lease {
+                buf.extend_from_slice(&lease.get().to_le_bytes());
+            }
             buf.extend_from_slice(entry.value.text().as_bytes());
         }
         None => {
@@ -87,6 +120,29 @@ pub fn encode_event(buf: &mut Vec<u8>, event: &Event) {
             put_key(buf, &event.key);
         }
     }
+    end_frame(buf, start);
+}
+
+/// Appends the frame of a lease granted, or in force in a snapshot taken at `revision`.
+pub fn encode_lease(buf: &mut Vec<u8>, revision: Revision, lease: LeaseId, ttl: Ttl) {
+    let start = begin_frame(buf);
+    buf.push(LEASE);
+    buf.extend_from_slice(&revision.to_le_bytes());
+    buf.extend_from_slice(&lease.get().to_le_bytes());
+    buf.extend_from_slice(&ttl.get().to_le_bytes());
+    end_frame(buf, start);
+}
+
+/// Appends the frame of a lease's end.
+pub fn encode_lease_end(buf: &mut Vec<u8>, revision: Revision, end: LeaseEnd) {
+    let start = begin_frame(buf);
+    buf.push(LEASE_END);
+    buf.extend_from_slice(&revision.to_le_bytes());
+    buf.extend_from_slice(&end.lease.get().to_le_bytes());
+    buf.push(match end.reason {
+        EndReason::Expired => EXPIRED,
+        EndReason::Revoked => REVOKED,
+    });
     end_frame(buf, start);
 }
 
@@ -165,14 +221,18 @@ fn decode_payload(p: &[u8]) -> Result<Record, String> {
     let kind = r.u8()?;
     let revision = r.i64()?;
     let record = match kind {
-        PUT | DELETE => {
+        PUT | PUT_LEASED | DELETE => {
             let key_len = r.u32()? as usize;
             let key = std::str::from_utf8(r.bytes(key_len)?)
                 .map_err(|_| "key is not UTF-8".to_string())?
                 .to_owned();
-            let entry = if kind == PUT {
+            let entry = if kind != DELETE {
                 let create_revision = r.i64()?;
                 let version = r.i64()?;
+                let lease = match kind {
+                    PUT_LEASED => Some(r.lease()?),
+                    _ => None,
+                };
                 let text =
                     std::str::from_utf8(r.rest()).map_err(|_| "value is not UTF-8".to_string())?;
                 Some(Entry {
@@ -180,6 +240,7 @@ fn decode_payload(p: &[u8]) -> Result<Record, String> {
                     create_revision,
                     mod_revision: revision,
                     version,
+                    lease,
                 })
             } else {
                 None
@@ -190,11 +251,28 @@ fn decode_payload(p: &[u8]) -> Result<Record, String> {
                 key,
                 entry,
                 previous: None,
+                lease_end: None,
             }))
         }
         END => Record::End {
             revision,
             count: r.i64()? as u64,
+        },
+        LEASE => Record::Lease {
+            revision,
+            lease: r.lease()?,
+            ttl: Ttl::seconds(r.i64()?).map_err(|e| e.to_string())?,
+        },
+        LEASE_END => Record::LeaseEnd {
+            revision,
+            end: LeaseEnd {
+                lease: r.lease()?,
+                reason: match r.u8()? {
+                    EXPIRED => EndReason::Expired,
+                    REVOKED => EndReason::Revoked,
+                    other => return Err(format!("unknown lease end reason {other}")),
+                },
+            },
         },
         other => return Err(format!("unknown record kind {other}")),
     };
@@ -230,6 +308,10 @@ impl<'a> Reader<'a> {
             self.bytes(4)?.try_into().expect("4 bytes"),
         ))
     }
+    fn lease(&mut self) -> Result<LeaseId, String> {
+        let id = self.i64()?;
+        LeaseId::new(id).ok_or_else(|| format!("lease id {id} is not positive"))
+    }
     fn i64(&mut self) -> Result<i64, String> {
         Ok(i64::from_le_bytes(
             self.bytes(8)?.try_into().expect("8 bytes"),
@@ -251,8 +333,10 @@ mod tests {
                 create_revision: 1,
                 mod_revision: revision,
                 version: revision,
+                lease: None,
             }),
             previous: None,
+            lease_end: None,
         })
     }
 
@@ -291,6 +375,7 @@ mod tests {
                 key: "ключ".into(),
                 entry: None,
                 previous: None,
+                lease_end: None,
             }),
             put(3, "", json!(null)),
         ];
@@ -319,6 +404,53 @@ mod tests {
                 buf.len()
             )
         );
+    }
+
+    #[test]
+    fn lease_records_and_leased_puts_round_trip() {
+        let lease = LeaseId::new(7).unwrap();
+        let mut leased = Arc::unwrap_or_clone(put(4, "k", json!({"n": 1})));
+        leased.entry.as_mut().unwrap().lease = Some(lease);
+        let end = LeaseEnd {
+            lease,
+            reason: EndReason::Expired,
+        };
+        let mut buf = Vec::new();
+        encode_lease(&mut buf, 3, lease, Ttl::seconds(30).unwrap());
+        encode_event(&mut buf, &leased);
+        encode_lease_end(&mut buf, 5, end);
+        let Frame::Record(first, at) = read_frame(&buf, 0) else {
+            panic!("a record")
+        };
+        let ttl = Ttl::seconds(30).unwrap();
+        assert_eq!(
+            first,
+            Record::Lease {
+                revision: 3,
+                lease,
+                ttl
+            }
+        );
+        let Frame::Record(Record::Change(got), at) = read_frame(&buf, at) else {
+            panic!("a change")
+        };
+        assert_eq!(*got, leased, "the lease survives");
+        assert_eq!(
+            read_frame(&buf, at),
+            Frame::Record(Record::LeaseEnd { revision: 5, end }, buf.len())
+        );
+        // A lease id that could not have been granted is damage, named.
+        let mut bad = Vec::new();
+        let start = begin_frame(&mut bad);
+        bad.push(LEASE);
+        for n in [1i64, -3, 30] {
+            bad.extend_from_slice(&n.to_le_bytes());
+        }
+        end_frame(&mut bad, start);
+        match read_frame(&bad, 0) {
+            Frame::Corrupt(why) => assert!(why.contains("lease id -3"), "{why}"),
+            other => panic!("expected corrupt, got {other:?}"),
+        }
     }
 
     #[test]

@@ -1,9 +1,7 @@
 //! `MemoryStorage`: the `--in-memory` backend. Persists nothing; a restart starts empty.
 
-use std::sync::Arc;
-
 use super::{Recovered, Storage};
-use crate::database::Event;
+use crate::database::Change;
 use crate::error::Error;
 use crate::store_id::StoreId;
 
@@ -16,7 +14,7 @@ impl Storage for MemoryStorage {
         Ok(Recovered::empty(StoreId::random()))
     }
 
-    fn append(&mut self, _events: &[Arc<Event>]) -> Result<(), Error> {
+    fn append(&mut self, _changes: &[Change]) -> Result<(), Error> {
         Ok(())
     }
 

@@ -11,10 +11,9 @@ pub mod disk;
 mod format;
 pub mod memory;
 
-use std::sync::Arc;
-
-use crate::database::{Entry, Event};
+use crate::database::{Change, Entry};
 use crate::error::Error;
+use crate::lease::{LeaseId, Ttl};
 use crate::revision::Revision;
 use crate::store_id::StoreId;
 
@@ -30,10 +29,12 @@ pub struct Recovered {
     pub store_id: StoreId,
     /// Live keys as of `snapshot_revision`.
     pub snapshot: Vec<(String, Entry)>,
+    /// Leases in force as of `snapshot_revision`.
+    pub leases: Vec<(LeaseId, Ttl)>,
     pub snapshot_revision: Revision,
     /// Every change after `snapshot_revision`, in order with no gaps. They also seed the
     /// watch history, so a watch can resume across a restart.
-    pub events: Vec<Arc<Event>>,
+    pub changes: Vec<Change>,
 }
 
 impl Recovered {
@@ -42,8 +43,9 @@ impl Recovered {
         Recovered {
             store_id,
             snapshot: Vec::new(),
+            leases: Vec::new(),
             snapshot_revision: 0,
-            events: Vec::new(),
+            changes: Vec::new(),
         }
     }
 }
@@ -52,10 +54,10 @@ pub trait Storage: Send + 'static {
     /// Loads what was stored. Called once, before any append.
     fn recover(&mut self) -> Result<Recovered, Error>;
 
-    /// Persists `events` (consecutive revisions, continuing the last append). When this returns
-    /// `Ok`, the events survive what the configured [`SyncMode`] promises. On `Err` none of them
-    /// may be recovered later.
-    fn append(&mut self, events: &[Arc<Event>]) -> Result<(), Error>;
+    /// Persists `changes` (consecutive revisions, continuing the last append). When this
+    /// returns `Ok`, they survive what the configured [`SyncMode`] promises. On `Err` none of
+    /// them may be recovered later.
+    fn append(&mut self, changes: &[Change]) -> Result<(), Error>;
 
     /// Whether `append` keeps anything. If not, the store may skip it: a change then has
     /// nothing to wait for before it is applied.

@@ -21,6 +21,11 @@
 //!   `a_64_kib_store_id_is_refused_without_being_echoed`.
 //! - Status reports the store at a glance, as it is: `status_reports_the_store_as_it_is`, and
 //!   the data directory's size: `status_reports_the_data_directory_on_disk`.
+//! - The lease calls refuse bad TTLs and ids (INVALID_ARGUMENT), a taken id (ALREADY_EXISTS)
+//!   and a lease that is not live (NOT_FOUND, writing nothing); the streaming keep-alive answers
+//!   in order; a revoke's deletes come at one revision, naming lease and cause on the embedded
+//!   store: `lease_calls_and_their_errors` (the store-level suite: `leases.rs`). Grants past
+//!   `--max-leases` are RESOURCE_EXHAUSTED: `grants_past_the_lease_limit_are_resource_exhausted`.
 //! - Health and reflection (v1 and v1alpha) are served:
 //!   `health_and_both_reflection_versions_are_served` (also `clients/grpcurl/test.sh`).
 
@@ -761,4 +766,173 @@ async fn status_reports_the_data_directory_on_disk() {
     assert!(status.disk_bytes >= 1000, "{status:?}");
     assert_eq!(status.disk_bytes as u64, on_disk);
     server.shutdown().await;
+}
+
+/// The lease calls through the server: codes for bad input, an unknown lease and a taken id;
+/// the streaming keep-alive; a revoke's deletes naming the lease and cause (embedded) on the
+/// watch; and a key's lease shown by Get.
+async fn lease_calls_and_their_errors(backend: Backend) {
+    let embedded = matches!(backend, Backend::Embedded);
+    let (server, mut client) = start_on(backend, config()).await;
+    for ttl_seconds in [0, -5, 365 * 24 * 3600 + 1] {
+        let status = client
+            .lease_grant(pb::LeaseGrantRequest { ttl_seconds, id: 0 })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains("ttl_seconds"), "{status:?}");
+    }
+    let status = client
+        .lease_grant(pb::LeaseGrantRequest {
+            ttl_seconds: 5,
+            id: -3,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let id = 0x7e57_0001;
+    let granted = client
+        .lease_grant(pb::LeaseGrantRequest {
+            ttl_seconds: 60,
+            id,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((granted.id, granted.ttl_seconds), (id, 60));
+    let status = client
+        .lease_grant(pb::LeaseGrantRequest {
+            ttl_seconds: 60,
+            id,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+
+    let before = server.store().revision();
+    let status = client
+        .insert(pb::InsertRequest {
+            lease: 0x7e57_0002,
+            ..insert_json("l/x", "1")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert!(status.message().contains("lease"), "{status:?}");
+    assert_eq!(
+        server.store().revision(),
+        before,
+        "an unknown lease wrote something"
+    );
+    let status = client
+        .insert(pb::InsertRequest {
+            lease: -1,
+            ..insert_json("l/x", "1")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+
+    for key in ["l/a", "l/b"] {
+        client
+            .insert(pb::InsertRequest {
+                lease: id,
+                ..insert_json(key, "1")
+            })
+            .await
+            .unwrap();
+    }
+    let kv = get(&mut client, "l/a", ValueEncoding::Json)
+        .await
+        .unwrap()
+        .kv
+        .unwrap();
+    assert_eq!(kv.lease, id);
+
+    // The streaming keep-alive answers each request in order; a lease that is not live gets 0.
+    let requests =
+        futures::stream::iter([id, 0x7e57_0003, id].map(|id| pb::LeaseKeepAliveRequest { id }));
+    let mut answers = client
+        .lease_keep_alive_stream(requests)
+        .await
+        .unwrap()
+        .into_inner();
+    for (want_id, want_ttl) in [(id, 60), (0x7e57_0003, 0), (id, 60)] {
+        let answer = within("a keep-alive answer", answers.message())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((answer.id, answer.ttl_seconds), (want_id, want_ttl));
+    }
+
+    let mut watch = watch_prefix(&mut client, "l/", 0).await.unwrap();
+    next(&mut watch).await.unwrap();
+    let revoked = client
+        .lease_revoke(pb::LeaseRevokeRequest { id })
+        .await
+        .unwrap()
+        .into_inner()
+        .revision;
+    for (key, more) in [("l/a", true), ("l/b", false)] {
+        let Some(pb::watch_response::Response::Event(event)) = within("a delete", watch.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .response
+        else {
+            panic!("expected an event");
+        };
+        assert_eq!(event.kv.unwrap().key, key);
+        assert_eq!((event.revision, event.more_at_revision), (revoked, more));
+        let (lease, cause) = if embedded {
+            (id, pb::event::Cause::Revoked)
+        } else {
+            (0, pb::event::Cause::Unspecified)
+        };
+        assert_eq!((event.lease, event.cause), (lease, cause as i32));
+    }
+    for status in [
+        client
+            .lease_revoke(pb::LeaseRevokeRequest { id })
+            .await
+            .unwrap_err(),
+        client
+            .lease_keep_alive(pb::LeaseKeepAliveRequest { id })
+            .await
+            .unwrap_err(),
+        client
+            .lease_time_to_live(pb::LeaseTimeToLiveRequest { id, keys: false })
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    }
+}
+both_backends!(lease_calls_and_their_errors);
+
+#[tokio::test]
+async fn grants_past_the_lease_limit_are_resource_exhausted() {
+    let mut cfg = config();
+    cfg.max_leases = 2;
+    let (_server, mut client) = start_on(Backend::Embedded, cfg).await;
+    let grant = pb::LeaseGrantRequest {
+        ttl_seconds: 60,
+        id: 0,
+    };
+    let first = client.lease_grant(grant).await.unwrap().into_inner().id;
+    client.lease_grant(grant).await.unwrap();
+    let status = client.lease_grant(grant).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("limit is 2"), "{status:?}");
+    let status = client
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.leases, 2);
+    client
+        .lease_revoke(pb::LeaseRevokeRequest { id: first })
+        .await
+        .unwrap();
+    client.lease_grant(grant).await.unwrap();
 }

@@ -23,6 +23,9 @@
 //!   `a_reload_ends_what_a_token_may_no_longer_do`.
 //! - An admin token may ask for the status and take a backup, and touch no key:
 //!   `an_admin_token_backs_up_but_touches_no_key`.
+//! - A scoped token grants and keeps alive leases, sees only its keys of one, revokes only a
+//!   lease whose keys are all in scope, and may not list leases; a read token only looks leases
+//!   up: `a_scoped_token_uses_leases_within_its_prefixes`.
 
 use std::path::PathBuf;
 
@@ -537,4 +540,93 @@ async fn an_admin_token_backs_up_but_touches_no_key() {
     let status = admin.insert(insert("k")).await.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
     server.shutdown().await;
+}
+
+/// A scoped token may grant, keep alive and look up leases, and revoke one whose keys all lie
+/// in its scope; it sees only its own keys of a lease, and may not list leases. A read token may
+/// look leases up, and not grant or revoke one.
+#[tokio::test]
+async fn a_scoped_token_uses_leases_within_its_prefixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = RunningServer::start(Config {
+        auth_tokens: Some(tokens_file(
+            &dir,
+            "write admin-6b1f0c\nwrite app1-w-93ad17 app1/\nread reader-44e1 app1/\n",
+        )),
+        ..config()
+    })
+    .await
+    .unwrap();
+    let mut admin = client_with(&server, Some("Bearer admin-6b1f0c")).await;
+    let mut scoped = client_with(&server, Some("Bearer app1-w-93ad17")).await;
+    let mut reader = client_with(&server, Some("Bearer reader-44e1")).await;
+    let grant = |ttl_seconds| pb::LeaseGrantRequest { ttl_seconds, id: 0 };
+    let leased = |key: &str, lease: i64| pb::InsertRequest {
+        lease,
+        ..insert(key)
+    };
+
+    let own = scoped.lease_grant(grant(60)).await.unwrap().into_inner().id;
+    scoped.insert(leased("app1/a", own)).await.unwrap();
+    scoped
+        .lease_keep_alive(pb::LeaseKeepAliveRequest { id: own })
+        .await
+        .unwrap();
+    // A lease that also holds a key outside the scope: looked up without it, not revoked.
+    let mixed = admin.lease_grant(grant(60)).await.unwrap().into_inner().id;
+    admin.insert(leased("app1/b", mixed)).await.unwrap();
+    admin.insert(leased("other/c", mixed)).await.unwrap();
+    let seen = scoped
+        .lease_time_to_live(pb::LeaseTimeToLiveRequest {
+            id: mixed,
+            keys: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(seen.keys, ["app1/b"]);
+    let refused = scoped
+        .lease_revoke(pb::LeaseRevokeRequest { id: mixed })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        server.store().get("other/c").0.is_some(),
+        "a refused revoke deleted a key"
+    );
+    let refused = scoped
+        .lease_list(pb::LeaseListRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+
+    // The reader looks up, and may not change, leases.
+    reader
+        .lease_time_to_live(pb::LeaseTimeToLiveRequest {
+            id: own,
+            keys: true,
+        })
+        .await
+        .unwrap();
+    for status in [
+        reader.lease_grant(grant(60)).await.unwrap_err(),
+        reader
+            .lease_revoke(pb::LeaseRevokeRequest { id: own })
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    }
+    let revoked = scoped
+        .lease_revoke(pb::LeaseRevokeRequest { id: own })
+        .await
+        .unwrap();
+    assert!(!common::store_header(&revoked).is_empty());
+    assert!(server.store().get("app1/a").0.is_none());
+    let listed = admin
+        .lease_list(pb::LeaseListRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.ids, [mixed]);
 }

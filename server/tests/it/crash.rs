@@ -9,6 +9,8 @@
 //! - Every acknowledged write survives SIGKILL, with its value and revision, under either sync
 //!   mode; nothing appears that no writer sent.
 //! - `--workers N` runs N tokio workers, and the crash guarantees hold with one.
+//! - Acknowledged lease grants, leased keys and revokes survive SIGKILL, and a revoke is all or
+//!   nothing: `leases_and_revokes_survive_sigkill` (four kills).
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -255,5 +257,144 @@ async fn verify(
             candidates.contains(value),
             "{key} holds {value}, which no writer sent"
         );
+    }
+}
+
+/// What a lease writer saw acknowledged for one lease.
+#[derive(Debug, Default)]
+struct LeaseFate {
+    /// Keys whose leased insert was acknowledged.
+    keys: Vec<String>,
+    /// The revoke was sent (its answer may have been lost to the kill).
+    revoking: bool,
+    /// The revoke was acknowledged.
+    revoked: bool,
+}
+
+/// Leases under SIGKILL: writers grant leases, attach keys and revoke some, while the server
+/// is killed. After each restart every acknowledged grant is live with its acknowledged keys
+/// attached, every acknowledged revoke took all its keys, and a revoke cut off by the kill
+/// took all of them or none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_and_revokes_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fates: HashMap<i64, LeaseFate> = HashMap::new();
+    let mut seed = 0x1ea5e;
+    for round in 0..4u64 {
+        let port = free_port();
+        let sync = if round % 2 == 0 { "always" } else { "none" };
+        let mut server = spawn_server(dir.path(), port, sync, 2);
+        let client = connect(port).await;
+        verify_leases(&mut client.clone(), &fates).await;
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let mut client = client.clone();
+                tokio::spawn(async move {
+                    let mut seen: Vec<(i64, LeaseFate)> = Vec::new();
+                    for n in 0.. {
+                        let grant = pb::LeaseGrantRequest {
+                            ttl_seconds: 3600,
+                            id: 0,
+                        };
+                        let Ok(Ok(granted)) =
+                            tokio::time::timeout(CALL_LIMIT, client.lease_grant(grant)).await
+                        else {
+                            return seen;
+                        };
+                        let id = granted.into_inner().id;
+                        seen.push((id, LeaseFate::default()));
+                        for k in 0..3 {
+                            let key = format!("lease/{round}-{w}-{n}/{k}");
+                            let insert = pb::InsertRequest {
+                                key: key.clone(),
+                                new_value: Some(NewValue::ValueJson(k.to_string())),
+                                lease: id,
+                                ..Default::default()
+                            };
+                            match tokio::time::timeout(CALL_LIMIT, client.insert(insert)).await {
+                                Ok(Ok(_)) => seen.last_mut().unwrap().1.keys.push(key),
+                                _ => return seen,
+                            }
+                        }
+                        if n % 2 == 0 {
+                            seen.last_mut().unwrap().1.revoking = true;
+                            let revoke = pb::LeaseRevokeRequest { id };
+                            match tokio::time::timeout(CALL_LIMIT, client.lease_revoke(revoke))
+                                .await
+                            {
+                                Ok(Ok(_)) => seen.last_mut().unwrap().1.revoked = true,
+                                _ => return seen,
+                            }
+                        }
+                    }
+                    seen
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200 + next_random(&mut seed) % 400)).await;
+        server.kill();
+        for writer in writers {
+            fates.extend(writer.await.unwrap());
+        }
+    }
+    let port = free_port();
+    let _server = spawn_server(dir.path(), port, "always", 2);
+    let mut client = connect(port).await;
+    verify_leases(&mut client, &fates).await;
+    assert!(
+        fates.values().filter(|f| f.revoked).count() > 0
+            && fates
+                .values()
+                .filter(|f| !f.revoking && !f.keys.is_empty())
+                .count()
+                > 0,
+        "the kills left nothing to check"
+    );
+}
+
+/// Checks every lease writer's acknowledgements against the restarted server.
+async fn verify_leases(client: &mut JsonKvClient<Channel>, fates: &HashMap<i64, LeaseFate>) {
+    let live = client
+        .lease_list(pb::LeaseListRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .ids;
+    for (id, fate) in fates {
+        let mut present = Vec::new();
+        for key in &fate.keys {
+            let found = client
+                .get(pb::GetRequest {
+                    key: key.clone(),
+                    value_encoding: ValueEncoding::Json as i32,
+                    ..Default::default()
+                })
+                .await;
+            if let Ok(found) = found {
+                assert_eq!(found.into_inner().kv.unwrap().lease, *id, "{key}");
+                present.push(key);
+            }
+        }
+        let listed = live.contains(id);
+        if fate.revoked {
+            assert!(
+                present.is_empty() && !listed,
+                "lease {id}: revoked, yet {present:?} left"
+            );
+        } else if fate.revoking {
+            // Cut off: all or nothing.
+            assert!(
+                (listed && present.len() == fate.keys.len()) || (!listed && present.is_empty()),
+                "lease {id}: a revoke half done: listed {listed}, {present:?} of {:?}",
+                fate.keys
+            );
+        } else {
+            assert!(listed, "lease {id}: an acknowledged grant was lost");
+            assert_eq!(
+                present.len(),
+                fate.keys.len(),
+                "lease {id}: acknowledged keys lost"
+            );
+        }
     }
 }

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use jsonkv::pb::insert_request::NewValue;
 use jsonkv::value::{from_proto, parse_json_text, to_json_text, to_proto, ValueError};
 use jsonkv_server::config::{DiskConfig, SyncMode};
-use jsonkv_server::database::{Entry, Event};
+use jsonkv_server::database::{Change, Entry, Event};
 use jsonkv_server::doc::Doc;
 use jsonkv_server::storage::{DiskStorage, Recovered, Storage};
 use jsonkv_server::wire::{self, Limits};
@@ -237,7 +237,7 @@ fn frame(payload: &[u8]) -> Vec<u8> {
 /// revisions, so that recovery gets past the decoder to its own checks), often not (an unknown
 /// kind, a key length that lies, bytes that are not UTF-8 or not JSON, fields cut short).
 fn payload() -> impl Strategy<Value = Vec<u8>> {
-    let kind = prop_oneof![4 => 1u8..=3, 1 => any::<u8>()];
+    let kind = prop_oneof![4 => 1u8..=6, 1 => any::<u8>()];
     let revision = prop_oneof![4 => 1i64..5, 1 => any::<i64>()];
     let key = prop_oneof![
         3 => "[a-z/]{0,8}".prop_map(String::into_bytes),
@@ -253,7 +253,7 @@ fn payload() -> impl Strategy<Value = Vec<u8>> {
         revision,
         key,
         lie,
-        any::<[i64; 2]>(),
+        any::<[i64; 3]>(),
         value,
         0usize..48,
     )
@@ -262,6 +262,14 @@ fn payload() -> impl Strategy<Value = Vec<u8>> {
             p.extend_from_slice(&revision.to_le_bytes());
             if kind == 3 {
                 p.extend_from_slice(&numbers[0].to_le_bytes());
+            } else if kind == 5 {
+                // A lease and its TTL.
+                p.extend_from_slice(&numbers[0].to_le_bytes());
+                p.extend_from_slice(&numbers[1].to_le_bytes());
+            } else if kind == 6 {
+                // A lease and why it ended.
+                p.extend_from_slice(&numbers[0].to_le_bytes());
+                p.push(numbers[1] as u8);
             } else {
                 let key_len = lie.unwrap_or(key.len() as u32);
                 p.extend_from_slice(&key_len.to_le_bytes());
@@ -269,6 +277,9 @@ fn payload() -> impl Strategy<Value = Vec<u8>> {
                 if kind != 2 {
                     p.extend_from_slice(&numbers[0].to_le_bytes());
                     p.extend_from_slice(&numbers[1].to_le_bytes());
+                    if kind == 4 {
+                        p.extend_from_slice(&numbers[2].to_le_bytes());
+                    }
                     p.extend_from_slice(&value);
                 }
             }
@@ -342,8 +353,10 @@ fn put_event(revision: i64, key: &str, value: Json) -> Arc<Event> {
             create_revision: revision,
             mod_revision: revision,
             version: 1,
+            lease: None,
         }),
         previous: None,
+        lease_end: None,
     })
 }
 
@@ -351,7 +364,8 @@ fn put_event(revision: i64, key: &str, value: Json) -> Arc<Event> {
 fn write_log(dir: &Path, events: &[Arc<Event>]) -> PathBuf {
     let mut storage = storage(dir).unwrap();
     storage.recover().unwrap();
-    for batch in events.chunks(3) {
+    let changes: Vec<Change> = events.iter().cloned().map(Change::Key).collect();
+    for batch in changes.chunks(3) {
         storage.append(batch).unwrap();
     }
     drop(storage);
@@ -376,8 +390,8 @@ proptest! {
             // Whatever came back is a gap-free run of changes from the segment's first
             // revision on.
             Ok(recovered) => {
-                for (i, event) in recovered.events.iter().enumerate() {
-                    prop_assert_eq!(event.revision, i as i64 + 1);
+                for (i, change) in recovered.changes.iter().enumerate() {
+                    prop_assert_eq!(change.revision(), i as i64 + 1);
                 }
             }
             Err(err) => refuses_naming(&err, &path, file.len())?,
@@ -396,7 +410,7 @@ proptest! {
             // none changed after it, and no event beyond it (no segment follows).
             Ok(recovered) => {
                 prop_assert_eq!(recovered.snapshot_revision, 5);
-                prop_assert!(recovered.events.is_empty());
+                prop_assert!(recovered.changes.is_empty());
                 for pair in recovered.snapshot.windows(2) {
                     prop_assert!(pair[0].0 < pair[1].0, "keys out of order");
                 }
@@ -433,8 +447,9 @@ proptest! {
         match recover(dir.path()) {
             Ok(recovered) => {
                 prop_assert!(recovered.snapshot.is_empty());
-                prop_assert!(recovered.events.len() <= events.len());
-                prop_assert_eq!(&recovered.events[..], &events[..recovered.events.len()]);
+                let written: Vec<Change> = events.iter().cloned().map(Change::Key).collect();
+                prop_assert!(recovered.changes.len() <= written.len());
+                prop_assert_eq!(&recovered.changes[..], &written[..recovered.changes.len()]);
             }
             // A cut is a torn tail, which recovery truncates: only damage inside may refuse.
             Err(err) => {

@@ -185,7 +185,7 @@ impl Storage for StallingStorage {
         Ok(Recovered::empty(StoreId::random()))
     }
 
-    fn append(&mut self, _events: &[Arc<jsonkv_server::database::Event>]) -> Result<(), Error> {
+    fn append(&mut self, _changes: &[jsonkv_server::database::Change]) -> Result<(), Error> {
         std::thread::sleep(Duration::from_millis(self.delay_ms.load(Ordering::Relaxed)));
         Ok(())
     }

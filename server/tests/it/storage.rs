@@ -53,7 +53,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jsonkv_server::config::{BackendConfig, DiskConfig, EtcdConfig, SyncMode};
-use jsonkv_server::database::{Event, Precondition};
+use jsonkv_server::database::{Change, Event, Precondition};
 use jsonkv_server::hub::WatchTarget;
 use jsonkv_server::revision::{Revision, Start};
 use jsonkv_server::storage::{DiskStorage, MemoryStorage, Recovered, Storage};
@@ -967,7 +967,7 @@ async fn a_log_cut_at_any_byte_recovers_exactly_the_complete_records() {
     let src = tempfile::tempdir().unwrap();
     let (segment, bytes) = one_segment(src.path(), 12).await;
     let ends = frame_ends(&bytes);
-    let all = recover(src.path()).unwrap().events;
+    let all = recover(src.path()).unwrap().changes;
     assert_eq!(all.len(), ends.len());
     let name = segment.file_name().unwrap();
     for cut in 0..=bytes.len() {
@@ -975,7 +975,7 @@ async fn a_log_cut_at_any_byte_recovers_exactly_the_complete_records() {
         std::fs::write(dir.path().join(name), &bytes[..cut]).unwrap();
         let recovered = recover(dir.path()).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
         let complete = ends.iter().filter(|&&end| end <= cut).count();
-        assert_eq!(recovered.events, all[..complete], "cut at {cut}");
+        assert_eq!(recovered.changes, all[..complete], "cut at {cut}");
         // The torn tail was truncated away, so appending continues cleanly.
         let store = Store::open(
             &Config::default(),
@@ -1006,7 +1006,7 @@ async fn zeros_after_the_last_record_are_the_end_of_the_log() {
         bytes.len(),
         "a clean close trims the zeros"
     );
-    let all = recover(src.path()).unwrap().events;
+    let all = recover(src.path()).unwrap().changes;
     let name = segment.file_name().unwrap();
     let zeros = vec![0u8; 64 * 1024];
     // Whole records, then zeros; the last record cut short, then zeros; the last record's
@@ -1023,7 +1023,7 @@ async fn zeros_after_the_last_record_are_the_end_of_the_log() {
         let path = dir.path().join(name);
         std::fs::write(&path, [image, &zeros].concat()).unwrap();
         let recovered = recover(dir.path()).unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert_eq!(recovered.events, all[..complete], "{what}");
+        assert_eq!(recovered.changes, all[..complete], "{what}");
         assert_eq!(
             std::fs::metadata(&path).unwrap().len() as usize,
             if complete == all.len() {
@@ -1233,13 +1233,13 @@ impl Storage for Flaky {
     fn recover(&mut self) -> Result<Recovered, Error> {
         self.inner.recover()
     }
-    fn append(&mut self, events: &[Arc<Event>]) -> Result<(), Error> {
+    fn append(&mut self, changes: &[Change]) -> Result<(), Error> {
         if self.fail.load(Ordering::SeqCst) {
             return Err(Error::Storage(
                 "No space left on device (os error 28)".into(),
             ));
         }
-        self.inner.append(events)
+        self.inner.append(changes)
     }
 }
 

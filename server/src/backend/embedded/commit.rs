@@ -1,27 +1,30 @@
 //! The commit queue: planned changes waiting for the commit thread, in revision order, and
 //! what the thread measures as it stores them.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use tokio::sync::oneshot;
 
-use crate::database::Event;
+use crate::database::Change;
 use crate::error::Error;
 
 /// A planned change waiting for its commit, and who to tell.
 pub struct Pending {
-    pub event: Arc<Event>,
-    done: oneshot::Sender<Result<(), Error>>,
+    pub change: Change,
+    pub waiter: Waiter,
 }
 
-impl Pending {
+/// Who waits for a change's commit.
+pub struct Waiter(oneshot::Sender<Result<(), Error>>);
+
+impl Waiter {
     /// Tells the writer how its change ended.
     pub fn answer(self, result: Result<(), Error>) {
-        // The writer may have gone (its call was cancelled); the change stands regardless.
-        let _ = self.done.send(result);
+        // The writer may have gone (its call was cancelled, or nobody waits for an expiry);
+        // the change stands regardless.
+        let _ = self.0.send(result);
     }
 }
 
@@ -40,11 +43,14 @@ struct QueueState {
 }
 
 impl CommitQueue {
-    /// Queues `event`; the receiver tells when it is committed, or why not.
-    pub fn push(&self, event: Arc<Event>) -> oneshot::Receiver<Result<(), Error>> {
+    /// Queues `change`; the receiver tells when it is committed, or why not.
+    pub fn push(&self, change: Change) -> oneshot::Receiver<Result<(), Error>> {
         let (done, rx) = oneshot::channel();
         let mut state = self.state.lock();
-        state.pending.push(Pending { event, done });
+        state.pending.push(Pending {
+            change,
+            waiter: Waiter(done),
+        });
         drop(state);
         self.wake.notify_one();
         rx

@@ -2,6 +2,7 @@
 //! else is reported as it came, with the cause a status alone may not say.
 
 use crate::error::Error;
+use crate::lease::LeaseId;
 use crate::tls;
 
 /// An etcd failure as a jsonkv error: unreachable or leaderless etcd is UNAVAILABLE (retry),
@@ -46,6 +47,31 @@ pub fn etcd_error(what: &str, err: etcd_client::Error) -> Error {
         }
         other => Error::Unavailable(format!("etcd {what} failed: {other}")),
     }
+}
+
+/// An etcd failure of a request that names `lease`: etcd's "requested lease not found" is
+/// NOT_FOUND about the lease and "lease already exists" ALREADY_EXISTS; anything else as
+/// [`etcd_error`] says.
+pub fn lease_error(what: &str, lease: LeaseId, err: etcd_client::Error) -> Error {
+    use tonic::Code;
+    // etcd-client's own error for a keep-alive that etcd answered with no TTL.
+    if let etcd_client::Error::LeaseKeepAliveError(why) = &err {
+        if why.contains("lease not found") {
+            return Error::LeaseNotFound(lease.get());
+        }
+    }
+    if let etcd_client::Error::GRpcStatus(status) = &err {
+        match status.code() {
+            Code::NotFound if status.message().contains("lease not found") => {
+                return Error::LeaseNotFound(lease.get())
+            }
+            Code::FailedPrecondition if status.message().contains("lease already exists") => {
+                return Error::LeaseExists(lease.get())
+            }
+            _ => {}
+        }
+    }
+    etcd_error(what, err)
 }
 
 /// The tonic error inside an etcd client error, if any: etcd's error type does not give it as

@@ -20,11 +20,16 @@
 //!
 //! Files: `remote.rs` (the client and its requests), `connect.rs` (TLS, login and the first
 //! request), `follow.rs` (the follower), `replay.rs` (resumes from etcd's history),
-//! `error.rs` (etcd's errors as jsonkv's).
+//! `error.rs` (etcd's errors as jsonkv's), `leases.rs` (lease requests).
+//!
+//! Leases are etcd's: etcd grants them, counts their TTLs, and deletes their keys when they
+//! end. etcd's watch reports those deletes as plain deletes, so on this backend a watcher
+//! cannot tell a lease's end from a client's delete: the events carry no lease and no cause.
 
 mod connect;
 mod error;
 mod follow;
+mod leases;
 mod remote;
 mod replay;
 
@@ -38,6 +43,7 @@ use crate::config::{Config, EtcdConfig};
 use crate::database::{Entry, Event};
 use crate::error::Error;
 use crate::hub::WatchTarget;
+use crate::lease::{LeaseId, LeaseStatus, Ttl};
 use crate::revision::Revision;
 use crate::store_id::StoreId;
 use crate::view::{Page, View};
@@ -98,7 +104,8 @@ impl Backend for Etcd {
                 key,
                 value,
                 precondition,
-            } => Some(self.remote.put(&key, value, precondition).await?),
+                lease,
+            } => Some(self.remote.put(&key, value, precondition, lease).await?),
             Write::Delete { key, precondition } => self.remote.delete(&key, precondition).await?,
         };
         match written {
@@ -166,6 +173,30 @@ impl Backend for Etcd {
             from,
             until,
         )))
+    }
+
+    async fn lease_grant(&self, id: Option<LeaseId>, ttl: Ttl) -> Result<(LeaseId, Ttl), Error> {
+        self.remote.lease_grant(id, ttl).await
+    }
+
+    async fn lease_keep_alive(&self, id: LeaseId) -> Result<Ttl, Error> {
+        self.remote.lease_keep_alive(id).await
+    }
+
+    /// Answered once the view has applied etcd's deletes of the lease's keys, so that a read
+    /// on this server that follows sees them gone.
+    async fn lease_revoke(&self, id: LeaseId) -> Result<Revision, Error> {
+        let revision = self.remote.lease_revoke(id).await?;
+        self.reach(revision).await;
+        Ok(revision)
+    }
+
+    async fn lease_time_to_live(&self, id: LeaseId, keys: bool) -> Result<LeaseStatus, Error> {
+        self.remote.lease_time_to_live(id, keys).await
+    }
+
+    async fn lease_list(&self) -> Result<Vec<LeaseId>, Error> {
+        self.remote.lease_list().await
     }
 
     fn is_source_of_truth(&self) -> bool {

@@ -12,18 +12,19 @@ use etcd_client::{
 use jsonkv::retry::never_sent;
 
 use super::connect::{first_request, tls_options};
-use super::error::{etcd_error, tonic_error};
+use super::error::{etcd_error, lease_error, tonic_error};
 use crate::config::EtcdConfig;
 use crate::database::{Entry, Event, Precondition};
 use crate::doc::Doc;
 use crate::error::Error;
+use crate::lease::LeaseId;
 use crate::revision::Revision;
 use crate::store_id::StoreId;
 
 /// The etcd client, scoped to jsonkv's prefix. Cheap to clone.
 #[derive(Clone)]
 pub struct Remote {
-    client: Client,
+    pub(super) client: Client,
     prefix: String,
     timeout: Duration,
 }
@@ -85,7 +86,7 @@ impl Remote {
     }
 
     /// The jsonkv key of an etcd key under the prefix.
-    fn jsonkv_key<'a>(&self, etcd_key: &'a [u8]) -> Option<&'a str> {
+    pub(super) fn jsonkv_key<'a>(&self, etcd_key: &'a [u8]) -> Option<&'a str> {
         let rest = etcd_key.strip_prefix(self.prefix.as_bytes())?;
         std::str::from_utf8(rest).ok()
     }
@@ -96,7 +97,22 @@ impl Remote {
     /// A request that never left is sent again until the timeout: with a member down, the
     /// client's balancer still picks it now and then (tonic reports a `ConnectError`), and the
     /// next attempt may go to a live one. That is safe even for a write, since etcd never saw it.
-    async fn call<T, F, Fut>(&self, what: &str, mut request: F) -> Result<T, Error>
+    pub(super) async fn call<T, F, Fut>(&self, what: &str, request: F) -> Result<T, Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        self.call_about(what, None, request).await
+    }
+
+    /// [`Remote::call`] for a request that names `lease`: etcd's "lease not found" and "lease
+    /// already exists" become jsonkv's errors about it.
+    pub(super) async fn call_about<T, F, Fut>(
+        &self,
+        what: &str,
+        lease: Option<LeaseId>,
+        mut request: F,
+    ) -> Result<T, Error>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
@@ -111,7 +127,12 @@ impl Remote {
                 {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                Ok(Err(err)) => return Err(etcd_error(what, err)),
+                Ok(Err(err)) => {
+                    return Err(match lease {
+                        Some(lease) => lease_error(what, lease, err),
+                        None => etcd_error(what, err),
+                    })
+                }
                 Err(_) => {
                     return Err(Error::Unavailable(format!(
                         "etcd did not answer a {what} within {:?}",
@@ -128,14 +149,15 @@ impl Remote {
         key: &str,
         value: Arc<Doc>,
         precondition: Option<Precondition>,
+        lease: Option<LeaseId>,
     ) -> Result<Event, Error> {
         let etcd_key = self.etcd_key(key);
         let text = value.text().to_owned();
         let (revision, previous) = match precondition {
             None => {
-                let options = PutOptions::new().with_prev_key();
+                let options = put_options(lease);
                 let response = self
-                    .call("put", || {
+                    .call_about("put", lease, || {
                         let (mut kv, key, text) = (self.kv(), etcd_key.clone(), text.clone());
                         let options = options.clone();
                         async move { kv.put(key, text, Some(options)).await }
@@ -145,13 +167,9 @@ impl Remote {
                 (header_revision(response.header())?, previous)
             }
             Some(precondition) => {
-                let put = TxnOp::put(
-                    etcd_key.clone(),
-                    text,
-                    Some(PutOptions::new().with_prev_key()),
-                );
+                let put = TxnOp::put(etcd_key.clone(), text, Some(put_options(lease)));
                 let (revision, done) = self
-                    .compare_and_swap(key, etcd_key, precondition, put)
+                    .compare_and_swap(key, etcd_key, precondition, put, lease)
                     .await?;
                 let previous = match done {
                     TxnOpResponse::Put(put) => put.prev_key().and_then(|kv| self.entry(kv)),
@@ -163,8 +181,9 @@ impl Remote {
         Ok(Event {
             revision,
             key: key.to_owned(),
-            entry: Some(Entry::after(previous.as_ref(), value, revision)),
+            entry: Some(Entry::after(previous.as_ref(), value, revision, lease)),
             previous,
+            lease_end: None,
         })
     }
 
@@ -181,8 +200,12 @@ impl Remote {
         .await
     }
 
-    async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, Error> {
-        self.call("transaction", || {
+    async fn txn(
+        &self,
+        txn: Txn,
+        lease: Option<LeaseId>,
+    ) -> Result<etcd_client::TxnResponse, Error> {
+        self.call_about("transaction", lease, || {
             let (mut kv, txn) = (self.kv(), txn.clone());
             async move { kv.txn(txn).await }
         })
@@ -192,12 +215,14 @@ impl Remote {
     /// Runs `op` on `key` in one transaction if `precondition` holds (etcd, like jsonkv, gives
     /// an absent key mod revision 0), returning etcd's revision and the op's response;
     /// otherwise the mismatch, with the current mod revision read in the same transaction.
+    /// `lease` is the one `op` attaches, if any.
     async fn compare_and_swap(
         &self,
         key: &str,
         etcd_key: Vec<u8>,
         precondition: Precondition,
         op: TxnOp,
+        lease: Option<LeaseId>,
     ) -> Result<(Revision, TxnOpResponse), Error> {
         let want = precondition.mod_revision();
         let txn = Txn::new()
@@ -208,7 +233,7 @@ impl Remote {
             )])
             .and_then([op])
             .or_else([TxnOp::get(etcd_key, None)]);
-        let response = self.txn(txn).await?;
+        let response = self.txn(txn, lease).await?;
         let ops = response.op_responses();
         if !response.succeeded() {
             return Err(mismatch(key, want, &ops));
@@ -245,7 +270,7 @@ impl Remote {
             Some(precondition) => {
                 let delete = TxnOp::delete(etcd_key.clone(), Some(options));
                 match self
-                    .compare_and_swap(key, etcd_key, precondition, delete)
+                    .compare_and_swap(key, etcd_key, precondition, delete, None)
                     .await?
                 {
                     (revision, TxnOpResponse::Delete(delete)) => (revision, delete),
@@ -261,6 +286,7 @@ impl Remote {
             key: key.to_owned(),
             entry: None,
             previous: response.prev_kvs().first().and_then(|kv| self.entry(kv)),
+            lease_end: None,
         }))
     }
 
@@ -371,7 +397,7 @@ impl Remote {
             TxnOp::get(prefix.clone(), Some(changed)),
             TxnOp::get(prefix, Some(count)),
         ]);
-        let response = self.txn(txn).await?;
+        let response = self.txn(txn, None).await?;
         let now = header_revision(response.header())?;
         let ops = response.op_responses();
         let quiet = match ops.as_slice() {
@@ -410,6 +436,7 @@ impl Remote {
                 create_revision: kv.create_revision(),
                 mod_revision: kv.mod_revision(),
                 version: kv.version(),
+                lease: LeaseId::new(kv.lease()),
             }),
             Err(err) => {
                 tracing::warn!(key = %String::from_utf8_lossy(kv.key()), %err, "value under the jsonkv prefix in etcd is not JSON; treating the key as absent");
@@ -435,7 +462,18 @@ impl Remote {
             entry,
             // Filled in by whoever applies the event in order (View::apply_filling_previous).
             previous: None,
+            // etcd tells a lease's deletes from a client's by nothing.
+            lease_end: None,
         })
+    }
+}
+
+/// A put's options: the previous value back, and the lease when there is one.
+fn put_options(lease: Option<LeaseId>) -> PutOptions {
+    let options = PutOptions::new().with_prev_key();
+    match lease {
+        Some(lease) => options.with_lease(lease.get()),
+        None => options,
     }
 }
 
@@ -452,7 +490,9 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
-fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Result<Revision, Error> {
+pub(super) fn header_revision(
+    header: Option<&etcd_client::ResponseHeader>,
+) -> Result<Revision, Error> {
     header
         .map(|h| h.revision())
         .ok_or_else(|| Error::Internal("etcd answered without a response header".into()))
