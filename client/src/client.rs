@@ -198,7 +198,23 @@ impl Client {
 
     /// Creates or replaces a key's value.
     pub async fn insert(&self, key: &str, value: &impl Serialize) -> Result<InsertResult, Error> {
-        let (result, _) = self.insert_request(key, value, None, false).await?;
+        let (result, _) = self.insert_request(key, value, None, 0, false).await?;
+        Ok(result)
+    }
+
+    /// Creates or replaces a key's value (only if `precondition`, when given, holds), attached
+    /// to the live lease `lease`: the key is deleted when the lease ends. A lease that is not
+    /// live is [`Error::NotFound`], and nothing is written.
+    pub async fn insert_leased(
+        &self,
+        key: &str,
+        value: &impl Serialize,
+        precondition: Option<Precondition>,
+        lease: i64,
+    ) -> Result<InsertResult, Error> {
+        let (result, _) = self
+            .insert_request(key, value, precondition, lease, false)
+            .await?;
         Ok(result)
     }
 
@@ -211,7 +227,7 @@ impl Client {
         precondition: Precondition,
     ) -> Result<InsertResult, Error> {
         let (result, _) = self
-            .insert_request(key, value, Some(precondition), false)
+            .insert_request(key, value, Some(precondition), 0, false)
             .await?;
         Ok(result)
     }
@@ -224,7 +240,9 @@ impl Client {
         value: &impl Serialize,
         precondition: Option<Precondition>,
     ) -> Result<(InsertResult, Option<Entry<T>>), Error> {
-        let (result, previous) = self.insert_request(key, value, precondition, true).await?;
+        let (result, previous) = self
+            .insert_request(key, value, precondition, 0, true)
+            .await?;
         Ok((result, previous.map(Entry::from_wire).transpose()?))
     }
 
@@ -233,6 +251,7 @@ impl Client {
         key: &str,
         value: &impl Serialize,
         precondition: Option<Precondition>,
+        lease: i64,
         return_previous: bool,
     ) -> Result<(InsertResult, Option<pb::KeyValue>), Error> {
         let value_json = serde_json::to_string(value).map_err(|source| Error::Json {
@@ -245,7 +264,7 @@ impl Client {
             expected_mod_revision: precondition.map(Precondition::expected_mod_revision),
             return_previous,
             value_encoding: JSON,
-            lease: 0,
+            lease,
         };
         let response = self
             .servers

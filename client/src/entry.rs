@@ -1,5 +1,5 @@
-//! [`Entry`], a stored key with its typed value and revisions, and the decoding of the wire
-//! `KeyValue` into it.
+//! [`Entry`], a stored key with its typed value, revisions and lease, and the decoding of the
+//! wire `KeyValue` into it; [`LeaseEnd`], what a delete a lease caused says about it.
 
 use jsonkv::pb;
 use serde::de::DeserializeOwned;
@@ -17,6 +17,51 @@ pub struct Entry<T> {
     pub mod_revision: i64,
     /// Modifications since creation: 1 after the insert that created the key.
     pub version: i64,
+    /// The lease the key is attached to (it is deleted when the lease ends), if any.
+    pub lease: Option<i64>,
+}
+
+/// Why a lease ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseCause {
+    /// Nobody kept it alive past its TTL.
+    Expired,
+    /// A client revoked it.
+    Revoked,
+}
+
+impl LeaseCause {
+    /// `"expired"` or `"revoked"`, as the CLI prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaseCause::Expired => "expired",
+            LeaseCause::Revoked => "revoked",
+        }
+    }
+}
+
+/// What a delete caused by a lease's end carries: the lease, and why it ended. (A server on
+/// etcd cannot tell; its deletes carry none.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseEnd {
+    pub lease: i64,
+    pub cause: LeaseCause,
+}
+
+impl LeaseEnd {
+    /// The lease end a wire event names, if any.
+    pub(crate) fn from_wire(event: &pb::Event) -> Option<LeaseEnd> {
+        use pb::event::Cause;
+        let cause = match Cause::try_from(event.cause).ok()? {
+            Cause::Expired => LeaseCause::Expired,
+            Cause::Revoked => LeaseCause::Revoked,
+            Cause::Unspecified => return None,
+        };
+        (event.lease > 0).then_some(LeaseEnd {
+            lease: event.lease,
+            cause,
+        })
+    }
 }
 
 impl<T: DeserializeOwned> Entry<T> {
@@ -29,6 +74,7 @@ impl<T: DeserializeOwned> Entry<T> {
             create_revision: kv.create_revision,
             mod_revision: kv.mod_revision,
             version: kv.version,
+            lease: (kv.lease > 0).then_some(kv.lease),
         })
     }
 }

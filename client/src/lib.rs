@@ -27,7 +27,8 @@
 //!
 //! Layout, bottom up (each module uses only those listed before it):
 //! - [`error`]: [`Error`], and the mapping from a gRPC status to it.
-//! - [`entry`]: [`Entry`], and decoding a wire `KeyValue` into one.
+//! - [`entry`]: [`Entry`], and decoding a wire `KeyValue` into one; [`LeaseEnd`], what a
+//!   delete a lease caused says.
 //! - `consistency`: the revision floor (read-your-writes) and linearizable reads.
 //! - `rpc`: the generated `JsonKvClient` on one server's channel, with the bearer token attached.
 //! - `failover`: which of several servers a call goes to, and when it moves on to the next.
@@ -37,6 +38,10 @@
 //!   client certificate), the bearer token and read-your-writes.
 //! - `reconnect`: resuming a broken watch without gaps or duplicates (the resume rule).
 //! - [`watch`]: [`WatchStream`], [`WatchEvent`] and the watch calls on [`Client`].
+//! - [`lease`]: the lease calls on [`Client`], and [`Lease`], a lease kept alive in the
+//!   background.
+//! - [`lock`]: [`Client::lock`] and [`Client::election`], etcd's concurrency recipes on leases
+//!   and watches.
 //!
 //! A call flows `Client` method (which adds the floor as `min_revision`) -> `failover` (picks the
 //! server) -> `rpc` (the generated client, with the token) -> server; its status comes back
@@ -50,6 +55,8 @@ mod consistency;
 pub mod entry;
 pub mod error;
 mod failover;
+pub mod lease;
+pub mod lock;
 mod reconnect;
 mod rpc;
 pub mod status;
@@ -57,7 +64,9 @@ pub mod watch;
 
 pub use client::{Client, InsertResult, ListPage, Precondition};
 pub use connect::ClientBuilder;
-pub use entry::Entry;
+pub use entry::{Entry, LeaseCause, LeaseEnd};
 pub use error::Error;
+pub use lease::{Lease, LeaseGrant, LeaseStatus};
+pub use lock::{Election, Leadership, LockGuard};
 pub use status::{BackupInfo, ServerStatus};
 pub use watch::{WatchEvent, WatchOptions, WatchStream, WatchTarget};

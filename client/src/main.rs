@@ -1,20 +1,34 @@
 //! `jsonkv`, the command-line tool: one subcommand per call of the client library, values and
 //! events printed as one compact JSON line each, errors as one line on stderr.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
-use jsonkv_client::{Client, Entry, Error, Precondition, WatchEvent, WatchOptions, WatchTarget};
+use jsonkv_client::{Client, Entry, Precondition, WatchEvent, WatchOptions, WatchTarget};
 use serde::Serialize;
 use serde_json::Value;
 
+mod cli {
+    //! The subcommands with more to them than one call, and what every subcommand prints.
+    pub mod lease;
+    pub mod lock;
+    pub mod output;
+}
+
+use cli::output::{print_line, Exit, RevisionLine};
+use cli::{lease, lock};
+
 const EXIT_HELP: &str = "\
 Exit status: 0 on success; 1 when the key is not found or on any error; 2 for a usage error;
-3 when an --if-absent / --if-mod-revision condition did not hold.";
+3 when an --if-absent / --if-mod-revision condition did not hold. `jsonkv lock` exits with its
+command's status.";
+
+/// `jsonkv lock`'s TTL when none is given, as `etcdctl lock`'s.
+const LOCK_TTL_SECONDS: i64 = 10;
 
 /// Command-line client for a jsonkv server.
 #[derive(Debug, Parser)]
@@ -71,13 +85,20 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Set KEY to a JSON value; prints {"revision":N}.
+    /// Set KEY to a JSON value; prints {"revision":N} ({"revision":N,"lease":ID} with a lease).
     Put {
         key: String,
         /// The value as JSON text, or - to read it from stdin.
         json: String,
         #[command(flatten)]
         condition: Condition,
+        /// Attach the key to lease ID: it is deleted when the lease ends.
+        #[arg(long, value_name = "ID", conflicts_with = "ttl")]
+        lease: Option<i64>,
+        /// Grant a lease of SECONDS for the key (nobody keeps it alive: the key goes after
+        /// SECONDS, unless `jsonkv lease keepalive` refreshes it).
+        #[arg(long, value_name = "SECONDS")]
+        ttl: Option<i64>,
     },
     /// Print the value of KEY as compact JSON.
     Get {
@@ -113,11 +134,40 @@ enum Command {
         start_revision: i64,
     },
     /// Print the server's status as one JSON object: revision, keys, store_id, backend,
-    /// version, data and disk bytes, history range, open watchers, uptime.
+    /// version, data and disk bytes, history range, open watchers, uptime, live leases.
     Status,
     /// Write a backup of the whole store, consistent at one revision, to FILE (complete or not
     /// at all); prints {"revision":R,"keys":K,"bytes":N}. Needs a write token.
     Backup { file: PathBuf },
+    /// Grant, keep alive, revoke and inspect leases.
+    #[command(subcommand)]
+    Lease(lease::LeaseCommand),
+    /// Run COMMAND while holding the lock NAME, as `etcdctl lock` does: waits for the lock, runs
+    /// the command, releases the lock when it ends, and exits with its status. A holder killed
+    /// outright releases the lock when its lease's TTL runs out.
+    Lock {
+        /// Seconds the lock outlives its holder if the holder dies.
+        #[arg(long, value_name = "S", default_value_t = LOCK_TTL_SECONDS)]
+        ttl: i64,
+        name: String,
+        /// The command and its arguments, after --.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Campaign in the election NAME with PROPOSAL: prints {"leader":PROPOSAL,...} once this
+    /// process leads, and leads until interrupted. With --listen, print each leader instead.
+    Elect {
+        name: String,
+        /// This candidate's value as JSON text (not with --listen).
+        #[arg(required_unless_present = "listen")]
+        proposal: Option<String>,
+        /// Print the leader's key and value each time the leader changes.
+        #[arg(long, short, conflicts_with = "proposal")]
+        listen: bool,
+        /// Seconds the lead outlives its holder if the holder dies.
+        #[arg(long, value_name = "S", default_value_t = LOCK_TTL_SECONDS)]
+        ttl: i64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -160,57 +210,6 @@ impl Condition {
     }
 }
 
-/// How the process ends when it does not succeed: the line for stderr and the exit status.
-/// Library errors, local input problems and "not found" all end up here, so that `main` is the
-/// one place that prints them.
-struct Exit {
-    /// `None` when there is nothing to say (stdout's reader went away).
-    line: Option<String>,
-    code: u8,
-}
-
-impl Exit {
-    fn not_found(key: &str) -> Exit {
-        Exit {
-            line: Some(format!("key not found: {key}")),
-            code: 1,
-        }
-    }
-
-    fn error(message: impl std::fmt::Display) -> Exit {
-        Exit {
-            line: Some(format!("error: {message}")),
-            code: 1,
-        }
-    }
-}
-
-impl From<Error> for Exit {
-    fn from(error: Error) -> Exit {
-        let code = match error {
-            Error::PreconditionFailed { .. } => 3,
-            _ => 1,
-        };
-        Exit {
-            code,
-            ..Exit::error(error)
-        }
-    }
-}
-
-impl From<io::Error> for Exit {
-    fn from(error: io::Error) -> Exit {
-        // A reader that went away (`jsonkv watch k | head -1`) is how such pipes normally end.
-        if error.kind() == io::ErrorKind::BrokenPipe {
-            return Exit {
-                line: None,
-                code: 0,
-            };
-        }
-        Exit::error(format!("cannot write output: {error}"))
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -241,6 +240,13 @@ async fn run(cli: Cli) -> Result<(), Exit> {
     // A bad value is rejected before any connection is made.
     let value = match &cli.command {
         Command::Put { json, .. } => Some(read_value(json)?),
+        Command::Elect {
+            proposal: Some(json),
+            ..
+        } => {
+            read_value(json)?;
+            None
+        }
         _ => None,
     };
     let mut builder = Client::builder(cli.addr);
@@ -258,14 +264,34 @@ async fn run(cli: Cli) -> Result<(), Exit> {
     }
     let client = builder.connect().await?;
     match cli.command {
-        Command::Put { key, condition, .. } => {
+        Command::Put {
+            key,
+            condition,
+            lease,
+            ttl,
+            ..
+        } => {
             let value = value.unwrap_or_default();
-            let result = match condition.precondition() {
-                Some(precondition) => client.insert_if(&key, &value, precondition).await?,
-                None => client.insert(&key, &value).await?,
+            let lease = match (lease, ttl) {
+                (Some(lease), _) => Some(lease),
+                (None, Some(ttl)) => Some(client.lease_grant(ttl, None).await?.id),
+                (None, None) => None,
             };
-            print_line(&RevisionLine {
+            let precondition = condition.precondition();
+            let result = match lease {
+                Some(lease) => {
+                    client
+                        .insert_leased(&key, &value, precondition, lease)
+                        .await?
+                }
+                None => match precondition {
+                    Some(precondition) => client.insert_if(&key, &value, precondition).await?,
+                    None => client.insert(&key, &value).await?,
+                },
+            };
+            print_line(&PutLine {
                 revision: result.revision,
+                lease,
             })
         }
         Command::Get { key, read } => match read.client(&client).get::<Value>(&key).await? {
@@ -292,6 +318,19 @@ async fn run(cli: Cli) -> Result<(), Exit> {
         Command::List { prefix, read } => list(&read.client(&client), &prefix).await,
         Command::Status => print_line(&client.status().await?),
         Command::Backup { file } => print_line(&client.backup(&file).await?),
+        Command::Lease(command) => lease::run(&client, command).await,
+        Command::Lock { ttl, name, command } => lock::run(&client, ttl, &name, &command).await,
+        Command::Elect {
+            name,
+            proposal,
+            listen,
+            ttl,
+        } => match (listen, proposal) {
+            (true, _) => lock::listen(&client, &name).await,
+            (false, Some(proposal)) => lock::elect(&client, &name, ttl, &proposal).await,
+            // clap's rules leave no other case.
+            (false, None) => Err(Exit::error("give a PROPOSAL or --listen")),
+        },
         Command::Watch {
             key,
             prefix,
@@ -358,9 +397,15 @@ async fn watch(client: &Client, target: WatchTarget, start_revision: i64) -> Res
                 value: &entry.value,
                 revision: *revision,
             },
-            WatchEvent::Delete { key, revision } => EventLine::Delete {
+            WatchEvent::Delete {
+                key,
+                revision,
+                lease_end,
+            } => EventLine::Delete {
                 key: key.as_str(),
                 revision: *revision,
+                lease: lease_end.map(|end| end.lease),
+                cause: lease_end.map(|end| end.cause.as_str()),
             },
         };
         print_line(&line)?;
@@ -369,21 +414,14 @@ async fn watch(client: &Client, target: WatchTarget, start_revision: i64) -> Res
     Ok(())
 }
 
-/// One compact JSON line on stdout, flushed at once so that a watch is seen as it happens.
-fn print_line(line: &impl Serialize) -> Result<(), Exit> {
-    let text = serde_json::to_string(line).map_err(Exit::error)?;
-    let mut stdout = io::stdout().lock();
-    writeln!(stdout, "{text}")?;
-    stdout.flush()?;
-    Ok(())
-}
-
 // The output lines. Structs rather than `json!` because they fix the field order (serde_json's
 // map sorts keys) and borrow the values instead of copying them.
 
 #[derive(Serialize)]
-struct RevisionLine {
+struct PutLine {
     revision: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -439,5 +477,10 @@ enum EventLine<'a> {
     Delete {
         key: &'a str,
         revision: i64,
+        /// For a delete a lease's end caused: the lease, and why it ended.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        lease: Option<i64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cause: Option<&'static str>,
     },
 }

@@ -45,6 +45,7 @@ use jsonkv::pb::{self, event::EventType, watch_response::Response};
 use jsonkv::retry::Backoff;
 use tonic::Status;
 
+use crate::entry::LeaseEnd;
 use crate::failover::is_retryable;
 use crate::Error;
 
@@ -63,6 +64,7 @@ pub(crate) enum Delivery {
     Delete {
         key: String,
         revision: i64,
+        lease_end: Option<LeaseEnd>,
     },
 }
 
@@ -201,6 +203,7 @@ impl Resume {
             }
         }
         let kind = EventType::try_from(event.r#type).unwrap_or(EventType::Unspecified);
+        let lease_end = LeaseEnd::from_wire(&event);
         let delivery = match (kind, event.kv) {
             (EventType::Put, Some(kv)) => Delivery::Put {
                 kv,
@@ -209,6 +212,7 @@ impl Resume {
             (EventType::Delete, Some(kv)) => Delivery::Delete {
                 key: kv.key,
                 revision: event.revision,
+                lease_end,
             },
             (kind, kv) => {
                 return Err(Error::Protocol(format!(
@@ -364,7 +368,7 @@ mod tests {
         seen.iter()
             .filter_map(|item| match item {
                 Ok(Delivery::Put { kv, revision }) => Some((kv.key.clone(), *revision)),
-                Ok(Delivery::Delete { key, revision }) => Some((key.clone(), *revision)),
+                Ok(Delivery::Delete { key, revision, .. }) => Some((key.clone(), *revision)),
                 _ => None,
             })
             .collect()

@@ -19,6 +19,8 @@ pub struct ServerStatus {
     pub history_events: i64,
     pub watchers: i64,
     pub uptime_seconds: i64,
+    /// Live leases (0 on a cluster, where etcd keeps them).
+    pub leases: i64,
 }
 
 impl From<pb::StatusResponse> for ServerStatus {
@@ -35,6 +37,7 @@ impl From<pb::StatusResponse> for ServerStatus {
             history_events: status.history_events,
             watchers: status.watchers,
             uptime_seconds: status.uptime_seconds,
+            leases: status.leases,
         }
     }
 }

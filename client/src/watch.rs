@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 
 use crate::consistency::{store_of, MinRevision};
 use crate::entry::decode_all;
+use crate::entry::LeaseEnd;
 use crate::failover::CallKind;
 use crate::reconnect::{resumable, Delivery, Opened, Resume};
 use crate::rpc::Rpc;
@@ -60,8 +61,13 @@ pub enum WatchEvent<T> {
     },
     /// A key was created or replaced at `revision` (its `entry.mod_revision`).
     Put { entry: Entry<T>, revision: i64 },
-    /// A key was deleted at `revision`.
-    Delete { key: String, revision: i64 },
+    /// A key was deleted at `revision`; `lease_end` says which lease's end deleted it, and
+    /// why, when one did (a server on etcd cannot tell, and says nothing).
+    Delete {
+        key: String,
+        revision: i64,
+        lease_end: Option<LeaseEnd>,
+    },
 }
 
 impl<T> WatchEvent<T> {
@@ -232,6 +238,14 @@ fn decode_delivery<T: DeserializeOwned>(delivery: Delivery) -> Result<WatchEvent
             entry: Entry::from_wire(kv)?,
             revision,
         },
-        Delivery::Delete { key, revision } => WatchEvent::Delete { key, revision },
+        Delivery::Delete {
+            key,
+            revision,
+            lease_end,
+        } => WatchEvent::Delete {
+            key,
+            revision,
+            lease_end,
+        },
     })
 }

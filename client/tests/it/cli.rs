@@ -476,7 +476,8 @@ async fn status_prints_one_json_object() {
             "history_oldest_revision",
             "history_events",
             "watchers",
-            "uptime_seconds"
+            "uptime_seconds",
+            "leases"
         ]
     );
     assert_eq!(status["revision"], 2);
@@ -516,4 +517,194 @@ async fn backup_writes_the_file_and_prints_its_revision() {
     let data = dir.path().join("data");
     let (revision, keys) = jsonkv_server::storage::disk::restore(&data, &file).unwrap();
     assert_eq!((revision, keys), (2, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_commands_grant_attach_inspect_and_revoke() {
+    let server = common::start().await;
+    let addr = server.url();
+    let grant: Value =
+        serde_json::from_str(&ok(jsonkv(&addr, &["lease", "grant", "60"], None))).unwrap();
+    assert_eq!(grant["ttl_seconds"], 60);
+    let id = grant["id"].as_i64().unwrap().to_string();
+    assert_eq!(
+        ok(jsonkv(&addr, &["put", "--lease", &id, "s/a", "1"], None)),
+        format!("{{\"revision\":2,\"lease\":{id}}}\n")
+    );
+    ok(jsonkv(&addr, &["put", "--lease", &id, "s/b", "2"], None));
+    let ttl: Value =
+        serde_json::from_str(&ok(jsonkv(&addr, &["lease", "ttl", &id, "--keys"], None))).unwrap();
+    assert_eq!(ttl["granted_ttl_seconds"], 60);
+    assert_eq!(ttl["keys"], serde_json::json!(["s/a", "s/b"]));
+    assert_eq!(
+        ok(jsonkv(&addr, &["lease", "list"], None)),
+        format!("{{\"id\":{id}}}\n")
+    );
+    // A watch from before the revoke prints both deletes, naming the lease and the cause.
+    let mut watch = command(&addr, &["watch", "--prefix", "s/", "--start-revision", "4"]);
+    let mut watch = watch
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert_eq!(
+        ok(jsonkv(&addr, &["lease", "revoke", &id], None)),
+        "{\"revision\":4}\n"
+    );
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    for key in ["s/a", "s/b"] {
+        assert_eq!(
+            lines.next().unwrap().unwrap(),
+            format!(
+                "{{\"type\":\"delete\",\"key\":\"{key}\",\"revision\":4,\"lease\":{id},\"cause\":\"revoked\"}}"
+            )
+        );
+    }
+    watch.kill().unwrap();
+    let _ = watch.wait();
+
+    // A lease that is gone: one line and exit 1, for each command that names one.
+    for args in [
+        vec!["lease", "revoke", id.as_str()],
+        vec!["lease", "ttl", id.as_str()],
+        vec!["lease", "keepalive", id.as_str()],
+        vec!["put", "--lease", id.as_str(), "s/c", "3"],
+    ] {
+        let out = jsonkv(&addr, &args, None);
+        assert_one_line_error(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&out).contains(&format!("lease {id} not found")),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let bad = jsonkv(&addr, &["lease", "grant", "0"], None);
+    assert_one_line_error(&bad);
+    assert!(stderr(&bad).contains("ttl_seconds"), "{}", stderr(&bad));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_with_a_ttl_expires_and_the_watch_says_so() {
+    let server = common::start().await;
+    let addr = server.url();
+    let mut watch = command(&addr, &["watch", "gone"]);
+    let mut watch = watch
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    assert_eq!(
+        lines.next().unwrap().unwrap(),
+        "{\"type\":\"snapshot\",\"revision\":0,\"kvs\":[]}"
+    );
+    let put: Value = serde_json::from_str(&ok(jsonkv(
+        &addr,
+        &["put", "--ttl", "1", "gone", "{}"],
+        None,
+    )))
+    .unwrap();
+    let lease = put["lease"].as_i64().expect("the granted lease is printed");
+    assert!(lines
+        .next()
+        .unwrap()
+        .unwrap()
+        .starts_with("{\"type\":\"put\""));
+    // Nobody keeps the lease alive: the key expires.
+    assert_eq!(
+        lines.next().unwrap().unwrap(),
+        format!("{{\"type\":\"delete\",\"key\":\"gone\",\"revision\":3,\"lease\":{lease},\"cause\":\"expired\"}}")
+    );
+    watch.kill().unwrap();
+    let _ = watch.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_keepalive_holds_a_lease_until_interrupted() {
+    let server = common::start().await;
+    let addr = server.url();
+    let grant: Value =
+        serde_json::from_str(&ok(jsonkv(&addr, &["lease", "grant", "1"], None))).unwrap();
+    let id = grant["id"].as_i64().unwrap().to_string();
+    ok(jsonkv(&addr, &["put", "--lease", &id, "held", "1"], None));
+    let mut keeper = command(&addr, &["lease", "keepalive", &id]);
+    let mut keeper = keeper
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(keeper.stdout.take().unwrap()).lines();
+    // Six renewals at a third of the TTL each: twice the TTL, and the key is still there.
+    for _ in 0..6 {
+        assert_eq!(
+            lines.next().unwrap().unwrap(),
+            format!("{{\"id\":{id},\"ttl_seconds\":1}}")
+        );
+    }
+    let client = Client::connect(&addr).await.unwrap();
+    assert!(client.get::<Value>("held").await.unwrap().is_some());
+    keeper.kill().unwrap();
+    let _ = keeper.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_runs_commands_one_at_a_time_and_exits_with_their_status() {
+    let server = common::start().await;
+    let addr = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let held = dir.path().join("held");
+    // Each holder makes a directory that must not exist, holds it a moment, and removes it: two
+    // holders at once make the second mkdir fail (exit 99).
+    let script = format!("mkdir {0} || exit 99; sleep 0.2; rmdir {0}", held.display());
+    let holders: Vec<_> = (0..4)
+        .map(|_| {
+            let mut child = command(&addr, &["lock", "job", "--", "sh", "-c", &script]);
+            child.stdout(Stdio::null()).stderr(Stdio::piped());
+            child.spawn().unwrap()
+        })
+        .collect();
+    for holder in holders {
+        let out = holder.wait_with_output().unwrap();
+        assert!(out.status.success(), "{:?}: {}", out.status, stderr(&out));
+    }
+    let out = jsonkv(&addr, &["lock", "job", "--", "sh", "-c", "exit 7"], None);
+    assert_eq!(out.status.code(), Some(7));
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+    // Released: nothing left in line.
+    let client = Client::connect(&addr).await.unwrap();
+    assert!(client.list::<Value>("job/").await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_holder_killed_outright_releases_the_lock_within_its_ttl() {
+    let server = common::start().await;
+    let addr = server.url();
+    // The command prints its pid (exec keeps it) once the lock is held, then sleeps.
+    let mut holder = command(
+        &addr,
+        &[
+            "lock",
+            "--ttl",
+            "1",
+            "job",
+            "--",
+            "sh",
+            "-c",
+            "echo $$; exec sleep 60",
+        ],
+    );
+    let mut holder = holder
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(holder.stdout.take().unwrap()).lines();
+    let sleeper = lines.next().unwrap().unwrap();
+    holder.kill().unwrap(); // SIGKILL: no release, no revoke.
+    let _ = holder.wait();
+    let _ = Command::new("kill").args(["-KILL", &sleeper]).status();
+    // The next holder gets the lock once the dead one's lease expires.
+    let out = jsonkv(&addr, &["lock", "job", "--", "echo", "second"], None);
+    assert_eq!(ok(out), "second\n");
 }

@@ -13,5 +13,6 @@ mod client;
 mod cluster;
 mod consistency;
 mod failover;
+mod leases;
 mod secure;
 mod watch;

@@ -40,6 +40,7 @@ async fn watch_key_sends_snapshot_then_changes_in_order() {
                     create_revision: 1,
                     mod_revision: 1,
                     version: 1,
+                    lease: None,
                 }]
             );
         }
@@ -63,7 +64,8 @@ async fn watch_key_sends_snapshot_then_changes_in_order() {
         next_event(&mut watch).await,
         WatchEvent::Delete {
             key: "k".into(),
-            revision: 5
+            revision: 5,
+            lease_end: None,
         }
     );
     match next_event(&mut watch).await {
@@ -129,7 +131,8 @@ async fn watch_prefix_sees_only_its_keys_and_lossless_numbers() {
         next_event(&mut watch).await,
         WatchEvent::Delete {
             key: "app/a".into(),
-            revision: 6
+            revision: 6,
+            lease_end: None,
         }
     );
 }
@@ -298,7 +301,7 @@ async fn watch_resumes_across_a_server_restart_without_gaps_or_duplicates() {
         .into_iter()
         .map(|event| match event {
             WatchEvent::Put { entry, revision } => (revision, entry.key, Some(entry.value)),
-            WatchEvent::Delete { key, revision } => (revision, key, None),
+            WatchEvent::Delete { key, revision, .. } => (revision, key, None),
             WatchEvent::Snapshot { revision, .. } => panic!("second snapshot at {revision}"),
         })
         .collect();

@@ -99,7 +99,7 @@ pub async fn read_up_to(watch: &mut Drained<u64>, seen: &mut Vec<Change>, revisi
     while seen.last().is_none_or(|e| e.0 < revision) {
         seen.push(match watch.next_event().await {
             WatchEvent::Put { entry, revision } => (revision, entry.key, Some(entry.value)),
-            WatchEvent::Delete { key, revision } => (revision, key, None),
+            WatchEvent::Delete { key, revision, .. } => (revision, key, None),
             WatchEvent::Snapshot { revision, .. } => panic!("second snapshot at {revision}"),
         });
     }
