@@ -1,5 +1,6 @@
 // Example: inserts, gets and watches a key with jsonkv-client.js, printing what the watch sees;
-// it inserts a few values while the watch runs, and ends once the watch has seen them.
+// it inserts a few values while the watch runs, and ends once the watch has seen them. Then a key
+// lives as long as a lease kept alive in the background, and a lock is taken and released.
 // Run: node example.js [ADDR]   (ADDR defaults to 127.0.0.1:50051)
 'use strict';
 
@@ -7,6 +8,8 @@ const jsonkv = require('./jsonkv-client');
 
 const KEY = 'example/greeting';
 const UPDATES = 3;
+const SESSION = 'example/session';
+const LOCK = 'example/lock';
 
 async function main() {
   const kv = jsonkv.connect(process.argv[2] ?? jsonkv.DEFAULT_TARGET);
@@ -36,6 +39,26 @@ async function main() {
     } finally {
       watch.cancel();
     }
+
+    // The key lives while the lease does: closing the lease revokes it, and the key goes.
+    const lease = await kv.lease(10);
+    try {
+      await kv.insert(SESSION, { started: true }, { lease: lease.id });
+      const { keys } = await kv.leaseTimeToLive(lease.id, { keys: true });
+      console.log(`lease: ${lease.id} (ttl ${lease.ttlSeconds}s) holds ${JSON.stringify(keys)}`);
+    } finally {
+      await lease.close();
+    }
+    console.log(`lease: revoked, ${SESSION} is gone: ${(await kv.list(SESSION)).length === 0}`);
+
+    // Only one holder at a time; one that dies lets go once its lease expires (10 s here).
+    const lock = await kv.lock(LOCK, { ttl: 10, timeoutMs: 30_000 });
+    try {
+      console.log(`lock: holding ${lock.key}`);
+    } finally {
+      await lock.release();
+    }
+    console.log('lock: released');
     console.log('done');
   } finally {
     kv.close();

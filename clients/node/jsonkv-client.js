@@ -5,6 +5,15 @@
 // contract's lossless path. JSON.parse rounds integers beyond 2^53, so every entry carries the
 // exact text as `json` beside the parsed `value`, and insertJson() stores text as written.
 // Field names are the proto's (keepCase), int64 fields are decimal strings (longs: String).
+//
+// Leases: leaseGrant(), leaseKeepAlive(), leaseRevoke(), leaseTimeToLive() and leaseList() are the
+// bare calls; insert(key, value, { lease }) attaches a key, which goes when the lease expires or
+// is revoked. Lease ids are int64s too, so they come back as decimal strings (random ids are 62
+// bits, beyond a number's 2^53), and go in as decimal strings or BigInts (or numbers, only if
+// safe integers). `await client.lease(ttl)` grants one and keeps it alive from a timer until
+// `await lease.close()`, which revokes it. Locks: `await client.lock(name, { ttl })` resolves once
+// this client holds the lock, built on a lease the way etcd's concurrency package builds one, so
+// a holder that dies releases it once its lease expires; `await lock.release()` lets it go.
 'use strict';
 
 const path = require('node:path');
@@ -45,7 +54,8 @@ const rpc = protobuf.parse(
   { keepCase: true },
 ).root;
 
-// A stored key: `json` is the exact JSON text, `value` the parsed value (null for a delete).
+// A stored key: `json` is the exact JSON text, `value` the parsed value (null for a delete),
+// `lease` the lease the key is attached to ('0' if none).
 function toEntry(kv) {
   return {
     key: kv.key,
@@ -54,15 +64,29 @@ function toEntry(kv) {
     create_revision: kv.create_revision,
     mod_revision: kv.mod_revision,
     version: kv.version,
+    lease: kv.lease,
   };
 }
 
 const EVENT_TYPES = { EVENT_TYPE_PUT: 'put', EVENT_TYPE_DELETE: 'delete' };
+const CAUSES = { CAUSE_EXPIRED: 'expired', CAUSE_REVOKED: 'revoked' };
+
+// An int64 for a request: a decimal string or a BigInt as it is; a number only if it is a safe
+// integer, since a larger one has already been rounded and would name another lease.
+function int64(value, name) {
+  if (typeof value === 'number' && !Number.isSafeInteger(value)) {
+    throw new RangeError(`${name} ${value} is not a safe integer: pass it as a string or BigInt`);
+  }
+  return value;
+}
 
 // One watch stream: next() resolves to a snapshot ({ type: 'snapshot', revision, entries }),
 // unless the watch started from a revision, then to events ({ type: 'put' | 'delete', revision,
-// entry }). A snapshot sent in several messages comes out as one. Progress notices are consumed
-// here: they only advance `resumeRevision`, the start_revision that resumes after all seen so far.
+// entry, lease, cause }): a delete that a lease's end caused names the `lease` and the `cause`,
+// 'expired' or 'revoked'; any other event has `lease` '0' and `cause` null (a put shows the key's
+// lease in `entry.lease`; on a cluster, `--etcd`, a lease's deletes come as plain deletes). A
+// snapshot sent in several messages comes out as one. Progress notices are consumed here: they
+// only advance `resumeRevision`, the start_revision that resumes after all seen so far.
 // `storeId` is the store those revisions belong to (the stream's jsonkv-store-id header, set
 // before the first item): resume with both, since resuming from another store's revisions would
 // silently skip changes. Resume with `resumeSeenKeys` too (as `seen_keys`): the keys already seen
@@ -109,7 +133,13 @@ class Watch {
           this.seen(msg.event.revision);
         }
         const type = EVENT_TYPES[msg.event.type] ?? 'unspecified';
-        return { type, revision: msg.event.revision, entry: toEntry(msg.event.kv) };
+        return {
+          type,
+          revision: msg.event.revision,
+          entry: toEntry(msg.event.kv),
+          lease: msg.event.lease,
+          cause: CAUSES[msg.event.cause] ?? null,
+        };
       }
     }
   }
@@ -132,6 +162,115 @@ class Watch {
   }
 }
 
+// A granted lease that a timer keeps alive, calling LeaseKeepAlive every third of its TTL, until
+// close() stops it and revokes the lease, deleting the keys attached to it. Get one from
+// client.lease(). `id` is a decimal string, `ttlSeconds` the TTL granted (a number).
+// A keep-alive that fails for a passing reason (UNAVAILABLE, a deadline) is tried again at the
+// next third. One answered NOT_FOUND means the lease is gone (it expired before a keep-alive got
+// through, or was revoked elsewhere), and so are its keys: `lost` turns true, the timer stops,
+// and close() has nothing left to revoke. The timer does not keep the process alive.
+class Lease {
+  constructor(client, id, ttlSeconds) {
+    this.client = client;
+    this.id = id;
+    this.ttlSeconds = ttlSeconds;
+    this.lost = false;
+    this.closed = false;
+    this.whenLost = new Promise((resolve) => {
+      this.markLost = resolve;
+    });
+    this.inflight = Promise.resolve();
+    this.periodMs = (ttlSeconds * 1000) / 3;
+    this.schedule(Date.now());
+  }
+
+  // The next keep-alive, a third of the TTL after the start of the last.
+  schedule(lastStart) {
+    this.timer = setTimeout(
+      () => this.keepAlive(),
+      Math.max(0, lastStart + this.periodMs - Date.now()),
+    );
+    this.timer.unref();
+  }
+
+  keepAlive() {
+    const start = Date.now();
+    // A keep-alive that hangs must not hold up the next one.
+    const timeoutMs = Math.min(this.client.timeoutMs, this.periodMs);
+    const again = () => {
+      if (!this.closed) this.schedule(start);
+    };
+    this.inflight = this.client
+      .unary('LeaseKeepAlive', { id: this.id }, timeoutMs)
+      .then(again, (err) => {
+        if (err.code === grpc.status.NOT_FOUND) {
+          this.lost = true;
+          this.markLost();
+        } else if (typeof err.code === 'number') {
+          again(); // a passing failure: try again at the next third
+        } // with no code it is no call's error: the client was closed under the lease
+      });
+  }
+
+  // Resolves to true once the lease is lost, or to false after `timeoutMs`.
+  async waitLost(timeoutMs) {
+    let timer;
+    const timeout = new Promise((resolve) => {
+      timer = setTimeout(resolve, timeoutMs, false);
+    });
+    try {
+      return await Promise.race([this.whenLost.then(() => true), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  // Stops the keep-alives and revokes the lease (unless it was lost). Idempotent.
+  async close() {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.timer);
+    // The keep-alive in flight has a deadline, so this wait is bounded.
+    await this.inflight;
+    if (this.lost) return;
+    try {
+      await this.client.leaseRevoke(this.id);
+    } catch (err) {
+      if (err.code !== grpc.status.NOT_FOUND) throw err;
+    }
+  }
+}
+
+// A held lock: client.lock() resolves to one once it holds it. release() revokes the lease, which
+// deletes `key` and hands the lock to the next waiter. The lock is held only while its lease
+// lives: if a keep-alive finds the lease gone (`lost`), another holder may already have the lock.
+// `createRevision` (our key's, a decimal string) grows with every acquisition of the lock, so it
+// can serve as a fencing token.
+class Lock {
+  constructor(name, key, lease, createRevision) {
+    this.name = name;
+    this.key = key;
+    this.lease = lease;
+    this.createRevision = createRevision;
+  }
+
+  get lost() {
+    return this.lease.lost;
+  }
+
+  release() {
+    return this.lease.close();
+  }
+}
+
+// What client.lock() rejects with when its `timeoutMs` passes first: like a call's error, its
+// `code` is grpc.status.DEADLINE_EXCEEDED.
+function lockTimeout(name, cause) {
+  const err = new Error(`lock ${name}: not acquired in time`, { cause });
+  err.code = grpc.status.DEADLINE_EXCEEDED;
+  return err;
+}
+
 // A connection to one jsonkv server. Calls return promises; errors are grpc-js ServiceErrors
 // (`code` is a grpc.status value; errorInfo(err) reads their ErrorInfo detail).
 class Client {
@@ -145,8 +284,8 @@ class Client {
     this.stub.close();
   }
 
-  unary(method, request) {
-    const deadline = Date.now() + this.timeoutMs;
+  unary(method, request, timeoutMs = this.timeoutMs) {
+    const deadline = Date.now() + timeoutMs;
     return new Promise((resolve, reject) => {
       this.stub[method](request, { deadline }, (err, response) =>
         err ? reject(err) : resolve(response),
@@ -166,17 +305,20 @@ class Client {
 
   // Stores JSON text as written: numbers of any size survive exactly.
   // `expected_mod_revision` (number or decimal string): only if the key's mod revision is that
-  // (0: only if absent).
-  insertJson(key, json, { expected_mod_revision } = {}) {
-    return this.unary('Insert', { key, value_json: json, expected_mod_revision });
+  // (0: only if absent). `lease` (an id): attaches the key to that live lease (NOT_FOUND, and
+  // nothing written, if it is not live); 0 or none detaches it from any.
+  async insertJson(key, json, { expected_mod_revision, lease = 0 } = {}) {
+    const request = { key, value_json: json, expected_mod_revision, lease: int64(lease, 'lease') };
+    return this.unary('Insert', request);
   }
 
   delete(key, { expected_mod_revision, allow_missing = false } = {}) {
     return this.unary('Delete', { key, expected_mod_revision, allow_missing });
   }
 
-  // Every key under `prefix` in key order, fetching a page at a time.
-  async list(prefix = '', { page_size = 0 } = {}) {
+  // Every key under `prefix` in key order, fetching a page at a time. With `min_revision`, each
+  // page is read once the server has applied that revision.
+  async list(prefix = '', { page_size = 0, min_revision = 0 } = {}) {
     const entries = [];
     let page_token = '';
     do {
@@ -184,6 +326,7 @@ class Client {
         prefix,
         page_size,
         page_token,
+        min_revision,
         value_encoding: 'VALUE_ENCODING_JSON',
       });
       entries.push(...response.kvs.map(toEntry));
@@ -207,6 +350,109 @@ class Client {
     const request = { prefix, start_revision, store_id, value_encoding: 'VALUE_ENCODING_JSON' };
     const call = this.stub.WatchPrefix(request, streamOptions(deadlineMs));
     return new Watch(call, start_revision, seen_keys);
+  }
+
+  // Grants a lease of `ttlSeconds` (1 to 31536000, else INVALID_ARGUMENT), with `id` if given
+  // (ALREADY_EXISTS if that lease is live), else one the server picks. Resolves to the response:
+  // its `id` and the `ttl_seconds` granted (decimal strings). Nothing keeps it alive: see lease().
+  async leaseGrant(ttlSeconds, { id = 0 } = {}) {
+    return this.unary('LeaseGrant', { ttl_seconds: ttlSeconds, id: int64(id, 'id') });
+  }
+
+  // Restarts the lease's TTL, once; resolves to the TTL (a decimal string). NOT_FOUND if it is not
+  // live.
+  async leaseKeepAlive(id) {
+    return (await this.unary('LeaseKeepAlive', { id: int64(id, 'id') })).ttl_seconds;
+  }
+
+  // Ends the lease now, deleting every key attached to it at one revision, which it resolves to.
+  // NOT_FOUND if it is not live.
+  async leaseRevoke(id) {
+    return (await this.unary('LeaseRevoke', { id: int64(id, 'id') })).revision;
+  }
+
+  // Resolves to the response: the lease's `ttl_seconds` left (rounded up), its
+  // `granted_ttl_seconds` and, with `keys`, the `keys` attached to it in key order. NOT_FOUND if
+  // it is not live.
+  async leaseTimeToLive(id, { keys = false } = {}) {
+    return this.unary('LeaseTimeToLive', { id: int64(id, 'id'), keys });
+  }
+
+  // The ids of every live lease, in order.
+  async leaseList() {
+    return (await this.unary('LeaseList', {})).ids;
+  }
+
+  // Grants a lease (as leaseGrant()) and keeps it alive until `await lease.close()`:
+  // `const lease = await client.lease(10); await client.insert(key, value, { lease: lease.id })`.
+  async lease(ttlSeconds, { id } = {}) {
+    const granted = await this.leaseGrant(ttlSeconds, { id });
+    return new Lease(this, granted.id, Number(granted.ttl_seconds));
+  }
+
+  // Resolves once this client holds the lock `name`, to a Lock: `const lock = await
+  // client.lock('jobs/nightly', { ttl: 10, timeoutMs: 30_000 }); try { ... } finally { await
+  // lock.release(); }`. Rejects with lockTimeout's error if `timeoutMs` (none: no limit) passes
+  // first.
+  // As etcd's concurrency.Mutex: a lease of `ttl` seconds (default 60, kept alive while held)
+  // owns the key `<name>/<lease id in hex>`, created only if absent. The holder is the key under
+  // `<name>/` with the lowest create revision; every other waiter watches the key created just
+  // before its own until that is deleted, then looks again, so waiters get the lock in the order
+  // they asked and a release wakes only the next. A holder that dies without releasing holds the
+  // lock until its lease expires, `ttl` seconds at most. Keys of another lock named under
+  // `<name>/` do not count. The Python client's locks are the same keys: the two interoperate.
+  async lock(name, { ttl = 60, timeoutMs } = {}) {
+    const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
+    const lease = await this.lease(ttl);
+    try {
+      const prefix = `${name}/`;
+      const key = `${prefix}${BigInt(lease.id).toString(16)}`;
+      const created = await this.insert(key, null, { expected_mod_revision: 0, lease: lease.id });
+      const mine = BigInt(created.create_revision);
+      for (;;) {
+        // Each page is read once the server has our key: none created before it hides.
+        const waiters = (await this.list(prefix, { min_revision: created.create_revision })).filter(
+          (entry) => !entry.key.slice(prefix.length).includes('/'),
+        );
+        if (!waiters.some((entry) => entry.key === key)) {
+          throw new Error(`lock ${name}: ${key} was deleted while waiting`);
+        }
+        const before = waiters.filter((entry) => BigInt(entry.create_revision) < mine);
+        if (before.length === 0) return new Lock(name, key, lease, created.create_revision);
+        const predecessor = before.reduce((a, b) =>
+          BigInt(b.create_revision) > BigInt(a.create_revision) ? b : a,
+        );
+        await this.waitDeleted(predecessor, deadline, name);
+      }
+    } catch (err) {
+      // The lease would expire anyway: the error that matters is the one that got us here.
+      await lease.close().catch(() => {});
+      throw err;
+    }
+  }
+
+  // Resolves once `entry` (that incarnation of the key) is gone, or the stream ends.
+  async waitDeleted(entry, deadline, name) {
+    const deadlineMs = deadline === undefined ? undefined : deadline - Date.now();
+    if (deadlineMs !== undefined && deadlineMs <= 0) throw lockTimeout(name);
+    const watch = this.watchKey(entry.key, { deadlineMs });
+    try {
+      for (let item = await watch.next(); item !== null; item = await watch.next()) {
+        if (item.type === 'snapshot') {
+          const [current] = item.entries;
+          if (current?.create_revision !== entry.create_revision) return;
+        } else if (item.type === 'delete') {
+          return;
+        }
+      }
+    } catch (err) {
+      if (err.code === grpc.status.DEADLINE_EXCEEDED && deadline !== undefined) {
+        throw lockTimeout(name, err);
+      }
+      throw err;
+    } finally {
+      watch.cancel();
+    }
   }
 }
 
@@ -236,4 +482,14 @@ function connect(target = DEFAULT_TARGET, options = {}) {
   return new Client(target, options);
 }
 
-module.exports = { connect, Client, Watch, errorInfo, statusDetails, grpc, DEFAULT_TARGET };
+module.exports = {
+  connect,
+  Client,
+  Watch,
+  Lease,
+  Lock,
+  errorInfo,
+  statusDetails,
+  grpc,
+  DEFAULT_TARGET,
+};

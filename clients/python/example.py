@@ -1,6 +1,7 @@
 """Example: inserts, gets and watches a key with jsonkv_client, printing what the watch sees; a
 thread watches while the main thread inserts, and the program ends once the watch has seen them.
-Run: .venv/bin/python example.py [ADDR]   (ADDR defaults to 127.0.0.1:50051)"""
+Then a key lives as long as a lease kept alive in the background, and a lock is taken and
+released. Run: .venv/bin/python example.py [ADDR]   (ADDR defaults to 127.0.0.1:50051)"""
 
 import sys
 import threading
@@ -9,6 +10,8 @@ import jsonkv_client
 
 KEY = "example/greeting"
 UPDATES = 3
+SESSION = "example/session"
+LOCK = "example/lock"
 
 
 def watch_key(
@@ -45,6 +48,18 @@ def main() -> None:
                 kv.insert(KEY, {"hello": "world", "n": n})
             if not done.wait(timeout=30):
                 sys.exit("example: the watch missed an update")
+
+        # The key lives while the lease does: leaving the block revokes it, and the key goes.
+        with kv.lease(10) as lease:
+            kv.insert(SESSION, {"started": True}, lease=lease.id)
+            keys = list(kv.lease_time_to_live(lease.id, keys=True).keys)
+            print(f"lease: {lease.id} (ttl {lease.ttl_seconds}s) holds {keys}")
+        print(f"lease: revoked, {SESSION} is gone: {not list(kv.list(SESSION))}")
+
+        # Only one holder at a time; one that dies lets go once its lease expires (10 s here).
+        with kv.lock(LOCK, ttl=10, timeout=30) as lock:
+            print(f"lock: holding {lock.key}")
+        print("lock: released")
     print("done")
 
 

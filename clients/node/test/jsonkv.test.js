@@ -5,7 +5,8 @@
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { randomUUID } = require('node:crypto');
+const { randomUUID, randomInt } = require('node:crypto');
+const { setTimeout: sleep } = require('node:timers/promises');
 const { spawnSync } = require('node:child_process');
 const path = require('node:path');
 const jsonkv = require('../jsonkv-client');
@@ -13,6 +14,8 @@ const jsonkv = require('../jsonkv-client');
 const { grpc } = jsonkv;
 // Bounds every watch stream of this suite, so a missing event fails instead of hanging.
 const WATCH_DEADLINE_MS = 30_000;
+// Bounds every lock acquisition and every wait for a lease of this suite.
+const LOCK_TIMEOUT_MS = 30_000;
 const target = process.env.JSONKV_ADDR;
 let kv;
 
@@ -483,7 +486,10 @@ test('example.js runs to completion', () => {
     lines.slice(3, 6).map((l) => l.split(' at ')[0]),
     Array(3).fill('watch: put'),
   );
-  assert.equal(lines.at(-1), 'done');
+  assert.match(lines[6], /^lease: \d+ \(ttl 10s\) holds \["example\/session"\]$/);
+  assert.equal(lines[7], 'lease: revoked, example/session is gone: true');
+  assert.match(lines[8], /^lock: holding example\/lock\/[0-9a-f]+$/);
+  assert.deepEqual(lines.slice(9), ['lock: released', 'done']);
 });
 
 // A stream of scripted messages, as a watch call delivers them after decoding.
@@ -537,4 +543,337 @@ test('a watch stopped inside a revision resumes at it without repeats', async ()
   ]);
   assert.equal(second.resumeRevision, 6n);
   assert.equal(second.resumeSeenKeys.size, 0);
+});
+
+test('lease grant, keep-alive, time to live, list and revoke', async (t) => {
+  const prefix = freshPrefix(t);
+  const granted = await kv.leaseGrant(30);
+  assert.equal(typeof granted.id, 'string');
+  assert.ok(BigInt(granted.id) > 0n);
+  assert.equal(granted.ttl_seconds, '30');
+  assert.ok((await kv.leaseList()).includes(granted.id));
+  assert.equal(await kv.leaseKeepAlive(granted.id), '30');
+
+  await kv.insert(`${prefix}b`, 1, { lease: granted.id });
+  const lastPut = (await kv.insert(`${prefix}a`, 2, { lease: granted.id })).revision;
+  const status = await kv.leaseTimeToLive(granted.id, { keys: true });
+  assert.deepEqual([status.id, status.granted_ttl_seconds], [granted.id, '30']);
+  assert.ok(Number(status.ttl_seconds) > 0 && Number(status.ttl_seconds) <= 30, status.ttl_seconds);
+  assert.deepEqual(status.keys, [`${prefix}a`, `${prefix}b`]);
+  assert.deepEqual((await kv.leaseTimeToLive(granted.id)).keys, []);
+  assert.equal((await kv.get(`${prefix}a`)).lease, granted.id);
+
+  assert.ok(BigInt(await kv.leaseRevoke(granted.id)) > BigInt(lastPut));
+  assert.ok(!(await kv.leaseList()).includes(granted.id));
+  assert.deepEqual(await kv.list(prefix), []);
+  for (const call of [kv.leaseKeepAlive, kv.leaseRevoke, kv.leaseTimeToLive]) {
+    assert.equal((await failure(call.call(kv, granted.id))).code, grpc.status.NOT_FOUND);
+  }
+});
+
+test('lease ids of any size are exact', async (t) => {
+  const key = `${freshPrefix(t)}k`;
+  // Beyond 2^53, where a number would round it: a BigInt in, a decimal string out.
+  const wanted = 2n ** 62n + BigInt(randomInt(2 ** 40));
+  const granted = await kv.leaseGrant(30, { id: wanted });
+  assert.equal(granted.id, wanted.toString());
+  assert.ok((await kv.leaseList()).includes(granted.id));
+  await kv.insert(key, 'v', { lease: granted.id });
+  assert.equal((await kv.get(key)).lease, granted.id);
+  assert.equal((await kv.leaseTimeToLive(wanted)).id, granted.id);
+  const again = await failure(kv.leaseGrant(30, { id: granted.id }));
+  assert.equal(again.code, grpc.status.ALREADY_EXISTS);
+  // A number that large has been rounded already: refused rather than sent.
+  await assert.rejects(kv.leaseKeepAlive(Number(wanted)), RangeError);
+  await kv.leaseRevoke(granted.id);
+});
+
+test('revoke deletes every attached key at one revision', async (t) => {
+  const prefix = freshPrefix(t);
+  const { id: lease } = await kv.leaseGrant(30);
+  const leased = ['a', 'b', 'c'].map((name) => `${prefix}${name}`);
+  for (const key of leased) await kv.insert(key, key, { lease });
+  await kv.insert(`${prefix}free`, 'no lease');
+  // Attached, then detached: a write without a lease takes the key off it.
+  await kv.insert(`${prefix}moved`, 1, { lease });
+  await kv.insert(`${prefix}moved`, 2);
+
+  const [revision, events] = await withWatch(
+    kv.watchPrefix(prefix, { deadlineMs: WATCH_DEADLINE_MS }),
+    async (watch) => {
+      const snapshot = await watch.next();
+      assert.deepEqual(Object.fromEntries(snapshot.entries.map((e) => [e.key, e.lease])), {
+        ...Object.fromEntries(leased.map((key) => [key, lease])),
+        [`${prefix}free`]: '0',
+        [`${prefix}moved`]: '0',
+      });
+      const revision = await kv.leaseRevoke(lease);
+      return [revision, await take(watch, leased.length)];
+    },
+  );
+  assert.deepEqual(
+    events.map((e) => [e.type, e.entry.key, e.revision, e.lease, e.cause]),
+    leased.map((key) => ['delete', key, revision, lease, 'revoked']),
+  );
+  assert.deepEqual(
+    (await kv.list(prefix)).map((e) => e.key),
+    [`${prefix}free`, `${prefix}moved`],
+  );
+});
+
+test('an expired lease deletes its keys with cause expired', async (t) => {
+  const key = `${freshPrefix(t)}ephemeral`;
+  const { lease, put, created, expired } = await withWatch(
+    kv.watchKey(key, { deadlineMs: WATCH_DEADLINE_MS }),
+    async (watch) => {
+      assert.deepEqual((await watch.next()).entries, []);
+      const { id: lease } = await kv.leaseGrant(1); // and nothing keeps it alive
+      const put = (await kv.insert(key, 'short-lived', { lease })).revision;
+      const [created, expired] = await take(watch, 2);
+      return { lease, put, created, expired };
+    },
+  );
+  assert.deepEqual(
+    [created.type, created.revision, created.entry.lease, created.lease, created.cause],
+    ['put', put, lease, '0', null],
+  );
+  assert.deepEqual(
+    [expired.type, expired.entry.key, expired.lease, expired.cause],
+    ['delete', key, lease, 'expired'],
+  );
+  assert.ok(BigInt(expired.revision) > BigInt(put));
+  assert.equal((await failure(kv.get(key))).code, grpc.status.NOT_FOUND);
+  assert.ok(!(await kv.leaseList()).includes(lease));
+});
+
+test('a delete by a client names no lease', async (t) => {
+  const key = `${freshPrefix(t)}k`;
+  const { id: lease } = await kv.leaseGrant(30);
+  await kv.insert(key, 'v', { lease });
+  const deleted = await withWatch(
+    kv.watchKey(key, { deadlineMs: WATCH_DEADLINE_MS }),
+    async (watch) => {
+      await watch.next();
+      await kv.delete(key);
+      return watch.next();
+    },
+  );
+  assert.deepEqual([deleted.type, deleted.lease, deleted.cause], ['delete', '0', null]);
+  await kv.leaseRevoke(lease);
+});
+
+test('unknown leases are NOT_FOUND, and bad TTLs INVALID_ARGUMENT', async (t) => {
+  const { id: gone } = await kv.leaseGrant(30);
+  await kv.leaseRevoke(gone);
+  const key = `${freshPrefix(t)}k`;
+  assert.equal((await failure(kv.insert(key, 'v', { lease: gone }))).code, grpc.status.NOT_FOUND);
+  // Nothing was written.
+  assert.equal((await failure(kv.get(key))).code, grpc.status.NOT_FOUND);
+  assert.equal((await failure(kv.leaseKeepAlive(gone))).code, grpc.status.NOT_FOUND);
+
+  for (const ttl of [0, -1, 31_536_001]) {
+    const err = await failure(kv.leaseGrant(ttl));
+    assert.equal(err.code, grpc.status.INVALID_ARGUMENT);
+    const fields = jsonkv
+      .statusDetails(err, 'google.rpc.BadRequest')
+      .flatMap((d) => d.field_violations.map((v) => v.field));
+    assert.ok(fields.includes('ttl_seconds'), `BadRequest fields: ${fields}`);
+  }
+  assert.equal((await kv.leaseGrant(31_536_000)).ttl_seconds, '31536000');
+});
+
+test('a lease handle keeps its lease alive past two TTLs', async (t) => {
+  const key = `${freshPrefix(t)}kept`;
+  // A TTL of 2 s leaves a keep-alive every 2/3 s more than a second of slack on a busy machine.
+  const lease = await kv.lease(2);
+  try {
+    await kv.insert(key, 'alive', { lease: lease.id });
+    // 2.5 TTLs with no event for the key: the watch ends at its deadline instead.
+    const ended = await withWatch(kv.watchKey(key, { deadlineMs: 5_000 }), async (watch) => {
+      assert.deepEqual(
+        (await watch.next()).entries.map((e) => e.key),
+        [key],
+      );
+      return failure(watch.next());
+    });
+    assert.equal(ended.code, grpc.status.DEADLINE_EXCEEDED);
+    assert.equal(lease.lost, false);
+    assert.equal((await kv.get(key)).lease, lease.id);
+    assert.equal((await kv.leaseTimeToLive(lease.id)).granted_ttl_seconds, '2');
+  } finally {
+    await lease.close();
+  }
+  // Closing it revoked it.
+  assert.ok(!(await kv.leaseList()).includes(lease.id));
+  assert.equal((await failure(kv.get(key))).code, grpc.status.NOT_FOUND);
+});
+
+test('a lease handle reports its lease lost', async () => {
+  const lease = await kv.lease(3);
+  try {
+    assert.equal(lease.lost, false);
+    await kv.leaseRevoke(lease.id); // as if it had expired, or another client revoked it
+    assert.equal(await lease.waitLost(LOCK_TIMEOUT_MS), true);
+    assert.equal(lease.lost, true);
+  } finally {
+    // Closing a lost lease has nothing to revoke, and does not fail.
+    await lease.close();
+  }
+});
+
+test('lock holders never overlap', async (t) => {
+  const prefix = freshPrefix(t);
+  const [name, counter] = [`${prefix}lock`, `${prefix}counter`];
+  await kv.insert(counter, 0);
+  const [workers, rounds] = [4, 5];
+  const holding = []; // how many held the lock, each time one took it
+  const revs = []; // each holder's createRevision, in the order they held it
+  let active = 0;
+
+  async function work() {
+    // A connection each, as separate processes would have.
+    const client = jsonkv.connect(target);
+    try {
+      for (let round = 0; round < rounds; round++) {
+        const lock = await client.lock(name, { ttl: 10, timeoutMs: LOCK_TIMEOUT_MS });
+        try {
+          holding.push(++active);
+          revs.push(BigInt(lock.createRevision));
+          // Read-modify-write with no compare-and-swap: only the lock keeps it exact.
+          const { value } = await client.get(counter);
+          await client.insert(counter, value + 1);
+          active--;
+        } finally {
+          await lock.release();
+        }
+      }
+    } finally {
+      client.close();
+    }
+  }
+
+  await Promise.all(Array.from({ length: workers }, work));
+  assert.equal((await kv.get(counter)).value, workers * rounds);
+  assert.deepEqual(holding, Array(workers * rounds).fill(1));
+  // Waiters get the lock in the order they asked for it.
+  assert.ok(
+    revs.every((r, i) => i === 0 || r > revs[i - 1]),
+    `not increasing: ${revs}`,
+  );
+  assert.deepEqual(await kv.list(`${name}/`), []);
+});
+
+test("a lock passes to the waiter when its holder's lease is revoked", async (t) => {
+  const name = `${freshPrefix(t)}lock`;
+  // A short TTL, so that a keep-alive soon finds the lease revoked.
+  const holder = await kv.lock(name, { ttl: 3, timeoutMs: LOCK_TIMEOUT_MS });
+  // The waiter's own connection, counting its listings.
+  const client = jsonkv.connect(target);
+  const lists = [];
+  client.list = (...args) => {
+    lists.push(args);
+    return jsonkv.Client.prototype.list.apply(client, args);
+  };
+  let waiting;
+  try {
+    const queued = await withWatch(
+      kv.watchPrefix(`${name}/`, { deadlineMs: WATCH_DEADLINE_MS }),
+      async (watch) => {
+        assert.deepEqual(
+          (await watch.next()).entries.map((e) => e.key),
+          [holder.key],
+        );
+        // Once it has the lock, the waiter looks for the holder's key.
+        waiting = client.lock(name, { ttl: 30, timeoutMs: LOCK_TIMEOUT_MS }).then(async (lock) => {
+          const holderKey = await kv.get(holder.key).then(
+            () => 'still there',
+            (err) => err.code,
+          );
+          return { lock, holderKey };
+        });
+        waiting.catch(() => {}); // handled below; a failure before then must not go unhandled
+        // The waiter's key: it is in line behind the holder.
+        const queued = await watch.next();
+        assert.ok(queued.type === 'put' && queued.entry.key !== holder.key, queued.entry.key);
+        // However long it is given, a waiter never gets the lock while the holder holds it.
+        const early = await Promise.race([waiting.then(() => 'got it'), sleep(500, 'waiting')]);
+        assert.equal(early, 'waiting');
+        return queued;
+      },
+    );
+    await kv.leaseRevoke(holder.lease.id);
+    const { lock: waiter, holderKey } = await waiting;
+    assert.equal(holderKey, grpc.status.NOT_FOUND);
+    // It looked before it waited, and again once the holder's key went: no polling.
+    assert.equal(lists.length, 2);
+    assert.equal(waiter.key, queued.entry.key);
+    assert.ok(BigInt(waiter.createRevision) > BigInt(holder.createRevision));
+    assert.equal(await holder.lease.waitLost(LOCK_TIMEOUT_MS), true);
+    assert.equal(holder.lost, true);
+    await holder.release(); // nothing left to revoke
+    await waiter.release();
+  } finally {
+    await holder.release();
+    // A waiter a failure left behind gets the lock now, and lets it go.
+    await waiting?.then(({ lock }) => lock.release()).catch(() => {});
+    client.close();
+  }
+  assert.deepEqual(await kv.list(`${name}/`), []);
+});
+
+test("a lock passes to the waiter when a dead holder's lease expires", async (t) => {
+  const name = `${freshPrefix(t)}lock`;
+  // A holder that took the lock the documented way, then died: nothing keeps its lease alive.
+  const { id: dead } = await kv.leaseGrant(2);
+  const deadKey = `${name}/${BigInt(dead).toString(16)}`;
+  await kv.insert(deadKey, null, { expected_mod_revision: 0, lease: dead });
+
+  await withWatch(kv.watchKey(deadKey, { deadlineMs: WATCH_DEADLINE_MS }), async (watch) => {
+    assert.deepEqual(
+      (await watch.next()).entries.map((e) => e.key),
+      [deadKey],
+    );
+    const lock = await kv.lock(name, { ttl: 30, timeoutMs: LOCK_TIMEOUT_MS });
+    try {
+      assert.equal((await failure(kv.get(deadKey))).code, grpc.status.NOT_FOUND);
+      const expired = await watch.next();
+      assert.deepEqual([expired.type, expired.lease, expired.cause], ['delete', dead, 'expired']);
+      assert.deepEqual(
+        (await kv.list(`${name}/`)).map((e) => e.key),
+        [lock.key],
+      );
+    } finally {
+      await lock.release();
+    }
+  });
+});
+
+test('a lock not acquired in time rejects and leaves no key', async (t) => {
+  const name = `${freshPrefix(t)}lock`;
+  const held = await kv.lock(name, { ttl: 30, timeoutMs: LOCK_TIMEOUT_MS });
+  try {
+    const err = await failure(kv.lock(name, { ttl: 30, timeoutMs: 500 }));
+    assert.equal(err.code, grpc.status.DEADLINE_EXCEEDED);
+    assert.deepEqual(
+      (await kv.list(`${name}/`)).map((e) => e.key),
+      [held.key],
+    );
+  } finally {
+    await held.release();
+  }
+  assert.deepEqual(await kv.list(`${name}/`), []);
+});
+
+test('a lock named under another is another lock', async (t) => {
+  const name = `${freshPrefix(t)}lock`;
+  const inner = await kv.lock(`${name}/inner`, { ttl: 30, timeoutMs: LOCK_TIMEOUT_MS });
+  try {
+    // The inner lock's key lies under "<name>/", but is no holder of this lock.
+    const outer = await kv.lock(name, { ttl: 30, timeoutMs: LOCK_TIMEOUT_MS });
+    assert.deepEqual([inner.lost, outer.lost], [false, false]);
+    await outer.release();
+  } finally {
+    await inner.release();
+  }
+  assert.deepEqual(await kv.list(`${name}/`), []);
 });

@@ -1,8 +1,11 @@
 """Black-box tests of the jsonkv contract from Python, through jsonkv_client and the raw stub,
 against the real server."""
 
+import random
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import grpc
@@ -15,6 +18,8 @@ from jsonkv_client import Entry, Event, Snapshot, pb
 
 # Bounds every watch stream of this suite, so a missing event fails instead of hanging.
 WATCH_DEADLINE = 30
+# Bounds every lock acquisition and every wait for a thread of this suite.
+LOCK_TIMEOUT = 30
 
 
 def test_insert_get_round_trip_nested_unicode(kv, prefix):
@@ -398,7 +403,10 @@ def test_example_program_runs_to_completion(target):
     assert "18446744073709551617" in lines[1]
     assert lines[2].startswith("watch: snapshot")
     assert [line.split(" at ")[0] for line in lines[3:6]] == ["watch: put"] * 3
-    assert lines[-1] == "done"
+    assert lines[6].startswith("lease: ") and lines[6].endswith("holds ['example/session']")
+    assert lines[7] == "lease: revoked, example/session is gone: True"
+    assert lines[8].startswith("lock: holding example/lock/")
+    assert lines[9:] == ["lock: released", "done"]
 
 
 def event_message(key, revision, more=False):
@@ -434,3 +442,261 @@ def test_a_watch_stopped_inside_a_revision_resumes_at_it_without_repeats():
     assert [(e.entry.key, e.revision) for e in second] == [("c", 4), ("d", 5)]
     assert second.resume_revision == 6
     assert second.resume_seen_keys == frozenset()
+
+
+def code_of(call, *args, **kwargs) -> grpc.StatusCode:
+    """The status code `call` fails with; fails the test if it succeeds."""
+    with pytest.raises(grpc.RpcError) as failed:
+        call(*args, **kwargs)
+    return failed.value.code()
+
+
+def test_lease_grant_keep_alive_time_to_live_list_and_revoke(kv, prefix):
+    granted = kv.lease_grant(30)
+    assert granted.id > 0 and granted.ttl_seconds == 30
+    assert granted.id in kv.lease_list()
+    assert kv.lease_keep_alive(granted.id) == 30
+
+    kv.insert(prefix + "b", 1, lease=granted.id)
+    last_put = kv.insert(prefix + "a", 2, lease=granted.id).revision
+    status = kv.lease_time_to_live(granted.id, keys=True)
+    assert (status.id, status.granted_ttl_seconds) == (granted.id, 30)
+    assert 0 < status.ttl_seconds <= 30
+    assert list(status.keys) == [prefix + "a", prefix + "b"]
+    assert list(kv.lease_time_to_live(granted.id).keys) == []
+    assert kv.get(prefix + "a").lease == granted.id
+
+    assert kv.lease_revoke(granted.id) > last_put
+    assert granted.id not in kv.lease_list()
+    assert list(kv.list(prefix)) == []
+    for call in (kv.lease_keep_alive, kv.lease_revoke, kv.lease_time_to_live):
+        assert code_of(call, granted.id) == grpc.StatusCode.NOT_FOUND
+
+
+def test_lease_ids_of_any_size_are_exact(kv, prefix):
+    # Beyond 2^53, where a double would round it.
+    wanted = 2**62 + random.randrange(2**40)
+    granted = kv.lease_grant(30, id=wanted)
+    assert granted.id == wanted
+    assert wanted in kv.lease_list()
+    kv.insert(prefix + "k", "v", lease=wanted)
+    assert kv.get(prefix + "k").lease == wanted
+    assert kv.lease_time_to_live(wanted).id == wanted
+    assert code_of(kv.lease_grant, 30, id=wanted) == grpc.StatusCode.ALREADY_EXISTS
+    kv.lease_revoke(wanted)
+
+
+def test_revoke_deletes_every_attached_key_at_one_revision(kv, prefix):
+    lease = kv.lease_grant(30).id
+    leased = [prefix + name for name in ("a", "b", "c")]
+    for key in leased:
+        kv.insert(key, key, lease=lease)
+    kv.insert(prefix + "free", "no lease")
+    # Attached, then detached: a write without a lease takes the key off it.
+    kv.insert(prefix + "moved", 1, lease=lease)
+    kv.insert(prefix + "moved", 2)
+
+    with kv.watch_prefix(prefix, timeout=WATCH_DEADLINE) as watch:
+        snapshot = next(watch)
+        assert {e.key: e.lease for e in snapshot.entries} == {
+            **{key: lease for key in leased},
+            prefix + "free": 0,
+            prefix + "moved": 0,
+        }
+        revision = kv.lease_revoke(lease)
+        events = [next(watch) for _ in leased]
+
+    assert [(e.type, e.entry.key, e.revision) for e in events] == [
+        ("delete", key, revision) for key in leased
+    ]
+    assert [(e.lease, e.cause) for e in events] == [(lease, "revoked")] * len(leased)
+    assert [e.key for e in kv.list(prefix)] == [prefix + "free", prefix + "moved"]
+
+
+def test_an_expired_lease_deletes_its_keys_with_cause_expired(kv, prefix):
+    key = prefix + "ephemeral"
+    with kv.watch_key(key, timeout=WATCH_DEADLINE) as watch:
+        assert next(watch).entries == []
+        lease = kv.lease_grant(1).id  # and nothing keeps it alive
+        put = kv.insert(key, "short-lived", lease=lease).revision
+        created = next(watch)
+        assert (created.type, created.revision, created.entry.lease) == ("put", put, lease)
+        assert (created.lease, created.cause) == (0, None)
+        expired = next(watch)
+    assert (expired.type, expired.entry.key) == ("delete", key)
+    assert (expired.lease, expired.cause) == (lease, "expired")
+    assert expired.revision > put
+    assert code_of(kv.get, key) == grpc.StatusCode.NOT_FOUND
+    assert lease not in kv.lease_list()
+
+
+def test_a_delete_by_a_client_names_no_lease(kv, prefix):
+    key = prefix + "k"
+    lease = kv.lease_grant(30).id
+    kv.insert(key, "v", lease=lease)
+    with kv.watch_key(key, timeout=WATCH_DEADLINE) as watch:
+        next(watch)
+        kv.delete(key)
+        deleted = next(watch)
+    assert (deleted.type, deleted.lease, deleted.cause) == ("delete", 0, None)
+    kv.lease_revoke(lease)
+
+
+def test_unknown_leases_are_not_found_and_bad_ttls_invalid(kv, prefix):
+    gone = kv.lease_grant(30).id
+    kv.lease_revoke(gone)
+    key = prefix + "k"
+    assert code_of(kv.insert, key, "v", lease=gone) == grpc.StatusCode.NOT_FOUND
+    assert code_of(kv.get, key) == grpc.StatusCode.NOT_FOUND  # nothing was written
+    assert code_of(kv.lease_keep_alive, gone) == grpc.StatusCode.NOT_FOUND
+
+    for ttl in (0, -1, 31_536_001):
+        with pytest.raises(grpc.RpcError) as failed:
+            kv.lease_grant(ttl)
+        assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "ttl_seconds" in bad_request_fields(failed.value)
+    assert kv.lease_grant(31_536_000).ttl_seconds == 31_536_000
+
+
+def test_a_lease_handle_keeps_its_lease_alive_past_two_ttls(kv, prefix):
+    key = prefix + "kept"
+    # A TTL of 2 s leaves a keep-alive every 2/3 s more than a second of slack on a busy machine.
+    with kv.lease(2) as lease:
+        kv.insert(key, "alive", lease=lease.id)
+        # 2.5 TTLs with no event for the key: the watch ends at its deadline instead.
+        with kv.watch_key(key, timeout=5.0) as watch:
+            assert [e.key for e in next(watch).entries] == [key]
+            with pytest.raises(grpc.RpcError) as ended:
+                event = next(watch)
+                pytest.fail(f"the key changed while its lease was kept alive: {event}")
+        assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert not lease.lost
+        assert kv.get(key).lease == lease.id
+        assert kv.lease_time_to_live(lease.id).granted_ttl_seconds == 2
+    # Closing it revoked it.
+    assert lease.id not in kv.lease_list()
+    assert code_of(kv.get, key) == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_lease_handle_reports_its_lease_lost(kv, prefix):
+    with kv.lease(3) as lease:
+        assert not lease.lost
+        kv.lease_revoke(lease.id)  # as if it had expired, or another client revoked it
+        assert lease.wait_lost(timeout=LOCK_TIMEOUT)
+    # Closing a lost lease has nothing to revoke, and does not fail.
+    lease.close()
+
+
+def test_lock_holders_never_overlap(target, kv, prefix):
+    name, counter = prefix + "lock", prefix + "counter"
+    kv.insert(counter, 0)
+    workers, rounds = 4, 5
+    guard = threading.Lock()
+    holding = []  # how many held the lock, each time one took it
+    revisions = []  # each holder's create_revision, in the order they held it
+    active = 0
+
+    def work() -> None:
+        nonlocal active
+        # A connection each, as separate processes would have.
+        with jsonkv_client.connect(target) as client:
+            for _ in range(rounds):
+                with client.lock(name, ttl=10, timeout=LOCK_TIMEOUT) as lock:
+                    with guard:
+                        active += 1
+                        holding.append(active)
+                        revisions.append(lock.create_revision)
+                    # Read-modify-write with no compare-and-swap: only the lock keeps it exact.
+                    value = client.get(counter).value
+                    client.insert(counter, value + 1)
+                    with guard:
+                        active -= 1
+
+    with ThreadPoolExecutor(workers) as pool:
+        futures = [pool.submit(work) for _ in range(workers)]
+        for future in futures:
+            future.result(timeout=LOCK_TIMEOUT * rounds)
+
+    assert kv.get(counter).value == workers * rounds
+    assert holding == [1] * (workers * rounds)
+    # Waiters get the lock in the order they asked for it.
+    assert revisions == sorted(revisions) and len(set(revisions)) == len(revisions)
+    assert list(kv.list(name + "/")) == []
+
+
+def test_a_lock_passes_to_the_waiter_when_its_holders_lease_is_revoked(
+    target, kv, prefix, monkeypatch, request
+):
+    name = prefix + "lock"
+    # A short TTL, so that a keep-alive soon finds the lease revoked.
+    holder = kv.lock(name, ttl=3, timeout=LOCK_TIMEOUT)
+    # The waiter's own connection, counting its listings.
+    client = jsonkv_client.connect(target)
+    request.addfinalizer(client.close)
+    lists = []
+    listing = client.list
+    monkeypatch.setattr(client, "list", lambda *a, **k: lists.append(a) or listing(*a, **k))
+
+    def wait_for_the_lock():
+        lock = client.lock(name, ttl=30, timeout=LOCK_TIMEOUT)
+        try:
+            kv.get(holder.key)
+            return lock, "the holder's key was still there"
+        except grpc.RpcError as error:
+            return lock, error.code()
+
+    with ThreadPoolExecutor(1) as pool:
+        with kv.watch_prefix(name + "/", timeout=WATCH_DEADLINE) as watch:
+            assert [e.key for e in next(watch).entries] == [holder.key]
+            waiting = pool.submit(wait_for_the_lock)
+            # The waiter's key: it is in line behind the holder.
+            queued = next(watch)
+            assert queued.type == "put" and queued.entry.key != holder.key
+            # However long it is given, a waiter never gets the lock while the holder holds it.
+            assert not wait([waiting], timeout=0.5).done
+            kv.lease_revoke(holder.lease.id)
+        waiter, seen = waiting.result(timeout=LOCK_TIMEOUT)
+
+    with waiter:
+        assert seen == grpc.StatusCode.NOT_FOUND
+        # It looked before it waited, and again once the holder's key went: no polling.
+        assert len(lists) == 2
+        assert waiter.key == queued.entry.key
+        assert waiter.create_revision > holder.create_revision
+        assert holder.lease.wait_lost(timeout=LOCK_TIMEOUT) and holder.lost
+        holder.release()  # nothing left to revoke
+    assert list(kv.list(name + "/")) == []
+
+
+def test_a_lock_passes_to_the_waiter_when_a_dead_holders_lease_expires(kv, prefix):
+    name = prefix + "lock"
+    # A holder that took the lock the documented way, then died: nothing keeps its lease alive.
+    dead = kv.lease_grant(2).id
+    dead_key = f"{name}/{dead:x}"
+    kv.insert(dead_key, None, expected_mod_revision=0, lease=dead)
+
+    with kv.watch_key(dead_key, timeout=WATCH_DEADLINE) as watch:
+        assert [e.key for e in next(watch).entries] == [dead_key]
+        with kv.lock(name, ttl=30, timeout=LOCK_TIMEOUT) as lock:
+            assert code_of(kv.get, dead_key) == grpc.StatusCode.NOT_FOUND
+            expired = next(watch)
+            assert (expired.type, expired.lease, expired.cause) == ("delete", dead, "expired")
+            assert [e.key for e in kv.list(name + "/")] == [lock.key]
+
+
+def test_a_lock_not_acquired_in_time_raises_and_leaves_no_key(kv, prefix):
+    name = prefix + "lock"
+    with kv.lock(name, ttl=30, timeout=LOCK_TIMEOUT) as held:
+        with pytest.raises(TimeoutError):
+            kv.lock(name, ttl=30, timeout=0.5)
+        assert [e.key for e in kv.list(name + "/")] == [held.key]
+    assert list(kv.list(name + "/")) == []
+
+
+def test_a_lock_named_under_another_is_another_lock(kv, prefix):
+    name = prefix + "lock"
+    with kv.lock(name + "/inner", ttl=30, timeout=LOCK_TIMEOUT) as inner:
+        # The inner lock's key lies under "<name>/", but is no holder of this lock.
+        with kv.lock(name, ttl=30, timeout=LOCK_TIMEOUT) as outer:
+            assert not inner.lost and not outer.lost
+    assert list(kv.list(name + "/")) == []
