@@ -625,7 +625,7 @@ async fn lease_keepalive_holds_a_lease_until_interrupted() {
     let server = common::start().await;
     let addr = server.url();
     let grant: Value =
-        serde_json::from_str(&ok(jsonkv(&addr, &["lease", "grant", "1"], None))).unwrap();
+        serde_json::from_str(&ok(jsonkv(&addr, &["lease", "grant", "2"], None))).unwrap();
     let id = grant["id"].as_i64().unwrap().to_string();
     ok(jsonkv(&addr, &["put", "--lease", &id, "held", "1"], None));
     let mut keeper = command(&addr, &["lease", "keepalive", &id]);
@@ -639,7 +639,7 @@ async fn lease_keepalive_holds_a_lease_until_interrupted() {
     for _ in 0..6 {
         assert_eq!(
             lines.next().unwrap().unwrap(),
-            format!("{{\"id\":{id},\"ttl_seconds\":1}}")
+            format!("{{\"id\":{id},\"ttl_seconds\":2}}")
         );
     }
     let client = Client::connect(&addr).await.unwrap();

@@ -23,7 +23,7 @@ use crate::common::{self, next_event, PATIENCE};
 async fn a_lease_handle_keeps_its_lease_alive_until_dropped() {
     let server = common::start().await;
     let client = Client::connect(server.url()).await.unwrap();
-    let lease = client.lease(1).await.unwrap();
+    let lease = client.lease(2).await.unwrap();
     let id = lease.id();
     client
         .insert_leased("h/a", &json!(1), None, id)
@@ -38,8 +38,8 @@ async fn a_lease_handle_keeps_its_lease_alive_until_dropped() {
         next_event(&mut watch).await,
         WatchEvent::Snapshot { .. }
     ));
-    // Three TTLs: kept alive in the background.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Two TTLs: kept alive in the background.
+    tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(lease.lost().is_none());
     assert!(client.get::<Value>("h/a").await.unwrap().is_some());
     assert_eq!(

@@ -199,7 +199,7 @@ async fn lease_suite(store: Store, embedded: bool) {
     assert_eq!(&replayed[..], deletes);
 
     // Keep-alive holds a lease past its TTL; without it, the lease expires.
-    let (short, granted) = store.lease_grant(None, ttl(1)).await.unwrap();
+    let (short, granted) = store.lease_grant(None, ttl(2)).await.unwrap();
     store
         .put_leased("l/kept".into(), json!(1), None, Some(short))
         .await
