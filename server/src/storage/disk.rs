@@ -199,9 +199,9 @@ impl Storage for DiskStorage {
         self.compactor = Some(Compactor::start(self.dir.clone(), self.segment_bytes));
         tracing::info!(
             dir = %self.dir.display(),
-            keys = recovered.snapshot.len(),
+            snapshot_keys = recovered.snapshot.len(),
+            snapshot_leases = recovered.leases.len(),
             snapshot_revision = recovered.snapshot_revision,
-            leases = recovered.leases.len(),
             replayed = recovered.changes.len(),
             revision = last,
             "recovered"
