@@ -9,6 +9,8 @@
 //!   writes nothing: `a_damaged_backup_is_refused_and_writes_nothing`.
 //! - A restore refuses a data directory that is not empty, through the binary too:
 //!   `a_restore_refuses_a_data_directory_that_is_not_empty`.
+//! - A backup keeps the leases in force at its revision and each key's lease:
+//!   `a_backup_keeps_leases_in_force_at_its_revision`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -205,5 +207,44 @@ async fn a_restore_refuses_a_data_directory_that_is_not_empty() {
         1,
         "nothing written"
     );
+    server.shutdown().await;
+}
+
+/// A backup holds the leases in force at its revision and each key's lease, and not a lease
+/// ended before it; the restored store ends a lease as any other.
+#[tokio::test]
+async fn a_backup_keeps_leases_in_force_at_its_revision() {
+    let (server, mut client) = start(config()).await;
+    let store = server.store();
+    let ttl = jsonkv_server::lease::Ttl::seconds(3600).unwrap();
+    let (kept, _) = store.lease_grant(None, ttl).await.unwrap();
+    let (ended, _) = store.lease_grant(None, ttl).await.unwrap();
+    store
+        .put_leased("a".into(), serde_json::json!(1), None, Some(kept))
+        .await
+        .unwrap();
+    store
+        .put_leased("b".into(), serde_json::json!(2), None, Some(ended))
+        .await
+        .unwrap();
+    let (gone, _) = store.lease_grant(None, ttl).await.unwrap();
+    store.lease_revoke(gone).await.unwrap();
+    let (bytes, revision) = backup(&mut client).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("backup.jkv");
+    std::fs::write(&file, &bytes).unwrap();
+    let data = dir.path().join("data");
+    assert_eq!(restore(&data, &file).unwrap(), (revision, 2));
+    let restored = Store::start(&on_disk(&data)).await.unwrap();
+    let mut leases = restored.lease_list().await.unwrap();
+    leases.sort();
+    let mut want = vec![kept, ended];
+    want.sort();
+    assert_eq!(leases, want);
+    assert_eq!(restored.get("a").0.unwrap().lease, Some(kept));
+    restored.lease_revoke(ended).await.unwrap();
+    assert!(restored.get("b").0.is_none());
+    assert!(restored.get("a").0.is_some());
     server.shutdown().await;
 }
