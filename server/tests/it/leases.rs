@@ -15,6 +15,8 @@
 //! - Leases and their keys survive a restart, each lease starting its full TTL again, and an
 //!   expiry after the restart reaches a watch resumed from before it exactly once:
 //!   `leases_survive_a_restart_and_expire_after_it`.
+//! - A watcher too slow for its buffer sees an expiry exactly once, in order:
+//!   `a_slow_watcher_sees_an_expiry_exactly_once`.
 //! - A revoke is one logged change: a log cut anywhere recovers either all of its deletes or
 //!   none (`a_revoke_is_one_logged_change`).
 //! - Compaction keeps the leases in force and drops the keys of ended ones:
@@ -522,4 +524,47 @@ async fn leases_on_etcd_are_shared_by_every_server() {
     let seen = events(&mut watch_a, 1).await;
     assert_eq!((seen[0].revision, seen[0].entry.is_none()), (revoked, true));
     gone(&a, "s/k").await;
+}
+
+/// A watcher that reads nothing while writes and an expiry go by (its buffer of two overflows,
+/// so it catches up from history) still sees the expiry's deletes exactly once, in order.
+#[tokio::test]
+async fn a_slow_watcher_sees_an_expiry_exactly_once() {
+    let store = Store::in_memory(&Config {
+        watch_buffer: 2,
+        ..in_memory()
+    });
+    let (lease, _) = store.lease_grant(None, ttl(1)).await.unwrap();
+    for key in ["w/a", "w/b"] {
+        store
+            .put_leased(key.into(), json!(0), None, Some(lease))
+            .await
+            .unwrap();
+    }
+    let mut slow = store
+        .watch(
+            WatchTarget::Prefix("w/".into()),
+            Start::From(store.revision() + 1),
+        )
+        .unwrap();
+    let _ = slow.take_opening();
+    // Writes before and after the expiry, none read meanwhile.
+    for i in 0..20 {
+        store.put("w/x".into(), json!(i), None).await.unwrap();
+    }
+    gone(&store, "w/a").await;
+    for i in 20..40 {
+        store.put("w/x".into(), json!(i), None).await.unwrap();
+    }
+    let seen = events(&mut slow, 42).await;
+    let deletes: Vec<_> = seen.iter().filter(|e| e.entry.is_none()).collect();
+    assert_eq!(deletes.len(), 2, "{seen:?}");
+    assert!(deletes.iter().all(|e| e.lease_end
+        == Some(LeaseEnd {
+            lease,
+            reason: EndReason::Expired
+        })));
+    let revisions: Vec<_> = seen.iter().map(|e| e.revision).collect();
+    assert!(revisions.windows(2).all(|w| w[0] <= w[1]), "{revisions:?}");
+    assert!(store.catch_ups() > 0, "the watcher never fell behind");
 }
