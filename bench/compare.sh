@@ -3,9 +3,10 @@
 # BENCHMARKS.md: the machine, the versions, the exact commands, the figures and the issue's
 # targets checked against them.
 #
-#   bench/compare.sh            the full run (about 10 minutes after the build)
-#   bench/compare.sh --smoke    every run for about a second, few watchers, report to a temp
-#                               file; exits non-zero if any run fails or reports an error (CI)
+#   bench/compare.sh            the full run (about 20 minutes after the build)
+#   bench/compare.sh --smoke    every run for about a second, few watchers, leases and keys,
+#                               report to a temp file; exits non-zero if any run fails or
+#                               reports an error (CI)
 #   --no-etcd                   skip etcd (and its install), and so jsonkv on etcd too
 #   --out FILE                  write the report there instead
 #
@@ -13,7 +14,8 @@
 # (the transport's limit), jsonkv-server in memory, jsonkv-server durable when its --help offers
 # --data-dir, etcd (Debian's etcd-server, installed with apt-get if missing), and two
 # jsonkv-servers on one etcd (--etcd). Every load run is the same harness,
-# target/release/jsonkv-bench, at the same concurrency; each is bounded by `timeout`.
+# target/release/jsonkv-bench, at the same concurrency; each is bounded by `timeout`. The lease
+# and lock runs use etcd's own lease API as their reference, each on a fresh etcd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +27,7 @@ while [ $# -gt 0 ]; do
     --smoke) smoke=1 ;;
     --no-etcd) with_etcd=0 ;;
     --out) out="$2"; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -35,11 +37,18 @@ if [ "$smoke" = 1 ]; then
   duration=1; warmup=0.3; rounds=1; sweep="1"; fan_watchers=20; fan_rate=200; idle_watchers=200
   wait_budget=0
   run_timeout=60
+  # Leases: kept alive, left idle, keys expiring on one lease (TTL: etcd's minimum is 2 s) and
+  # fewer keys on one lease for etcd too (see below), keys expiring on a lease each (the TTL
+  # outlasts granting them and writing the keys), hand-overs.
+  keepalive_leases=100; idle_leases=1000; expiry_keys=1000; expiry_ttl=2; expiry_small=300
+  expiry_many=200; expiry_many_ttl=3; handovers=20
   out=${out:-$(mktemp -t jsonkv-benchmarks.XXXXXX.md)}
 else
   duration=5; warmup=1; rounds=2; sweep="1 16 256"; fan_watchers=1000; fan_rate=1000
   idle_watchers=10000; wait_budget=300
   run_timeout=180
+  keepalive_leases=1000; idle_leases=100000; expiry_keys=100000; expiry_ttl=5; expiry_small=10000
+  expiry_many=100000; expiry_many_ttl=45; handovers=200
   out=${out:-BENCHMARKS.md}
 fi
 # The headline: one connection, 64 requests in flight, for every target.
@@ -331,6 +340,83 @@ for round in $(seq "$rounds"); do
     stop_servers
   fi
 done
+
+# Leases and locks, in rounds too. Every run gets a fresh server: leases granted by one run
+# would otherwise expire (or be kept) during the next.
+for round in $(seq "$rounds"); do
+  echo "== round $round of $rounds: leases and locks, jsonkv" >&2
+  for mode in "${modes[@]}"; do
+    jsonkv_server "$mode"
+    run "$mode-lease-grant" --target jsonkv --addr "http://127.0.0.1:$p" --workload lease-grant \
+      $headline "${times[@]}"
+    stop_servers
+  done
+  jsonkv_server memory
+  run memory-lease-keepalive --target jsonkv --addr "http://127.0.0.1:$p" \
+    --workload lease-keepalive --leases "$keepalive_leases" $headline "${times[@]}"
+  stop_servers
+  # Two servers hold the leases in turn (see jsonkv-bench --help, --other-addr), measured for
+  # twice as long as the other runs: the cost sought is smaller than the machine's noise.
+  jsonkv_server memory
+  holder=$p
+  holder_pid=$server_pid
+  jsonkv_server memory
+  run lease-idle --target jsonkv --addr "http://127.0.0.1:$holder" \
+    --other-addr "http://127.0.0.1:$p" --workload lease-idle --leases "$idle_leases" \
+    --server-pid "$holder_pid" $headline --duration $((duration * 2)) --warmup "$warmup"
+  stop_servers
+  jsonkv_server memory
+  run memory-lease-expiry --target jsonkv --addr "http://127.0.0.1:$p" --workload lease-expiry \
+    --keys "$expiry_keys" --lease-ttl "$expiry_ttl" $headline
+  stop_servers
+  jsonkv_server memory
+  run memory-lease-expiry-small --target jsonkv --addr "http://127.0.0.1:$p" \
+    --workload lease-expiry --keys "$expiry_small" --lease-ttl "$expiry_ttl" $headline
+  stop_servers
+  for mode in "${modes[@]}"; do
+    jsonkv_server "$mode"
+    run "$mode-lock-handover" --target jsonkv --addr "http://127.0.0.1:$p" \
+      --workload lock-handover --count "$handovers"
+    stop_servers
+  done
+  if [ "$with_etcd" = 1 ]; then
+    echo "== round $round of $rounds: leases and locks, etcd" >&2
+    etcd_server
+    run etcd-lease-grant --target etcd --addr "http://127.0.0.1:$p" --workload lease-grant \
+      $headline "${times[@]}"
+    stop_servers
+    etcd_server
+    run etcd-lease-keepalive --target etcd --addr "http://127.0.0.1:$p" \
+      --workload lease-keepalive --leases "$keepalive_leases" $headline "${times[@]}"
+    stop_servers
+    # etcd 3.4 applies a put with a lease in time that grows with the keys already on it
+    # (etcd issue 15993): the full count of keys on one lease would take it many minutes.
+    etcd_server
+    run etcd-lease-expiry-small --target etcd --addr "http://127.0.0.1:$p" \
+      --workload lease-expiry --keys "$expiry_small" --lease-ttl "$expiry_ttl" $headline
+    stop_servers
+    etcd_server
+    run etcd-lock-handover --target etcd --addr "http://127.0.0.1:$p" \
+      --workload lock-handover --count "$handovers"
+    stop_servers
+  fi
+done
+
+# The same expiry with a lease per key, once: etcd ends expired leases a thousand a second, so
+# its run takes minutes at full size (jsonkv-bench waits for them, a millisecond a lease).
+echo "== keys expiring on a lease each" >&2
+many=(--workload lease-expiry --keys "$expiry_many" --leases "$expiry_many" --lease-ttl "$expiry_many_ttl" $headline)
+short_timeout=$run_timeout
+run_timeout=$((run_timeout + 240))
+jsonkv_server memory
+run memory-lease-expiry-many --target jsonkv --addr "http://127.0.0.1:$p" "${many[@]}"
+stop_servers
+if [ "$with_etcd" = 1 ]; then
+  etcd_server
+  run etcd-lease-expiry-many --target etcd --addr "http://127.0.0.1:$p" "${many[@]}"
+  stop_servers
+fi
+run_timeout=$short_timeout
 
 echo "== writing $out" >&2
 rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)

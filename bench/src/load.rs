@@ -1,8 +1,10 @@
 //! The closed-loop workloads (get, insert, mixed): `concurrency` workers, each with one request
 //! in flight, spread round-robin over the connections. Each worker sends its next request when
 //! the previous one is answered, so throughput is what the target sustains at that many
-//! requests in flight, and the latency is what each of them saw.
+//! requests in flight, and the latency is what each of them saw. Other workloads run their own
+//! calls in the same loop ([`Calls`], [`closed_loop_of`]).
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -123,22 +125,56 @@ struct Shared {
     completed: AtomicU64,
 }
 
+/// What one worker of a closed loop sends, one call at a time: the loop times each call and
+/// counts the failed ones.
+pub trait Calls: Send + 'static {
+    fn call(&mut self, rng: &mut Rng) -> impl Future<Output = Result<(), CallError>> + Send;
+}
+
+/// The get/insert/mixed worker: a key picked at random, read or written as the plan says.
+struct KeyValueCalls {
+    caller: Caller,
+    plan: Arc<Plan>,
+}
+
+impl Calls for KeyValueCalls {
+    async fn call(&mut self, rng: &mut Rng) -> Result<(), CallError> {
+        let key = &self.plan.keys[rng.below(self.plan.keys.len())];
+        if rng.unit() < self.plan.read_ratio {
+            self.caller.get(key).await
+        } else {
+            self.caller.insert(key, &self.plan.value).await.map(drop)
+        }
+    }
+}
+
 /// Runs the plan's warm-up, then measures until its stop condition.
 pub async fn closed_loop(target: &Target, plan: &Arc<Plan>, progress: &Progress) -> Measured {
+    let workers = (0..plan.concurrency)
+        .map(|i| KeyValueCalls {
+            caller: target.caller(i),
+            plan: Arc::clone(plan),
+        })
+        .collect();
+    closed_loop_of(workers, plan, progress).await
+}
+
+/// Runs `workers`, each with one call in flight, for the plan's warm-up and then until its stop
+/// condition (the plan's keys, value and read ratio are the workers' business).
+pub async fn closed_loop_of<C: Calls>(
+    workers: Vec<C>,
+    plan: &Plan,
+    progress: &Progress,
+) -> Measured {
     let shared = Arc::new(Shared {
         phase: AtomicU8::new(WARMUP),
         started: AtomicU64::new(0),
         completed: AtomicU64::new(0),
     });
-    let workers: Vec<_> = (0..plan.concurrency)
-        .map(|i| {
-            tokio::spawn(worker(
-                target.caller(i),
-                Arc::clone(plan),
-                Arc::clone(&shared),
-                i as u64,
-            ))
-        })
+    let workers: Vec<_> = workers
+        .into_iter()
+        .enumerate()
+        .map(|(i, calls)| tokio::spawn(worker(calls, plan.stop, Arc::clone(&shared), i as u64)))
         .collect();
 
     let warmup_ms = plan.warmup.as_millis() as u64;
@@ -205,9 +241,9 @@ struct WorkerResult {
     histogram: Histogram<u64>,
 }
 
-async fn worker(
-    mut caller: Caller,
-    plan: Arc<Plan>,
+async fn worker<C: Calls>(
+    mut calls: C,
+    stop: Stop,
     shared: Arc<Shared>,
     seed: u64,
 ) -> WorkerResult {
@@ -218,7 +254,7 @@ async fn worker(
         histogram: report::histogram(),
     };
     let mut rng = Rng::new(seed);
-    let count = match plan.stop {
+    let count = match stop {
         Stop::Count(count) => Some(count),
         Stop::After(_) => None,
     };
@@ -232,14 +268,8 @@ async fn worker(
                 break;
             }
         }
-        let key = &plan.keys[rng.below(plan.keys.len())];
-        let read = rng.unit() < plan.read_ratio;
         let sent = Instant::now();
-        let outcome = if read {
-            caller.get(key).await
-        } else {
-            caller.insert(key, &plan.value).await.map(drop)
-        };
+        let outcome = calls.call(&mut rng).await;
         let took = sent.elapsed();
         if let Err(err) = outcome {
             result.errors += 1;
@@ -254,37 +284,86 @@ async fn worker(
     result
 }
 
-/// Writes every key of the plan once, so that gets find them.
-async fn prefill(target: &Target, plan: &Arc<Plan>, progress: &Progress) -> Result<(), String> {
+/// Writes every key of the plan once, so that gets find them (or so that inserts replace keys
+/// from the start, as they do in the steady state).
+pub async fn prefill(target: &Target, plan: &Arc<Plan>, progress: &Progress) -> Result<(), String> {
+    let keys = Arc::clone(plan);
+    each(
+        target,
+        plan.keys.len(),
+        plan.concurrency,
+        progress,
+        "prefill",
+        move |mut caller, i| {
+            let plan = Arc::clone(&keys);
+            async move { caller.insert(&plan.keys[i], &plan.value).await.map(drop) }
+        },
+    )
+    .await
+    .map(drop)
+    .map_err(|err| format!("prefill failed: {err}"))
+}
+
+/// Runs `call(caller, i)` for every `i` below `count`, `concurrency` at a time over the
+/// target's connections: the setup of a run (writing keys, granting leases). Returns what each
+/// call returned, in the order of `i`, or the first failure.
+pub async fn each<T, F, Fut>(
+    target: &Target,
+    count: usize,
+    concurrency: usize,
+    progress: &Progress,
+    stage: &str,
+    call: F,
+) -> Result<Vec<T>, CallError>
+where
+    T: Send + 'static,
+    F: Fn(Caller, usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<T, CallError>> + Send,
+{
+    let call = Arc::new(call);
     let next = Arc::new(AtomicUsize::new(0));
-    progress.stage("prefill", plan.keys.len() as u64, Unit::Items);
-    let tasks: Vec<_> = (0..plan.concurrency.min(plan.keys.len()))
-        .map(|i| {
-            let (plan, next) = (Arc::clone(plan), Arc::clone(&next));
-            let mut caller = target.caller(i);
+    progress.stage(stage, count as u64, Unit::Items);
+    let tasks: Vec<_> = (0..concurrency.clamp(1, count.max(1)))
+        .map(|worker| {
+            let (call, next) = (Arc::clone(&call), Arc::clone(&next));
+            let caller = target.caller(worker);
             tokio::spawn(async move {
+                let mut done = Vec::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(key) = plan.keys.get(i) else {
-                        return Ok::<_, CallError>(());
-                    };
-                    caller.insert(key, &plan.value).await?;
+                    if i >= count {
+                        return Ok::<_, CallError>(done);
+                    }
+                    match call(caller.clone(), i).await {
+                        Ok(result) => done.push((i, result)),
+                        Err(err) => {
+                            // The others stop too: the run fails anyway.
+                            next.store(count, Ordering::Relaxed);
+                            return Err(err);
+                        }
+                    }
                 }
             })
         })
         .collect();
     while !tasks.iter().all(|t| t.is_finished()) {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let done = next.load(Ordering::Relaxed).min(plan.keys.len());
-        progress.set(done as u64, String::new());
+        progress.set(
+            next.load(Ordering::Relaxed).min(count) as u64,
+            String::new(),
+        );
     }
+    let mut results: Vec<Option<T>> = (0..count).map(|_| None).collect();
     for task in tasks {
-        task.await
-            .expect("a prefill task panicked")
-            .map_err(|err| format!("prefill failed: {err}"))?;
+        for (i, result) in task.await.expect("a setup task panicked")? {
+            results[i] = Some(result);
+        }
     }
-    progress.set(plan.keys.len() as u64, String::new());
-    Ok(())
+    progress.set(count as u64, String::new());
+    Ok(results
+        .into_iter()
+        .map(|r| r.expect("every index ran"))
+        .collect())
 }
 
 /// xorshift64*: a per-worker generator for picking keys, with no lock and no shared state.

@@ -3,9 +3,13 @@
 //!
 //! Layout:
 //! - `main.rs` (this file): the command line and what each subcommand runs.
-//! - [`target`]: what is measured (jsonkv, etcd, echo), its connections and its two calls.
-//! - [`load`]: the closed-loop get/insert/mixed workloads.
+//! - [`target`]: what is measured (jsonkv, etcd, echo), its connections and its calls.
+//! - [`load`]: the closed-loop get/insert/mixed workloads, the closed loop any workload's calls
+//!   can run in, and a run's setup calls (many at once).
 //! - [`watch`]: the watch workloads (one key to many watchers; many idle watchers).
+//! - [`lease`]: the lease workloads (grants, keep-alives, many idle leases), and granting many.
+//! - [`expiry`]: many keys expiring with their lease(s), and how late their deletes arrive.
+//! - [`lock`]: a lock handed over between two contenders.
 //! - [`report`]: the result of a run, printed as text or JSON.
 //! - [`markdown`]: BENCHMARKS.md from the results of many runs, with the targets checked.
 //! - [`echo`]: the echo reference server (plain tonic, the baseline).
@@ -15,7 +19,10 @@
 //! missed an event (the figures are printed either way), 2 for a usage error.
 
 mod echo;
+mod expiry;
+mod lease;
 mod load;
+mod lock;
 mod markdown;
 mod progress;
 mod report;
@@ -66,6 +73,25 @@ pub enum Workload {
     Mixed,
     WatchFanout,
     WatchKeys,
+    LeaseGrant,
+    LeaseKeepalive,
+    LeaseIdle,
+    LeaseExpiry,
+    LockHandover,
+}
+
+impl Workload {
+    /// The lease and lock workloads, which take --leases and --lease-ttl.
+    pub fn is_lease(self) -> bool {
+        matches!(
+            self,
+            Workload::LeaseGrant
+                | Workload::LeaseKeepalive
+                | Workload::LeaseIdle
+                | Workload::LeaseExpiry
+                | Workload::LockHandover
+        )
+    }
 }
 
 /// A load run (the default command).
@@ -100,7 +126,8 @@ pub struct RunArgs {
     /// Seconds to measure for (after the warm-up).
     #[arg(long, default_value_t = 10.0, conflicts_with = "count")]
     pub duration: f64,
-    /// Measure this many requests (or, for watch-fanout, inserts) instead of a duration.
+    /// Measure this many requests (or, for watch-fanout, inserts; for lock-handover, hand-overs,
+    /// 100 by default) instead of a duration.
     #[arg(long)]
     pub count: Option<u64>,
     /// Seconds of load before measuring (not recorded).
@@ -128,10 +155,23 @@ pub struct RunArgs {
     /// stream window, so the server feels their back-pressure within seconds.
     #[arg(long, default_value_t = 0)]
     pub slow_watchers: usize,
-    /// watch-keys: the server's process id, to read its VmRSS from /proc before and after the
-    /// watchers open.
+    /// watch-keys, lease-idle: the server's process id (lease-idle: --addr's), to read its VmRSS
+    /// from /proc before and after the watchers open or the leases are granted.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// lease-idle: a second server like --addr's. The two hold the leases in turn, and the
+    /// inserts alternate between them.
+    #[arg(long, value_name = "URL")]
+    pub other_addr: Option<String>,
+    /// lease-keepalive: the leases kept alive, granted beforehand (default 1000); lease-idle:
+    /// the idle leases (default 100000); lease-expiry: the leases the --keys keys are spread
+    /// over, round-robin (default 1).
+    #[arg(long)]
+    pub leases: Option<usize>,
+    /// The TTL, in seconds, of every lease the run grants (default 5 for lease-expiry, 10 for
+    /// lock-handover, and for the others an hour, so that none expires during the run).
+    #[arg(long)]
+    pub lease_ttl: Option<i64>,
     /// Prefix of every key this run touches.
     #[arg(long, default_value = "bench/")]
     pub key_prefix: String,
@@ -166,6 +206,27 @@ impl RunArgs {
         Duration::from_secs_f64(self.connect_timeout.max(0.0))
     }
 
+    /// --leases, or the workload's default (see its help); `None` where it does not apply.
+    pub fn leases(&self) -> Option<usize> {
+        let default = match self.workload {
+            Workload::LeaseKeepalive => 1000,
+            Workload::LeaseIdle => 100_000,
+            Workload::LeaseExpiry => 1,
+            _ => return None,
+        };
+        Some(self.leases.unwrap_or(default))
+    }
+
+    /// --lease-ttl, or the workload's default (see its help).
+    pub fn lease_ttl(&self) -> i64 {
+        let default = match self.workload {
+            Workload::LeaseExpiry => 5,
+            Workload::LockHandover => 10,
+            _ => 3600,
+        };
+        self.lease_ttl.unwrap_or(default)
+    }
+
     fn check(&self) -> Result<(), String> {
         if self.concurrency == 0 || self.connections == 0 || self.keys == 0 {
             return Err("--concurrency, --connections and --keys must be at least 1".into());
@@ -184,6 +245,28 @@ impl RunArgs {
         if self.write_addr.is_some() && self.workload != Workload::WatchFanout {
             return Err("--write-addr applies to --workload watch-fanout only".into());
         }
+        if self.workload.is_lease() && self.target == TargetKind::Echo {
+            return Err("the lease workloads run against --target jsonkv or etcd".into());
+        }
+        if self.workload == Workload::LeaseIdle
+            && (self.target != TargetKind::Jsonkv || self.other_addr.is_none())
+        {
+            return Err("lease-idle runs against --target jsonkv, with --other-addr".into());
+        }
+        if self.other_addr.is_some() && self.workload != Workload::LeaseIdle {
+            return Err("--other-addr applies to --workload lease-idle only".into());
+        }
+        if (self.leases.is_some() || self.lease_ttl.is_some()) && !self.workload.is_lease() {
+            return Err("--leases and --lease-ttl apply to the lease workloads only".into());
+        }
+        if self.leases() == Some(0) || self.lease_ttl() < 1 {
+            return Err("--leases and --lease-ttl must be at least 1".into());
+        }
+        if self.workload == Workload::LeaseExpiry && self.leases().unwrap_or(1) > self.keys {
+            return Err(
+                "lease-expiry needs at least one key per lease (--keys >= --leases)".into(),
+            );
+        }
         Ok(())
     }
 
@@ -197,9 +280,18 @@ impl RunArgs {
     pub fn client_threads(&self) -> usize {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let default = match self.workload {
-            Workload::Get | Workload::Insert | Workload::Mixed => self.connections.min(cpus),
+            Workload::Get
+            | Workload::Insert
+            | Workload::Mixed
+            | Workload::LeaseGrant
+            | Workload::LeaseKeepalive
+            | Workload::LeaseIdle => self.connections.min(cpus),
             // Thousands of streams over many connections, and latency measured at each.
             Workload::WatchFanout | Workload::WatchKeys => cpus,
+            // A watcher's connection beside the writers'.
+            Workload::LeaseExpiry => cpus,
+            // Two contenders, a connection each.
+            Workload::LockHandover => cpus.min(2),
         };
         self.threads.unwrap_or(default).max(1)
     }
@@ -235,6 +327,11 @@ fn run(args: RunArgs) -> ExitCode {
             Workload::Get | Workload::Insert | Workload::Mixed => load::run(&args).await,
             Workload::WatchFanout => watch::fanout(&args).await,
             Workload::WatchKeys => watch::idle_keys(&args).await,
+            Workload::LeaseGrant => lease::grant(&args).await,
+            Workload::LeaseKeepalive => lease::keep_alive(&args).await,
+            Workload::LeaseIdle => lease::idle(&args).await,
+            Workload::LeaseExpiry => expiry::run(&args).await,
+            Workload::LockHandover => lock::handover(&args).await,
         }
     });
     let report = match outcome {

@@ -44,6 +44,7 @@ pub fn write(args: &MarkdownArgs) -> Result<(), String> {
     sweep(&mut md, &runs);
     watches(&mut md, &runs);
     cluster(&mut md, &runs);
+    leases(&mut md, &runs);
     targets(&mut md, &runs);
     method(&mut md);
     std::fs::write(&args.out, md).map_err(|e| format!("cannot write {}: {e}", args.out.display()))
@@ -67,14 +68,28 @@ struct Runs {
 }
 
 /// How undisturbed a round looks, higher is better: for a fan-out, the lowest p99 delivery
-/// latency; otherwise the most throughput (for idle watchers, both phases' together, so that the
-/// choice favours neither side of their ratio).
+/// latency; for an expiry or a lock hand-over, the lowest p99 lateness or hand-over time;
+/// otherwise the most throughput (for idle watchers or leases, both phases' together, so that
+/// the choice favours neither side of their ratio).
 fn undisturbed(report: &Report) -> f64 {
-    match (&report.fanout, &report.idle_watchers) {
-        (Some(fanout), _) => -fanout.from_ack.p99_us,
-        (None, Some(idle)) => report.throughput + idle.baseline_throughput,
-        (None, None) => report.throughput,
+    if let Some(fanout) = &report.fanout {
+        return -fanout.from_ack.p99_us;
     }
+    if let Some(idle) = &report.idle_watchers {
+        return report.throughput + idle.baseline_throughput;
+    }
+    if let Some(idle) = &report.idle_leases {
+        return report.throughput + idle.baseline_throughput;
+    }
+    if report.expiry.is_some() || report.handover.is_some() {
+        return -report.latency.p99_us;
+    }
+    report.throughput
+}
+
+/// The lease and lock workloads, which have their own section.
+fn is_lease(report: &Report) -> bool {
+    report.workload.starts_with("lease-") || report.workload.starts_with("lock-")
 }
 
 impl Runs {
@@ -222,6 +237,7 @@ fn unary(md: &mut String, runs: &Runs) {
     for (label, r) in runs.order.iter().filter_map(|l| Some((l, runs.get(l)?))) {
         if r.fanout.is_some()
             || r.idle_watchers.is_some()
+            || is_lease(r)
             || label.starts_with("sweep-")
             || label.starts_with(CLUSTER)
         {
@@ -500,7 +516,183 @@ fn cluster(md: &mut String, runs: &Runs) {
     }
 }
 
-/// The fraction of insert throughput lost with the watchers open.
+/// The lease workloads (grants, keep-alives, idle leases, expiry) and the lock hand-over, jsonkv
+/// beside etcd's own lease API.
+fn leases(md: &mut String, runs: &Runs) {
+    let of = |workload: &str| -> Vec<(&String, &Report)> {
+        runs.order
+            .iter()
+            .filter_map(|l| Some((l, runs.get(l)?)))
+            .filter(|(_, r)| r.workload == workload)
+            .collect()
+    };
+    let calls: Vec<_> = ["lease-grant", "lease-keepalive"]
+        .iter()
+        .flat_map(|w| of(w))
+        .collect();
+    let idle = of("lease-idle");
+    let expiry = of("lease-expiry");
+    let handover = of("lock-handover");
+    if calls.is_empty() && idle.is_empty() && expiry.is_empty() && handover.is_empty() {
+        return;
+    }
+    md.push_str(
+        "## Leases and locks\n\njsonkv's lease calls beside etcd's own lease API, driven by the \
+         same harness; every run on a fresh server (and a fresh etcd). Latency in milliseconds. \
+         Of several rounds, the best is shown (every round in the last column).\n\n",
+    );
+    if !calls.is_empty() {
+        md.push_str(
+            "### Grants and keep-alives\n\nClosed loop, as for the unary requests. A grant is a \
+             LeaseGrant with a TTL of an hour (no lease expires during the run). A keep-alive \
+             restarts the TTL of one of the leases granted before the run (each request in \
+             flight cycles through its own share): jsonkv's is its unary LeaseKeepAlive; etcd has \
+             only the keep-alive stream, so there each call is one request and its answer on a \
+             stream opened beforehand for that lease. × etcd compares with etcd's run of the same \
+             workload.\n\n\
+             | Run | Target | Workload | Conns × in flight | Leases | Ops/s | × etcd | p50 | p90 | p99 | max | Errors | Rounds (ops/s) |\n\
+             |---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        );
+        for (label, r) in &calls {
+            let etcd = calls
+                .iter()
+                .find(|(_, e)| e.target == "etcd" && e.workload == r.workload)
+                .map(|(_, e)| e.throughput);
+            let ratio = etcd.map_or(String::new(), |e| {
+                format!("{:.2}", r.throughput / e.max(f64::MIN_POSITIVE))
+            });
+            let leases = r.leases.map_or(String::new(), |n| n.to_string());
+            let _ = writeln!(
+                md,
+                "| {label} | {} | {} | {} × {} | {leases} | {:.0} | {ratio} | {} | {} | {} |",
+                r.target,
+                r.workload,
+                r.connections,
+                r.concurrency,
+                r.throughput,
+                latency_cells(&r.latency),
+                r.errors,
+                runs.rounds(label, |r| format!("{:.0}", r.throughput))
+            );
+        }
+        md.push('\n');
+    }
+    if !idle.is_empty() {
+        md.push_str(
+            "### Idle leases\n\nInserts at the headline concurrency on two jsonkv servers (in \
+             memory), one holding leases that nobody uses or renews (TTL an hour) and the other \
+             none; then the leases are revoked and the other server is given as many. The \
+             inserts alternate between the two servers in short windows, so that each server \
+             process, and each moment of the machine's load, counts on both sides: either \
+             differs by more than the cost measured. Cost is the insert throughput lost with the \
+             leases held, over both phases (and in each); server memory is the first server's \
+             VmRSS from /proc.\n\n\
+             | Run | Leases | Inserts/s without | Inserts/s with | Cost | Cost by phase | Granted in (s) | RSS before (KiB) | RSS with | Bytes per lease | Errors | Rounds (cost) |\n\
+             |---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|\n",
+        );
+        for (label, r) in &idle {
+            let w = r.idle_leases.as_ref().expect("a lease-idle report");
+            let kib = |v: Option<u64>| v.map_or("?".into(), |v| v.to_string());
+            let _ = writeln!(
+                md,
+                "| {label} | {} | {:.0} | {:.0} | {:.1}% | {} | {:.2} | {} | {} | {} | {} | {} |",
+                w.leases,
+                w.baseline_throughput,
+                r.throughput,
+                100.0 * cost(r.throughput, w.baseline_throughput),
+                w.phase_costs
+                    .iter()
+                    .map(|c| format!("{:.1}%", c * 100.0))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                w.grant_seconds,
+                kib(w.rss_before_kib),
+                kib(w.rss_with_kib),
+                w.bytes_per_lease.map_or("?".into(), |b| format!("{b:.0}")),
+                r.errors,
+                runs.rounds(label, |r| r
+                    .idle_leases
+                    .as_ref()
+                    .map_or(String::new(), |w| {
+                        format!("{:.1}%", 100.0 * cost(r.throughput, w.baseline_throughput))
+                    }))
+            );
+        }
+        md.push('\n');
+    }
+    if !expiry.is_empty() {
+        md.push_str(
+            "### Expiry\n\nKeys written on leases (all on one lease, or one lease per key), \
+             left to expire together; a watcher on the keys' prefix, opened after the last write, \
+             receives their deletes. Lateness is, for each key, the time from its lease's \
+             deadline to its delete's arrival at the watcher. The deadline is taken from the \
+             client's clock: when it sent the last call that started the TTL (a single lease is \
+             kept alive while its keys are written, and once more at the end), plus the TTL \
+             granted; the server started the TTL a little later, so this overstates lateness, if \
+             anything. Spread is from the first delete's arrival to the last. etcd 3.4 applies a \
+             put with a lease in time that grows with the keys already on that lease (etcd issue \
+             15993), so it cannot write the full count of keys on one lease in a bounded run: \
+             the `-small` runs compare jsonkv and etcd at a count etcd can write. etcd ends \
+             expired leases at a fixed rate (a thousand a second), which the lease-per-key \
+             (`-many`) runs show.\n\n\
+             | Run | Target | Leases | Keys | TTL (s) | Set up in (s) | Deletes seen | p50 | p90 | p99 | max | Spread (s) | Errors | Rounds (p99) |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        );
+        for (label, r) in &expiry {
+            let e = r.expiry.as_ref().expect("a lease-expiry report");
+            let _ = writeln!(
+                md,
+                "| {label} | {} | {} | {} | {} | {:.1} | {} | {} | {:.2} | {} | {} |",
+                r.target,
+                e.leases,
+                e.keys,
+                e.ttl_seconds,
+                e.setup_seconds,
+                e.deletes,
+                latency_cells(&e.lateness),
+                e.spread_seconds,
+                r.errors,
+                runs.rounds(label, |r| ms(r.latency.p99_us))
+            );
+        }
+        md.push('\n');
+    }
+    if !handover.is_empty() {
+        md.push_str(
+            "### Lock hand-over\n\nTwo clients, a connection each, take turns at one lock built \
+             as etcd's `concurrency` package builds it (and `jsonkv lock`): each grants a lease \
+             and creates `NAME/<lease id>` with it only if absent (jsonkv: `expected_mod_revision` \
+             0; etcd: a transaction on create revision 0); the lowest create revision holds the \
+             lock; the waiter watches the key just before its own. Once the waiter watches, the \
+             holder keeps the lock for the hold time, then revokes its lease. The time is from \
+             the start of that LeaseRevoke call to the waiter having seen the delete and found \
+             itself first in line (one more read); the revoke call alone beside it. The hold \
+             matters to etcd: a watch that starts at a past revision, as its recipe's does, \
+             joins etcd's live watchers only at its next catch-up pass (every 100 ms), so a \
+             holder that released at once would always find the waiter's watch not yet live.\n\n\
+             | Run | Target | Hand-overs | Hold (ms) | p50 | p90 | p99 | max | Revoke p50 | Revoke p99 | Errors | Rounds (p99) |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        );
+        for (label, r) in &handover {
+            let h = r.handover.as_ref().expect("a lock-handover report");
+            let _ = writeln!(
+                md,
+                "| {label} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.target,
+                h.handovers,
+                h.hold_ms,
+                latency_cells(&h.latency),
+                ms(h.revoke.p50_us),
+                ms(h.revoke.p99_us),
+                r.errors,
+                runs.rounds(label, |r| ms(r.latency.p99_us))
+            );
+        }
+        md.push('\n');
+    }
+}
+
+/// The fraction of insert throughput lost with the watchers open (or the leases held).
 fn cost(with: f64, without: f64) -> f64 {
     1.0 - with / without.max(f64::MIN_POSITIVE)
 }
@@ -517,6 +709,8 @@ fn targets(md: &mut String, runs: &Runs) {
     let ratio = |a: &str, b: &str| Some(runs.throughput(a)? / runs.throughput(b)?);
     let fanout = |label: &str| runs.get(label).and_then(|r| r.fanout.clone());
     let idle = runs.get("idle-keys");
+    let idle_leases = runs.get("lease-idle");
+    let expiry = |label: &str| runs.get(label).and_then(|r| r.expiry.clone());
     let checks = [
         Check {
             name: "Get vs empty RPC (memory-get / echo)",
@@ -589,6 +783,34 @@ fn targets(md: &mut String, runs: &Runs) {
             }),
             met: |score| score <= 1.5,
         },
+        Check {
+            name: "Insert throughput lost to idle leases (lease-idle)",
+            needs: "< 5%",
+            measured: idle_leases.and_then(|r| {
+                let w = r.idle_leases.as_ref()?;
+                let lost = cost(r.throughput, w.baseline_throughput);
+                Some((lost, format!("{:.1}% ({} leases)", lost * 100.0, w.leases)))
+            }),
+            met: |lost| lost < 0.05,
+        },
+        Check {
+            name: "Expiry lateness p99, keys expiring together on one lease (memory-lease-expiry)",
+            needs: "< 1 s",
+            measured: expiry("memory-lease-expiry").map(|e| {
+                let p99 = e.lateness.p99_us / 1e6;
+                let etcd = expiry("etcd-lease-expiry-small").map_or(String::new(), |x| {
+                    format!("; etcd {:.3} s with {} keys", x.lateness.p99_us / 1e6, x.keys)
+                });
+                let what = format!(
+                    "{p99:.3} s ({} keys, {} of them seen deleted{etcd})",
+                    e.keys, e.deletes
+                );
+                // Deletes never seen are later than any figure: the target is not met.
+                let score = if e.deletes < e.keys as u64 { f64::INFINITY } else { p99 };
+                (score, what)
+            }),
+            met: |p99_s| p99_s < 1.0,
+        },
     ];
     md.push_str("## Targets\n\nComputed from the figures above.\n\n| Target | Needs | Measured | Met |\n|---|---|---|---|\n");
     for check in checks {
@@ -647,7 +869,7 @@ fn method(md: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::Fanout;
+    use crate::report::{Expiry, Fanout, Handover, IdleLeases};
 
     fn report(label: &str, throughput: f64, errors: u64) -> Report {
         Report {
@@ -787,6 +1009,99 @@ mod tests {
         // The cluster runs are in their section only; the single-server fan-out stays in both.
         assert!(!before.contains("| cluster-"), "{before}");
         assert!(before.contains("| fanout |"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_lease_runs_have_their_section_and_targets() {
+        let lease = |label: &str, target: &str, workload: &str, throughput: f64| Report {
+            target: target.into(),
+            workload: workload.into(),
+            ..report(label, throughput, 0)
+        };
+        let expiry = |label: &str, target: &str, keys: usize, deletes: u64, p99_us: f64| Report {
+            latency: Latency {
+                p99_us,
+                ..Latency::default()
+            },
+            expiry: Some(Expiry {
+                keys,
+                leases: 1,
+                deletes,
+                lateness: Latency {
+                    p99_us,
+                    ..Latency::default()
+                },
+                ..Expiry::default()
+            }),
+            ..lease(label, target, "lease-expiry", 0.0)
+        };
+        let dir = results(
+            "leases",
+            &[
+                ("memory-insert", report("memory-insert", 50.0, 0)),
+                (
+                    "memory-lease-grant",
+                    lease("memory-lease-grant", "jsonkv", "lease-grant", 300.0),
+                ),
+                (
+                    "etcd-lease-grant",
+                    lease("etcd-lease-grant", "etcd", "lease-grant", 100.0),
+                ),
+                (
+                    "lease-idle",
+                    Report {
+                        idle_leases: Some(IdleLeases {
+                            leases: 100,
+                            baseline_throughput: 100.0,
+                            phase_costs: vec![0.01, 0.03],
+                            ..IdleLeases::default()
+                        }),
+                        ..lease("lease-idle", "jsonkv", "lease-idle", 98.0)
+                    },
+                ),
+                (
+                    "memory-lease-expiry",
+                    expiry("memory-lease-expiry", "jsonkv", 1000, 1000, 400_000.0),
+                ),
+                (
+                    "etcd-lease-expiry-small",
+                    expiry("etcd-lease-expiry-small", "etcd", 100, 100, 2_000_000.0),
+                ),
+                (
+                    "memory-lock-handover",
+                    Report {
+                        handover: Some(Handover {
+                            hold_ms: 150,
+                            handovers: 10,
+                            ..Handover::default()
+                        }),
+                        ..lease("memory-lock-handover", "jsonkv", "lock-handover", 5.0)
+                    },
+                ),
+            ],
+        );
+        let out = dir.join("BENCHMARKS.md");
+        write(&MarkdownArgs {
+            results: dir.clone(),
+            out: out.clone(),
+            versions: Vec::new(),
+            servers: None,
+            note: String::new(),
+        })
+        .unwrap();
+        let md = std::fs::read_to_string(&out).unwrap();
+        let (unary, leases) = md.split_once("## Leases and locks").expect("the section");
+        assert!(!unary.contains("lease-grant |"), "{unary}");
+        assert!(leases.contains("| memory-lease-grant | jsonkv | lease-grant |"));
+        assert!(leases.contains("| 300 | 3.00 |"), "{leases}");
+        assert!(leases.contains("| 2.0% | 1.0%, 3.0% |"), "{leases}");
+        assert!(leases.contains("| memory-lock-handover | jsonkv | 10 | 150 |"));
+        assert!(md.contains("| < 5% | 2.0% (100 leases) | yes |"), "{md}");
+        assert!(
+            md.contains("| < 1 s | 0.400 s (1000 keys, 1000 of them seen deleted; etcd 2.000 s with 100 keys) | yes |"),
+            "{md}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -1,5 +1,5 @@
 //! The result of one run: throughput, latency percentiles from an HDR histogram, errors, and the
-//! figures of the watch workloads; printed as text or as one JSON object (which
+//! figures of the watch, lease and lock workloads; printed as text or as one JSON object (which
 //! `jsonkv-bench markdown` reads back).
 
 use std::fmt::Write as _;
@@ -103,6 +103,63 @@ pub struct IdleWatchers {
     pub progress_notices: u64,
 }
 
+/// Many idle leases: what holding them costs the writers and the server's memory.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct IdleLeases {
+    pub leases: usize,
+    pub ttl_seconds: i64,
+    /// Insert throughput (on the run's keys) on the server holding no leases, over both
+    /// phases.
+    pub baseline_throughput: f64,
+    pub baseline_latency: Latency,
+    /// The fraction of insert throughput lost in each phase: while the first server held the
+    /// leases, then while the second did.
+    pub phase_costs: Vec<f64>,
+    /// Seconds to grant every lease.
+    pub grant_seconds: f64,
+    /// Server VmRSS in KiB: before the leases, and with them.
+    pub rss_before_kib: Option<u64>,
+    pub rss_with_kib: Option<u64>,
+    /// (rss_with - rss_before) / leases.
+    pub bytes_per_lease: Option<f64>,
+}
+
+/// Keys expiring with their leases: how late each delete event arrived after its lease's
+/// deadline.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Expiry {
+    pub leases: usize,
+    pub keys: usize,
+    /// The TTL granted (etcd may raise the one asked for to its minimum).
+    pub ttl_seconds: i64,
+    /// Seconds to grant the leases, write the keys and open the watch.
+    pub setup_seconds: f64,
+    /// Keep-alives sent while the keys were written (one lease is kept alive meanwhile).
+    pub keep_alives: u64,
+    /// Delete events received, of `keys`.
+    pub deletes: u64,
+    /// From each key's lease deadline, as the client saw it (when the last call that started
+    /// its TTL was sent, plus the TTL), to the arrival of its delete event.
+    pub lateness: Latency,
+    /// Deletes that arrived before that deadline (counted as 0 late).
+    pub early: u64,
+    /// Seconds from the first delete's arrival to the last.
+    pub spread_seconds: f64,
+}
+
+/// A lock handed over between two contenders, again and again.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Handover {
+    /// How long each holder kept the lock once the waiter was in line.
+    pub hold_ms: u64,
+    pub handovers: u64,
+    /// From the start of the holder's LeaseRevoke call to the waiter holding the lock (it has
+    /// seen its predecessor's delete and found itself first in line).
+    pub latency: Latency,
+    /// The holder's LeaseRevoke call alone.
+    pub revoke: Latency,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Report {
     pub label: String,
@@ -130,6 +187,13 @@ pub struct Report {
     pub first_error: Option<String>,
     pub fanout: Option<Fanout>,
     pub idle_watchers: Option<IdleWatchers>,
+    /// Lease workloads: the leases the run kept alive, left idle or spread its keys over, and
+    /// the TTL it asked for.
+    pub leases: Option<usize>,
+    pub lease_ttl: Option<i64>,
+    pub idle_leases: Option<IdleLeases>,
+    pub expiry: Option<Expiry>,
+    pub handover: Option<Handover>,
 }
 
 impl Report {
@@ -147,6 +211,15 @@ impl Report {
         self.keys = args.keys;
         self.value_size = args.value_size;
         self.read_ratio = (args.workload == crate::Workload::Mixed).then_some(args.read_ratio);
+        if args.workload == crate::Workload::LockHandover {
+            // Two contenders, a connection each, one call in flight each.
+            self.connections = 2;
+            self.concurrency = 2;
+        }
+        if args.workload.is_lease() {
+            self.leases = args.leases();
+            self.lease_ttl = Some(args.lease_ttl());
+        }
         self
     }
 
@@ -209,6 +282,52 @@ impl Report {
                     .map(|e| format!(" ({e})"))
                     .unwrap_or_default()
             );
+        }
+        if let Some(w) = &self.idle_leases {
+            let costs: Vec<String> = w
+                .phase_costs
+                .iter()
+                .map(|c| format!("{:.1}%", c * 100.0))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  baseline    {:.0} inserts/s with no leases; {:.0} with {} idle leases ({:.1}%); cost by phase {}",
+                w.baseline_throughput,
+                self.throughput,
+                w.leases,
+                100.0 * self.throughput / w.baseline_throughput.max(f64::MIN_POSITIVE),
+                costs.join(", ")
+            );
+            let kib = |v: Option<u64>| v.map_or("?".into(), |v| format!("{v} KiB"));
+            let _ = writeln!(
+                out,
+                "  server RSS  {} before, {} with the leases; {} per lease; granted in {:.2} s",
+                kib(w.rss_before_kib),
+                kib(w.rss_with_kib),
+                w.bytes_per_lease
+                    .map_or("?".into(), |b| format!("{b:.0} bytes")),
+                w.grant_seconds
+            );
+        }
+        if let Some(e) = &self.expiry {
+            let _ = writeln!(
+                out,
+                "  expiry      {} keys on {} lease(s) of {} s, set up in {:.2} s ({} keep-alives)",
+                e.keys, e.leases, e.ttl_seconds, e.setup_seconds, e.keep_alives
+            );
+            let _ = writeln!(
+                out,
+                "  lateness    {}; {} of {} deletes seen, {} early, over {:.3} s",
+                e.lateness.line(),
+                e.deletes,
+                e.keys,
+                e.early,
+                e.spread_seconds
+            );
+        }
+        if let Some(h) = &self.handover {
+            let _ = writeln!(out, "  hand-over   {}", h.latency.line());
+            let _ = writeln!(out, "  revoke      {}", h.revoke.line());
         }
         if let Some(w) = &self.idle_watchers {
             let _ = writeln!(

@@ -521,7 +521,7 @@ impl Clock {
 }
 
 /// The server's resident memory, from /proc/PID/status.
-fn vm_rss_kib(pid: u32) -> Option<u64> {
+pub fn vm_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
