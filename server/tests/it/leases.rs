@@ -17,6 +17,8 @@
 //!   `leases_survive_a_restart_and_expire_after_it`.
 //! - A watcher too slow for its buffer sees an expiry exactly once, in order:
 //!   `a_slow_watcher_sees_an_expiry_exactly_once`.
+//! - Puts still in the pipeline when a revoke is planned are deleted by it, later ones refused:
+//!   `puts_racing_a_revoke_leave_no_key_on_the_ended_lease`.
 //! - A revoke is one logged change: a log cut anywhere recovers either all of its deletes or
 //!   none (`a_revoke_is_one_logged_change`).
 //! - Compaction keeps the leases in force and drops the keys of ended ones:
@@ -567,4 +569,47 @@ async fn a_slow_watcher_sees_an_expiry_exactly_once() {
     let revisions: Vec<_> = seen.iter().map(|e| e.revision).collect();
     assert!(revisions.windows(2).all(|w| w[0] <= w[1]), "{revisions:?}");
     assert!(store.catch_ups() > 0, "the watcher never fell behind");
+}
+
+/// Puts racing a revoke, some still in the pipeline when the revoke is planned: a put before
+/// the revoke is deleted by it, one after is refused, and no key is left on the ended lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puts_racing_a_revoke_leave_no_key_on_the_ended_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::start(&Config {
+        backend: BackendConfig::Disk(DiskConfig {
+            sync: jsonkv_server::config::SyncMode::None,
+            ..DiskConfig::new(dir.path())
+        }),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    for round in 0..20 {
+        let (lease, _) = store.lease_grant(None, ttl(3600)).await.unwrap();
+        let writers: Vec<_> = (0..60)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .put_leased(format!("race/{round}/{i}"), json!(i), None, Some(lease))
+                        .await
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        let revoked = store.lease_revoke(lease).await.unwrap();
+        for writer in writers {
+            match writer.await.unwrap() {
+                // Put before the revoke: the revoke took it. After: refused, nothing written.
+                Ok(put) => assert!(put.revision < revoked, "a put after the revoke succeeded"),
+                Err(err) => assert_eq!(err, Error::LeaseNotFound(lease.get())),
+            }
+        }
+        let left = store.list(&format!("race/{round}/"), None, 100).entries;
+        assert!(
+            left.is_empty(),
+            "round {round}: {left:?} outlived their lease"
+        );
+    }
 }
