@@ -17,6 +17,8 @@
 //! | `jsonkv_connections_refused_total` | counter: connections closed on accept because the cap was reached | |
 //! | `jsonkv_connections_timed_out_total` | counter: connections closed for not finishing TLS or starting HTTP/2 in time | |
 //! | `jsonkv_request_buffer_bytes` | gauge: bytes of requests not yet fully arrived, against `--max-request-buffer` | |
+//! | `jsonkv_leases` | gauge: leases in force (embedded store; 0 on etcd, which keeps them) | |
+//! | `jsonkv_lease_expiries_total` | counter: leases ended because nobody kept them alive (embedded store) | |
 //! | `jsonkv_source_up` | gauge: 1 while the source of truth is reachable (on etcd: the follower's watch is up; always 1 on the embedded store) | |
 
 use std::future::Future;
@@ -34,7 +36,7 @@ use crate::doc;
 use crate::layers::metrics::{CallMetrics, MetricsLayer};
 use crate::net::accept::ConnectionCounts;
 use crate::net::budget::RequestBuffers;
-use crate::store::Store;
+use crate::store::{Store, WeakStore};
 use crate::watcher_limits::WatcherLimits;
 
 /// One server's metrics. Cheap to clone.
@@ -92,6 +94,11 @@ impl Metrics {
             "Times a watcher that lagged behind the writers caught up from history",
             store.catch_ups_counter(),
         );
+        registry.register(
+            "jsonkv_lease_expiries",
+            "Leases ended because nobody kept them alive (embedded store)",
+            store.expiries_counter(),
+        );
         if let Some(stats) = store.commit_stats() {
             registry.register(
                 "jsonkv_storage_append_duration_seconds",
@@ -105,6 +112,7 @@ impl Metrics {
             );
         }
         registry.register_collector(Box::new(Live {
+            store: store.downgrade(),
             reachable: store.reachable(),
             watchers,
             connections,
@@ -138,6 +146,8 @@ impl Metrics {
 /// Values read from their owners at scrape time rather than kept twice.
 #[derive(Debug)]
 struct Live {
+    /// Weak: the registry must not keep the store alive.
+    store: WeakStore,
     reachable: watch::Receiver<bool>,
     watchers: WatcherLimits,
     connections: ConnectionCounts,
@@ -184,6 +194,12 @@ impl Collector for Live {
             "jsonkv_request_buffer_bytes",
             "Bytes of requests whose messages have not fully arrived",
             ConstGauge::new(self.buffers.held() as i64),
+        )?;
+        live(
+            &mut encoder,
+            "jsonkv_leases",
+            "Leases in force (embedded store; etcd keeps them on a cluster)",
+            ConstGauge::new(self.store.leases().unwrap_or(0) as i64),
         )?;
         live(
             &mut encoder,

@@ -43,10 +43,21 @@ struct Shared {
 #[derive(Clone)]
 pub struct WeakStore(Weak<Shared>);
 
+impl std::fmt::Debug for WeakStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeakStore").finish_non_exhaustive()
+    }
+}
+
 impl WeakStore {
     /// [`Store::revision`], or `None` once the store is gone.
     pub fn revision(&self) -> Option<Revision> {
         self.0.upgrade().map(|shared| shared.view.revision())
+    }
+
+    /// Leases in force, or `None` once the store is gone.
+    pub fn leases(&self) -> Option<usize> {
+        self.0.upgrade().map(|shared| shared.view.leases())
     }
 }
 
@@ -298,6 +309,12 @@ impl Store {
     /// How many times a lagging watcher has caught up from history.
     pub fn catch_ups(&self) -> u64 {
         self.shared.view.catch_ups().get()
+    }
+
+    /// Leases that expired (the embedded store; on etcd, etcd ends them unseen), as a counter
+    /// that metrics can serve.
+    pub fn expiries_counter(&self) -> prometheus_client::metrics::counter::Counter {
+        self.shared.view.expiries()
     }
 
     /// [`Store::catch_ups`] as a counter that metrics can serve.

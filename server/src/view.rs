@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::database::{Change, Database, Entry, Event};
 use crate::history::{HistoryBounds, HistoryRing};
 use crate::hub::WatchHub;
+use crate::lease::EndReason;
 use crate::revision::Revision;
 
 /// What a view holds at one revision (for `Status`).
@@ -51,6 +52,9 @@ pub struct View {
     reachable: watch::Sender<bool>,
     /// How often a lagging watcher caught up from history (a metric).
     catch_ups: Counter,
+    /// Leases ended because nobody kept them alive (a metric; the embedded store only: etcd
+    /// does not say).
+    expiries: Counter,
     /// For the fresh history of a reset.
     bounds: HistoryBounds,
     /// See [`Config::progress_min_lag`].
@@ -89,6 +93,7 @@ impl View {
             applied: watch::Sender::new(revision),
             reachable: watch::Sender::new(true),
             catch_ups: Counter::default(),
+            expiries: Counter::default(),
             bounds: HistoryBounds::from(config),
             progress_min_lag: config.progress_min_lag.max(1),
         }
@@ -179,6 +184,9 @@ impl View {
                     events: deleted,
                     ..
                 } => {
+                    if end.reason == EndReason::Expired {
+                        self.expiries.inc();
+                    }
                     state.db.end_lease(end.lease);
                     events.extend(deleted.iter().cloned());
                 }
@@ -318,6 +326,16 @@ impl View {
     /// metrics can serve.
     pub fn catch_ups(&self) -> Counter {
         self.catch_ups.clone()
+    }
+
+    /// How many leases expired (embedded store), as a counter metrics can serve.
+    pub fn expiries(&self) -> Counter {
+        self.expiries.clone()
+    }
+
+    /// Leases in force (embedded store; on etcd, etcd keeps them).
+    pub fn leases(&self) -> usize {
+        self.state.read().db.leases().len()
     }
 
     /// Number of live broadcast senders; for tests and metrics.

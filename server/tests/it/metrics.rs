@@ -7,6 +7,8 @@
 //!   `health_checks_and_unknown_methods_are_counted_without_growing_labels`.
 //! - Refusals (UNAUTHENTICATED, RESOURCE_EXHAUSTED) are counted by their code like any other
 //!   status: `refusals_are_counted_by_their_code`.
+//! - Leases in force and leases that expired are measured (a revoke is not an expiry):
+//!   `leases_in_force_and_expiries_are_measured`.
 //! - Catch-ups and overflows are counted: `a_watcher_that_catches_up_from_history_is_counted`,
 //!   `a_watcher_that_falls_behind_history_is_counted_as_an_overflow`.
 
@@ -280,5 +282,40 @@ async fn a_watcher_that_falls_behind_history_is_counted_as_an_overflow() {
     assert_eq!(value(&text, "jsonkv_watch_overflows_total"), 1.0, "{text}");
     assert!(value(&text, "jsonkv_watch_catch_ups_total") >= 1.0);
     assert_eq!(value(&text, "jsonkv_watchers_active"), 0.0);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn leases_in_force_and_expiries_are_measured() {
+    let (server, mut client) = start(with_metrics(config())).await;
+    let metrics = server.metrics_addr().unwrap();
+    let grant = |ttl_seconds| pb::LeaseGrantRequest { ttl_seconds, id: 0 };
+    let kept = client
+        .lease_grant(grant(3600))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let revoked = client
+        .lease_grant(grant(3600))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    client.lease_grant(grant(1)).await.unwrap();
+    let text = scrape(metrics).await;
+    assert_eq!(value(&text, "jsonkv_leases"), 3.0, "{text}");
+    assert_eq!(value(&text, "jsonkv_lease_expiries_total"), 0.0);
+    // A revoke is not an expiry; the short lease, left alone, is.
+    client
+        .lease_revoke(pb::LeaseRevokeRequest { id: revoked })
+        .await
+        .unwrap();
+    let text = wait_for(metrics, "jsonkv_lease_expiries_total", |v| v == 1.0).await;
+    assert_eq!(
+        value(&text, "jsonkv_leases"),
+        1.0,
+        "only {kept} is left: {text}"
+    );
     server.shutdown().await;
 }
