@@ -116,10 +116,6 @@ impl Leases {
         self.granted.remove(&id);
     }
 
-    pub fn ttl(&self, id: LeaseId) -> Option<Ttl> {
-        self.granted.get(&id).copied()
-    }
-
     /// Every lease in force, in id order, with its TTL.
     pub fn granted(&self) -> impl Iterator<Item = (LeaseId, Ttl)> + '_ {
         self.granted.iter().map(|(id, ttl)| (*id, *ttl))
@@ -188,6 +184,6 @@ mod tests {
         assert_eq!(leases.keys(b).count(), 0);
         assert!(!leases.keys.contains_key(&b), "an empty set is dropped");
         leases.end(a);
-        assert_eq!((leases.ttl(a), leases.len()), (None, 0));
+        assert_eq!(leases.len(), 0);
     }
 }
