@@ -6,7 +6,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
 use futures::StreamExt;
-use jsonkv_client::{Client, WatchEvent};
+use jsonkv_client::{Client, Entry, WatchEvent};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::signal::unix::{signal, SignalKind};
@@ -112,45 +112,40 @@ pub async fn elect(client: &Client, name: &str, ttl: i64, proposal: &str) -> Res
     Ok(())
 }
 
-/// Prints the leader of `name` (the candidate first in line) each time it changes.
+/// Prints the leader of `name` (the candidate first in line) each time it changes: another
+/// candidate, or a new proclamation (a new mod revision of the leader's key).
 pub async fn listen(client: &Client, name: &str) -> Result<(), Exit> {
-    let mut candidates: HashMap<String, (i64, Value)> = HashMap::new();
+    let mut candidates: HashMap<String, Entry<Value>> = HashMap::new();
     let mut shown: Option<(String, i64)> = None;
     let mut watch = client.watch_prefix::<Value>(&format!("{name}/"));
     while let Some(event) = watch.next().await {
         match event? {
             WatchEvent::Snapshot { entries, .. } => {
                 for entry in entries {
-                    candidates.insert(entry.key, (entry.create_revision, entry.value));
+                    candidates.insert(entry.key.clone(), entry);
                 }
             }
             WatchEvent::Put { entry, .. } => {
-                candidates.insert(entry.key, (entry.create_revision, entry.value));
+                candidates.insert(entry.key.clone(), entry);
             }
             WatchEvent::Delete { key, .. } => {
                 candidates.remove(&key);
             }
         }
-        let leader = candidates
-            .iter()
-            .min_by_key(|(_, (created, _))| *created)
-            .map(|(key, (_, value))| (key, value));
-        if let Some((key, value)) = leader {
-            // A new leader, or the leader's new proclamation.
-            let now = (key.clone(), value_revision(&candidates, key));
-            if shown.as_ref() != Some(&now) {
-                print_line(&LeaderLine { key, value })?;
-                shown = Some(now);
-            }
+        let Some(leader) = candidates
+            .values()
+            .min_by_key(|entry| entry.create_revision)
+        else {
+            continue;
+        };
+        let now = (leader.key.clone(), leader.mod_revision);
+        if shown.as_ref() != Some(&now) {
+            print_line(&LeaderLine {
+                key: &leader.key,
+                value: &leader.value,
+            })?;
+            shown = Some(now);
         }
     }
     Ok(())
-}
-
-/// A fingerprint of the candidate's value, to print a leader again only when it changed.
-fn value_revision(candidates: &HashMap<String, (i64, Value)>, key: &str) -> i64 {
-    use std::hash::{DefaultHasher, Hash, Hasher};
-    let mut hasher = DefaultHasher::new();
-    candidates[key].1.to_string().hash(&mut hasher);
-    hasher.finish() as i64
 }
