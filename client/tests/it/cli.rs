@@ -5,7 +5,10 @@
 //! and exit 1: `timeout_ends_a_call_that_gets_no_answer` (the library's timeout: `failover.rs`);
 //! `jsonkv status` prints the server's status as one JSON object, the library's `status()` the
 //! same: `status_prints_one_json_object`; `jsonkv backup FILE` writes the whole backup there
-//! and nothing beside it, and prints what it wrote: `backup_writes_the_file_and_prints_its_revision`.
+//! and nothing beside it, and prints what it wrote: `backup_writes_the_file_and_prints_its_revision`;
+//! the lease commands, `put --ttl`, `lock` (holders never overlap, the exit status passes through,
+//! a holder killed outright frees the lock within its TTL) and `elect` (one leader at a time,
+//! `--listen` follows it): the tests named after them.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};
@@ -707,4 +710,40 @@ async fn a_lock_holder_killed_outright_releases_the_lock_within_its_ttl() {
     // The next holder gets the lock once the dead one's lease expires.
     let out = jsonkv(&addr, &["lock", "job", "--", "echo", "second"], None);
     assert_eq!(ok(out), "second\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elect_leads_one_at_a_time_and_listen_follows_the_leader() {
+    let server = common::start().await;
+    let addr = server.url();
+    let spawn = |args: &[&str]| {
+        command(&addr, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut listener = spawn(&["elect", "--listen", "e"]);
+    let mut heard = BufReader::new(listener.stdout.take().unwrap()).lines();
+    let mut first = spawn(&["elect", "e", "\"a\""]);
+    let mut first_says = BufReader::new(first.stdout.take().unwrap()).lines();
+    let led = first_says.next().unwrap().unwrap();
+    assert!(led.ends_with(",\"value\":\"a\"}"), "{led}");
+    assert_eq!(heard.next().unwrap().unwrap(), led);
+    let mut second = spawn(&["elect", "e", "\"b\""]);
+    // SIGTERM: the first resigns, and the second leads.
+    let status = Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(first.wait().unwrap().success(), "a resign is a clean exit");
+    let mut second_says = BufReader::new(second.stdout.take().unwrap()).lines();
+    let next = second_says.next().unwrap().unwrap();
+    assert!(next.ends_with(",\"value\":\"b\"}"), "{next}");
+    assert_eq!(heard.next().unwrap().unwrap(), next);
+    for child in [&mut second, &mut listener] {
+        child.kill().unwrap();
+        let _ = child.wait();
+    }
 }
