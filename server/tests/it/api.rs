@@ -26,6 +26,7 @@
 //!   in order; a revoke's deletes come at one revision, naming lease and cause on the embedded
 //!   store: `lease_calls_and_their_errors` (the store-level suite: `leases.rs`). Grants past
 //!   `--max-leases` are RESOURCE_EXHAUSTED: `grants_past_the_lease_limit_are_resource_exhausted`.
+//!   Keep-alive streams count against the watch limits: `keep_alive_streams_count_as_watches`.
 //! - Health and reflection (v1 and v1alpha) are served:
 //!   `health_and_both_reflection_versions_are_served` (also `clients/grpcurl/test.sh`).
 
@@ -935,4 +936,25 @@ async fn grants_past_the_lease_limit_are_resource_exhausted() {
         .await
         .unwrap();
     client.lease_grant(grant).await.unwrap();
+}
+
+/// A keep-alive stream is held as long as a watch, and counted with them.
+#[tokio::test]
+async fn keep_alive_streams_count_as_watches() {
+    let mut cfg = config();
+    cfg.max_watchers_per_connection = 1;
+    let (_server, mut client) = start_on(Backend::Embedded, cfg).await;
+    let (_requests, pending) = tokio::sync::mpsc::channel::<pb::LeaseKeepAliveRequest>(1);
+    let held = client
+        .lease_keep_alive_stream(tokio_stream::wrappers::ReceiverStream::new(pending))
+        .await
+        .unwrap();
+    let refused = client
+        .lease_keep_alive_stream(futures::stream::empty())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    let refused = watch_key(&mut client, "k", 0).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    drop(held);
 }
