@@ -54,11 +54,13 @@ pub const ADMIN_METHODS: [&str; 2] = ["Status", "Backup"];
 /// service checks against the scope (the lease calls check the keys a lease holds, see
 /// [`crate::lease_rpc`]). Anything else (`Status`, which counts the whole store, `LeaseList`,
 /// and any method added later) needs an unscoped token.
-pub const SCOPED_METHODS: [&str; 11] = [
+pub const SCOPED_METHODS: [&str; 13] = [
     "Get",
     "Insert",
     "Delete",
     "List",
+    "Patch",
+    "Txn",
     "WatchKey",
     "WatchPrefix",
     "LeaseGrant",

@@ -30,6 +30,8 @@ pub struct Config {
     pub max_key_bytes: usize,
     /// Largest value accepted, measured as compact JSON text, in bytes.
     pub max_value_bytes: usize,
+    /// Most bytes of JSON text the documents one transaction writes may total.
+    pub max_txn_bytes: usize,
     /// How often an idle watch is told the revision it has caught up to (0 disables). Lets a
     /// client resume a quiet watch even after its last event has left history.
     pub progress_interval: Duration,
@@ -210,6 +212,7 @@ impl Default for Config {
             watch_buffer: 16,
             max_key_bytes: 4 * 1024,
             max_value_bytes: 1024 * 1024,
+            max_txn_bytes: 8 * 1024 * 1024,
             progress_interval: Duration::from_secs(1),
             progress_min_lag: 10_000,
             max_message_bytes: 16 * 1024 * 1024,

@@ -69,6 +69,12 @@ pub struct Event {
 pub enum Change {
     /// A key put or deleted.
     Key(Arc<Event>),
+    /// A transaction's writes: several keys changed at one revision, logged as one record, so
+    /// that a crash keeps all of them or none. (A transaction that writes one key is a `Key`.)
+    Txn {
+        revision: Revision,
+        events: Vec<Arc<Event>>,
+    },
     /// A lease granted. Like every logged change it takes a revision, so that the log stays
     /// one record per revision; no key changes, so no watcher hears of it.
     LeaseGranted {
@@ -90,9 +96,18 @@ impl Change {
     pub fn revision(&self) -> Revision {
         match self {
             Change::Key(event) => event.revision,
-            Change::LeaseGranted { revision, .. } | Change::LeaseEnded { revision, .. } => {
-                *revision
-            }
+            Change::Txn { revision, .. }
+            | Change::LeaseGranted { revision, .. }
+            | Change::LeaseEnded { revision, .. } => *revision,
+        }
+    }
+
+    /// The key events of the change, all at its revision.
+    pub fn events(&self) -> &[Arc<Event>] {
+        match self {
+            Change::Key(event) => std::slice::from_ref(event),
+            Change::Txn { events, .. } | Change::LeaseEnded { events, .. } => events,
+            Change::LeaseGranted { .. } => &[],
         }
     }
 }

@@ -8,6 +8,7 @@ use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 use serde_json::Value as Json;
 
+use crate::error::Error;
 use crate::json_text;
 
 /// A stored JSON document, kept as its compact JSON text: what JSON-encoded reads, every
@@ -91,6 +92,30 @@ impl Doc {
             text,
             id: next_id(),
         })
+    }
+
+    /// Checks the limits every stored document keeps: nesting at most
+    /// [`jsonkv::value::MAX_DEPTH`] deep, and at most `max_bytes` of JSON text. INVALID_ARGUMENT
+    /// naming `field` otherwise.
+    pub fn check_limits(&self, field: &'static str, max_bytes: usize) -> Result<(), Error> {
+        let depth = json_text::depth(&self.text);
+        if depth > jsonkv::value::MAX_DEPTH {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "value nests arrays and objects {depth} deep, over the limit of {}",
+                    jsonkv::value::MAX_DEPTH
+                ),
+            ));
+        }
+        let size = self.text.len();
+        if size > max_bytes {
+            return Err(Error::invalid(
+                field,
+                format!("value is {size} bytes as JSON text, over the limit of {max_bytes} bytes"),
+            ));
+        }
+        Ok(())
     }
 
     /// Compact JSON text, exactly as `serde_json` writes it.

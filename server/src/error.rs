@@ -40,6 +40,22 @@ pub enum Error {
         current: Revision,
     },
 
+    /// A patch does not apply to the key's document as it is: a `test` operation failed
+    /// (`reason` PATCH_TEST_FAILED), or a path names nothing there (PATCH_PATH_NOT_FOUND).
+    /// Nothing was changed.
+    #[error("patch of key {} does not apply: operation {operation} at path {path:?} {}", quoted(key), if *.reason == "PATCH_TEST_FAILED" { "found a different value" } else { "names nothing in the document" })]
+    PatchDoesNotApply {
+        key: String,
+        reason: &'static str,
+        operation: usize,
+        path: String,
+    },
+
+    /// On a cluster: a transaction that reads before it writes met concurrent writes to its
+    /// keys on every attempt. Nothing was changed.
+    #[error("gave up after {0} attempts: other clients kept changing the keys this transaction reads; nothing was changed, retry")]
+    Contended(u32),
+
     /// A watch needs history that was already discarded.
     #[error("revision {requested} is no longer in history; the oldest available is {oldest}")]
     NotInHistory {
@@ -206,6 +222,28 @@ impl From<Error> for Status {
                     ),
                 ),
             ),
+            Error::PatchDoesNotApply {
+                key,
+                reason,
+                operation,
+                path,
+            } => Status::with_error_details(
+                Code::FailedPrecondition,
+                message,
+                ErrorDetails::with_error_info(
+                    reason,
+                    ERROR_DOMAIN,
+                    HashMap::from_iter(
+                        [
+                            ("operation".to_owned(), operation.to_string()),
+                            ("path".to_owned(), path),
+                        ]
+                        .into_iter()
+                        .chain((key.len() <= DETAIL_KEY_BYTES).then(|| ("key".to_owned(), key))),
+                    ),
+                ),
+            ),
+            Error::Contended(_) => Status::aborted(message),
             Error::StoreMismatch { actual, .. } => Status::with_error_details(
                 Code::FailedPrecondition,
                 message,

@@ -11,6 +11,8 @@
 //!   which keys each holds.
 //! - [`database`]: the `Database`, a `BTreeMap` of key -> JSON document with revision
 //!   metadata; `Entry`, `Event`, `Precondition` and how a change is planned.
+//! - [`patch`]: `Patch`, an RFC 7396 merge patch or RFC 6902 JSON Patch. [`txn`]: `Txn`,
+//!   comparisons and two branches of operations, and how one is decided at one revision.
 //! - [`hub`]: `WatchHub`, per-key and per-prefix `broadcast` senders, and `WatchTarget`.
 //!   [`history`]: `HistoryRing`, the bounded window of recent events.
 //! - [`view`]: `View`, the applied state every read and watch is served from, and the one way
@@ -28,7 +30,8 @@
 //!   get progress notices. [`watcher_limits`]: open watches counted and capped.
 //! - [`watch_stream`]: a `Subscription` as a gRPC response stream. [`backup_stream`]: a
 //!   snapshot of the whole store as a backup file, streamed.
-//! - [`lease_rpc`]: the lease calls, checked against the caller's scope. [`service`]: the
+//! - [`lease_rpc`]: the lease calls, checked against the caller's scope. [`txn_rpc`]: Txn and
+//!   Patch, their requests into a `Txn` and its outcome into responses. [`service`]: the
 //!   `jsonkv.v1.JsonKv` implementation.
 //! - [`method`]: the gRPC methods the server knows. [`auth`]: tokens, roles and scopes;
 //!   [`credentials`]: the tokens in force, reloadable, and what a call was granted. [`tls`]: the
@@ -61,6 +64,7 @@ pub mod lease_rpc;
 pub mod method;
 pub mod metrics;
 pub mod net;
+pub mod patch;
 pub mod progress_clock;
 pub mod revision;
 pub mod server;
@@ -71,6 +75,8 @@ pub mod store;
 pub mod store_id;
 pub mod subscription;
 pub mod tls;
+pub mod txn;
+pub mod txn_rpc;
 pub mod view;
 pub mod watch_stream;
 pub mod watcher_limits;

@@ -94,6 +94,9 @@ struct Args {
     /// Largest value, in bytes of compact JSON text.
     #[arg(long, default_value_t = Config::default().max_value_bytes)]
     max_value_bytes: usize,
+    /// Most bytes of compact JSON text the documents one transaction writes may total.
+    #[arg(long, default_value_t = Config::default().max_txn_bytes)]
+    max_txn_bytes: usize,
     /// Largest gRPC message received or sent, in bytes.
     #[arg(long, default_value_t = Config::default().max_message_bytes)]
     max_message_bytes: usize,
@@ -236,6 +239,7 @@ impl TryFrom<Args> for Config {
             watch_buffer: args.watch_buffer,
             max_key_bytes: args.max_key_bytes,
             max_value_bytes: args.max_value_bytes,
+            max_txn_bytes: args.max_txn_bytes,
             max_message_bytes: args.max_message_bytes,
             progress_interval: Duration::from_millis(args.progress_interval_ms),
             progress_min_lag: args.progress_min_lag,

@@ -3,11 +3,13 @@
 
 /// The known gRPC methods, and whether each streams its response. Anything else is counted as
 /// `unknown`, so a client cannot grow the label set by calling made-up paths.
-pub const METHODS: [(&str, bool); 18] = [
+pub const METHODS: [(&str, bool); 20] = [
     ("jsonkv.v1.JsonKv/Get", false),
     ("jsonkv.v1.JsonKv/Insert", false),
     ("jsonkv.v1.JsonKv/Delete", false),
     ("jsonkv.v1.JsonKv/List", false),
+    ("jsonkv.v1.JsonKv/Patch", false),
+    ("jsonkv.v1.JsonKv/Txn", false),
     ("jsonkv.v1.JsonKv/WatchKey", true),
     ("jsonkv.v1.JsonKv/WatchPrefix", true),
     ("jsonkv.v1.JsonKv/Status", false),

@@ -24,6 +24,7 @@ use crate::metrics::WatchCounters;
 use crate::progress_clock::ProgressClock;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
+use crate::txn_rpc;
 use crate::watch_stream::{watch_stream, WatchStream};
 use crate::watcher_limits::WatcherLimits;
 use crate::wire::{self, Limits};
@@ -150,17 +151,7 @@ impl JsonKvService {
             .store
             .put_leased(req.key, value, precondition, lease)
             .await?;
-        let entry = event.entry.as_ref().expect("a put event has an entry");
-        Ok(pb::InsertResponse {
-            revision: event.revision,
-            previous: event
-                .previous
-                .as_ref()
-                .filter(|_| req.return_previous)
-                .map(|prev| wire::key_value(&event.key, prev, encoding, true)),
-            create_revision: entry.create_revision,
-            version: entry.version,
-        })
+        Ok(wire::insert_response(&event, encoding, req.return_previous))
     }
 
     async fn delete(&self, req: pb::DeleteRequest) -> Result<pb::DeleteResponse, Error> {
@@ -168,23 +159,16 @@ impl JsonKvService {
         let encoding = wire::encoding(req.value_encoding)?;
         let precondition = wire::precondition(req.expected_mod_revision)?;
         match self.store.delete(&req.key, precondition).await? {
-            Some(event) => Ok(pb::DeleteResponse {
-                revision: event.revision,
-                previous: event
-                    .previous
-                    .as_ref()
-                    .filter(|_| req.return_previous)
-                    .map(|prev| wire::key_value(&req.key, prev, encoding, true)),
-                deleted: true,
-            }),
+            Some(event) => Ok(wire::delete_response(
+                Some(&event),
+                event.revision,
+                encoding,
+                req.return_previous,
+            )),
             // Absent, and the caller said that is fine: "only if absent" or allow_missing.
-            None if precondition == Some(Precondition::Absent) || req.allow_missing => {
-                Ok(pb::DeleteResponse {
-                    revision: self.store.revision(),
-                    previous: None,
-                    deleted: false,
-                })
-            }
+            None if precondition == Some(Precondition::Absent) || req.allow_missing => Ok(
+                wire::delete_response(None, self.store.revision(), encoding, false),
+            ),
             None => Err(Error::NotFound(req.key)),
         }
     }
@@ -315,6 +299,23 @@ impl JsonKv for JsonKvService {
         let req = req.into_inner();
         scope.prefix(&req.prefix)?;
         Ok(Response::new(JsonKvService::list(self, req).await?))
+    }
+
+    async fn patch(
+        &self,
+        req: Request<pb::PatchRequest>,
+    ) -> Result<Response<pb::PatchResponse>, Status> {
+        let scope = Scope::of(req.extensions());
+        let req = req.into_inner();
+        scope.key(&req.key)?;
+        let response = txn_rpc::patch(&self.store, &self.limits, req).await?;
+        Ok(self.naming_the_store(response))
+    }
+
+    async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        let scope = Scope::of(req.extensions());
+        let response = txn_rpc::txn(&self.store, &self.limits, &scope, req.into_inner()).await?;
+        Ok(self.naming_the_store(response))
     }
 
     async fn status(

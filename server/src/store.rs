@@ -22,6 +22,7 @@ use crate::revision::{Revision, Start};
 use crate::storage::{MemoryStorage, Storage};
 use crate::store_id::StoreId;
 use crate::subscription::Subscription;
+use crate::txn::{Txn, TxnOutcome};
 use crate::view::{Page, Summary, View};
 
 #[derive(Clone)]
@@ -193,6 +194,12 @@ impl Store {
             .backend
             .list_linearizable(prefix, after, limit)
             .await
+    }
+
+    /// Decides `txn` and carries out its writes at one revision. Returns once they are durable
+    /// and visible to every read and watch on this server.
+    pub async fn txn(&self, txn: Txn) -> Result<TxnOutcome, Error> {
+        self.shared.backend.txn(txn).await
     }
 
     /// Sets `key` to `value` if `precondition` (when given) holds. Returns once the change is

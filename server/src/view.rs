@@ -178,6 +178,9 @@ impl View {
         for change in changes {
             match change {
                 Change::Key(event) => events.push(Arc::clone(event)),
+                Change::Txn {
+                    events: changed, ..
+                } => events.extend(changed.iter().cloned()),
                 Change::LeaseGranted { lease, ttl, .. } => state.db.grant_lease(*lease, *ttl),
                 Change::LeaseEnded {
                     end,

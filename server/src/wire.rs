@@ -13,7 +13,6 @@ use crate::config::Config;
 use crate::database::{Entry, Event, Precondition};
 use crate::doc::Doc;
 use crate::error::Error;
-use crate::json_text;
 use crate::lease::{EndReason, LeaseEnd, LeaseId};
 use crate::revision::{Revision, Start};
 use crate::store_id::StoreId;
@@ -23,6 +22,7 @@ use crate::store_id::StoreId;
 pub struct Limits {
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
+    pub max_txn_bytes: usize,
 }
 
 impl From<&Config> for Limits {
@@ -30,6 +30,7 @@ impl From<&Config> for Limits {
         Limits {
             max_key_bytes: config.max_key_bytes,
             max_value_bytes: config.max_value_bytes,
+            max_txn_bytes: config.max_txn_bytes,
         }
     }
 }
@@ -83,26 +84,7 @@ impl Limits {
                 "value_json",
             ),
         };
-        let depth = json_text::depth(doc.text());
-        if depth > value::MAX_DEPTH {
-            return Err(Error::invalid(
-                field,
-                format!(
-                    "value nests arrays and objects {depth} deep, over the limit of {}",
-                    value::MAX_DEPTH
-                ),
-            ));
-        }
-        let size = doc.text().len();
-        if size > self.max_value_bytes {
-            return Err(Error::invalid(
-                field,
-                format!(
-                    "value is {size} bytes as JSON text, over the limit of {} bytes",
-                    self.max_value_bytes
-                ),
-            ));
-        }
+        doc.check_limits(field, self.max_value_bytes)?;
         Ok(doc)
     }
 }
@@ -298,6 +280,59 @@ pub fn event(event: &Event, encoding: ValueEncoding, more_at_revision: bool) -> 
     }
 }
 
+/// The answer to an insert that made `event` (a put).
+pub fn insert_response(
+    event: &Event,
+    encoding: ValueEncoding,
+    return_previous: bool,
+) -> pb::InsertResponse {
+    let entry = event.entry.as_ref().expect("a put event has an entry");
+    pb::InsertResponse {
+        revision: event.revision,
+        previous: event
+            .previous
+            .as_ref()
+            .filter(|_| return_previous)
+            .map(|prev| key_value(&event.key, prev, encoding, true)),
+        create_revision: entry.create_revision,
+        version: entry.version,
+    }
+}
+
+/// The answer to a delete: of `event`, or of nothing (the key was absent) at `revision`.
+pub fn delete_response(
+    event: Option<&Event>,
+    revision: Revision,
+    encoding: ValueEncoding,
+    return_previous: bool,
+) -> pb::DeleteResponse {
+    match event {
+        Some(event) => pb::DeleteResponse {
+            revision: event.revision,
+            previous: event
+                .previous
+                .as_ref()
+                .filter(|_| return_previous)
+                .map(|prev| key_value(&event.key, prev, encoding, true)),
+            deleted: true,
+        },
+        None => pb::DeleteResponse {
+            revision,
+            previous: None,
+            deleted: false,
+        },
+    }
+}
+
+/// The answer to a patch that made `event` (a put).
+pub fn patch_response(event: &Event, encoding: ValueEncoding) -> pb::PatchResponse {
+    let entry = event.entry.as_ref().expect("a patch event has an entry");
+    pb::PatchResponse {
+        revision: event.revision,
+        kv: Some(key_value(&event.key, entry, encoding, true)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,6 +341,7 @@ mod tests {
         Limits {
             max_key_bytes: 8,
             max_value_bytes: 16,
+            max_txn_bytes: 32,
         }
     }
 
@@ -347,6 +383,7 @@ mod tests {
         let l = Limits {
             max_key_bytes: 8,
             max_value_bytes: 1 << 20,
+            max_txn_bytes: 1 << 20,
         };
         let deep = |levels| "[".repeat(levels) + &"]".repeat(levels);
         assert!(l

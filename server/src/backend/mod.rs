@@ -25,6 +25,7 @@ use crate::error::Error;
 use crate::hub::WatchTarget;
 use crate::lease::{LeaseId, LeaseStatus, Ttl};
 use crate::revision::Revision;
+use crate::txn::{Txn, TxnOutcome};
 use crate::view::Page;
 
 /// A change a client asked for.
@@ -51,6 +52,10 @@ pub trait Backend: Send + Sync + 'static {
     /// that every read and watch on this server that follows sees it. `Ok(None)`: a delete of
     /// an absent key, which changes nothing and takes no revision.
     async fn write(&self, write: Write) -> Result<Option<Arc<Event>>, Error>;
+
+    /// Decides `txn` against the source of truth and carries out its writes at one revision,
+    /// returning once they are durable and applied to the view.
+    async fn txn(&self, txn: Txn) -> Result<TxnOutcome, Error>;
 
     /// The key as the source of truth holds it now (a linearizable read), and the revision it
     /// was read at.

@@ -222,6 +222,9 @@ impl Storage for DiskStorage {
         for change in changes {
             match change {
                 Change::Key(event) => format::encode_event(&mut self.buf, event),
+                Change::Txn { revision, events } => {
+                    format::encode_txn(&mut self.buf, *revision, events)
+                }
                 Change::LeaseGranted {
                     lease,
                     ttl,
@@ -456,11 +459,15 @@ fn replay_segment(
         }
         match format::read_frame(&data, at) {
             Frame::Record(
-                record @ (Record::Change(_) | Record::Lease { .. } | Record::LeaseEnd { .. }),
+                record @ (Record::Change(_)
+                | Record::Txn { .. }
+                | Record::Lease { .. }
+                | Record::LeaseEnd { .. }),
                 next,
             ) => {
                 let change = match record {
                     Record::Change(event) => Change::Key(event),
+                    Record::Txn { revision, events } => Change::Txn { revision, events },
                     Record::Lease {
                         revision,
                         lease,
@@ -624,6 +631,9 @@ impl SnapshotReader {
             Frame::Record(Record::Lease { lease, ttl, .. }, _) => Ok(Some(Item::Lease(lease, ttl))),
             Frame::Record(Record::LeaseEnd { .. }, _) => {
                 Err(self.corrupt(at, "lease end record in a snapshot"))
+            }
+            Frame::Record(Record::Txn { .. }, _) => {
+                Err(self.corrupt(at, "transaction record in a snapshot"))
             }
             Frame::Record(Record::End { revision, count }, _) => {
                 if count != self.count {
@@ -825,6 +835,12 @@ fn compact(dir: &Path, active_first: Revision, min_bytes: u64) -> Result<(), Err
                 Change::Key(event) => {
                     let event = Arc::unwrap_or_clone(event);
                     changes.insert(event.key, event.entry);
+                }
+                Change::Txn { events, .. } => {
+                    for event in events {
+                        let event = Arc::unwrap_or_clone(event);
+                        changes.insert(event.key, event.entry);
+                    }
                 }
                 Change::LeaseGranted { lease, ttl, .. } => leases.granted(lease, ttl),
                 Change::LeaseEnded { end, revision, .. } => leases.ended(end.lease, revision),

@@ -11,7 +11,11 @@
 //!         | LEASE      revision:i64le lease:i64le ttl_seconds:i64le
 //!         | LEASE_END  revision:i64le lease:i64le reason:u8        (1 expired, 2 revoked)
 //!         | END        revision:i64le count:u64le                  (last frame of a snapshot)
+//!         | TXN        revision:i64le count:u32le (len:u32le change)*
+//! change := the payload of a PUT, PUT_LEASED or DELETE at the TXN's revision
 //! ```
+//! A TXN is a transaction's writes in one frame, so one checksum covers all of them: a crash
+//! keeps the whole transaction or none of it.
 //! A snapshot stores each live key as a PUT (PUT_LEASED if it has a lease) whose revision is the
 //! key's mod revision, then each lease in force as a LEASE. In a log every record takes the
 //! next revision: LEASE is a grant, and LEASE_END a lease's end, whose revision its deletes
@@ -41,6 +45,7 @@ const END: u8 = 3;
 const PUT_LEASED: u8 = 4;
 const LEASE: u8 = 5;
 const LEASE_END: u8 = 6;
+const TXN: u8 = 7;
 
 const EXPIRED: u8 = 1;
 const REVOKED: u8 = 2;
@@ -88,6 +93,11 @@ pub enum Record {
         revision: Revision,
         end: LeaseEnd,
     },
+    /// A transaction's key changes, all at one revision.
+    Txn {
+        revision: Revision,
+        events: Vec<Arc<Event>>,
+    },
     /// End of a snapshot taken at `revision`, holding `count` keys.
     End {
         revision: Revision,
@@ -98,6 +108,28 @@ pub enum Record {
 /// Appends the frame of a change to `buf`.
 pub fn encode_event(buf: &mut Vec<u8>, event: &Event) {
     let start = begin_frame(buf);
+    encode_change(buf, event);
+    end_frame(buf, start);
+}
+
+/// Appends the frame of a transaction's changes (all at `revision`) to `buf`.
+pub fn encode_txn(buf: &mut Vec<u8>, revision: Revision, events: &[Arc<Event>]) {
+    let start = begin_frame(buf);
+    buf.push(TXN);
+    buf.extend_from_slice(&revision.to_le_bytes());
+    buf.extend_from_slice(&(events.len() as u32).to_le_bytes());
+    for event in events {
+        let at = buf.len();
+        buf.extend_from_slice(&[0u8; 4]);
+        encode_change(buf, event);
+        let len = (buf.len() - at - 4) as u32;
+        buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    }
+    end_frame(buf, start);
+}
+
+/// The payload of a PUT, PUT_LEASED or DELETE.
+fn encode_change(buf: &mut Vec<u8>, event: &Event) {
     match &event.entry {
         Some(entry) => {
             buf.push(if entry.lease.is_some() {
@@ -120,7 +152,6 @@ pub fn encode_event(buf: &mut Vec<u8>, event: &Event) {
             put_key(buf, &event.key);
         }
     }
-    end_frame(buf, start);
 }
 
 /// Appends the frame of a lease granted, or in force in a snapshot taken at `revision`.
@@ -274,6 +305,24 @@ fn decode_payload(p: &[u8]) -> Result<Record, String> {
                 },
             },
         },
+        TXN => {
+            let count = r.u32()? as usize;
+            let mut events = Vec::with_capacity(count.min(1024));
+            for _ in 0..count {
+                let len = r.u32()? as usize;
+                match decode_payload(r.bytes(len)?)? {
+                    Record::Change(event) if event.revision == revision => events.push(event),
+                    Record::Change(_) => {
+                        return Err("a transaction's change has another revision".into())
+                    }
+                    _ => return Err("a transaction holds a record that is not a key change".into()),
+                }
+            }
+            if events.len() < 2 {
+                return Err(format!("a transaction of {} changes", events.len()));
+            }
+            Record::Txn { revision, events }
+        }
         other => return Err(format!("unknown record kind {other}")),
     };
     if r.at != p.len() && !matches!(&record, Record::Change(e) if e.entry.is_some()) {
@@ -450,6 +499,43 @@ mod tests {
         match read_frame(&bad, 0) {
             Frame::Corrupt(why) => assert!(why.contains("lease id -3"), "{why}"),
             other => panic!("expected corrupt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_transaction_is_one_frame_of_changes_at_one_revision() {
+        let mut leased = Arc::unwrap_or_clone(put(6, "b", json!([1.5, "x"])));
+        leased.entry.as_mut().unwrap().lease = LeaseId::new(9);
+        let deleted = Arc::new(Event {
+            revision: 6,
+            key: "c".into(),
+            entry: None,
+            previous: None,
+            lease_end: None,
+        });
+        let events = vec![put(6, "a", json!({"n": 1})), Arc::new(leased), deleted];
+        let mut buf = Vec::new();
+        encode_txn(&mut buf, 6, &events);
+        assert_eq!(
+            read_frame(&buf, 0),
+            Frame::Record(
+                Record::Txn {
+                    revision: 6,
+                    events: events.clone()
+                },
+                buf.len()
+            )
+        );
+        // A change at another revision inside it is damage, named.
+        let mut bad = Vec::new();
+        encode_txn(&mut bad, 6, &[put(6, "a", json!(1)), put(7, "b", json!(2))]);
+        match read_frame(&bad, 0) {
+            Frame::Corrupt(why) => assert!(why.contains("another revision"), "{why}"),
+            other => panic!("expected corrupt, got {other:?}"),
+        }
+        // Cut anywhere, it is torn as a whole: no prefix of its changes reads back.
+        for cut in 1..buf.len() {
+            assert_eq!(read_frame(&buf[..cut], 0), Frame::Torn, "cut at {cut}");
         }
     }
 

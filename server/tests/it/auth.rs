@@ -630,3 +630,77 @@ async fn a_scoped_token_uses_leases_within_its_prefixes() {
         .into_inner();
     assert_eq!(listed.ids, [mixed]);
 }
+
+#[tokio::test]
+async fn a_transaction_or_patch_may_name_only_keys_in_scope() {
+    use pb::op::Request as Op;
+    let dir = tempfile::tempdir().unwrap();
+    let server = RunningServer::start(Config {
+        auth_tokens: Some(tokens_file(
+            &dir,
+            "write admin-6b1f0c\nwrite app1-w-93ad17 app1/\nread reader-0b8d5e6f17\n",
+        )),
+        ..config()
+    })
+    .await
+    .unwrap();
+    let mut admin = client_with(&server, Some("Bearer admin-6b1f0c")).await;
+    admin.insert(insert("other/secret")).await.unwrap();
+    let mut scoped = client_with(&server, Some("Bearer app1-w-93ad17")).await;
+    let mut reader = client_with(&server, Some("Bearer reader-0b8d5e6f17")).await;
+    let write = |key: &str| pb::Op {
+        request: Some(Op::Insert(insert(key))),
+    };
+    let exists = |key: &str| pb::Compare {
+        key: key.into(),
+        target: Some(pb::compare::Target::Exists(true)),
+        ..Default::default()
+    };
+    let txn =
+        |compare: Vec<pb::Compare>, success: Vec<pb::Op>, failure: Vec<pb::Op>| pb::TxnRequest {
+            compare,
+            success,
+            failure,
+        };
+    let merge = |key: &str| pb::PatchRequest {
+        key: key.into(),
+        patch: Some(pb::patch_request::Patch::MergeJson("{}".into())),
+        ..Default::default()
+    };
+    let before = server.store().revision();
+    // Out of scope anywhere (a comparison, either branch): refused before anything is read.
+    for request in [
+        txn(vec![exists("other/secret")], vec![write("app1/a")], vec![]),
+        txn(vec![], vec![write("app1/a")], vec![write("other/x")]),
+        txn(
+            vec![],
+            vec![
+                write("app1/a"),
+                pb::Op {
+                    request: Some(Op::Get(get("other/secret"))),
+                },
+            ],
+            vec![],
+        ),
+    ] {
+        let status = scoped.txn(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    }
+    let status = scoped.patch(merge("other/secret")).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    // A read token may do neither.
+    let status = reader.txn(txn(vec![], vec![], vec![])).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let status = reader.patch(merge("app1/a")).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(server.store().revision(), before, "nothing was written");
+    // In scope, both work.
+    let done = scoped
+        .txn(txn(vec![exists("app1/a")], vec![], vec![write("app1/a")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!done.succeeded && done.revision > before);
+    scoped.patch(merge("app1/b")).await.unwrap();
+    server.shutdown().await;
+}

@@ -128,6 +128,7 @@ fn limits() -> Limits {
     Limits {
         max_key_bytes: 64,
         max_value_bytes: 256,
+        max_txn_bytes: 1024,
     }
 }
 
@@ -233,11 +234,11 @@ fn frame(payload: &[u8]) -> Vec<u8> {
     frame
 }
 
-/// A record payload: mostly well formed (a PUT, DELETE or END with consecutive small
+/// A record payload: mostly well formed (a PUT, DELETE, END, lease record or TXN with consecutive small
 /// revisions, so that recovery gets past the decoder to its own checks), often not (an unknown
 /// kind, a key length that lies, bytes that are not UTF-8 or not JSON, fields cut short).
 fn payload() -> impl Strategy<Value = Vec<u8>> {
-    let kind = prop_oneof![4 => 1u8..=6, 1 => any::<u8>()];
+    let kind = prop_oneof![4 => 1u8..=7, 1 => any::<u8>()];
     let revision = prop_oneof![4 => 1i64..5, 1 => any::<i64>()];
     let key = prop_oneof![
         3 => "[a-z/]{0,8}".prop_map(String::into_bytes),
@@ -270,6 +271,21 @@ fn payload() -> impl Strategy<Value = Vec<u8>> {
                 // A lease and why it ended.
                 p.extend_from_slice(&numbers[0].to_le_bytes());
                 p.push(numbers[1] as u8);
+            } else if kind == 7 {
+                // A transaction: a count (true or not), then the same PUT twice, each after
+                // its length.
+                let mut put = vec![1u8];
+                put.extend_from_slice(&revision.to_le_bytes());
+                put.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                put.extend_from_slice(&key);
+                put.extend_from_slice(&numbers[0].to_le_bytes());
+                put.extend_from_slice(&numbers[1].to_le_bytes());
+                put.extend_from_slice(&value);
+                p.extend_from_slice(&lie.unwrap_or(2).to_le_bytes());
+                for _ in 0..2 {
+                    p.extend_from_slice(&(put.len() as u32).to_le_bytes());
+                    p.extend_from_slice(&put);
+                }
             } else {
                 let key_len = lie.unwrap_or(key.len() as u32);
                 p.extend_from_slice(&key_len.to_le_bytes());

@@ -32,4 +32,5 @@ mod service_consistency;
 mod service_large_values;
 mod storage;
 mod tls;
+mod txn;
 mod watch;

@@ -41,6 +41,7 @@ use crate::lease::{EndReason, LeaseEnd, LeaseId, LeaseStatus, Ttl};
 use crate::revision::Revision;
 use crate::storage::{Recovered, Storage};
 use crate::store_id::StoreId;
+use crate::txn::{self, Txn, TxnOutcome};
 use crate::view::{Page, View, ViewState};
 
 pub struct Embedded {
@@ -115,12 +116,7 @@ impl Pipeline {
     /// the pipeline. Once applied, a key's lease is the database's to remember.
     fn forget(&mut self, changes: &[Change]) {
         for change in changes {
-            let events = match change {
-                Change::Key(event) => std::slice::from_ref(event),
-                Change::LeaseEnded { events, .. } => events.as_slice(),
-                Change::LeaseGranted { .. } => &[],
-            };
-            for event in events {
+            for event in change.events() {
                 if self
                     .planned
                     .get(&event.key)
@@ -213,16 +209,12 @@ fn rebuild(config: &Config, recovered: Recovered) -> (Database, HistoryRing) {
             history = Some(HistoryRing::new(bounds, db.revision() + 1));
         }
         match change {
-            Change::Key(event) => match history.as_mut() {
-                None => db.apply_owned(Arc::unwrap_or_clone(event)),
-                Some(history) => {
-                    // The log keeps no previous values: the state being rebuilt has them.
-                    let mut event = Arc::unwrap_or_clone(event);
-                    event.previous = db.get(&event.key).cloned();
-                    db.apply(&event);
-                    history.push(Arc::new(event));
+            Change::Key(event) => replay_event(&mut db, history.as_mut(), event),
+            Change::Txn { events, .. } => {
+                for event in events {
+                    replay_event(&mut db, history.as_mut(), event);
                 }
-            },
+            }
             Change::LeaseGranted {
                 lease,
                 ttl,
@@ -256,6 +248,21 @@ fn rebuild(config: &Config, recovered: Recovered) -> (Database, HistoryRing) {
     (db, history)
 }
 
+/// Applies a logged key change to the state being rebuilt, and keeps it in history when
+/// there is one.
+fn replay_event(db: &mut Database, history: Option<&mut HistoryRing>, event: Arc<Event>) {
+    match history {
+        None => db.apply_owned(Arc::unwrap_or_clone(event)),
+        Some(history) => {
+            // The log keeps no previous values: the state being rebuilt has them.
+            let mut event = Arc::unwrap_or_clone(event);
+            event.previous = db.get(&event.key).cloned();
+            db.apply(&event);
+            history.push(Arc::new(event));
+        }
+    }
+}
+
 impl Core {
     /// Gives a planned key change its revision's place: applied at once if nothing stands
     /// between it and visibility, otherwise noted as planned and queued for the commit thread,
@@ -273,16 +280,37 @@ impl Core {
         event: Event,
     ) -> (Arc<Event>, Option<Committed>) {
         let event = Arc::new(event);
-        if !self.persists && event.revision == state.db.revision() + 1 {
+        let done = self.sequence_all(state, pipeline, std::slice::from_ref(&event));
+        (event, done)
+    }
+
+    /// [`Core::sequence`] for the events of one change, all at its revision (a transaction's
+    /// writes): applied at once, or planned and queued as one record.
+    fn sequence_all(
+        &self,
+        state: &mut ViewState,
+        pipeline: &mut Pipeline,
+        events: &[Arc<Event>],
+    ) -> Option<Committed> {
+        let revision = events.first().expect("a change has events").revision;
+        if !self.persists && revision == state.db.revision() + 1 {
             let hub = self.view.hub();
-            if !hub.watches(&event.key) {
-                self.view.install(state, hub, std::slice::from_ref(&event));
-                return (event, None);
+            if !events.iter().any(|event| hub.watches(&event.key)) {
+                self.view.install(state, hub, events);
+                return None;
             }
         }
-        pipeline.plan(&event);
-        let done = self.queue.push(Change::Key(Arc::clone(&event)));
-        (event, Some(done))
+        for event in events {
+            pipeline.plan(event);
+        }
+        let change = match events {
+            [event] => Change::Key(Arc::clone(event)),
+            _ => Change::Txn {
+                revision,
+                events: events.to_vec(),
+            },
+        };
+        Some(self.queue.push(change))
     }
 
     /// Plans the end of `lease`: every key attached to it, applied or planned, is deleted at
@@ -378,6 +406,48 @@ impl Backend for Embedded {
             committed(done).await?;
         }
         Ok(Some(event))
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnOutcome, Error> {
+        let core = &self.core;
+        let (plan, events, done, revision) = {
+            let mut state = core.view.write();
+            let mut pipeline = core.pipeline.lock();
+            let revision = pipeline.next_revision;
+            let plan = {
+                let lessor = core.expiry.lessor.lock();
+                txn::plan(
+                    &txn,
+                    |key| pipeline.latest(&state.db, key).cloned(),
+                    |lease| lessor.contains(lease),
+                    revision,
+                )?
+            };
+            if plan.events.is_empty() {
+                (plan, Vec::new(), None, revision)
+            } else {
+                pipeline.next();
+                let mut plan = plan;
+                let events: Vec<Arc<Event>> = std::mem::take(&mut plan.events)
+                    .into_iter()
+                    .map(Arc::new)
+                    .collect();
+                let done = core.sequence_all(&mut state, &mut pipeline, &events);
+                (plan, events, done, revision)
+            }
+        };
+        let Some(first) = events.first() else {
+            // What it read may include changes still in the pipeline: answer once they are
+            // applied, so that nothing a client sees can be lost to a crash.
+            let read_at = revision - 1;
+            core.view.reach(read_at).await;
+            return Ok(plan.outcome(&[], read_at));
+        };
+        if let Some(done) = done {
+            committed(done).await?;
+        }
+        let revision = first.revision;
+        Ok(plan.outcome(&events, revision))
     }
 
     async fn get_linearizable(&self, key: &str) -> Result<(Option<Entry>, Revision), Error> {

@@ -20,7 +20,8 @@
 //!
 //! Files: `remote.rs` (the client and its requests), `connect.rs` (TLS, login and the first
 //! request), `follow.rs` (the follower), `replay.rs` (resumes from etcd's history),
-//! `error.rs` (etcd's errors as jsonkv's), `leases.rs` (lease requests).
+//! `error.rs` (etcd's errors as jsonkv's), `leases.rs` (lease requests), `txn.rs`
+//! (transactions: read, decide here, write if nothing read changed).
 //!
 //! Leases are etcd's: etcd grants them, counts their TTLs, and deletes their keys when they
 //! end. etcd's watch reports those deletes as plain deletes, so on this backend a watcher
@@ -32,6 +33,7 @@ mod follow;
 mod leases;
 mod remote;
 mod replay;
+mod txn;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +48,7 @@ use crate::hub::WatchTarget;
 use crate::lease::{LeaseId, LeaseStatus, Ttl};
 use crate::revision::Revision;
 use crate::store_id::StoreId;
+use crate::txn::{OpOutcome, Txn, TxnOutcome};
 use crate::view::{Page, View};
 use remote::Remote;
 use replay::EtcdReplay;
@@ -112,6 +115,15 @@ impl Backend for Etcd {
             Some(written) => Ok(Some(self.applied(written).await)),
             None => Ok(None),
         }
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnOutcome, Error> {
+        let outcome = self.remote.transact(&txn).await?;
+        if outcome.results.iter().any(OpOutcome::writes) {
+            // Its writes, once the view has them: as `write` answers.
+            self.view.reach(outcome.revision).await;
+        }
+        Ok(outcome)
     }
 
     async fn get_linearizable(&self, key: &str) -> Result<(Option<Entry>, Revision), Error> {

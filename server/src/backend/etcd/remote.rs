@@ -72,13 +72,13 @@ impl Remote {
 
     /// A KV client that accepts responses of any size: a page of large values, or the view's
     /// load, easily passes tonic's default 4 MiB, and etcd itself bounds what it holds.
-    fn kv(&self) -> KvClient {
+    pub(super) fn kv(&self) -> KvClient {
         self.client
             .kv_client()
             .max_decoding_message_size(usize::MAX)
     }
 
-    fn etcd_key(&self, key: &str) -> Vec<u8> {
+    pub(super) fn etcd_key(&self, key: &str) -> Vec<u8> {
         let mut k = Vec::with_capacity(self.prefix.len() + key.len());
         k.extend_from_slice(self.prefix.as_bytes());
         k.extend_from_slice(key.as_bytes());
@@ -200,7 +200,7 @@ impl Remote {
         .await
     }
 
-    async fn txn(
+    pub(super) async fn txn(
         &self,
         txn: Txn,
         lease: Option<LeaseId>,
@@ -428,7 +428,7 @@ impl Remote {
     /// JSON, so that a foreign write cannot break the view. The text is kept as etcd holds it
     /// (jsonkv's own compact text), checked but not parsed: this runs for every event the
     /// follower applies and every write's previous value.
-    fn entry(&self, kv: &KeyValue) -> Option<Entry> {
+    pub(super) fn entry(&self, kv: &KeyValue) -> Option<Entry> {
         let text = std::str::from_utf8(kv.value()).map_err(|e| e.to_string());
         match text.and_then(|text| Doc::from_stored_text(text.to_owned())) {
             Ok(doc) => Some(Entry {
@@ -469,7 +469,7 @@ impl Remote {
 }
 
 /// A put's options: the previous value back, and the lease when there is one.
-fn put_options(lease: Option<LeaseId>) -> PutOptions {
+pub(super) fn put_options(lease: Option<LeaseId>) -> PutOptions {
     let options = PutOptions::new().with_prev_key();
     match lease {
         Some(lease) => options.with_lease(lease.get()),
