@@ -205,6 +205,7 @@ async fn open_watch(
                         value_encoding: encoding,
                         min_revision,
                         store_id,
+                        prev_kv: false,
                     })
                     .await
                 }
@@ -215,6 +216,7 @@ async fn open_watch(
                         value_encoding: encoding,
                         min_revision,
                         store_id,
+                        prev_kv: false,
                     })
                     .await
                 }

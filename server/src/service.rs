@@ -49,6 +49,15 @@ impl Caller {
     }
 }
 
+/// The fields WatchKey and WatchPrefix share, as sent.
+struct WatchAsk<'a> {
+    start_revision: i64,
+    min_revision: i64,
+    value_encoding: i32,
+    prev_kv: bool,
+    store_id: &'a str,
+}
+
 #[derive(Clone)]
 pub struct JsonKvService {
     store: Store,
@@ -217,16 +226,23 @@ impl JsonKvService {
         &self,
         caller: Caller,
         target: WatchTarget,
-        start_revision: i64,
-        min_revision: i64,
-        value_encoding: i32,
-        store_id: &str,
+        ask: WatchAsk<'_>,
     ) -> Result<Response<WatchStream>, Error> {
+        let WatchAsk {
+            start_revision,
+            min_revision,
+            value_encoding,
+            prev_kv,
+            store_id,
+        } = ask;
         match &target {
             WatchTarget::Key(key) => self.limits.key(key)?,
             WatchTarget::Prefix(prefix) => self.limits.prefix(prefix)?,
         }
-        let encoding = wire::encoding(value_encoding)?;
+        let form = wire::EventForm {
+            encoding: wire::encoding(value_encoding)?,
+            prev_kv,
+        };
         let start = wire::start(start_revision)?;
         let min_revision = wire::min_revision(min_revision)?;
         let store_id = wire::store_id(store_id)?;
@@ -239,7 +255,7 @@ impl JsonKvService {
         Ok(self.naming_the_store(watch_stream(
             sub,
             permit,
-            encoding,
+            form,
             &self.progress,
             self.shutdown.clone(),
             self.counters.clone(),
@@ -355,10 +371,13 @@ impl JsonKv for JsonKvService {
             .watch(
                 caller,
                 target,
-                req.start_revision,
-                req.min_revision,
-                req.value_encoding,
-                &req.store_id,
+                WatchAsk {
+                    start_revision: req.start_revision,
+                    min_revision: req.min_revision,
+                    value_encoding: req.value_encoding,
+                    prev_kv: req.prev_kv,
+                    store_id: &req.store_id,
+                },
             )
             .await?)
     }
@@ -378,10 +397,13 @@ impl JsonKv for JsonKvService {
             .watch(
                 caller,
                 target,
-                req.start_revision,
-                req.min_revision,
-                req.value_encoding,
-                &req.store_id,
+                WatchAsk {
+                    start_revision: req.start_revision,
+                    min_revision: req.min_revision,
+                    value_encoding: req.value_encoding,
+                    prev_kv: req.prev_kv,
+                    store_id: &req.store_id,
+                },
             )
             .await?)
     }

@@ -8,7 +8,7 @@
 use std::pin::Pin;
 
 use futures::Stream;
-use jsonkv::pb::{self, watch_response::Response as Msg, ValueEncoding};
+use jsonkv::pb::{self, watch_response::Response as Msg};
 use prost::Message as _;
 use tonic::Status;
 
@@ -21,14 +21,14 @@ use crate::revision::Revision;
 use crate::shutdown::Shutdown;
 use crate::subscription::{Opening, Subscription};
 use crate::watcher_limits::WatcherPermit;
-use crate::wire;
+use crate::wire::{self, EventForm};
 
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
 
 pub fn watch_stream(
     mut sub: Subscription,
     permit: WatcherPermit,
-    encoding: ValueEncoding,
+    form: EventForm,
     clock: &ProgressClock,
     mut shutdown: Shutdown,
     counters: WatchCounters,
@@ -55,7 +55,7 @@ pub fn watch_stream(
                         }
                     };
                     for (key, entry) in &part.entries {
-                        let kv = wire::key_value(key, entry, encoding, true);
+                        let kv = wire::key_value(key, entry, form.encoding, true);
                         bytes += kv.encoded_len();
                         kvs.push(kv);
                         if bytes >= wire::RESPONSE_BUDGET_BYTES {
@@ -70,7 +70,7 @@ pub fn watch_stream(
             }
             Some(Opening::Events(events)) => {
                 counters.delivered(events.len());
-                for message in event_messages(&events, encoding) {
+                for message in event_messages(&events, form) {
                     yield Ok(message);
                 }
             }
@@ -91,7 +91,7 @@ pub fn watch_stream(
                 next = sub.next_events() => match next {
                     Ok(events) => {
                         counters.delivered(events.len());
-                        for message in event_messages(&events, encoding) {
+                        for message in event_messages(&events, form) {
                             yield Ok(message);
                         }
                     }
@@ -140,13 +140,13 @@ async fn revoked(credential: &mut Option<Credential>, target: &WatchTarget) -> E
 /// more of it follows, so that a client that stops between them resumes at that revision.
 fn event_messages(
     events: &[std::sync::Arc<crate::database::Event>],
-    encoding: ValueEncoding,
+    form: EventForm,
 ) -> impl Iterator<Item = pb::WatchResponse> + '_ {
     events.iter().enumerate().map(move |(i, event)| {
         let more = events
             .get(i + 1)
             .is_some_and(|next| next.revision == event.revision);
-        response(Msg::Event(wire::event(event, encoding, more)))
+        response(Msg::Event(wire::event(event, form, more)))
     })
 }
 

@@ -245,8 +245,16 @@ pub fn key_value(
     kv
 }
 
+/// How a watch sends its events: the values' encoding, and whether with the previous value.
+#[derive(Debug, Clone, Copy)]
+pub struct EventForm {
+    pub encoding: ValueEncoding,
+    pub prev_kv: bool,
+}
+
 /// `event` as a message; `more_at_revision`: the watcher's next event has the same revision.
-pub fn event(event: &Event, encoding: ValueEncoding, more_at_revision: bool) -> pb::Event {
+pub fn event(event: &Event, form: EventForm, more_at_revision: bool) -> pb::Event {
+    let encoding = form.encoding;
     use pb::event::EventType;
     let (event_type, kv) = match &event.entry {
         Some(entry) => (EventType::Put, key_value(&event.key, entry, encoding, true)),
@@ -277,6 +285,11 @@ pub fn event(event: &Event, encoding: ValueEncoding, more_at_revision: bool) -> 
         more_at_revision,
         lease,
         cause: cause as i32,
+        prev_kv: event
+            .previous
+            .as_ref()
+            .filter(|_| form.prev_kv)
+            .map(|previous| key_value(&event.key, previous, encoding, true)),
     }
 }
 

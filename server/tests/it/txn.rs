@@ -20,6 +20,9 @@
 //! - Concurrent transfers between accounts (compare-and-swap transactions, retried) and
 //!   concurrent patches of one document lose no update, and the totals match a model of the
 //!   acknowledged operations: `concurrent_transactions_and_patches_lose_nothing`.
+//! - `prev_kv` carries the previous value on every kind of event (a put that creates, one that
+//!   replaces, a delete, a transaction's writes, a lease's end), live and replayed from history:
+//!   `prev_kv_comes_with_every_event`.
 //! - A transaction is one record in the log: cut anywhere, recovery has all of its writes or
 //!   none, and after a restart history replays it whole with previous values:
 //!   `a_transaction_is_one_logged_change`.
@@ -802,6 +805,143 @@ async fn concurrent_transactions_and_patches_lose_nothing(backend: Backend) {
     let log: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&value(&mut client, "bank/log").await.unwrap()).unwrap();
     assert_eq!(log.len(), TASKS * TRANSFERS, "every patch is kept");
+}
+
+both_backends!(prev_kv_comes_with_every_event);
+async fn prev_kv_comes_with_every_event(backend: Backend) {
+    let (_server, mut client) = start_on(backend, common::config()).await;
+    let start = common::put(&mut client, "v/a", r#"{"n":1}"#).await;
+    common::put(&mut client, "v/a", r#"{"n":2}"#).await;
+    common::del(&mut client, "v/a").await;
+    let last = txn(
+        &mut client,
+        vec![],
+        vec![insert("v/a", "3"), insert("v/b", "4")],
+        vec![],
+    )
+    .await
+    .unwrap()
+    .revision;
+    let last = txn(
+        &mut client,
+        vec![],
+        vec![merge("v/a", r#"{"m":5}"#), delete("v/b")],
+        vec![],
+    )
+    .await
+    .unwrap()
+    .revision
+    .max(last);
+    let want = [
+        ("v/a", None),
+        ("v/a", Some(r#"{"n":1}"#)),
+        ("v/a", Some(r#"{"n":2}"#)),
+        ("v/a", None),
+        ("v/b", None),
+        ("v/a", Some("3")),
+        ("v/b", Some("4")),
+    ];
+    // Replayed from history, on a key and on the prefix.
+    for prefix in [true, false] {
+        let mut stream = if prefix {
+            client
+                .watch_prefix(pb::WatchPrefixRequest {
+                    prefix: "v/".into(),
+                    start_revision: start,
+                    value_encoding: ValueEncoding::Json as i32,
+                    prev_kv: true,
+                    ..Default::default()
+                })
+                .await
+        } else {
+            client
+                .watch_key(pb::WatchKeyRequest {
+                    key: "v/a".into(),
+                    start_revision: start,
+                    value_encoding: ValueEncoding::Json as i32,
+                    prev_kv: true,
+                    ..Default::default()
+                })
+                .await
+        }
+        .unwrap()
+        .into_inner();
+        let messages = messages_through(&mut stream, last).await;
+        let got: Vec<(String, Option<String>)> = events(&messages)
+            .iter()
+            .map(|e| {
+                (
+                    e.kv.as_ref().unwrap().key.clone(),
+                    e.prev_kv.as_ref().map(|kv| kv.value_json.clone()),
+                )
+            })
+            .collect();
+        let want: Vec<_> = want
+            .iter()
+            .filter(|(key, _)| prefix || *key == "v/a")
+            .map(|(k, v)| (k.to_string(), v.map(str::to_owned)))
+            .collect();
+        assert_eq!(got, want, "prefix watch: {prefix}");
+    }
+    // Live, and only when asked for.
+    let mut asked = client
+        .watch_key(pb::WatchKeyRequest {
+            key: "v/a".into(),
+            value_encoding: ValueEncoding::Json as i32,
+            prev_kv: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut plain = common::watch_key(&mut client, "v/a", 0).await.unwrap();
+    let revision = common::put(&mut client, "v/a", "6").await;
+    for (stream, with) in [(&mut asked, true), (&mut plain, false)] {
+        let messages = messages_through(stream, revision).await;
+        let event = events(&messages).pop().unwrap().clone();
+        let prev = event.prev_kv.map(|kv| (kv.value_json, kv.mod_revision));
+        let want = with.then(|| (r#"{"m":5}"#.to_owned(), last));
+        assert_eq!(prev, want, "with prev_kv asked for: {with}");
+    }
+    // A lease's end: its delete carries the value it removed.
+    let lease = client
+        .lease_grant(pb::LeaseGrantRequest {
+            ttl_seconds: 3600,
+            id: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    client
+        .insert(pb::InsertRequest {
+            key: "v/c".into(),
+            new_value: Some(NewValue::ValueJson("7".into())),
+            lease,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut leased = client
+        .watch_key(pb::WatchKeyRequest {
+            key: "v/c".into(),
+            value_encoding: ValueEncoding::Json as i32,
+            prev_kv: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let revoked = client
+        .lease_revoke(pb::LeaseRevokeRequest { id: lease })
+        .await
+        .unwrap()
+        .into_inner()
+        .revision;
+    let messages = messages_through(&mut leased, revoked).await;
+    let event = events(&messages).pop().unwrap().clone();
+    assert_eq!(event.r#type, pb::event::EventType::Delete as i32);
+    assert_eq!(event.prev_kv.unwrap().value_json, "7");
 }
 
 fn disk(dir: &std::path::Path) -> jsonkv_server::Config {

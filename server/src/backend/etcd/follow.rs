@@ -71,7 +71,7 @@ async fn follow_once(
     from: Revision,
     backoff: &mut Backoff,
 ) -> Result<Stop, Error> {
-    let mut stream = remote.watch(from).await?;
+    let mut stream = remote.watch(from, false).await?;
     loop {
         let response = match stream.message().await {
             Ok(Some(response)) => response,

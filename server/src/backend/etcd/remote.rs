@@ -410,9 +410,13 @@ impl Remote {
     }
 
     /// Watches every key under the prefix from revision `from` on. Events come without the
-    /// key's value before them: the follower knows it, and asking etcd costs it a read each.
-    pub async fn watch(&self, from: Revision) -> Result<WatchStream, Error> {
-        let options = WatchOptions::new().with_prefix().with_start_revision(from);
+    /// key's value before them unless `previous` (the follower knows it, and asking etcd costs
+    /// it a read each; a replay of history older than the view's has only etcd to ask).
+    pub async fn watch(&self, from: Revision, previous: bool) -> Result<WatchStream, Error> {
+        let mut options = WatchOptions::new().with_prefix().with_start_revision(from);
+        if previous {
+            options = options.with_prev_key();
+        }
         self.call("watch", || {
             let mut watch = self
                 .client
@@ -460,8 +464,9 @@ impl Remote {
             revision: kv.mod_revision(),
             key: key.to_owned(),
             entry,
-            // Filled in by whoever applies the event in order (View::apply_filling_previous).
-            previous: None,
+            // Unless the watch asked for it, filled in by whoever applies the event in order
+            // (View::apply_filling_previous).
+            previous: event.prev_kv().and_then(|kv| self.entry(kv)),
             // etcd tells a lease's deletes from a client's by nothing.
             lease_end: None,
         })

@@ -44,7 +44,7 @@ impl EtcdReplay {
     async fn next_events(&mut self) -> Result<Option<Vec<Arc<Event>>>, Error> {
         while !self.finished {
             if self.stream.is_none() {
-                self.stream = Some(self.remote.watch(self.requested).await?);
+                self.stream = Some(self.remote.watch(self.requested, true).await?);
             }
             let stream = self.stream.as_mut().expect("just opened");
             let response = match stream.message().await {
