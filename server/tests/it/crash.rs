@@ -11,6 +11,8 @@
 //! - `--workers N` runs N tokio workers, and the crash guarantees hold with one.
 //! - Acknowledged lease grants, leased keys and revokes survive SIGKILL, and a revoke is all or
 //!   nothing: `leases_and_revokes_survive_sigkill` (four kills).
+//! - An acknowledged transaction survives SIGKILL whole, and one cut off is there whole or not
+//!   at all: never part of its writes (`transactions_survive_sigkill_whole`, four kills).
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -397,4 +399,161 @@ async fn verify_leases(client: &mut JsonKvClient<Channel>, fates: &HashMap<i64, 
             );
         }
     }
+}
+
+/// One writer's transactions: each moves its three keys to the next generation (writes
+/// `gen/N/k` and deletes `gen/N-1/k`), so after a crash exactly one generation is there, whole.
+#[derive(Debug, Default)]
+struct Generations {
+    /// The last generation a transaction was acknowledged for.
+    acknowledged: Option<u64>,
+    /// The generation of the transaction in flight when the server died, if any.
+    in_flight: Option<u64>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_survive_sigkill_whole() {
+    use pb::op::Request as Op;
+    let dir = tempfile::tempdir().unwrap();
+    let mut writers_state: Vec<Generations> = (0..4).map(|_| Generations::default()).collect();
+    let mut transactions = 0;
+    let mut seed = 0x7e57;
+    let key = |w: usize, generation: u64, k: usize| format!("txn/{w}/{generation}/{k}");
+    for round in 0..4u64 {
+        let port = free_port();
+        let sync = if round % 2 == 0 { "always" } else { "none" };
+        let mut server = spawn_server(dir.path(), port, sync, 2);
+        let client = connect(port).await;
+        let present = verify_generations(&mut client.clone(), &writers_state, key).await;
+        let writers: Vec<_> = present
+            .into_iter()
+            .enumerate()
+            .map(|(w, previous)| {
+                let mut client = client.clone();
+                // A transaction cut off in the last round may or may not have happened: go on
+                // from whichever generation is there.
+                let start = previous.map_or(0, |g| g + 1);
+                tokio::spawn(async move {
+                    let mut previous = previous;
+                    let mut last = None;
+                    let mut done = 0;
+                    for generation in start.. {
+                        let mut ops: Vec<pb::Op> = (0..3)
+                            .map(|k| pb::Op {
+                                request: Some(Op::Insert(pb::InsertRequest {
+                                    key: key(w, generation, k),
+                                    new_value: Some(NewValue::ValueJson(generation.to_string())),
+                                    ..Default::default()
+                                })),
+                            })
+                            .collect();
+                        if let Some(old) = previous {
+                            ops.extend((0..3).map(|k| pb::Op {
+                                request: Some(Op::Delete(pb::DeleteRequest {
+                                    key: key(w, old, k),
+                                    allow_missing: true,
+                                    ..Default::default()
+                                })),
+                            }));
+                        }
+                        let request = pb::TxnRequest {
+                            compare: vec![],
+                            success: ops,
+                            failure: vec![],
+                        };
+                        match tokio::time::timeout(CALL_LIMIT, client.txn(request)).await {
+                            Ok(Ok(_)) => {
+                                last = Some(generation);
+                                previous = Some(generation);
+                                done += 1;
+                            }
+                            // A refusal, not the server going away: the test's own mistake.
+                            Ok(Err(status))
+                                if matches!(
+                                    status.code(),
+                                    tonic::Code::InvalidArgument
+                                        | tonic::Code::FailedPrecondition
+                                        | tonic::Code::NotFound
+                                ) =>
+                            {
+                                panic!("writer {w}, generation {generation}: {status}")
+                            }
+                            _ => return (last, Some(generation), done),
+                        }
+                    }
+                    unreachable!()
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200 + next_random(&mut seed) % 400)).await;
+        server.kill();
+        for (state, writer) in writers_state.iter_mut().zip(writers) {
+            let (acknowledged, in_flight, done) = writer.await.unwrap();
+            transactions += done;
+            if acknowledged.is_some() {
+                state.acknowledged = acknowledged;
+            }
+            state.in_flight = in_flight;
+        }
+    }
+    let port = free_port();
+    let _server = spawn_server(dir.path(), port, "always", 2);
+    let mut client = connect(port).await;
+    verify_generations(&mut client, &writers_state, key).await;
+    assert!(
+        writers_state.iter().all(|s| s.acknowledged.is_some()) && transactions > 40,
+        "the kills left little to check: {transactions} transactions, {writers_state:?}"
+    );
+}
+
+/// Each writer has exactly one generation of keys, whole: the acknowledged one, or the one in
+/// flight when the server died. Returns the generation each writer has.
+async fn verify_generations(
+    client: &mut JsonKvClient<Channel>,
+    writers: &[Generations],
+    key: impl Fn(usize, u64, usize) -> String,
+) -> Vec<Option<u64>> {
+    let mut present = Vec::new();
+    for (w, state) in writers.iter().enumerate() {
+        let listed = client
+            .list(pb::ListRequest {
+                prefix: format!("txn/{w}/"),
+                page_size: 1000,
+                value_encoding: ValueEncoding::Json as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .kvs;
+        let Some(acknowledged) = state.acknowledged else {
+            assert!(
+                listed.is_empty() || listed.len() == 3,
+                "writer {w}: a partial transaction: {listed:?}"
+            );
+            present.push(listed.first().map(|kv| kv.value_json.parse().unwrap()));
+            continue;
+        };
+        let generation: u64 = listed
+            .first()
+            .unwrap_or_else(|| panic!("writer {w}: generation {acknowledged} lost"))
+            .value_json
+            .parse()
+            .unwrap();
+        assert!(
+            generation == acknowledged || Some(generation) == state.in_flight,
+            "writer {w}: generation {generation}, acknowledged {acknowledged}, in flight {:?}",
+            state.in_flight
+        );
+        let want: Vec<String> = (0..3).map(|k| key(w, generation, k)).collect();
+        let got: Vec<String> = listed.iter().map(|kv| kv.key.clone()).collect();
+        assert_eq!(got, want, "writer {w}: one generation, whole");
+        let revisions: Vec<i64> = listed.iter().map(|kv| kv.mod_revision).collect();
+        assert!(
+            revisions.windows(2).all(|r| r[0] == r[1]),
+            "one revision: {revisions:?}"
+        );
+        present.push(Some(generation));
+    }
+    present
 }
