@@ -3,6 +3,8 @@
 //! number's text (`arbitrary_precision`), so a patch never rounds a number it does not touch,
 //! nor one it writes.
 
+use std::collections::HashMap;
+
 use json_patch::PatchErrorKind;
 use serde_json::Value as Json;
 
@@ -36,13 +38,21 @@ impl Patch {
     pub fn apply(&self, key: &str, current: Option<&Doc>) -> Result<Json, Error> {
         match self {
             Patch::Merge(merge) => {
-                let mut doc = current.map_or(Json::Null, |doc| doc.json().as_ref().clone());
+                let Some(current) = current else {
+                    let mut doc = Json::Null;
+                    json_patch::merge(&mut doc, merge);
+                    return Ok(doc);
+                };
+                let original = current.json();
+                let mut doc = original.as_ref().clone();
                 json_patch::merge(&mut doc, merge);
+                keep_order(&original, &mut doc);
                 Ok(doc)
             }
             Patch::Json(patch) => {
                 let current = current.ok_or_else(|| Error::NotFound(key.to_owned()))?;
-                let mut doc = current.json().as_ref().clone();
+                let original = current.json();
+                let mut doc = original.as_ref().clone();
                 json_patch::patch(&mut doc, patch).map_err(|err| {
                     let operation = err.operation;
                     let path = err.path.to_string();
@@ -67,8 +77,41 @@ impl Patch {
                         ),
                     }
                 })?;
+                keep_order(&original, &mut doc);
                 Ok(doc)
             }
+        }
+    }
+}
+
+/// Puts the members of every object of `patched` that `original` also had back in their
+/// original order, the new ones after them as the patch added them. Stored documents keep their
+/// members' order, but the crate removes a member by moving the last one into its place
+/// (`serde_json`'s `remove` under `preserve_order`). Objects inside arrays are left as they
+/// are: an array's elements may have moved, so its old elements say nothing about its new.
+fn keep_order(original: &Json, patched: &mut Json) {
+    let (Json::Object(original), Json::Object(patched)) = (original, patched) else {
+        return;
+    };
+    let position: HashMap<&str, usize> = original
+        .keys()
+        .enumerate()
+        .map(|(i, key)| (key.as_str(), i))
+        .collect();
+    let mut last = None;
+    let in_order = patched
+        .keys()
+        .filter_map(|key| position.get(key.as_str()).copied())
+        .all(|index| last.replace(index).is_none_or(|before| before < index));
+    if !in_order {
+        let mut members: Vec<(String, Json)> = std::mem::take(patched).into_iter().collect();
+        // Stable: the new members stay in the order the patch left them.
+        members.sort_by_key(|(key, _)| position.get(key.as_str()).copied().unwrap_or(usize::MAX));
+        patched.extend(members);
+    }
+    for (key, value) in patched.iter_mut() {
+        if let Some(before) = original.get(key) {
+            keep_order(before, value);
         }
     }
 }
@@ -118,6 +161,33 @@ mod tests {
         for (target, patch, result) in cases {
             assert_eq!(merge(target, patch), result, "{target} + {patch}");
         }
+    }
+
+    #[test]
+    fn removing_a_member_keeps_the_others_in_their_order() {
+        assert_eq!(
+            merge(
+                r#"{"a":1,"b":2,"c":3,"d":{"x":1,"y":2,"z":3}}"#,
+                r#"{"a":null,"e":5,"d":{"x":null,"w":0}}"#
+            ),
+            r#"{"b":2,"c":3,"d":{"y":2,"z":3,"w":0},"e":5}"#
+        );
+        assert_eq!(
+            json_patch(
+                r#"{"a":1,"b":2,"c":3}"#,
+                r#"[{"op":"remove","path":"/a"},{"op":"add","path":"/n","value":0}]"#
+            )
+            .unwrap(),
+            r#"{"b":2,"c":3,"n":0}"#
+        );
+        assert_eq!(
+            json_patch(
+                r#"{"a":1,"b":2,"c":3}"#,
+                r#"[{"op":"move","from":"/a","path":"/z"}]"#
+            )
+            .unwrap(),
+            r#"{"b":2,"c":3,"z":1}"#
+        );
     }
 
     #[test]
