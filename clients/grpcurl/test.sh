@@ -147,9 +147,15 @@ rev0=$(field revision)
 "$GRPCURL" -plaintext -max-time 30 -d '{"key":"watched"}' "$ADDR" jsonkv.v1.JsonKv/WatchKey \
   >"$WORK/watch.json" 2>"$WORK/watch.err" &
 watch_pid=$!
-# Polls until FILE holds COUNT lines matching TEXT, or the watch has ended.
+# Polls until FILE holds COUNT lines matching TEXT, or the watch has ended. FILE may not exist
+# yet: the background shell creates it only once it gets to run, and until then it counts 0.
 await_lines() {
-  while kill -0 "$watch_pid" 2>/dev/null && (($(grep -cF -- "$2" "$1") < $3)); do sleep 0.1; done
+  local seen
+  while kill -0 "$watch_pid" 2>/dev/null; do
+    seen=$(grep -cF -- "$2" "$1" 2>/dev/null) || true
+    ((${seen:-0} >= $3)) && return
+    sleep 0.1
+  done
 }
 await_lines "$WORK/watch.json" '"snapshot"' 1
 rpc -d '{"key":"watched","value":"v1"}' "$ADDR" jsonkv.v1.JsonKv/Insert
