@@ -14,6 +14,13 @@
 // `await lease.close()`, which revokes it. Locks: `await client.lock(name, { ttl })` resolves once
 // this client holds the lock, built on a lease the way etcd's concurrency package builds one, so
 // a holder that dies releases it once its lease expires; `await lock.release()` lets it go.
+//
+// Transactions and patches: patch(key, { merge }) (or merge(key, value)) applies an RFC 7396
+// merge patch on the server, patch(key, { json_patch }) an RFC 6902 JSON Patch; both resolve to
+// the resulting entry. txn({ compare, success, failure }) takes conditions made by compare() and
+// operations made by op.get(), op.insert(), op.delete() and op.patch(), and resolves to
+// { succeeded, revision, results }. Watches take `prev_kv: true` to get each key's value before
+// the change as `event.prevEntry`.
 'use strict';
 
 const path = require('node:path');
@@ -68,6 +75,11 @@ function toEntry(kv) {
   };
 }
 
+// An entry for a KeyValue that may be unset (null): a Get of an absent key, no previous value.
+function toEntryOrNull(kv) {
+  return kv ? toEntry(kv) : null;
+}
+
 const EVENT_TYPES = { EVENT_TYPE_PUT: 'put', EVENT_TYPE_DELETE: 'delete' };
 const CAUSES = { CAUSE_EXPIRED: 'expired', CAUSE_REVOKED: 'revoked' };
 
@@ -80,11 +92,116 @@ function int64(value, name) {
   return value;
 }
 
+// The requests of the RPCs a transaction can hold, built one way for the call and for op.*.
+
+function getRequest(key) {
+  return { key, value_encoding: 'VALUE_ENCODING_JSON' };
+}
+
+function insertRequest(key, json, { expected_mod_revision, lease = 0 } = {}) {
+  return { key, value_json: json, expected_mod_revision, lease: int64(lease, 'lease') };
+}
+
+function deleteRequest(key, { expected_mod_revision, allow_missing = false } = {}) {
+  return { key, expected_mod_revision, allow_missing };
+}
+
+// Exactly one of `merge` (any JSON value, null included, sent as JSON.stringify(merge)),
+// `merge_json` (JSON text, sent as written) and `json_patch` (an array of operations, or the
+// text of one sent as written).
+function patchRequest(key, patch = {}) {
+  const { merge, merge_json, json_patch, expected_mod_revision, lease = 0 } = patch;
+  const given = { merge, merge_json, json_patch };
+  const set = Object.keys(given).filter((name) => given[name] !== undefined);
+  if (set.length !== 1) {
+    throw new TypeError(
+      `patch of ${key}: give exactly one of merge, merge_json and json_patch, not [${set}]`,
+    );
+  }
+  const request = {
+    key,
+    expected_mod_revision,
+    lease: int64(lease, 'lease'),
+    value_encoding: 'VALUE_ENCODING_JSON',
+  };
+  if (merge !== undefined) request.merge_json = JSON.stringify(merge);
+  else if (merge_json !== undefined) request.merge_json = merge_json;
+  else if (typeof json_patch === 'string') request.json_patch = json_patch;
+  else request.json_patch = JSON.stringify(json_patch);
+  return request;
+}
+
+const COMPARE_RESULTS = {
+  '==': 'COMPARE_RESULT_EQUAL',
+  '!=': 'COMPARE_RESULT_NOT_EQUAL',
+  '<': 'COMPARE_RESULT_LESS',
+  '>': 'COMPARE_RESULT_GREATER',
+};
+const COMPARE_TARGETS = [
+  'mod_revision',
+  'create_revision',
+  'version',
+  'value',
+  'value_json',
+  'exists',
+];
+
+// One condition of a transaction: the key's `target <result> given`, with `result` one of '=='
+// (the default), '!=', '<', '>'. compare('a', { mod_revision: rev }) holds when a's mod revision
+// is rev; compare('a', { version: 3, result: '<' }) when a was written fewer than 3 times since
+// it was created. Exactly one target: `mod_revision`, `create_revision`, `version` (all 0 for an
+// absent key; numbers or decimal strings), `value` (the document, sent as JSON.stringify;
+// compared as JSON; an absent key equals none), `value_json` (the same as JSON text, sent as
+// written) or `exists`; `value`, `value_json` and `exists` take '==' and '!=' only.
+function compare(key, { result = '==', ...target } = {}) {
+  if (!(result in COMPARE_RESULTS)) {
+    const known = Object.keys(COMPARE_RESULTS).join(' ');
+    throw new TypeError(`compare result ${result} is none of ${known}`);
+  }
+  const set = Object.keys(target).filter((name) => target[name] !== undefined);
+  if (set.length !== 1 || !COMPARE_TARGETS.includes(set[0])) {
+    throw new TypeError(
+      `compare of ${key}: give exactly one of ${COMPARE_TARGETS.join(', ')}, not [${set}]`,
+    );
+  }
+  const [name] = set;
+  const request = { key, result: COMPARE_RESULTS[result] };
+  if (name === 'value') request.value_json = JSON.stringify(target.value);
+  else if (name === 'exists') request.exists = target.exists;
+  else request[name] = name === 'value_json' ? target[name] : int64(target[name], name);
+  return request;
+}
+
+// The operations of a transaction; their options are those of the Client methods of the same
+// names, and so are their results: get an entry (null if the key is absent), insert and delete
+// the response, patch the entry after the patch.
+const op = {
+  get: (key) => ({ get: getRequest(key) }),
+  insert: (key, value, options) => op.insertJson(key, JSON.stringify(value), options),
+  insertJson: (key, json, options) => ({ insert: insertRequest(key, json, options) }),
+  delete: (key, options) => ({ delete: deleteRequest(key, options) }),
+  patch: (key, patch) => ({ patch: patchRequest(key, patch) }),
+};
+
+// One operation's result, as the Client method of its name resolves.
+function opResult(result) {
+  switch (result.response) {
+    case 'get':
+      return toEntryOrNull(result.get.kv);
+    case 'patch':
+      return toEntry(result.patch.kv);
+    default:
+      return result[result.response];
+  }
+}
+
 // One watch stream: next() resolves to a snapshot ({ type: 'snapshot', revision, entries }),
 // unless the watch started from a revision, then to events ({ type: 'put' | 'delete', revision,
-// entry, lease, cause }): a delete that a lease's end caused names the `lease` and the `cause`,
-// 'expired' or 'revoked'; any other event has `lease` '0' and `cause` null (a put shows the key's
-// lease in `entry.lease`; on a cluster, `--etcd`, a lease's deletes come as plain deletes). A
+// entry, lease, cause, prevEntry }): a delete that a lease's end caused names the `lease` and the
+// `cause`, 'expired' or 'revoked'; any other event has `lease` '0' and `cause` null (a put shows
+// the key's lease in `entry.lease`; on a cluster, `--etcd`, a lease's deletes come as plain
+// deletes). `prevEntry` is the key just before the change on a watch asked for with `prev_kv`,
+// null if the key did not exist then (or it was not asked for). A
 // snapshot sent in several messages comes out as one. Progress notices are consumed here: they
 // only advance `resumeRevision`, the start_revision that resumes after all seen so far.
 // `storeId` is the store those revisions belong to (the stream's jsonkv-store-id header, set
@@ -139,6 +256,7 @@ class Watch {
           entry: toEntry(msg.event.kv),
           lease: msg.event.lease,
           cause: CAUSES[msg.event.cause] ?? null,
+          prevEntry: toEntryOrNull(msg.event.prev_kv),
         };
       }
     }
@@ -294,7 +412,7 @@ class Client {
   }
 
   async get(key) {
-    const response = await this.unary('Get', { key, value_encoding: 'VALUE_ENCODING_JSON' });
+    const response = await this.unary('Get', getRequest(key));
     return toEntry(response.kv);
   }
 
@@ -307,13 +425,61 @@ class Client {
   // `expected_mod_revision` (number or decimal string): only if the key's mod revision is that
   // (0: only if absent). `lease` (an id): attaches the key to that live lease (NOT_FOUND, and
   // nothing written, if it is not live); 0 or none detaches it from any.
-  async insertJson(key, json, { expected_mod_revision, lease = 0 } = {}) {
-    const request = { key, value_json: json, expected_mod_revision, lease: int64(lease, 'lease') };
-    return this.unary('Insert', request);
+  async insertJson(key, json, options = {}) {
+    return this.unary('Insert', insertRequest(key, json, options));
   }
 
-  delete(key, { expected_mod_revision, allow_missing = false } = {}) {
-    return this.unary('Delete', { key, expected_mod_revision, allow_missing });
+  delete(key, options = {}) {
+    return this.unary('Delete', deleteRequest(key, options));
+  }
+
+  // Changes the key's document on the server, atomically, and resolves to the key after it (its
+  // `mod_revision` is the patch's revision). Give exactly one of:
+  // - `merge`: an RFC 7396 merge patch ({ a: { b: 1 }, c: null } sets a.b, removes c), sent as
+  //   JSON.stringify(merge); `merge_json`: the same as JSON text, sent as written (lossless).
+  //   On an absent key it creates the key, applied to null.
+  // - `json_patch`: an RFC 6902 JSON Patch, an array of operations (add, remove, replace, move,
+  //   copy, test) applied in order, all or none, or its JSON text. NOT_FOUND on an absent key; a
+  //   `test` that fails or a path that does not exist is FAILED_PRECONDITION (errorInfo reason
+  //   PATCH_TEST_FAILED or PATCH_PATH_NOT_FOUND, with the `operation` index and `path`).
+  // With `expected_mod_revision`, only if the key's mod revision is that (else
+  // FAILED_PRECONDITION, REVISION_MISMATCH). `lease` attaches the key to that live lease; 0 or
+  // none keeps the lease it has. A malformed patch is INVALID_ARGUMENT. Nothing is changed on any
+  // error.
+  async patch(key, patch) {
+    return toEntry((await this.unary('Patch', patchRequest(key, patch))).kv);
+  }
+
+  // patch(key, { merge: value, ...options }).
+  merge(key, value, options = {}) {
+    return this.patch(key, { ...options, merge: value });
+  }
+
+  // patch(key, { merge_json: json, ...options }): numbers of any size survive exactly.
+  mergeJson(key, json, options = {}) {
+    return this.patch(key, { ...options, merge_json: json });
+  }
+
+  // If every comparison holds (none: always), runs `success`, otherwise `failure`; every write
+  // of the branch at one revision, all or nothing, and watchers see them together:
+  //   const { succeeded, revision, results } = await client.txn({
+  //     compare: [compare('job', { mod_revision: seen }), compare('lock', { exists: false })],
+  //     success: [op.insert('job', { state: 'run' }), op.patch('stats', { merge: { runs: 3 } })],
+  //     failure: [op.get('job')],
+  //   });
+  // `results` has one result per operation of the branch that ran (see `op`); `revision` is that
+  // of the writes, or if none the one it read at. Operations run in order, and a get sees the
+  // writes before it. Failing comparisons are not an error (`succeeded` is false); an operation
+  // that fails (a mismatched `expected_mod_revision`, a patch that does not apply, a delete of an
+  // absent key without `allow_missing`) rejects the call with its error and changes nothing. A
+  // branch writes each key at most once (INVALID_ARGUMENT otherwise).
+  async txn({ compare = [], success = [], failure = [] } = {}) {
+    const response = await this.unary('Txn', { compare, success, failure });
+    return {
+      succeeded: response.succeeded,
+      revision: response.revision,
+      results: response.results.map(opResult),
+    };
   }
 
   // Every key under `prefix` in key order, fetching a page at a time. With `min_revision`, each
@@ -338,16 +504,35 @@ class Client {
   // `deadlineMs`, when given, bounds the whole stream. To resume an earlier watch, pass its
   // `resumeRevision` as `start_revision`, its `storeId` as `store_id` and its `resumeSeenKeys`
   // as `seen_keys`: the watch then fails with FAILED_PRECONDITION (STORE_MISMATCH,
-  // STORE_BEHIND) where resuming would skip changes, and repeats none it saw.
-  watchKey(key, { start_revision = 0, store_id = '', seen_keys = [], deadlineMs } = {}) {
-    const request = { key, start_revision, store_id, value_encoding: 'VALUE_ENCODING_JSON' };
+  // STORE_BEHIND) where resuming would skip changes, and repeats none it saw. With `prev_kv`,
+  // each event carries the key as it was before the change (`prevEntry`).
+  watchKey(
+    key,
+    { start_revision = 0, store_id = '', seen_keys = [], prev_kv = false, deadlineMs } = {},
+  ) {
+    const request = {
+      key,
+      start_revision,
+      store_id,
+      prev_kv,
+      value_encoding: 'VALUE_ENCODING_JSON',
+    };
     const call = this.stub.WatchKey(request, streamOptions(deadlineMs));
     return new Watch(call, start_revision, seen_keys);
   }
 
   // The options are as in watchKey().
-  watchPrefix(prefix, { start_revision = 0, store_id = '', seen_keys = [], deadlineMs } = {}) {
-    const request = { prefix, start_revision, store_id, value_encoding: 'VALUE_ENCODING_JSON' };
+  watchPrefix(
+    prefix,
+    { start_revision = 0, store_id = '', seen_keys = [], prev_kv = false, deadlineMs } = {},
+  ) {
+    const request = {
+      prefix,
+      start_revision,
+      store_id,
+      prev_kv,
+      value_encoding: 'VALUE_ENCODING_JSON',
+    };
     const call = this.stub.WatchPrefix(request, streamOptions(deadlineMs));
     return new Watch(call, start_revision, seen_keys);
   }
@@ -488,6 +673,8 @@ module.exports = {
   Watch,
   Lease,
   Lock,
+  compare,
+  op,
   errorInfo,
   statusDetails,
   grpc,

@@ -10,6 +10,13 @@ which goes when the lease expires or is revoked. `with client.lease(ttl) as leas
 and keeps it alive from a background thread until the block ends, then revokes it. Locks:
 `with client.lock(name, ttl=...) as lock:` holds a lock built on a lease the way etcd's
 concurrency package builds one, so a holder that dies releases it once its lease expires.
+
+Transactions and patches: `patch(key, merge)` (or `merge(key, obj)`) applies an RFC 7396 merge
+patch on the server, `patch(key, json_patch=[...])` an RFC 6902 JSON Patch; both return the
+resulting Entry. `txn(compare=[...], success=[...], failure=[...])` takes `Compare` conditions and
+`Get`, `Insert`, `Delete` and `Patch` operations (small dataclasses that build the requests) and
+returns a TxnResult. Watches take `prev_kv=True` to get each key's value before the change as
+`Event.prev_entry`.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +48,16 @@ DEFAULT_TIMEOUT = 10.0
 # The response header of every watch stream that names the store its revisions belong to.
 STORE_ID_HEADER = "jsonkv-store-id"
 _JSON = pb.VALUE_ENCODING_JSON
+
+
+class _Unset:
+    """Marks an argument not given where None is a value (JSON null)."""
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET: Any = _Unset()
 
 
 def to_json(value: Any) -> str:
@@ -79,13 +96,15 @@ class Event:
     """One change: `type` is "put" or "delete". A delete that a lease's end caused names the
     `lease` and the `cause`, "expired" or "revoked"; any other event has `lease` 0 and `cause`
     None (a put shows the key's lease in `entry.lease`). On a cluster (`--etcd`) a lease's
-    deletes come as plain deletes."""
+    deletes come as plain deletes. `prev_entry` is the key just before the change, on a watch
+    asked for with `prev_kv=True`; None if the key did not exist then (or was not asked for)."""
 
     type: str
     entry: Entry
     revision: int
     lease: int = 0
     cause: str | None = None
+    prev_entry: Entry | None = None
 
 
 _EVENT_TYPES = {pb.Event.EVENT_TYPE_PUT: "put", pb.Event.EVENT_TYPE_DELETE: "delete"}
@@ -144,12 +163,14 @@ class Watch:
                 else:
                     self._seen(revision)
                 event_type = _EVENT_TYPES.get(msg.event.type, "unspecified")
+                prev_kv = msg.event.prev_kv if msg.event.HasField("prev_kv") else None
                 return Event(
                     event_type,
                     Entry.from_pb(msg.event.kv),
                     revision,
                     msg.event.lease,
                     _CAUSES.get(msg.event.cause),
+                    None if prev_kv is None else Entry.from_pb(prev_kv),
                 )
         raise StopIteration
 
@@ -270,6 +291,165 @@ class Lock:
         self.release()
 
 
+_COMPARE_RESULTS = {
+    "==": pb.COMPARE_RESULT_EQUAL,
+    "!=": pb.COMPARE_RESULT_NOT_EQUAL,
+    "<": pb.COMPARE_RESULT_LESS,
+    ">": pb.COMPARE_RESULT_GREATER,
+}
+_COMPARE_TARGETS = ("mod_revision", "create_revision", "version", "value", "exists")
+
+
+@dataclass(frozen=True)
+class Compare:
+    """One condition of a transaction (see `Client.txn`): the key's `target <result> given`, with
+    `result` one of "==" (the default), "!=", "<", ">". `Compare("a", mod_revision=5)` holds when
+    a's mod revision is 5; `Compare("a", "<", version=3)` when a was written fewer than 3 times
+    since it was created. Exactly one target: `mod_revision`, `create_revision`, `version` (all 0
+    for an absent key), `value` (the document, compared as JSON; an absent key equals none) or
+    `exists`; `value` and `exists` take "==" and "!=" only."""
+
+    key: str
+    result: str = "=="
+    _: KW_ONLY
+    mod_revision: int | None = None
+    create_revision: int | None = None
+    version: int | None = None
+    value: Any = _UNSET
+    exists: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.result not in _COMPARE_RESULTS:
+            raise ValueError(f"Compare result {self.result!r} is none of {list(_COMPARE_RESULTS)}")
+        given = [name for name in _COMPARE_TARGETS if self._given(name)]
+        if len(given) != 1:
+            raise ValueError(f"Compare of {self.key!r} needs exactly one target, not {given}")
+
+    def _given(self, name: str) -> bool:
+        return getattr(self, name) is not (_UNSET if name == "value" else None)
+
+    def to_pb(self) -> pb.Compare:
+        compare = pb.Compare(key=self.key, result=_COMPARE_RESULTS[self.result])
+        if self.value is not _UNSET:
+            compare.value_json = to_json(self.value)
+        else:
+            (name,) = (name for name in _COMPARE_TARGETS if self._given(name))
+            setattr(compare, name, getattr(self, name))
+        return compare
+
+
+@dataclass(frozen=True)
+class Get:
+    """Reads `key`, in a transaction. Its result is the Entry, or None if the key is absent."""
+
+    key: str
+
+    def to_pb(self) -> pb.GetRequest:
+        return pb.GetRequest(key=self.key, value_encoding=_JSON)
+
+
+@dataclass(frozen=True)
+class Insert:
+    """Stores `value` at `key`, as `Client.insert`. Its result is the InsertResponse."""
+
+    key: str
+    value: Any
+    _: KW_ONLY
+    expected_mod_revision: int | None = None
+    lease: int = 0
+
+    def to_pb(self) -> pb.InsertRequest:
+        return pb.InsertRequest(
+            key=self.key,
+            value_json=to_json(self.value),
+            expected_mod_revision=self.expected_mod_revision,
+            lease=self.lease,
+        )
+
+
+@dataclass(frozen=True)
+class Delete:
+    """Deletes `key`, as `Client.delete`. Its result is the DeleteResponse."""
+
+    key: str
+    _: KW_ONLY
+    expected_mod_revision: int | None = None
+    allow_missing: bool = False
+
+    def to_pb(self) -> pb.DeleteRequest:
+        return pb.DeleteRequest(
+            key=self.key,
+            expected_mod_revision=self.expected_mod_revision,
+            allow_missing=self.allow_missing,
+        )
+
+
+@dataclass(frozen=True)
+class Patch:
+    """Patches `key`'s document, as `Client.patch`: with `merge`, an RFC 7396 merge patch (any
+    JSON, None included); with `json_patch`, an RFC 6902 JSON Patch (a list of operations such as
+    `{"op": "add", "path": "/a", "value": 1}`). Exactly one of the two. Its result is the Entry
+    after the patch."""
+
+    key: str
+    merge: Any = _UNSET
+    _: KW_ONLY
+    json_patch: list[dict[str, Any]] | None = None
+    expected_mod_revision: int | None = None
+    # None keeps the key's lease (a patch changes the document, not who owns it).
+    lease: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.merge is _UNSET) == (self.json_patch is None):
+            raise ValueError(f"Patch of {self.key!r} needs exactly one of merge and json_patch")
+
+    def to_pb(self) -> pb.PatchRequest:
+        request = pb.PatchRequest(
+            key=self.key,
+            expected_mod_revision=self.expected_mod_revision,
+            lease=self.lease or 0,
+            value_encoding=_JSON,
+        )
+        if self.json_patch is None:
+            request.merge_json = to_json(self.merge)
+        else:
+            request.json_patch = to_json(self.json_patch)
+        return request
+
+
+# The Op field each operation goes in.
+_OP_FIELDS = {Get: "get", Insert: "insert", Delete: "delete", Patch: "patch"}
+
+
+def _op_pb(op: Get | Insert | Delete | Patch) -> pb.Op:
+    kind = _OP_FIELDS.get(type(op))
+    if kind is None:
+        raise TypeError(f"a transaction operation is a Get, Insert, Delete or Patch, not {op!r}")
+    return pb.Op(**{kind: op.to_pb()})
+
+
+def _op_result(result: pb.OpResult) -> Any:
+    """An operation's result as the Client method of its name returns it."""
+    kind = result.WhichOneof("response")
+    if kind == "get":
+        return Entry.from_pb(result.get.kv) if result.get.HasField("kv") else None
+    if kind == "patch":
+        return Entry.from_pb(result.patch.kv)
+    return getattr(result, kind)
+
+
+@dataclass(frozen=True)
+class TxnResult:
+    """What `Client.txn` did: whether every comparison held (`success` ran; else `failure`),
+    the revision of its writes (if none, the revision it read at), and one result per operation
+    of the branch that ran, in order: an Entry or None for a Get, the InsertResponse or
+    DeleteResponse, the Entry after a Patch."""
+
+    succeeded: bool
+    revision: int
+    results: list[Any]
+
+
 class Client:
     """A connection to one jsonkv server. Errors are raised as grpc.RpcError."""
 
@@ -289,7 +469,7 @@ class Client:
         self.close()
 
     def get(self, key: str) -> Entry:
-        response = self.stub.Get(pb.GetRequest(key=key, value_encoding=_JSON), timeout=self.timeout)
+        response = self.stub.Get(Get(key).to_pb(), timeout=self.timeout)
         return Entry.from_pb(response.kv)
 
     def insert(
@@ -303,13 +483,8 @@ class Client:
         (0: only if absent). `lease` attaches the key to that live lease (NOT_FOUND, and nothing
         written, if it is not live); 0 detaches it from any. Returns the response: its
         `revision` is the key's new mod revision."""
-        request = pb.InsertRequest(
-            key=key,
-            value_json=to_json(value),
-            expected_mod_revision=expected_mod_revision,
-            lease=lease,
-        )
-        return self.stub.Insert(request, timeout=self.timeout)
+        request = Insert(key, value, expected_mod_revision=expected_mod_revision, lease=lease)
+        return self.stub.Insert(request.to_pb(), timeout=self.timeout)
 
     def delete(
         self,
@@ -317,10 +492,83 @@ class Client:
         expected_mod_revision: int | None = None,
         allow_missing: bool = False,
     ) -> pb.DeleteResponse:
-        request = pb.DeleteRequest(
-            key=key, expected_mod_revision=expected_mod_revision, allow_missing=allow_missing
+        request = Delete(
+            key, expected_mod_revision=expected_mod_revision, allow_missing=allow_missing
         )
-        return self.stub.Delete(request, timeout=self.timeout)
+        return self.stub.Delete(request.to_pb(), timeout=self.timeout)
+
+    def patch(
+        self,
+        key: str,
+        merge: Any = _UNSET,
+        *,
+        json_patch: list[dict[str, Any]] | None = None,
+        expected_mod_revision: int | None = None,
+        lease: int | None = None,
+    ) -> Entry:
+        """Changes the key's document on the server, atomically, and returns the key after it
+        (its `mod_revision` is the patch's revision). Give exactly one of:
+        - `merge`: an RFC 7396 merge patch (`{"a": {"b": 1}, "c": None}` sets a.b, removes c); on
+          an absent key it creates the key, applied to null.
+        - `json_patch`: an RFC 6902 JSON Patch, a list of operations (add, remove, replace, move,
+          copy, test) applied in order, all or none. NOT_FOUND on an absent key; a `test` that
+          fails or a path that does not exist is FAILED_PRECONDITION (`error_info` reason
+          PATCH_TEST_FAILED or PATCH_PATH_NOT_FOUND, with the `operation` index and `path`).
+        With `expected_mod_revision`, only if the key's mod revision is that (else
+        FAILED_PRECONDITION, REVISION_MISMATCH). `lease` attaches the key to that live lease;
+        None keeps the lease it has. A malformed patch is INVALID_ARGUMENT. Nothing is changed
+        on any error."""
+        request = Patch(
+            key,
+            merge,
+            json_patch=json_patch,
+            expected_mod_revision=expected_mod_revision,
+            lease=lease,
+        )
+        return Entry.from_pb(self.stub.Patch(request.to_pb(), timeout=self.timeout).kv)
+
+    def merge(
+        self,
+        key: str,
+        patch: Any,
+        *,
+        expected_mod_revision: int | None = None,
+        lease: int | None = None,
+    ) -> Entry:
+        """`patch(key, patch, ...)`: merges `patch` into the key's document (RFC 7396)."""
+        return self.patch(key, patch, expected_mod_revision=expected_mod_revision, lease=lease)
+
+    def txn(
+        self,
+        compare: Iterable[Compare] = (),
+        success: Iterable[Get | Insert | Delete | Patch] = (),
+        failure: Iterable[Get | Insert | Delete | Patch] = (),
+    ) -> TxnResult:
+        """If every comparison holds (none: always), runs `success`, otherwise `failure`; every
+        write of the branch at one revision, all or nothing, and watchers see them together:
+
+            result = client.txn(
+                compare=[Compare("job", mod_revision=seen), Compare("lock", exists=False)],
+                success=[Insert("job", {"state": "running"}), Patch("stats", {"runs": 3})],
+                failure=[Get("job")],
+            )
+            if not result.succeeded:
+                current = result.results[0]  # the Entry, or None if "job" is absent
+
+        Operations run in order, and a Get sees the writes before it. Failing comparisons are not
+        an error (`succeeded` is False); an operation that fails (a mismatched
+        `expected_mod_revision`, a patch that does not apply, a Delete of an absent key without
+        `allow_missing`) fails the call with its error and changes nothing. A branch writes each
+        key at most once (INVALID_ARGUMENT otherwise)."""
+        request = pb.TxnRequest(
+            compare=[c.to_pb() for c in compare],
+            success=[_op_pb(op) for op in success],
+            failure=[_op_pb(op) for op in failure],
+        )
+        response = self.stub.Txn(request, timeout=self.timeout)
+        return TxnResult(
+            response.succeeded, response.revision, [_op_result(r) for r in response.results]
+        )
 
     def list(self, prefix: str = "", page_size: int = 0, min_revision: int = 0) -> Iterator[Entry]:
         """Every key under `prefix` in key order, fetching a page at a time. With
@@ -349,13 +597,19 @@ class Client:
         timeout: float | None = None,
         store_id: str = "",
         seen_keys: Iterable[str] = (),
+        prev_kv: bool = False,
     ) -> Watch:
         """Watches one key; `timeout` (seconds, None for none) bounds the whole stream. To resume
         an earlier watch, pass its `resume_revision`, `store_id` and `resume_seen_keys` (as
         `seen_keys`): the watch then fails with FAILED_PRECONDITION (STORE_MISMATCH,
-        STORE_BEHIND) where resuming would skip changes, and repeats none it saw."""
+        STORE_BEHIND) where resuming would skip changes, and repeats none it saw. With
+        `prev_kv`, each Event carries the key as it was before the change (`prev_entry`)."""
         request = pb.WatchKeyRequest(
-            key=key, start_revision=start_revision, value_encoding=_JSON, store_id=store_id
+            key=key,
+            start_revision=start_revision,
+            value_encoding=_JSON,
+            store_id=store_id,
+            prev_kv=prev_kv,
         )
         return Watch(self.stub.WatchKey(request, timeout=timeout), start_revision, seen_keys)
 
@@ -366,10 +620,15 @@ class Client:
         timeout: float | None = None,
         store_id: str = "",
         seen_keys: Iterable[str] = (),
+        prev_kv: bool = False,
     ) -> Watch:
         """Watches every key under `prefix`; the arguments are as in `watch_key`."""
         request = pb.WatchPrefixRequest(
-            prefix=prefix, start_revision=start_revision, value_encoding=_JSON, store_id=store_id
+            prefix=prefix,
+            start_revision=start_revision,
+            value_encoding=_JSON,
+            store_id=store_id,
+            prev_kv=prev_kv,
         )
         return Watch(self.stub.WatchPrefix(request, timeout=timeout), start_revision, seen_keys)
 

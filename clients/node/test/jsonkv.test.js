@@ -11,7 +11,7 @@ const { spawnSync } = require('node:child_process');
 const path = require('node:path');
 const jsonkv = require('../jsonkv-client');
 
-const { grpc } = jsonkv;
+const { grpc, compare, op } = jsonkv;
 // Bounds every watch stream of this suite, so a missing event fails instead of hanging.
 const WATCH_DEADLINE_MS = 30_000;
 // Bounds every lock acquisition and every wait for a lease of this suite.
@@ -877,3 +877,321 @@ test('a lock named under another is another lock', async (t) => {
   }
   assert.deepEqual(await kv.list(`${name}/`), []);
 });
+
+// Beyond int64 and a double's 2^53: JSON.parse would round it, so it is checked in `json`.
+const BIG = '123456789012345678901234567890';
+// Beyond 2^53 but within u64: what JSON Patch values carry exactly today (the Python suite pins
+// the server bug beyond 64 bits).
+const U64_MAX = '18446744073709551615';
+
+// The fields a BadRequest detail of `err` names.
+function badRequestFields(err) {
+  return jsonkv
+    .statusDetails(err, 'google.rpc.BadRequest')
+    .flatMap((d) => d.field_violations.map((v) => v.field));
+}
+
+// Key -> [json, mod_revision] of every key under `prefix`.
+async function state(prefix) {
+  const entries = await kv.list(prefix);
+  return Object.fromEntries(entries.map((e) => [e.key, [e.json, e.mod_revision]]));
+}
+
+test('a txn whose compares hold runs success at one revision', async (t) => {
+  const prefix = freshPrefix(t);
+  const [a, b, gone] = [`${prefix}a`, `${prefix}b`, `${prefix}gone`];
+  const aRev = (await kv.insertJson(a, `{"n":${BIG},"tags":["x"]}`)).revision;
+  await kv.insert(b, 1);
+  await kv.insert(b, 2);
+  await kv.insert(gone, 'doomed');
+
+  const result = await kv.txn({
+    compare: [
+      compare(a, { mod_revision: aRev }),
+      compare(a, { create_revision: aRev }),
+      // Member order does not matter; the number is compared exactly.
+      compare(a, { value_json: `{"tags":["x"],"n":${BIG}}` }),
+      compare(b, { version: 3, result: '<' }),
+      compare(b, { version: '1', result: '>' }),
+      compare(b, { value: 1, result: '!=' }),
+      compare(`${prefix}absent`, { exists: false }),
+      compare(gone, { exists: true }),
+    ],
+    success: [
+      op.insertJson(a, `{"n":${BIG}1}`, { expected_mod_revision: aRev }),
+      op.patch(b, { json_patch: `[{"op":"replace","path":"","value":[${U64_MAX}]}]` }),
+      op.delete(gone),
+      op.get(a),
+      op.get(gone),
+    ],
+    failure: [op.insert(`${prefix}failure-ran`, true)],
+  });
+
+  assert.equal(result.succeeded, true);
+  const [inserted, patched, deleted, gotA, gotGone] = result.results;
+  assert.ok(BigInt(result.revision) > BigInt(aRev));
+  assert.deepEqual(
+    [inserted.revision, patched.mod_revision, deleted.revision],
+    [result.revision, result.revision, result.revision],
+  );
+  assert.deepEqual([inserted.create_revision, inserted.version], [aRev, '2']);
+  assert.deepEqual([patched.key, patched.json, patched.version], [b, `[${U64_MAX}]`, '3']);
+  assert.equal(deleted.deleted, true);
+  // A get sees the writes of the operations before it; an absent key is null, not NOT_FOUND.
+  assert.deepEqual(
+    [gotA.json, gotA.create_revision, gotA.mod_revision, gotA.version],
+    [`{"n":${BIG}1}`, aRev, result.revision, '2'],
+  );
+  assert.equal(gotGone, null);
+  assert.deepEqual(await state(prefix), {
+    [a]: [`{"n":${BIG}1}`, result.revision],
+    [b]: [`[${U64_MAX}]`, result.revision],
+  });
+});
+
+test('a txn whose compare fails runs failure and writes nothing else', async (t) => {
+  const prefix = freshPrefix(t);
+  const [a, b] = [`${prefix}a`, `${prefix}b`];
+  const aRev = (await kv.insert(a, 'v1')).revision;
+  const bRev = (await kv.insert(b, { keep: true })).revision;
+
+  const result = await kv.txn({
+    compare: [compare(a, { mod_revision: aRev }), compare(b, { value: { keep: false } })],
+    success: [op.insert(a, 'v2'), op.delete(b), op.insert(`${prefix}success-ran`, true)],
+    failure: [op.get(a), op.get(`${prefix}absent`), op.insertJson(`${prefix}failure-ran`, BIG)],
+  });
+
+  assert.equal(result.succeeded, false);
+  const [gotA, gotAbsent, marker] = result.results;
+  assert.deepEqual([gotA.key, gotA.value, gotA.mod_revision, gotA.version], [a, 'v1', aRev, '1']);
+  assert.equal(gotAbsent, null);
+  assert.equal(marker.revision, result.revision);
+  assert.ok(BigInt(result.revision) > BigInt(bRev));
+  assert.deepEqual(await state(prefix), {
+    [a]: ['"v1"', aRev],
+    [b]: ['{"keep":true}', bRev],
+    [`${prefix}failure-ran`]: [BIG, result.revision],
+  });
+});
+
+test("a txn's writes reach a prefix watch as one revision", async (t) => {
+  const prefix = freshPrefix(t);
+  const [a, b] = [`${prefix}a`, `${prefix}b`];
+  await withWatch(kv.watchPrefix(prefix, { deadlineMs: WATCH_DEADLINE_MS }), async (watch) => {
+    assert.deepEqual((await watch.next()).entries, []);
+    const result = await kv.txn({ success: [op.insert(b, 'b'), op.insert(a, 'a')] });
+    assert.equal(result.succeeded, true);
+    assert.deepEqual(
+      [(await kv.get(a)).mod_revision, (await kv.get(b)).mod_revision],
+      [result.revision, result.revision],
+    );
+    const first = await watch.next();
+    // More of this revision follows: a resume would start at it, not after it.
+    assert.equal(watch.resumeRevision, BigInt(result.revision));
+    assert.deepEqual([...watch.resumeSeenKeys], [first.entry.key]);
+    const second = await watch.next();
+    assert.equal(watch.resumeRevision, BigInt(result.revision) + 1n);
+    const after = (await kv.insert(a, 'later')).revision;
+    const third = await watch.next();
+
+    assert.deepEqual(
+      [first, second].map((e) => [e.type, e.revision]),
+      [
+        ['put', result.revision],
+        ['put', result.revision],
+      ],
+    );
+    assert.deepEqual(
+      Object.fromEntries([first, second].map((e) => [e.entry.key, e.entry.value])),
+      { [a]: 'a', [b]: 'b' },
+    );
+    assert.deepEqual([third.revision, third.entry.value], [after, 'later']);
+  });
+});
+
+test('a txn writing a key twice is INVALID_ARGUMENT and writes nothing', async (t) => {
+  const prefix = freshPrefix(t);
+  const key = `${prefix}twice`;
+  const err = await failure(
+    kv.txn({
+      success: [op.insert(`${prefix}other`, 1), op.insert(key, 1), op.patch(key, { merge: 2 })],
+    }),
+  );
+  assert.equal(err.code, grpc.status.INVALID_ARGUMENT);
+  assert.ok(badRequestFields(err).includes('success'), `${badRequestFields(err)}`);
+  assert.deepEqual(await kv.list(prefix), []);
+});
+
+test('a failing operation fails the whole txn', async (t) => {
+  const prefix = freshPrefix(t);
+  const key = `${prefix}k`;
+  const rev = (await kv.insert(key, 1)).revision;
+  const err = await failure(
+    kv.txn({
+      success: [
+        op.insert(`${prefix}new`, 1),
+        op.insert(key, 2, { expected_mod_revision: `${BigInt(rev) + 99n}` }),
+      ],
+    }),
+  );
+  assert.equal(err.code, grpc.status.FAILED_PRECONDITION);
+  assert.equal(jsonkv.errorInfo(err).reason, 'REVISION_MISMATCH');
+  assert.deepEqual(await state(prefix), { [key]: ['1', rev] });
+});
+
+test('txn builders refuse what the contract would', () => {
+  for (const bad of [
+    () => compare('k'),
+    () => compare('k', { version: 1, exists: true }),
+    () => compare('k', { version: 1, result: '<=' }),
+    () => compare('k', { versoin: 1 }),
+    () => compare('k', { mod_revision: 2 ** 60 }),
+    () => op.patch('k', {}),
+    () => op.patch('k', { merge: {}, json_patch: [] }),
+  ]) {
+    assert.throws(bad, /compare|patch|safe integer/);
+  }
+  // Null is a value: a merge patch of null, a compare with null.
+  assert.equal(op.patch('k', { merge: null }).patch.merge_json, 'null');
+  assert.equal(compare('k', { value: null }).value_json, 'null');
+});
+
+test('a merge patch creates, merges, and keeps big integers exact', async (t) => {
+  const key = `${freshPrefix(t)}doc`;
+  const created = await kv.mergeJson(key, `{"user":{"name":"ada","visits":1},"big":${BIG}}`);
+  assert.deepEqual(
+    [created.json, created.create_revision, created.mod_revision, created.version],
+    [
+      `{"user":{"name":"ada","visits":1},"big":${BIG}}`,
+      created.mod_revision,
+      created.mod_revision,
+      '1',
+    ],
+  );
+
+  const merged = await kv.patch(key, {
+    merge_json: `{"user":{"visits":${BIG}0,"name":null},"extra":[1.5,-${BIG}]}`,
+  });
+  assert.equal(merged.json, `{"user":{"visits":${BIG}0},"big":${BIG},"extra":[1.5,-${BIG}]}`);
+  assert.deepEqual([merged.create_revision, merged.version], [created.mod_revision, '2']);
+  assert.ok(BigInt(merged.mod_revision) > BigInt(created.mod_revision));
+  assert.deepEqual(await kv.get(key), merged);
+
+  // merge() sends JSON.stringify(value); removing a member leaves the others in their order.
+  const more = await kv.merge(key, { user: null, extra: 'x' });
+  assert.equal(more.json, `{"big":${BIG},"extra":"x"}`);
+});
+
+test('a patch is a compare-and-swap with expected_mod_revision and keeps the lease', async (t) => {
+  const key = `${freshPrefix(t)}k`;
+  const lease = (await kv.leaseGrant(30)).id;
+  const rev = (await kv.insert(key, { a: 1 }, { lease })).revision;
+  const err = await failure(
+    kv.merge(key, { b: 2 }, { expected_mod_revision: `${BigInt(rev) + 99n}` }),
+  );
+  assert.equal(err.code, grpc.status.FAILED_PRECONDITION);
+  assert.equal(jsonkv.errorInfo(err).reason, 'REVISION_MISMATCH');
+  assert.equal((await kv.get(key)).mod_revision, rev);
+
+  // No lease given keeps the key's lease: a patch changes the document, not who owns it.
+  const patched = await kv.merge(key, { b: 2 }, { expected_mod_revision: rev });
+  assert.deepEqual([patched.value, patched.lease], [{ a: 1, b: 2 }, lease]);
+  await kv.leaseRevoke(lease);
+  assert.equal((await failure(kv.get(key))).code, grpc.status.NOT_FOUND);
+});
+
+test('a JSON Patch applies, and a failing test changes nothing', async (t) => {
+  const key = `${freshPrefix(t)}doc`;
+  const rev = (await kv.insert(key, { n: 1, list: [1, 2] })).revision;
+  const applied = await kv.patch(key, {
+    json_patch: [
+      { op: 'test', path: '/n', value: 1 },
+      { op: 'add', path: '/list/-', value: 3 },
+      { op: 'remove', path: '/n' },
+    ],
+  });
+  assert.deepEqual(
+    [applied.value, applied.create_revision, applied.version],
+    [{ list: [1, 2, 3] }, rev, '2'],
+  );
+  // As JSON text, numbers beyond 2^53 keep their digits.
+  const exact = await kv.patch(key, {
+    json_patch: `[{"op":"add","path":"/list/-","value":${U64_MAX}}]`,
+  });
+  assert.equal(exact.json, `{"list":[1,2,3,${U64_MAX}]}`);
+
+  let err = await failure(
+    kv.patch(key, {
+      json_patch: [
+        { op: 'add', path: '/added', value: true },
+        { op: 'test', path: '/list/0', value: 99 },
+      ],
+    }),
+  );
+  assert.equal(err.code, grpc.status.FAILED_PRECONDITION);
+  const info = jsonkv.errorInfo(err);
+  assert.deepEqual(
+    [info.reason, info.domain, info.metadata.operation, info.metadata.path],
+    ['PATCH_TEST_FAILED', 'jsonkv.dev', '1', '/list/0'],
+  );
+  assert.deepEqual(await kv.get(key), exact); // the add before the failing test did not happen
+
+  err = await failure(kv.patch(key, { json_patch: [{ op: 'remove', path: '/missing' }] }));
+  assert.equal(err.code, grpc.status.FAILED_PRECONDITION);
+  assert.equal(jsonkv.errorInfo(err).reason, 'PATCH_PATH_NOT_FOUND');
+
+  err = await failure(kv.patch(key, { json_patch: [{ op: 'frobnicate', path: '/n' }] }));
+  assert.equal(err.code, grpc.status.INVALID_ARGUMENT);
+  assert.deepEqual(await kv.get(key), exact);
+});
+
+test('a JSON Patch of an absent key is NOT_FOUND', async (t) => {
+  const key = `${freshPrefix(t)}absent`;
+  const err = await failure(
+    kv.patch(key, { json_patch: [{ op: 'add', path: '/a', value: 1 }] }),
+  );
+  assert.equal(err.code, grpc.status.NOT_FOUND);
+  assert.equal((await failure(kv.get(key))).code, grpc.status.NOT_FOUND);
+});
+
+for (const kind of ['watchKey', 'watchPrefix']) {
+  test(`${kind} with prev_kv carries the value before each put and delete`, async (t) => {
+    const prefix = freshPrefix(t);
+    const key = `${prefix}k`;
+    const watchTarget = kind === 'watchKey' ? key : prefix;
+    const withPrev = kv[kind](watchTarget, { prev_kv: true, deadlineMs: WATCH_DEADLINE_MS });
+    const without = kv[kind](watchTarget, { deadlineMs: WATCH_DEADLINE_MS });
+    try {
+      assert.equal((await withPrev.next()).type, 'snapshot');
+      assert.equal((await without.next()).type, 'snapshot');
+      const created = (await kv.insertJson(key, `{"n":${BIG}}`)).revision;
+      const replaced = await kv.merge(key, { n: 2 });
+      const deleted = (await kv.delete(key)).revision;
+      const events = await take(withPrev, 3);
+      const plain = await take(without, 3);
+
+      assert.deepEqual(
+        events.map((e) => [e.type, e.revision]),
+        [
+          ['put', created],
+          ['put', replaced.mod_revision],
+          ['delete', deleted],
+        ],
+      );
+      const [first, second, third] = events.map((e) => e.prevEntry);
+      assert.equal(first, null);
+      assert.deepEqual(
+        [second.key, second.json, second.create_revision, second.mod_revision, second.version],
+        [key, `{"n":${BIG}}`, created, created, '1'],
+      );
+      assert.deepEqual(third, replaced);
+      assert.deepEqual(
+        plain.map((e) => e.prevEntry),
+        [null, null, null],
+      );
+    } finally {
+      withPrev.cancel();
+      without.cancel();
+    }
+  });
+}

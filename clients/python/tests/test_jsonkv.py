@@ -14,7 +14,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 import jsonkv_client
-from jsonkv_client import Entry, Event, Snapshot, pb
+from jsonkv_client import Compare, Delete, Entry, Event, Get, Insert, Patch, Snapshot, pb
 
 # Bounds every watch stream of this suite, so a missing event fails instead of hanging.
 WATCH_DEADLINE = 30
@@ -700,3 +700,257 @@ def test_a_lock_named_under_another_is_another_lock(kv, prefix):
         with kv.lock(name, ttl=30, timeout=LOCK_TIMEOUT) as outer:
             assert not inner.lost and not outer.lost
     assert list(kv.list(name + "/")) == []
+
+
+BIG = 123456789012345678901234567890  # beyond int64 and a double's 2^53
+# Beyond a double's 2^53 but within u64: what JSON Patch values carry exactly today (see
+# test_json_patch_values_beyond_64_bits_are_exact).
+U64_MAX = 2**64 - 1
+
+
+def test_a_txn_whose_compares_hold_runs_success_at_one_revision(kv, prefix):
+    a, b, gone = prefix + "a", prefix + "b", prefix + "gone"
+    a_rev = kv.insert(a, {"n": BIG, "tags": ["x"]}).revision
+    kv.insert(b, 1)
+    kv.insert(b, 2)
+    kv.insert(gone, "doomed")
+
+    result = kv.txn(
+        compare=[
+            Compare(a, mod_revision=a_rev),
+            Compare(a, create_revision=a_rev),
+            Compare(a, value={"tags": ["x"], "n": BIG}),  # member order does not matter
+            Compare(b, "<", version=3),
+            Compare(b, ">", version=1),
+            Compare(b, "!=", value=1),
+            Compare(prefix + "absent", exists=False),
+            Compare(gone, exists=True),
+        ],
+        success=[
+            Insert(a, {"n": BIG + 1}, expected_mod_revision=a_rev),
+            Patch(b, json_patch=[{"op": "replace", "path": "", "value": [U64_MAX]}]),
+            Delete(gone),
+            Get(a),
+            Get(gone),
+        ],
+        failure=[Insert(prefix + "failure-ran", True)],
+    )
+
+    assert result.succeeded
+    inserted, patched, deleted, got_a, got_gone = result.results
+    assert inserted.revision == patched.mod_revision == deleted.revision == result.revision
+    assert result.revision > a_rev
+    assert (inserted.create_revision, inserted.version) == (a_rev, 2)
+    assert patched == Entry(b, [U64_MAX], patched.create_revision, result.revision, 3)
+    assert deleted.deleted
+    # A Get sees the writes of the operations before it; an absent key is None, not NOT_FOUND.
+    assert got_a == Entry(a, {"n": BIG + 1}, a_rev, result.revision, 2)
+    assert got_gone is None
+    assert {e.key: e.value for e in kv.list(prefix)} == {a: {"n": BIG + 1}, b: [U64_MAX]}
+
+
+def test_a_txn_whose_compare_fails_runs_failure_and_writes_nothing_else(kv, prefix):
+    a, b = prefix + "a", prefix + "b"
+    a_rev = kv.insert(a, "v1").revision
+    b_rev = kv.insert(b, {"keep": True}).revision
+
+    result = kv.txn(
+        compare=[Compare(a, mod_revision=a_rev), Compare(b, value={"keep": False})],
+        success=[Insert(a, "v2"), Delete(b), Insert(prefix + "success-ran", True)],
+        failure=[Get(a), Get(prefix + "absent"), Insert(prefix + "failure-ran", BIG)],
+    )
+
+    assert not result.succeeded
+    got_a, got_absent, marker = result.results
+    assert got_a == Entry(a, "v1", a_rev, a_rev, 1)
+    assert got_absent is None
+    assert marker.revision == result.revision > b_rev
+    assert {e.key: (e.value, e.mod_revision) for e in kv.list(prefix)} == {
+        a: ("v1", a_rev),
+        b: ({"keep": True}, b_rev),
+        prefix + "failure-ran": (BIG, result.revision),
+    }
+
+
+def test_a_txn_with_no_writes_answers_the_revision_it_read_at(kv, prefix):
+    written = kv.insert(prefix + "a", 1).revision
+    result = kv.txn(compare=[Compare(prefix + "a", "!=", value=1)], failure=[Get(prefix + "a")])
+    assert not result.succeeded
+    assert result.revision >= written
+    assert result.results == [Entry(prefix + "a", 1, written, written, 1)]
+
+
+def test_a_txns_writes_reach_a_prefix_watch_as_one_revision(kv, prefix):
+    a, b = prefix + "a", prefix + "b"
+    with kv.watch_prefix(prefix, timeout=WATCH_DEADLINE) as watch:
+        assert next(watch).entries == []
+        result = kv.txn(success=[Insert(b, "b"), Insert(a, "a")])
+        assert result.succeeded
+        assert kv.get(a).mod_revision == kv.get(b).mod_revision == result.revision
+        first = next(watch)
+        # More of this revision follows: a resume would start at it, not after it.
+        assert watch.resume_revision == result.revision
+        assert watch.resume_seen_keys == {first.entry.key}
+        second = next(watch)
+        assert watch.resume_revision == result.revision + 1
+        after = kv.insert(a, "later").revision
+        third = next(watch)
+
+    assert [(e.type, e.revision) for e in (first, second)] == [("put", result.revision)] * 2
+    assert {e.entry.key: e.entry.value for e in (first, second)} == {a: "a", b: "b"}
+    assert (third.revision, third.entry.value) == (after, "later")
+
+
+def test_a_txn_writing_a_key_twice_is_invalid_and_writes_nothing(kv, prefix):
+    key = prefix + "twice"
+    with pytest.raises(grpc.RpcError) as failed:
+        kv.txn(success=[Insert(prefix + "other", 1), Insert(key, 1), Patch(key, {"n": 2})])
+    assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "success" in bad_request_fields(failed.value)
+    assert list(kv.list(prefix)) == []
+
+
+def test_a_failing_op_fails_the_whole_txn(kv, prefix):
+    key = prefix + "k"
+    rev = kv.insert(key, 1).revision
+    with pytest.raises(grpc.RpcError) as failed:
+        kv.txn(success=[Insert(prefix + "new", 1), Insert(key, 2, expected_mod_revision=rev + 99)])
+    assert failed.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert jsonkv_client.error_info(failed.value).reason == "REVISION_MISMATCH"
+    assert [(e.key, e.value) for e in kv.list(prefix)] == [(key, 1)]
+
+
+def test_txn_builders_refuse_what_the_contract_would(kv, prefix):
+    for bad in (
+        lambda: Compare("k"),
+        lambda: Compare("k", version=1, exists=True),
+        lambda: Compare("k", "<=", version=1),
+        lambda: Patch("k"),
+        lambda: Patch("k", {}, json_patch=[]),
+    ):
+        with pytest.raises(ValueError):
+            bad()
+    with pytest.raises(TypeError):
+        kv.txn(success=[pb.Op(get=pb.GetRequest(key=prefix + "k"))])
+    # Null is a value: a merge patch of null, a compare with null.
+    assert Patch("k", None).to_pb().merge_json == "null"
+    assert Compare("k", value=None).to_pb().value_json == "null"
+
+
+def test_merge_patch_creates_merges_and_keeps_big_integers_exact(kv, prefix):
+    key = prefix + "doc"
+    created = kv.merge(key, {"user": {"name": "ada", "visits": 1}, "big": BIG})
+    assert created == Entry(
+        key,
+        {"user": {"name": "ada", "visits": 1}, "big": BIG},
+        created.mod_revision,
+        created.mod_revision,
+        1,
+    )
+
+    merged = kv.patch(key, {"user": {"visits": BIG * 10, "name": None}, "extra": [1.5, -BIG]})
+    want = {"user": {"visits": BIG * 10}, "big": BIG, "extra": [1.5, -BIG]}
+    assert merged == Entry(key, want, created.mod_revision, merged.mod_revision, 2)
+    assert merged.mod_revision > created.mod_revision
+    assert kv.get(key) == merged
+    raw = kv.stub.Get(pb.GetRequest(key=key, value_encoding=pb.VALUE_ENCODING_JSON)).kv.value_json
+    assert str(BIG) in raw and str(BIG * 10) in raw
+
+
+def test_patch_compare_and_swap_and_lease(kv, prefix):
+    key = prefix + "k"
+    lease = kv.lease_grant(30).id
+    rev = kv.insert(key, {"a": 1}, lease=lease).revision
+    with pytest.raises(grpc.RpcError) as failed:
+        kv.merge(key, {"b": 2}, expected_mod_revision=rev + 99)
+    assert failed.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert jsonkv_client.error_info(failed.value).reason == "REVISION_MISMATCH"
+    assert kv.get(key).mod_revision == rev
+
+    # No lease given keeps the key's lease: a patch changes the document, not who owns it.
+    patched = kv.merge(key, {"b": 2}, expected_mod_revision=rev)
+    assert (patched.value, patched.lease) == ({"a": 1, "b": 2}, lease)
+    kv.lease_revoke(lease)
+    assert code_of(kv.get, key) == grpc.StatusCode.NOT_FOUND
+
+
+def test_json_patch_applies_and_a_failing_test_changes_nothing(kv, prefix):
+    key = prefix + "doc"
+    rev = kv.insert(key, {"n": 1, "list": [1, 2]}).revision
+    applied = kv.patch(
+        key,
+        json_patch=[
+            {"op": "test", "path": "/n", "value": 1},
+            {"op": "add", "path": "/list/-", "value": U64_MAX},
+            {"op": "remove", "path": "/n"},
+        ],
+    )
+    assert applied == Entry(key, {"list": [1, 2, U64_MAX]}, rev, applied.mod_revision, 2)
+
+    with pytest.raises(grpc.RpcError) as failed:
+        kv.patch(
+            key,
+            json_patch=[
+                {"op": "add", "path": "/added", "value": True},
+                {"op": "test", "path": "/list/0", "value": 99},
+            ],
+        )
+    assert failed.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    info = jsonkv_client.error_info(failed.value)
+    assert (info.reason, info.domain) == ("PATCH_TEST_FAILED", "jsonkv.dev")
+    assert (info.metadata["operation"], info.metadata["path"]) == ("1", "/list/0")
+    assert kv.get(key) == applied  # the add before the failing test did not happen
+
+    with pytest.raises(grpc.RpcError) as failed:
+        kv.patch(key, json_patch=[{"op": "remove", "path": "/missing"}])
+    assert failed.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert jsonkv_client.error_info(failed.value).reason == "PATCH_PATH_NOT_FOUND"
+
+    with pytest.raises(grpc.RpcError) as failed:
+        kv.patch(key, json_patch=[{"op": "frobnicate", "path": "/n"}])
+    assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert kv.get(key) == applied
+
+
+def test_json_patch_of_an_absent_key_is_not_found(kv, prefix):
+    key = prefix + "absent"
+    with pytest.raises(grpc.RpcError) as failed:
+        kv.patch(key, json_patch=[{"op": "add", "path": "/a", "value": 1}])
+    assert failed.value.code() == grpc.StatusCode.NOT_FOUND
+    assert code_of(kv.get, key) == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("watch", ["watch_key", "watch_prefix"])
+def test_prev_kv_carries_the_value_before_each_put_and_delete(kv, prefix, watch):
+    key = prefix + "k"
+    target = key if watch == "watch_key" else prefix
+    with (
+        getattr(kv, watch)(target, prev_kv=True, timeout=WATCH_DEADLINE) as with_prev,
+        getattr(kv, watch)(target, timeout=WATCH_DEADLINE) as without,
+    ):
+        assert isinstance(next(with_prev), Snapshot) and isinstance(next(without), Snapshot)
+        created = kv.insert(key, {"n": BIG}).revision
+        replaced = kv.merge(key, {"n": 2})
+        deleted = kv.delete(key).revision
+        events = [next(with_prev) for _ in range(3)]
+        plain = [next(without) for _ in range(3)]
+
+    assert [(e.type, e.revision) for e in events] == [
+        ("put", created),
+        ("put", replaced.mod_revision),
+        ("delete", deleted),
+    ]
+    first = Entry(key, {"n": BIG}, created, created, 1)
+    assert [e.prev_entry for e in events] == [None, first, replaced]
+    assert [e.prev_entry for e in plain] == [None, None, None]
+
+
+@pytest.mark.parametrize(
+    "number", [2**64 + 1, BIG, -(2**63) - 1, 10**40], ids=["2^64+1", "30-digit", "-2^63-1", "10^40"]
+)
+def test_json_patch_values_beyond_64_bits_are_exact(kv, prefix, number):
+    key = prefix + "doc"
+    kv.insert(key, {})
+    patched = kv.patch(key, json_patch=[{"op": "add", "path": "/n", "value": number}])
+    assert patched.value == {"n": number}
+    assert type(patched.value["n"]) is int
