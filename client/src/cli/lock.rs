@@ -20,7 +20,15 @@ pub async fn run(client: &Client, ttl: i64, name: &str, command: &[String]) -> R
     let (program, args) = command
         .split_first()
         .ok_or_else(|| Exit::error("give the COMMAND to run after --"))?;
-    let guard = client.lock(name, ttl).await?;
+    // Before the command starts: a signal that comes before its handler would end this process
+    // and leave the command running without the lock.
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(Exit::error)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(Exit::error)?;
+    let guard = tokio::select! {
+        guard = client.lock(name, ttl) => guard?,
+        _ = interrupt.recv() => return Err(interrupted(libc_signal::INT)),
+        _ = terminate.recv() => return Err(interrupted(libc_signal::TERM)),
+    };
     let mut child = tokio::process::Command::new(program)
         .args(args)
         // What a command can fence its writes with: the lock's key and create revision.
@@ -28,8 +36,6 @@ pub async fn run(client: &Client, ttl: i64, name: &str, command: &[String]) -> R
         .env("JSONKV_LOCK_REVISION", guard.revision().to_string())
         .spawn()
         .map_err(|err| Exit::error(format!("cannot run {program}: {err}")))?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(Exit::error)?;
-    let mut terminate = signal(SignalKind::terminate()).map_err(Exit::error)?;
     let ended = tokio::select! {
         status = child.wait() => Ended::Status(status.map_err(Exit::error)?),
         why = guard.lease().wait_lost() => Ended::Lost(why.to_string()),
@@ -50,11 +56,16 @@ pub async fn run(client: &Client, ttl: i64, name: &str, command: &[String]) -> R
         ))),
         Ended::Signal(signal) => {
             guard.release().await?;
-            Err(Exit {
-                line: None,
-                code: 128 + signal,
-            })
+            Err(interrupted(signal))
         }
+    }
+}
+
+/// How this process ends on `signal`, as a shell reports a process it killed (128 + N).
+fn interrupted(signal: u8) -> Exit {
+    Exit {
+        line: None,
+        code: 128 + signal,
     }
 }
 
@@ -94,13 +105,20 @@ struct LeaderLine<'a> {
 /// (or until the lead is lost, an error).
 pub async fn elect(client: &Client, name: &str, ttl: i64, proposal: &str) -> Result<(), Exit> {
     let proposal: Value = jsonkv::value::parse_json_text(proposal).map_err(Exit::error)?;
-    let lead = client.election(name).campaign(ttl, &proposal).await?;
+    // Before the lead is announced: whoever reads the line may signal at once, and a signal
+    // that comes before its handler ends the process without a resign.
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(Exit::error)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(Exit::error)?;
+    let election = client.election(name);
+    let lead = tokio::select! {
+        lead = election.campaign(ttl, &proposal) => lead?,
+        _ = interrupt.recv() => return Err(interrupted(libc_signal::INT)),
+        _ = terminate.recv() => return Err(interrupted(libc_signal::TERM)),
+    };
     print_line(&LeaderLine {
         key: lead.key(),
         value: &proposal,
     })?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(Exit::error)?;
-    let mut terminate = signal(SignalKind::terminate()).map_err(Exit::error)?;
     tokio::select! {
         why = lead.lease().wait_lost() => {
             return Err(Exit::error(format!("lost the lead of {name}: {why}")));

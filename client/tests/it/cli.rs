@@ -10,9 +10,10 @@
 //! a holder killed outright frees the lock within its TTL) and `elect` (one leader at a time,
 //! `--listen` follows it): the tests named after them.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
+use std::time::Duration;
 
 use jsonkv_client::Client;
 use serde_json::Value;
@@ -710,6 +711,66 @@ async fn a_lock_holder_killed_outright_releases_the_lock_within_its_ttl() {
     // The next holder gets the lock once the dead one's lease expires.
     let out = jsonkv(&addr, &["lock", "job", "--", "echo", "second"], None);
     assert_eq!(ok(out), "second\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_waiter_stopped_by_a_signal_exits_at_once() {
+    let server = common::start().await;
+    let addr = server.url();
+    // The holder prints when it has the lock, then holds it until killed.
+    let mut holder = command(
+        &addr,
+        &["lock", "w", "--", "sh", "-c", "echo held; exec sleep 60"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let mut lines = BufReader::new(holder.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "held");
+    for (signal, code) in [("-INT", 130), ("-TERM", 143)] {
+        let mut waiter = command(&addr, &["lock", "w", "--", "echo", "never"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Until its key is there, the waiter may not have reached its wait.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while ok(jsonkv(&addr, &["list", "w/"], None)).lines().count() < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the waiter never queued"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let sent = Command::new("kill")
+            .args([signal, &waiter.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let deadline = std::time::Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(status) = waiter.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = waiter.kill();
+                panic!("{signal}: the waiter went on waiting");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.code(), Some(code), "{signal}: {status:?}");
+        let mut out = String::new();
+        waiter
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        assert_eq!(out, "", "the command never ran");
+    }
+    holder.kill().unwrap();
+    let _ = holder.wait();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
