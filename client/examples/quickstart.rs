@@ -67,7 +67,9 @@ async fn main() -> Result<(), Error> {
         )
         .await?;
     match events.next().await.transpose()? {
-        Some(WatchEvent::Put { entry, revision }) => println!("put {} at {revision}", entry.key),
+        Some(WatchEvent::Put {
+            entry, revision, ..
+        }) => println!("put {} at {revision}", entry.key),
         other => println!("unexpected: {other:?}"),
     }
     Ok(())

@@ -11,14 +11,14 @@ use serde::Serialize;
 use tonic::{Code, Status};
 
 use crate::consistency::{other_store, store_of, Consistency, MinRevision};
-use crate::entry::decode_all;
+use crate::entry::{decode_all, json_text};
 use crate::failover::{CallKind, Servers};
 use crate::status::{BackupInfo, ServerStatus};
 use crate::{Entry, Error};
 use tokio::io::AsyncWriteExt;
 
 /// Every response is asked for as JSON text: the `google.protobuf.Value` form rounds numbers.
-const JSON: i32 = pb::ValueEncoding::Json as i32;
+pub(crate) const JSON: i32 = pb::ValueEncoding::Json as i32;
 
 /// A connection to one or more jsonkv servers. Cloning is cheap and every clone shares the
 /// connections and the revision floor.
@@ -75,7 +75,7 @@ pub enum Precondition {
 
 impl Precondition {
     /// The wire form: `expected_mod_revision`, where 0 means "absent".
-    fn expected_mod_revision(self) -> i64 {
+    pub(crate) fn expected_mod_revision(self) -> i64 {
         match self {
             Precondition::Absent => 0,
             Precondition::ModRevision(revision) => revision,
@@ -254,10 +254,7 @@ impl Client {
         lease: i64,
         return_previous: bool,
     ) -> Result<(InsertResult, Option<pb::KeyValue>), Error> {
-        let value_json = serde_json::to_string(value).map_err(|source| Error::Json {
-            key: key.to_owned(),
-            source,
-        })?;
+        let value_json = json_text(key, value)?;
         let request = pb::InsertRequest {
             key: key.to_owned(),
             new_value: Some(NewValue::ValueJson(value_json)),

@@ -1,8 +1,11 @@
 //! [`Entry`], a stored key with its typed value, revisions and lease, and the decoding of the
-//! wire `KeyValue` into it; [`LeaseEnd`], what a delete a lease caused says about it.
+//! wire `KeyValue` into it; [`LeaseEnd`], what a delete a lease caused says about it; and the
+//! other direction, a value as the JSON text every request carries.
 
 use jsonkv::pb;
 use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::Error;
 
@@ -79,6 +82,25 @@ impl<T: DeserializeOwned> Entry<T> {
     }
 }
 
+impl Entry<Value> {
+    /// This entry with its value as `T`. Lossless: a `serde_json::Value` keeps every digit of
+    /// a number, so this reads the same `T` as asking for `T` in the first place would.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<Entry<T>, Error> {
+        let value = T::deserialize(&self.value).map_err(|source| Error::Json {
+            key: self.key.clone(),
+            source,
+        })?;
+        Ok(Entry {
+            key: self.key.clone(),
+            value,
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+            version: self.version,
+            lease: self.lease,
+        })
+    }
+}
+
 /// Parses `value_json` straight into `T`, so that with `T = serde_json::Value` every digit of a
 /// number survives. A server that ignored the requested encoding and sent `value` is still
 /// understood (that form has already rounded numbers beyond 2^53; nothing can restore them).
@@ -108,4 +130,33 @@ pub(crate) fn decode_all<T: DeserializeOwned>(
     kvs: Vec<pb::KeyValue>,
 ) -> Result<Vec<Entry<T>>, Error> {
     kvs.into_iter().map(Entry::from_wire).collect()
+}
+
+/// `value` as the JSON text a request carries (`value_json`): lossless, since with the
+/// workspace's `serde_json` a `serde_json::Value` keeps every number's digits.
+pub(crate) fn json_text(key: &str, value: &impl Serialize) -> Result<String, Error> {
+    serde_json::to_string(value).map_err(|source| Error::Json {
+        key: key.to_owned(),
+        source,
+    })
+}
+
+/// A value already turned into JSON text, or why it could not be: what the builders of a
+/// transaction and a patch keep, so that they stay infallible (and cloneable) and a value that
+/// does not serialize fails the call that sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct JsonText(Result<String, String>);
+
+impl JsonText {
+    pub(crate) fn of(value: &impl Serialize) -> JsonText {
+        JsonText(serde_json::to_string(value).map_err(|e| e.to_string()))
+    }
+
+    /// The text, or [`Error::Json`] naming `key`.
+    pub(crate) fn text(&self, key: &str) -> Result<String, Error> {
+        self.0.clone().map_err(|message| Error::Json {
+            key: key.to_owned(),
+            source: <serde_json::Error as serde::ser::Error>::custom(message),
+        })
+    }
 }

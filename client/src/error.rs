@@ -39,6 +39,17 @@ pub enum Error {
         current_mod_revision: i64,
     },
 
+    /// A JSON Patch does not apply to the key's document as it is: a `test` operation failed,
+    /// or a path names a member or index that does not exist. `operation` is the failing
+    /// operation's index in the patch, `path` its JSON Pointer. Nothing was changed.
+    #[error("patch does not apply to key {key}: operation {operation} at path {path:?}: {kind}")]
+    PatchFailed {
+        key: String,
+        kind: PatchFailure,
+        operation: usize,
+        path: String,
+    },
+
     /// The server rejected the request's input (empty or oversized key, oversized value, ...).
     #[error("invalid argument: {}", one_line(.0))]
     InvalidArgument(String),
@@ -76,6 +87,17 @@ pub enum Error {
     Status(Status),
 }
 
+/// Why a JSON Patch does not apply ([`Error::PatchFailed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PatchFailure {
+    /// A `test` operation found another value (reason `PATCH_TEST_FAILED`).
+    #[error("test failed")]
+    TestFailed,
+    /// A path names a member or index that does not exist (reason `PATCH_PATH_NOT_FOUND`).
+    #[error("path not found")]
+    PathNotFound,
+}
+
 impl From<Status> for Error {
     /// Maps a status by its code, reading the structured google.rpc.ErrorInfo detail the contract
     /// promises for FAILED_PRECONDITION and OUT_OF_RANGE. A status whose detail is missing or
@@ -100,10 +122,21 @@ fn precondition_failed(status: &Status) -> Option<Error> {
     if info.reason == "STORE_MISMATCH" || info.reason == "STORE_BEHIND" {
         return Some(Error::StoreChanged(status.message().to_owned()));
     }
-    if info.reason != "REVISION_MISMATCH" {
-        return None;
-    }
     let number = |name: &str| info.metadata.get(name)?.parse::<i64>().ok();
+    let patch_failure = match info.reason.as_str() {
+        "REVISION_MISMATCH" => None,
+        "PATCH_TEST_FAILED" => Some(PatchFailure::TestFailed),
+        "PATCH_PATH_NOT_FOUND" => Some(PatchFailure::PathNotFound),
+        _ => return None,
+    };
+    if let Some(kind) = patch_failure {
+        return Some(Error::PatchFailed {
+            key: info.metadata.get("key")?.clone(),
+            kind,
+            operation: info.metadata.get("operation")?.parse().ok()?,
+            path: info.metadata.get("path")?.clone(),
+        });
+    }
     Some(Error::PreconditionFailed {
         key: info.metadata.get("key")?.clone(),
         expected_mod_revision: number("expected_mod_revision")?,
@@ -306,9 +339,9 @@ impl Error {
     pub fn code(&self) -> Option<Code> {
         match self {
             Error::NotFound(_) => Some(Code::NotFound),
-            Error::PreconditionFailed { .. } | Error::StoreChanged(_) => {
-                Some(Code::FailedPrecondition)
-            }
+            Error::PreconditionFailed { .. }
+            | Error::PatchFailed { .. }
+            | Error::StoreChanged(_) => Some(Code::FailedPrecondition),
             Error::InvalidArgument(_) => Some(Code::InvalidArgument),
             Error::OutOfRange { .. } => Some(Code::OutOfRange),
             Error::Status(status) => Some(status.code()),
@@ -358,6 +391,40 @@ mod tests {
             } if key == "k" => {}
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn patch_details_become_patch_failed() {
+        for (reason, kind) in [
+            ("PATCH_TEST_FAILED", PatchFailure::TestFailed),
+            ("PATCH_PATH_NOT_FOUND", PatchFailure::PathNotFound),
+        ] {
+            let status = with_info(
+                Code::FailedPrecondition,
+                reason,
+                &[("key", "k"), ("operation", "2"), ("path", "/a/0")],
+            );
+            let err = Error::from(status);
+            match &err {
+                Error::PatchFailed {
+                    key,
+                    kind: got,
+                    operation: 2,
+                    path,
+                } if key == "k" && *got == kind && path == "/a/0" => {}
+                other => panic!("unexpected {other:?}"),
+            }
+            assert_eq!(err.code(), Some(Code::FailedPrecondition));
+        }
+        let err = Error::from(with_info(
+            Code::FailedPrecondition,
+            "PATCH_TEST_FAILED",
+            &[("key", "k"), ("operation", "0"), ("path", "/n")],
+        ));
+        assert_eq!(
+            err.to_string(),
+            "patch does not apply to key k: operation 0 at path \"/n\": test failed"
+        );
     }
 
     #[test]

@@ -26,9 +26,9 @@
 //! `google.protobuf.Value`, so numbers of any size or precision survive exactly.
 //!
 //! Layout, bottom up (each module uses only those listed before it):
-//! - [`error`]: [`Error`], and the mapping from a gRPC status to it.
+//! - [`error`]: [`Error`] (and [`PatchFailure`]), and the mapping from a gRPC status to it.
 //! - [`entry`]: [`Entry`], and decoding a wire `KeyValue` into one; [`LeaseEnd`], what a
-//!   delete a lease caused says.
+//!   delete a lease caused says; a value as the JSON text a request carries.
 //! - `consistency`: the revision floor (read-your-writes) and linearizable reads.
 //! - `rpc`: the generated `JsonKvClient` on one server's channel, with the bearer token attached.
 //! - `failover`: which of several servers a call goes to, and when it moves on to the next.
@@ -36,6 +36,10 @@
 //!   types.
 //! - [`connect`]: [`Client::connect`] and [`ClientBuilder`]: addresses, TLS (`https://`, a CA, a
 //!   client certificate), the bearer token and read-your-writes.
+//! - [`patch`]: [`Patch`] and [`Client::merge`], [`Client::json_patch`], [`Client::patch`]:
+//!   documents changed on the server (RFC 7396 merge patch, RFC 6902 JSON Patch).
+//! - [`txn`]: [`Client::txn`], the [`Txn`] builder of conditions ([`Cmp`]) and operations
+//!   ([`TxnOp`]), and its [`TxnResult`]: several keys read and written at one revision.
 //! - `reconnect`: resuming a broken watch without gaps or duplicates (the resume rule).
 //! - [`watch`]: [`WatchStream`], [`WatchEvent`] and the watch calls on [`Client`].
 //! - [`lease`]: the lease calls on [`Client`], and [`Lease`], a lease kept alive in the
@@ -57,16 +61,20 @@ pub mod error;
 mod failover;
 pub mod lease;
 pub mod lock;
+pub mod patch;
 mod reconnect;
 mod rpc;
 pub mod status;
+pub mod txn;
 pub mod watch;
 
 pub use client::{Client, InsertResult, ListPage, Precondition};
 pub use connect::ClientBuilder;
 pub use entry::{Entry, LeaseCause, LeaseEnd};
-pub use error::Error;
+pub use error::{Error, PatchFailure};
 pub use lease::{Lease, LeaseGrant, LeaseStatus};
 pub use lock::{Election, Leadership, LockGuard};
+pub use patch::Patch;
 pub use status::{BackupInfo, ServerStatus};
+pub use txn::{Cmp, CmpNumber, CmpValue, Txn, TxnOp, TxnOpResult, TxnResult};
 pub use watch::{WatchEvent, WatchOptions, WatchStream, WatchTarget};

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
-use jsonkv_client::{Client, Entry, Precondition, WatchEvent, WatchOptions, WatchTarget};
+use jsonkv_client::{
+    Client, Entry, Error, Patch, PatchFailure, Precondition, WatchEvent, WatchOptions, WatchTarget,
+};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -17,15 +19,16 @@ mod cli {
     pub mod lease;
     pub mod lock;
     pub mod output;
+    pub mod txn;
 }
 
 use cli::output::{print_line, Exit, RevisionLine};
-use cli::{lease, lock};
+use cli::{lease, lock, txn};
 
 const EXIT_HELP: &str = "\
 Exit status: 0 on success; 1 when the key is not found or on any error; 2 for a usage error;
-3 when an --if-absent / --if-mod-revision condition did not hold. `jsonkv lock` exits with its
-command's status.";
+3 when an --if-absent / --if-mod-revision condition, or a JSON Patch `test`, did not hold.
+`jsonkv lock` exits with its command's status.";
 
 /// `jsonkv lock`'s TTL when none is given, as `etcdctl lock`'s.
 const LOCK_TTL_SECONDS: i64 = 10;
@@ -100,6 +103,24 @@ enum Command {
         #[arg(long, value_name = "SECONDS")]
         ttl: Option<i64>,
     },
+    /// Change KEY's document on the server with a JSON merge patch (RFC 7396; creates an
+    /// absent key) or, with --json-patch, a JSON Patch (RFC 6902); prints
+    /// {"revision":N,"value":DOC}, DOC being the document the patch left.
+    Patch {
+        key: String,
+        /// The patch as JSON text, or - to read it from stdin.
+        json: String,
+        /// JSON is an RFC 6902 JSON Patch, an array of operations applied all or none (a failed
+        /// `test` exits 3), rather than a merge patch.
+        #[arg(long)]
+        json_patch: bool,
+        #[command(flatten)]
+        condition: Condition,
+    },
+    /// Run a transaction: read a TxnRequest from stdin in the proto's canonical JSON mapping
+    /// (proto3 JSON: {"compare":[{"key":"a","mod_revision":"5"}],"success":[{"insert":{...}}]}),
+    /// print its TxnResponse the same way, with the proto's field names.
+    Txn,
     /// Print the value of KEY as compact JSON.
     Get {
         key: String,
@@ -132,6 +153,10 @@ enum Command {
         /// Replay changes from revision N (no snapshot) instead of starting with a snapshot.
         #[arg(long, value_name = "N", default_value_t = 0)]
         start_revision: i64,
+        /// Print with each put and delete the key as it was before:
+        /// "prev":{"value":V,"mod_revision":N}, or "prev":null if it did not exist.
+        #[arg(long)]
+        prev_kv: bool,
     },
     /// Print the server's status as one JSON object: revision, keys, store_id, backend,
     /// version, data and disk bytes, history range, open watchers, uptime, live leases.
@@ -239,7 +264,7 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
 async fn run(cli: Cli) -> Result<(), Exit> {
     // A bad value is rejected before any connection is made.
     let value = match &cli.command {
-        Command::Put { json, .. } => Some(read_value(json)?),
+        Command::Put { json, .. } | Command::Patch { json, .. } => Some(read_value(json)?),
         Command::Elect {
             proposal: Some(json),
             ..
@@ -247,6 +272,10 @@ async fn run(cli: Cli) -> Result<(), Exit> {
             read_value(json)?;
             None
         }
+        _ => None,
+    };
+    let txn = match &cli.command {
+        Command::Txn => Some(txn::parse_request(&read_stdin("the TxnRequest")?)?),
         _ => None,
     };
     let mut builder = Client::builder(cli.addr);
@@ -294,6 +323,28 @@ async fn run(cli: Cli) -> Result<(), Exit> {
                 lease,
             })
         }
+        Command::Patch {
+            key,
+            json_patch,
+            condition,
+            ..
+        } => {
+            let value = value.unwrap_or_default();
+            let patch = if json_patch {
+                Patch::json_patch(&value)
+            } else {
+                Patch::merge(&value)
+            };
+            let entry = client
+                .patch::<Value>(&key, &patch, condition.precondition())
+                .await
+                .map_err(patch_exit)?;
+            print_line(&PatchLine {
+                revision: entry.mod_revision,
+                value: &entry.value,
+            })
+        }
+        Command::Txn => txn::run(&client, txn.unwrap_or_default()).await,
         Command::Get { key, read } => match read.client(&client).get::<Value>(&key).await? {
             Some(entry) => print_line(&entry.value),
             None => Err(Exit::not_found(&key)),
@@ -335,6 +386,7 @@ async fn run(cli: Cli) -> Result<(), Exit> {
             key,
             prefix,
             start_revision,
+            prev_kv,
         } => {
             let target = match (key, prefix) {
                 (_, Some(prefix)) => WatchTarget::Prefix(prefix),
@@ -342,24 +394,51 @@ async fn run(cli: Cli) -> Result<(), Exit> {
                 // clap's required group rules this out.
                 (None, None) => return Err(Exit::error("give a KEY or --prefix")),
             };
-            watch(&client, target, start_revision).await
+            let options = WatchOptions {
+                start_revision,
+                prev_kv,
+                ..WatchOptions::default()
+            };
+            watch(&client, target, options).await
         }
     }
 }
 
-/// The value argument of `put`: JSON text, or `-` for stdin.
+/// The value argument of `put` and `patch`: JSON text, or `-` for stdin.
 fn read_value(json: &str) -> Result<Value, Exit> {
     let text = if json == "-" {
-        let mut text = String::new();
-        io::stdin()
-            .read_to_string(&mut text)
-            .map_err(|e| Exit::error(format!("cannot read the value from stdin: {e}")))?;
-        text
+        read_stdin("the value")?
     } else {
         json.to_owned()
     };
     // Lossless: with serde_json's arbitrary_precision every digit is kept.
     jsonkv::value::parse_json_text(&text).map_err(Exit::error)
+}
+
+/// All of stdin, which holds `what`.
+fn read_stdin(what: &str) -> Result<String, Exit> {
+    let mut text = String::new();
+    io::stdin()
+        .read_to_string(&mut text)
+        .map_err(|e| Exit::error(format!("cannot read {what} from stdin: {e}")))?;
+    Ok(text)
+}
+
+/// How `jsonkv patch` ends on `error`: a failed JSON Patch `test` is a condition that did not
+/// hold, as a failed --if-mod-revision is (exit 3).
+fn patch_exit(error: Error) -> Exit {
+    let test_failed = matches!(
+        error,
+        Error::PatchFailed {
+            kind: PatchFailure::TestFailed,
+            ..
+        }
+    );
+    let mut exit = Exit::from(error);
+    if test_failed {
+        exit.code = 3;
+    }
+    exit
 }
 
 /// Prints page by page, so a large store starts printing at once and is never all in memory.
@@ -379,11 +458,9 @@ async fn list(client: &Client, prefix: &str) -> Result<(), Exit> {
     }
 }
 
-async fn watch(client: &Client, target: WatchTarget, start_revision: i64) -> Result<(), Exit> {
-    let options = WatchOptions {
-        start_revision,
-        ..WatchOptions::default()
-    };
+async fn watch(client: &Client, target: WatchTarget, options: WatchOptions) -> Result<(), Exit> {
+    // With --prev-kv every put and delete line says what came before (null: nothing).
+    let prev_kv = options.prev_kv;
     let mut events = client.watch::<Value>(target, options);
     while let Some(event) = events.next().await {
         let event = event?;
@@ -392,20 +469,27 @@ async fn watch(client: &Client, target: WatchTarget, start_revision: i64) -> Res
                 revision: *revision,
                 kvs: entries.iter().map(SnapshotKv::from).collect(),
             },
-            WatchEvent::Put { entry, revision } => EventLine::Put {
+            WatchEvent::Put {
+                entry,
+                revision,
+                previous,
+            } => EventLine::Put {
                 key: &entry.key,
                 value: &entry.value,
                 revision: *revision,
+                prev: prev_kv.then(|| PrevKv::of(previous)),
             },
             WatchEvent::Delete {
                 key,
                 revision,
                 lease_end,
+                previous,
             } => EventLine::Delete {
                 key: key.as_str(),
                 revision: *revision,
                 lease: lease_end.map(|end| end.lease),
                 cause: lease_end.map(|end| end.cause.as_str()),
+                prev: prev_kv.then(|| PrevKv::of(previous)),
             },
         };
         print_line(&line)?;
@@ -422,6 +506,13 @@ struct PutLine {
     revision: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     lease: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct PatchLine<'a> {
+    revision: i64,
+    /// The document the patch left.
+    value: &'a Value,
 }
 
 #[derive(Serialize)]
@@ -473,6 +564,9 @@ enum EventLine<'a> {
         key: &'a str,
         value: &'a Value,
         revision: i64,
+        /// With --prev-kv: the key before the change, or null if it did not exist.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        prev: Option<Option<PrevKv<'a>>>,
     },
     Delete {
         key: &'a str,
@@ -482,5 +576,25 @@ enum EventLine<'a> {
         lease: Option<i64>,
         #[serde(skip_serializing_if = "Option::is_none")]
         cause: Option<&'static str>,
+        /// With --prev-kv: the key as it was deleted.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        prev: Option<Option<PrevKv<'a>>>,
     },
+}
+
+/// A key's value before a change, and the revision that had written it. An object, so that a
+/// previous value of `null` differs from a key that did not exist (`"prev":null`).
+#[derive(Serialize)]
+struct PrevKv<'a> {
+    value: &'a Value,
+    mod_revision: i64,
+}
+
+impl<'a> PrevKv<'a> {
+    fn of(previous: &'a Option<Entry<Value>>) -> Option<PrevKv<'a>> {
+        previous.as_ref().map(|entry| PrevKv {
+            value: &entry.value,
+            mod_revision: entry.mod_revision,
+        })
+    }
 }

@@ -57,14 +57,17 @@ pub(crate) enum Delivery {
         revision: i64,
         kvs: Vec<pb::KeyValue>,
     },
+    /// `prev`: the key before the change, when the watch asked for it and the key existed.
     Put {
         kv: pb::KeyValue,
         revision: i64,
+        prev: Option<pb::KeyValue>,
     },
     Delete {
         key: String,
         revision: i64,
         lease_end: Option<LeaseEnd>,
+        prev: Option<pb::KeyValue>,
     },
 }
 
@@ -208,11 +211,13 @@ impl Resume {
             (EventType::Put, Some(kv)) => Delivery::Put {
                 kv,
                 revision: event.revision,
+                prev: event.prev_kv,
             },
             (EventType::Delete, Some(kv)) => Delivery::Delete {
                 key: kv.key,
                 revision: event.revision,
                 lease_end,
+                prev: event.prev_kv,
             },
             (kind, kv) => {
                 return Err(Error::Protocol(format!(
@@ -367,7 +372,7 @@ mod tests {
     fn changes(seen: &[Result<Delivery, String>]) -> Vec<(String, i64)> {
         seen.iter()
             .filter_map(|item| match item {
-                Ok(Delivery::Put { kv, revision }) => Some((kv.key.clone(), *revision)),
+                Ok(Delivery::Put { kv, revision, .. }) => Some((kv.key.clone(), *revision)),
                 Ok(Delivery::Delete { key, revision, .. }) => Some((key.clone(), *revision)),
                 _ => None,
             })

@@ -48,6 +48,20 @@ pub struct WatchOptions {
     /// that lost changes, then ends the stream with [`Error::StoreChanged`] instead of
     /// skipping changes. `None`: no check on the first connect.
     pub store_id: Option<String>,
+    /// Whether each [`WatchEvent::Put`] and [`WatchEvent::Delete`] carries the key as it was
+    /// just before the change (`previous`). The server serves it from history, at no extra
+    /// read; a resumed watch asks for it again.
+    pub prev_kv: bool,
+}
+
+impl WatchOptions {
+    /// These options, asking for each event's previous entry ([`WatchOptions::prev_kv`]).
+    pub fn with_prev_kv(self) -> WatchOptions {
+        WatchOptions {
+            prev_kv: true,
+            ..self
+        }
+    }
 }
 
 /// One item of a watch.
@@ -59,14 +73,22 @@ pub enum WatchEvent<T> {
         revision: i64,
         entries: Vec<Entry<T>>,
     },
-    /// A key was created or replaced at `revision` (its `entry.mod_revision`).
-    Put { entry: Entry<T>, revision: i64 },
+    /// A key was created or replaced at `revision` (its `entry.mod_revision`). With
+    /// [`WatchOptions::prev_kv`], `previous` is the key just before, `None` if it did not
+    /// exist; without, always `None`.
+    Put {
+        entry: Entry<T>,
+        revision: i64,
+        previous: Option<Entry<T>>,
+    },
     /// A key was deleted at `revision`; `lease_end` says which lease's end deleted it, and
-    /// why, when one did (a server on etcd cannot tell, and says nothing).
+    /// why, when one did (a server on etcd cannot tell, and says nothing). With
+    /// [`WatchOptions::prev_kv`], `previous` is the deleted entry; without, `None`.
     Delete {
         key: String,
         revision: i64,
         lease_end: Option<LeaseEnd>,
+        previous: Option<Entry<T>>,
     },
 }
 
@@ -144,17 +166,21 @@ impl Client {
         options: WatchOptions,
     ) -> WatchStream<T> {
         let client = self.clone();
+        let prev_kv = options.prev_kv;
         let open = move |start_revision: i64, store_id: Option<String>| {
             let client = client.clone();
             let target = target.clone();
+            let start = Start {
+                revision: start_revision,
+                store_id,
+                prev_kv,
+            };
             // Read at every (re)issue: the floor may have risen since the watch began. A server of
             // another store refuses it like any read's; a resume it refused is refused again, and
             // ends the watch.
             async move {
                 client
-                    .read(|floor| {
-                        open_watch(&client, &target, start_revision, floor, store_id.clone())
-                    })
+                    .read(|floor| open_watch(&client, &target, &start, floor))
                     .await
             }
         };
@@ -175,20 +201,30 @@ impl Client {
     }
 }
 
-/// Opens one watch stream on the client's servers: from `start_revision` of the store
-/// `store_id` names (a resume). A snapshot start sends the floor's store instead, for its
+/// Where one (re)issue of a watch starts, and what its events carry.
+struct Start {
+    /// 0: from a snapshot.
+    revision: i64,
+    /// The store `revision` belongs to, when resuming.
+    store_id: Option<String>,
+    prev_kv: bool,
+}
+
+/// Opens one watch stream on the client's servers: from `start.revision` of the store
+/// `start.store_id` names (a resume). A snapshot start sends the floor's store instead, for its
 /// `min_revision`; a start revision the caller gave with no store names none, so that a watch
 /// from a future revision stays possible.
 async fn open_watch(
     client: &Client,
     target: &WatchTarget,
-    start_revision: i64,
+    start: &Start,
     floor: MinRevision,
-    store_id: Option<String>,
 ) -> Result<Opened<tonic::Streaming<pb::WatchResponse>>, tonic::Status> {
     let encoding = pb::ValueEncoding::Json as i32;
-    let store_id = match store_id {
-        Some(store_id) => store_id,
+    let start_revision = start.revision;
+    let prev_kv = start.prev_kv;
+    let store_id = match &start.store_id {
+        Some(store_id) => store_id.clone(),
         None if start_revision == 0 => floor.store_id,
         None => String::new(),
     };
@@ -205,7 +241,7 @@ async fn open_watch(
                         value_encoding: encoding,
                         min_revision,
                         store_id,
-                        prev_kv: false,
+                        prev_kv,
                     })
                     .await
                 }
@@ -216,7 +252,7 @@ async fn open_watch(
                         value_encoding: encoding,
                         min_revision,
                         store_id,
-                        prev_kv: false,
+                        prev_kv,
                     })
                     .await
                 }
@@ -236,18 +272,21 @@ fn decode_delivery<T: DeserializeOwned>(delivery: Delivery) -> Result<WatchEvent
             revision,
             entries: decode_all(kvs)?,
         },
-        Delivery::Put { kv, revision } => WatchEvent::Put {
+        Delivery::Put { kv, revision, prev } => WatchEvent::Put {
             entry: Entry::from_wire(kv)?,
             revision,
+            previous: prev.map(Entry::from_wire).transpose()?,
         },
         Delivery::Delete {
             key,
             revision,
             lease_end,
+            prev,
         } => WatchEvent::Delete {
             key,
             revision,
             lease_end,
+            previous: prev.map(Entry::from_wire).transpose()?,
         },
     })
 }

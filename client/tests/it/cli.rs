@@ -808,3 +808,219 @@ async fn elect_leads_one_at_a_time_and_listen_follows_the_leader() {
         let _ = child.wait();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_merges_and_prints_the_revision_and_document() {
+    let server = common::start().await;
+    let addr = server.url();
+    ok(jsonkv(
+        &addr,
+        &[
+            "put",
+            "p",
+            r#"{"big":123456789012345678901234567890,"gone":1,"f":1.50}"#,
+        ],
+        None,
+    ));
+    assert_eq!(
+        ok(jsonkv(&addr, &["patch", "p", r#"{"gone":null,"n":{"x":2}}"#], None)),
+        "{\"revision\":2,\"value\":{\"big\":123456789012345678901234567890,\"f\":1.50,\"n\":{\"x\":2}}}\n"
+    );
+    assert_eq!(
+        ok(jsonkv(&addr, &["get", "p"], None)),
+        "{\"big\":123456789012345678901234567890,\"f\":1.50,\"n\":{\"x\":2}}\n"
+    );
+    // A merge patch creates an absent key; from stdin, like `put -`.
+    assert_eq!(
+        ok(jsonkv(
+            &addr,
+            &["patch", "new", "-"],
+            Some("{\"a\": [1,\n 2]}\n")
+        )),
+        "{\"revision\":3,\"value\":{\"a\":[1,2]}}\n"
+    );
+    // Conditions as `put` takes them.
+    let stale = jsonkv(&addr, &["patch", "p", "{}", "--if-mod-revision", "1"], None);
+    assert_one_line_error(&stale);
+    assert_eq!(stale.status.code(), Some(3));
+    let malformed = jsonkv(&addr, &["patch", "p", "{"], None);
+    assert_one_line_error(&malformed);
+    assert!(stderr(&malformed).starts_with("error: malformed JSON"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_json_patch_applies_all_or_nothing() {
+    let server = common::start().await;
+    let addr = server.url();
+    ok(jsonkv(
+        &addr,
+        &["put", "j", r#"{"state":"idle","n":1}"#],
+        None,
+    ));
+    let ops = r#"[{"op":"test","path":"/state","value":"idle"},{"op":"replace","path":"/state","value":"busy"}]"#;
+    assert_eq!(
+        ok(jsonkv(&addr, &["patch", "--json-patch", "j", ops], None)),
+        "{\"revision\":2,\"value\":{\"state\":\"busy\",\"n\":1}}\n"
+    );
+    // The test fails now: exit 3, one line naming the operation and path, nothing changed.
+    let failed = jsonkv(&addr, &["patch", "--json-patch", "j", "-"], Some(ops));
+    assert_one_line_error(&failed);
+    assert_eq!(failed.status.code(), Some(3));
+    assert_eq!(
+        stderr(&failed),
+        "error: patch does not apply to key j: operation 0 at path \"/state\": test failed\n"
+    );
+    assert!(failed.stdout.is_empty());
+    let client = Client::connect(&addr).await.unwrap();
+    let entry = client.get::<Value>("j").await.unwrap().unwrap();
+    assert_eq!(entry.mod_revision, 2);
+    // A path that names nothing is an error, not a failed condition.
+    let missing = jsonkv(
+        &addr,
+        &[
+            "patch",
+            "--json-patch",
+            "j",
+            r#"[{"op":"remove","path":"/x"}]"#,
+        ],
+        None,
+    );
+    assert_one_line_error(&missing);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("path not found"),
+        "{}",
+        stderr(&missing)
+    );
+    // Not a JSON Patch at all.
+    let bad = jsonkv(
+        &addr,
+        &["patch", "--json-patch", "j", r#"{"op":"add"}"#],
+        None,
+    );
+    assert_one_line_error(&bad);
+    assert!(
+        stderr(&bad).starts_with("error: invalid argument"),
+        "{}",
+        stderr(&bad)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn txn_reads_proto3_json_and_prints_the_response_the_same_way() {
+    let server = common::start().await;
+    let addr = server.url();
+    for n in 1..=5 {
+        ok(jsonkv(&addr, &["put", "a", &n.to_string()], None));
+    }
+    // a is at mod revision 5: int64 as a string, original field names, enums by name, oneofs
+    // by field name.
+    let request = r#"{
+        "compare": [
+            {"key": "a", "mod_revision": "5"},
+            {"key": "a", "result": "COMPARE_RESULT_GREATER", "version": "4"}
+        ],
+        "success": [
+            {"insert": {"key": "b", "value_json": "{\"big\":123456789012345678901234567890}"}},
+            {"patch": {"key": "a", "json_patch": "[{\"op\":\"replace\",\"path\":\"\",\"value\":6}]"}},
+            {"get": {"key": "b", "value_encoding": "VALUE_ENCODING_JSON"}}
+        ],
+        "failure": [{"get": {"key": "a"}}]
+    }"#;
+    let out: Value = serde_json::from_str(&ok(jsonkv(&addr, &["txn"], Some(request)))).unwrap();
+    assert_eq!(out["succeeded"], true);
+    assert_eq!(out["revision"], "6", "int64 prints as a string");
+    let results = out["results"].as_array().unwrap();
+    assert_eq!(results[0]["insert"]["revision"], "6");
+    assert_eq!(results[1]["patch"]["kv"]["mod_revision"], "6");
+    assert_eq!(
+        results[2]["get"]["kv"]["value_json"],
+        "{\"big\":123456789012345678901234567890}"
+    );
+    let client = Client::connect(&addr).await.unwrap();
+    assert_eq!(client.get::<i64>("a").await.unwrap().unwrap().value, 6);
+
+    // The same again, in camelCase with an int64 as a number: a moved, so `failure` runs, and
+    // its answer says so (a false `succeeded` is printed, not left out).
+    let request = r#"{"compare":[{"key":"a","modRevision":5}],
+                      "success":[{"delete":{"key":"a"}}],
+                      "failure":[{"get":{"key":"a","valueEncoding":"VALUE_ENCODING_JSON"}}]}"#;
+    let out: Value = serde_json::from_str(&ok(jsonkv(&addr, &["txn"], Some(request)))).unwrap();
+    assert_eq!(out["succeeded"], false);
+    assert_eq!(out["results"][0]["get"]["kv"]["value_json"], "6");
+    assert!(client.get::<i64>("a").await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn txn_refuses_bad_requests_in_one_line() {
+    let server = common::start().await;
+    let addr = server.url();
+    for (request, says) in [
+        ("{", "error: malformed TxnRequest"),
+        ("", "error: malformed TxnRequest"),
+        // A misspelt field would drop a condition: refused, not ignored.
+        (
+            r#"{"compare":[{"key":"a","mod_revison":"1"}]}"#,
+            "error: malformed TxnRequest",
+        ),
+        (
+            r#"{"compare":[{"key":"a","result":"BIGGER","version":"1"}]}"#,
+            "error: malformed TxnRequest",
+        ),
+        (
+            r#"{"compare":[{"key":"a","mod_revision":"five"}]}"#,
+            "error: malformed TxnRequest",
+        ),
+        // Well-formed, but the server refuses it: one key written twice.
+        (
+            r#"{"success":[{"insert":{"key":"a","value_json":"1"}},{"delete":{"key":"a"}}]}"#,
+            "error: invalid argument",
+        ),
+    ] {
+        let out = jsonkv(&addr, &["txn"], Some(request));
+        assert_one_line_error(&out);
+        assert_eq!(out.status.code(), Some(1), "{request}");
+        assert!(
+            stderr(&out).starts_with(says),
+            "{request}: {}",
+            stderr(&out)
+        );
+        assert!(out.stdout.is_empty());
+    }
+    let client = Client::connect(&addr).await.unwrap();
+    assert_eq!(
+        client.status().await.unwrap().revision,
+        0,
+        "nothing written"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_prev_kv_prints_what_each_change_replaced() {
+    let server = common::start().await;
+    let client = Client::connect(server.url()).await.unwrap();
+    let watch = WatchChild::spawn(&server.url(), &["w", "--prev-kv"]);
+    assert_eq!(
+        watch.next_line(),
+        r#"{"type":"snapshot","revision":0,"kvs":[]}"#
+    );
+    client.insert("w", &Value::Null).await.unwrap(); // 1
+    client
+        .merge::<Value>("w", &serde_json::json!({"v": 2}))
+        .await
+        .unwrap(); // 2
+    client.delete("w").await.unwrap(); // 3
+    assert_eq!(
+        watch.next_line(),
+        r#"{"type":"put","key":"w","value":null,"revision":1,"prev":null}"#
+    );
+    // A previous value of null is a value: an object says so.
+    assert_eq!(
+        watch.next_line(),
+        r#"{"type":"put","key":"w","value":{"v":2},"revision":2,"prev":{"value":null,"mod_revision":1}}"#
+    );
+    assert_eq!(
+        watch.next_line(),
+        r#"{"type":"delete","key":"w","revision":3,"prev":{"value":{"v":2},"mod_revision":2}}"#
+    );
+}

@@ -15,4 +15,5 @@ mod consistency;
 mod failover;
 mod leases;
 mod secure;
+mod txn;
 mod watch;

@@ -53,7 +53,11 @@ async fn watch_key_sends_snapshot_then_changes_in_order() {
     client.insert("k", &Counter { n: 2 }).await.unwrap(); // 6
 
     match next_event(&mut watch).await {
-        WatchEvent::Put { entry, revision } => {
+        WatchEvent::Put {
+            entry,
+            revision,
+            previous: None,
+        } => {
             assert_eq!(revision, 3);
             assert_eq!(entry.value, Counter { n: 1 });
             assert_eq!((entry.mod_revision, entry.version), (3, 2));
@@ -66,10 +70,15 @@ async fn watch_key_sends_snapshot_then_changes_in_order() {
             key: "k".into(),
             revision: 5,
             lease_end: None,
+            previous: None,
         }
     );
     match next_event(&mut watch).await {
-        WatchEvent::Put { entry, revision } => {
+        WatchEvent::Put {
+            entry,
+            revision,
+            previous: None,
+        } => {
             assert_eq!(revision, 6);
             // Re-created: a new create revision and version 1.
             assert_eq!((entry.create_revision, entry.version), (6, 1));
@@ -118,7 +127,9 @@ async fn watch_prefix_sees_only_its_keys_and_lossless_numbers() {
     client.delete("app/a").await.unwrap(); // 6
 
     match next_event(&mut watch).await {
-        WatchEvent::Put { entry, revision: 5 } => {
+        WatchEvent::Put {
+            entry, revision: 5, ..
+        } => {
             assert_eq!(entry.key, "app/c");
             assert_eq!(
                 serde_json::to_string(&entry.value).unwrap(),
@@ -133,6 +144,7 @@ async fn watch_prefix_sees_only_its_keys_and_lossless_numbers() {
             key: "app/a".into(),
             revision: 6,
             lease_end: None,
+            previous: None,
         }
     );
 }
@@ -157,7 +169,9 @@ async fn a_snapshot_split_over_several_messages_arrives_as_one_event() {
     }
     client.insert("big/4", &"small".to_string()).await.unwrap();
     match next_event(&mut watch).await {
-        WatchEvent::Put { entry, revision } => {
+        WatchEvent::Put {
+            entry, revision, ..
+        } => {
             assert_eq!((entry.key.as_str(), revision), ("big/4", 4));
         }
         other => panic!("expected a put (no second snapshot), got {other:?}"),
@@ -180,7 +194,9 @@ async fn start_revision_replays_history_without_a_snapshot() {
     );
     for expected in 2..=4 {
         match next_event(&mut watch).await {
-            WatchEvent::Put { entry, revision } => {
+            WatchEvent::Put {
+                entry, revision, ..
+            } => {
                 assert_eq!(revision, expected);
                 assert_eq!(entry.value.n, expected as u64);
             }
@@ -300,7 +316,9 @@ async fn watch_resumes_across_a_server_restart_without_gaps_or_duplicates() {
     let got: Vec<(i64, String, Option<u64>)> = seen
         .into_iter()
         .map(|event| match event {
-            WatchEvent::Put { entry, revision } => (revision, entry.key, Some(entry.value)),
+            WatchEvent::Put {
+                entry, revision, ..
+            } => (revision, entry.key, Some(entry.value)),
             WatchEvent::Delete { key, revision, .. } => (revision, key, None),
             WatchEvent::Snapshot { revision, .. } => panic!("second snapshot at {revision}"),
         })
@@ -310,7 +328,9 @@ async fn watch_resumes_across_a_server_restart_without_gaps_or_duplicates() {
     // Still live on the new server, and nothing extra was queued.
     client_b.insert("w/e", &8).await.unwrap();
     match watch.next_event().await {
-        WatchEvent::Put { entry, revision } => {
+        WatchEvent::Put {
+            entry, revision, ..
+        } => {
             assert_eq!(revision, last_revision + 1);
             assert_eq!(entry.key, "w/e");
         }
@@ -355,7 +375,9 @@ async fn quiet_watch_resumes_after_restart() {
     let client_b = Client::connect(server_b.url()).await.unwrap();
     let put = client_b.insert("quiet", &"now").await.unwrap();
     match watch.next_event().await {
-        WatchEvent::Put { entry, revision } => {
+        WatchEvent::Put {
+            entry, revision, ..
+        } => {
             assert_eq!(revision, put.revision);
             assert_eq!(entry.value, json!("now"));
         }
@@ -417,6 +439,7 @@ async fn a_watch_resumes_in_a_later_process_from_its_revision_and_store() {
         WatchOptions {
             start_revision: seen + 1,
             store_id: Some(store_id.clone()),
+            ..WatchOptions::default()
         },
     );
     assert_eq!(next_event(&mut resumed).await.revision(), missed);
@@ -427,6 +450,7 @@ async fn a_watch_resumes_in_a_later_process_from_its_revision_and_store() {
         WatchOptions {
             start_revision: seen + 1,
             store_id: Some("another-store".into()),
+            ..WatchOptions::default()
         },
     );
     assert!(matches!(
@@ -515,4 +539,112 @@ async fn watch_survives_connections_cut_without_a_status() {
         }
     }
     assert_eq!(seen, expected);
+}
+
+/// The entry a watch with `prev_kv` says a change replaced, or `None` when it created the key.
+fn previous_of(event: WatchEvent<Value>) -> (String, Option<(Value, i64)>) {
+    match event {
+        WatchEvent::Put {
+            entry, previous, ..
+        } => (entry.key, previous.map(|p| (p.value, p.mod_revision))),
+        WatchEvent::Delete { key, previous, .. } => {
+            (key, previous.map(|p| (p.value, p.mod_revision)))
+        }
+        other => panic!("expected a change, got {other:?}"),
+    }
+}
+
+/// Asked for, every put and delete carries the key as it was just before: after a create,
+/// nothing; after a replace, a patch, a transaction and a delete, the entry they replaced.
+#[tokio::test]
+async fn prev_kv_carries_what_each_change_replaced() {
+    let server = common::start().await;
+    let client = Client::connect(server.url()).await.unwrap();
+    let options = WatchOptions::default().with_prev_kv();
+    let mut watch = client.watch::<Value>(WatchTarget::Prefix("p/".into()), options);
+    assert!(matches!(
+        next_event(&mut watch).await,
+        WatchEvent::Snapshot { .. }
+    ));
+
+    let created = client.insert("p/a", &json!(1)).await.unwrap().revision;
+    assert_eq!(
+        previous_of(next_event(&mut watch).await),
+        ("p/a".into(), None)
+    );
+    let replaced = client
+        .insert("p/a", &json!({"n": 2}))
+        .await
+        .unwrap()
+        .revision;
+    assert_eq!(
+        previous_of(next_event(&mut watch).await),
+        ("p/a".into(), Some((json!(1), created)))
+    );
+    let patched = client
+        .merge::<Value>("p/a", &json!({"m": 3}))
+        .await
+        .unwrap()
+        .mod_revision;
+    assert_eq!(
+        previous_of(next_event(&mut watch).await),
+        ("p/a".into(), Some((json!({"n": 2}), replaced)))
+    );
+    // A previous value that is JSON null is a value, not nothing.
+    let b = client.insert("p/b", &Value::Null).await.unwrap().revision;
+    next_event(&mut watch).await;
+    let both = client
+        .txn()
+        .then([
+            jsonkv_client::TxnOp::insert("p/a", &json!("txn")),
+            jsonkv_client::TxnOp::delete("p/b"),
+        ])
+        .commit()
+        .await
+        .unwrap()
+        .revision;
+    let first = next_event(&mut watch).await;
+    let second = next_event(&mut watch).await;
+    assert_eq!((first.revision(), second.revision()), (both, both));
+    assert_eq!(
+        previous_of(first),
+        ("p/a".into(), Some((json!({"n": 2, "m": 3}), patched)))
+    );
+    assert_eq!(previous_of(second), ("p/b".into(), Some((Value::Null, b))));
+    client.delete("p/a").await.unwrap();
+    assert_eq!(
+        previous_of(next_event(&mut watch).await),
+        ("p/a".into(), Some((json!("txn"), both)))
+    );
+}
+
+/// A watch with `prev_kv` whose connection is cut resumes still asking for it: the changes
+/// after the cut carry their previous entries too.
+#[tokio::test]
+async fn prev_kv_survives_a_resume() {
+    let server = common::start().await;
+    let proxy = common::proxy::Proxy::start(server.addr()).await;
+    let watched = Client::connect(proxy.url()).await.unwrap();
+    let writer = Client::connect(server.url()).await.unwrap();
+    let options = WatchOptions::default().with_prev_kv();
+    let mut watch = Drained::new(watched.watch::<Value>(WatchTarget::Key("k".into()), options));
+    assert!(matches!(
+        watch.next_event().await,
+        WatchEvent::Snapshot { .. }
+    ));
+    let mut last = (json!(0), writer.insert("k", &0).await.unwrap().revision);
+    assert_eq!(previous_of(watch.next_event().await).1, None);
+    for round in 1..=2 {
+        proxy.cut();
+        // Written while the watch is away, so replayed from history on the resume.
+        let mut written = Vec::new();
+        for n in [round * 10, round * 10 + 1] {
+            written.push((json!(n), writer.insert("k", &n).await.unwrap().revision));
+        }
+        for now in written {
+            let (_, previous) = previous_of(watch.next_event().await);
+            assert_eq!(previous, Some(last), "round {round}");
+            last = now;
+        }
+    }
 }

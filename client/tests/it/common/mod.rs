@@ -1,5 +1,5 @@
-//! Test support shared by the client's integration tests: an in-process server on a free port,
-//! a bounded wait for the next watch event, the change log a watch test checks against
+//! Test support shared by the client's integration tests: an in-process server on a free port
+//! (on any [`Backend`]), a bounded wait for the next watch event, the change log a watch test checks against
 //! ([`put`], [`read_up_to`]), and (in [`proxy`]) a way to break connections.
 
 pub mod proxy;
@@ -30,6 +30,89 @@ pub async fn start_with_store(config: Config, store: Store) -> RunningServer {
         .await
         .expect("start server")
 }
+
+/// Where a test server keeps its data: the transaction tests run on each (see
+/// [`each_backend!`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// In memory (`--in-memory`).
+    Memory,
+    /// A data directory of its own, fsynced as in production.
+    Disk,
+    /// The test process's shared etcd, under a key prefix no other test uses: revisions skip,
+    /// and a contended transaction may give up with ABORTED.
+    Etcd,
+}
+
+/// A server on one [`Backend`], and the data directory it needs kept while it runs.
+pub struct BackendServer {
+    pub server: RunningServer,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Backend {
+    pub async fn start(self) -> BackendServer {
+        use jsonkv_server::config::{BackendConfig, DiskConfig, EtcdConfig};
+        let dir = (self == Backend::Disk).then(|| tempfile::tempdir().unwrap());
+        let backend = match (self, &dir) {
+            (Backend::Memory, _) => BackendConfig::InMemory,
+            (Backend::Disk, Some(dir)) => BackendConfig::Disk(DiskConfig::new(dir.path())),
+            (Backend::Etcd, _) => BackendConfig::Etcd(EtcdConfig {
+                endpoints: jsonkv_testkit::shared_etcd().endpoints(),
+                prefix: jsonkv_testkit::unique_prefix(),
+                ..EtcdConfig::default()
+            }),
+            (Backend::Disk, None) => unreachable!("a disk server has its directory"),
+        };
+        let config = Config {
+            backend,
+            ..config()
+        };
+        BackendServer {
+            server: RunningServer::start(config).await.expect("start server"),
+            _dir: dir,
+        }
+    }
+}
+
+/// `each_backend!(name)` turns `async fn name(backend: Backend)` into the tests `name::memory`
+/// and `name::disk`; `each_backend!(name, etcd)` adds `name::etcd`. Arguments for
+/// `#[tokio::test]` may follow in brackets: `each_backend!(name, etcd, [flavor =
+/// "multi_thread"])`.
+macro_rules! each_backend {
+    ($name:ident $(, [$($arg:tt)+])?) => {
+        mod $name {
+            #[tokio::test$(($($arg)+))?]
+            async fn memory() {
+                super::$name($crate::common::Backend::Memory).await;
+            }
+
+            #[tokio::test$(($($arg)+))?]
+            async fn disk() {
+                super::$name($crate::common::Backend::Disk).await;
+            }
+        }
+    };
+    ($name:ident, etcd $(, [$($arg:tt)+])?) => {
+        mod $name {
+            #[tokio::test$(($($arg)+))?]
+            async fn memory() {
+                super::$name($crate::common::Backend::Memory).await;
+            }
+
+            #[tokio::test$(($($arg)+))?]
+            async fn disk() {
+                super::$name($crate::common::Backend::Disk).await;
+            }
+
+            #[tokio::test$(($($arg)+))?]
+            async fn etcd() {
+                super::$name($crate::common::Backend::Etcd).await;
+            }
+        }
+    };
+}
+pub(crate) use each_backend;
 
 /// The next item of a watch; panics if none comes within [`PATIENCE`] or the stream ends.
 pub async fn next_item<T>(watch: &mut WatchStream<T>) -> Result<WatchEvent<T>, Error> {
@@ -98,7 +181,9 @@ pub async fn put(client: &jsonkv_client::Client, key: &str, n: u64) -> Change {
 pub async fn read_up_to(watch: &mut Drained<u64>, seen: &mut Vec<Change>, revision: i64) {
     while seen.last().is_none_or(|e| e.0 < revision) {
         seen.push(match watch.next_event().await {
-            WatchEvent::Put { entry, revision } => (revision, entry.key, Some(entry.value)),
+            WatchEvent::Put {
+                entry, revision, ..
+            } => (revision, entry.key, Some(entry.value)),
             WatchEvent::Delete { key, revision, .. } => (revision, key, None),
             WatchEvent::Snapshot { revision, .. } => panic!("second snapshot at {revision}"),
         });
