@@ -3,7 +3,7 @@
 # BENCHMARKS.md: the machine, the versions, the exact commands, the figures and the issue's
 # targets checked against them.
 #
-#   bench/compare.sh            the full run (about 20 minutes after the build)
+#   bench/compare.sh            the full run (about 25 minutes after the build)
 #   bench/compare.sh --smoke    every run for about a second, few watchers, leases and keys,
 #                               report to a temp file; exits non-zero if any run fails or
 #                               reports an error (CI)
@@ -14,8 +14,9 @@
 # (the transport's limit), jsonkv-server in memory, jsonkv-server durable when its --help offers
 # --data-dir, etcd (Debian's etcd-server, installed with apt-get if missing), and two
 # jsonkv-servers on one etcd (--etcd). Every load run is the same harness,
-# target/release/jsonkv-bench, at the same concurrency; each is bounded by `timeout`. The lease
-# and lock runs use etcd's own lease API as their reference, each on a fresh etcd.
+# target/release/jsonkv-bench, at the same concurrency (but for the clients patching one key);
+# each is bounded by `timeout`. The lease and lock runs use etcd's own lease API as their
+# reference, each on a fresh etcd; the transaction runs, etcd's Txn.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +28,7 @@ while [ $# -gt 0 ]; do
     --smoke) smoke=1 ;;
     --no-etcd) with_etcd=0 ;;
     --out) out="$2"; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -53,6 +54,8 @@ else
 fi
 # The headline: one connection, 64 requests in flight, for every target.
 headline="--connections 1 --concurrency 64"
+# Clients patching one key at once.
+contenders=100
 
 # Data directories live under target/, on the same disk for jsonkv and etcd (a tmpfs /tmp
 # would make fsync free).
@@ -272,7 +275,8 @@ for round in $(seq "$rounds"); do
   stop_servers
   for mode in "${modes[@]}"; do
     echo "== round $round of $rounds: jsonkv, $mode" >&2
-    for workload in get insert mixed; do
+    # txn and patch beside insert: their targets compare them with etcd-txn and with insert.
+    for workload in get insert mixed txn patch; do
       jsonkv_server "$mode"
       run "$mode-$workload" --target jsonkv --addr "http://127.0.0.1:$p" --workload "$workload" \
         $headline "${times[@]}"
@@ -282,7 +286,7 @@ for round in $(seq "$rounds"); do
   if [ "$with_etcd" = 1 ]; then
     echo "== round $round of $rounds: etcd" >&2
     etcd_server
-    for workload in get insert mixed; do
+    for workload in get insert mixed txn; do
       label=etcd-$workload
       [ "$workload" = get ] && label=etcd-range
       [ "$workload" = insert ] && label=etcd-put
@@ -319,6 +323,14 @@ for round in $(seq "$rounds"); do
       stop_servers
     fi
   fi
+
+  echo "== round $round of $rounds: clients patching one key, jsonkv" >&2
+  for mode in "${modes[@]}"; do
+    jsonkv_server "$mode"
+    run "$mode-patch-contend" --target jsonkv --addr "http://127.0.0.1:$p" \
+      --workload patch-contend --connections 1 --concurrency "$contenders" "${times[@]}"
+    stop_servers
+  done
 
   echo "== round $round of $rounds: jsonkv watches (in memory)" >&2
   fanout=(--workload watch-fanout --watchers "$fan_watchers" --rate "$fan_rate" "${times[@]}")

@@ -10,6 +10,9 @@
 //! - [`lease`]: the lease workloads (grants, keep-alives, many idle leases), and granting many.
 //! - [`expiry`]: many keys expiring with their lease(s), and how late their deletes arrive.
 //! - [`lock`]: a lock handed over between two contenders.
+//! - [`txn`]: the 4-op transaction (one comparison, four inserts), against etcd's Txn.
+//! - [`patch`]: merge patches on many keys, and many clients patching one key with every
+//!   update checked at the end.
 //! - [`report`]: the result of a run, printed as text or JSON.
 //! - [`markdown`]: BENCHMARKS.md from the results of many runs, with the targets checked.
 //! - [`echo`]: the echo reference server (plain tonic, the baseline).
@@ -24,9 +27,11 @@ mod lease;
 mod load;
 mod lock;
 mod markdown;
+mod patch;
 mod progress;
 mod report;
 mod target;
+mod txn;
 mod watch;
 
 use std::net::SocketAddr;
@@ -78,6 +83,9 @@ pub enum Workload {
     LeaseIdle,
     LeaseExpiry,
     LockHandover,
+    Txn,
+    Patch,
+    PatchContend,
 }
 
 impl Workload {
@@ -106,7 +114,7 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "get")]
     pub workload: Workload,
     /// Requests in flight at once, over all connections (closed loop: each sends its next
-    /// request when the previous one is answered).
+    /// request when the previous one is answered). patch-contend: the contending clients.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
     /// HTTP/2 connections; requests and watchers are spread over them round-robin.
@@ -117,7 +125,7 @@ pub struct RunArgs {
     /// connection(s), as writers and watchers are different clients.
     #[arg(long)]
     pub watcher_connections: Option<usize>,
-    /// Distinct keys the get/insert/mixed requests pick from at random.
+    /// Distinct keys the get/insert/mixed/txn/patch requests pick from at random.
     #[arg(long, default_value_t = 10_000)]
     pub keys: usize,
     /// Size of each value, in bytes of JSON text.
@@ -262,6 +270,20 @@ impl RunArgs {
         if self.leases() == Some(0) || self.lease_ttl() < 1 {
             return Err("--leases and --lease-ttl must be at least 1".into());
         }
+        if matches!(self.workload, Workload::Patch | Workload::PatchContend)
+            && self.target != TargetKind::Jsonkv
+        {
+            return Err("the patch workloads run against --target jsonkv only".into());
+        }
+        if self.workload == Workload::Txn && self.target == TargetKind::Echo {
+            return Err("txn runs against --target jsonkv or etcd".into());
+        }
+        if self.workload == Workload::Txn && self.keys < txn::KEYS_PER_TXN {
+            return Err(format!(
+                "txn writes {} distinct keys: --keys must be at least that",
+                txn::KEYS_PER_TXN
+            ));
+        }
         if self.workload == Workload::LeaseExpiry && self.leases().unwrap_or(1) > self.keys {
             return Err(
                 "lease-expiry needs at least one key per lease (--keys >= --leases)".into(),
@@ -285,7 +307,10 @@ impl RunArgs {
             | Workload::Mixed
             | Workload::LeaseGrant
             | Workload::LeaseKeepalive
-            | Workload::LeaseIdle => self.connections.min(cpus),
+            | Workload::LeaseIdle
+            | Workload::Txn
+            | Workload::Patch
+            | Workload::PatchContend => self.connections.min(cpus),
             // Thousands of streams over many connections, and latency measured at each.
             Workload::WatchFanout | Workload::WatchKeys => cpus,
             // A watcher's connection beside the writers'.
@@ -332,6 +357,9 @@ fn run(args: RunArgs) -> ExitCode {
             Workload::LeaseIdle => lease::idle(&args).await,
             Workload::LeaseExpiry => expiry::run(&args).await,
             Workload::LockHandover => lock::handover(&args).await,
+            Workload::Txn => txn::run(&args).await,
+            Workload::Patch => patch::merge(&args).await,
+            Workload::PatchContend => patch::contend(&args).await,
         }
     });
     let report = match outcome {

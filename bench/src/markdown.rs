@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use crate::report::{Latency, Report};
+use crate::txn::KEYS_PER_TXN;
 
 #[derive(Debug, Args)]
 pub struct MarkdownArgs {
@@ -45,6 +46,7 @@ pub fn write(args: &MarkdownArgs) -> Result<(), String> {
     watches(&mut md, &runs);
     cluster(&mut md, &runs);
     leases(&mut md, &runs);
+    transactions(&mut md, &runs);
     targets(&mut md, &runs);
     method(&mut md);
     std::fs::write(&args.out, md).map_err(|e| format!("cannot write {}: {e}", args.out.display()))
@@ -90,6 +92,11 @@ fn undisturbed(report: &Report) -> f64 {
 /// The lease and lock workloads, which have their own section.
 fn is_lease(report: &Report) -> bool {
     report.workload.starts_with("lease-") || report.workload.starts_with("lock-")
+}
+
+/// The transaction and patch workloads, which have their own section.
+fn is_txn_or_patch(report: &Report) -> bool {
+    report.workload == "txn" || report.workload.starts_with("patch")
 }
 
 impl Runs {
@@ -238,6 +245,7 @@ fn unary(md: &mut String, runs: &Runs) {
         if r.fanout.is_some()
             || r.idle_watchers.is_some()
             || is_lease(r)
+            || is_txn_or_patch(r)
             || label.starts_with("sweep-")
             || label.starts_with(CLUSTER)
         {
@@ -692,6 +700,135 @@ fn leases(md: &mut String, runs: &Runs) {
     }
 }
 
+/// The 4-op transaction (jsonkv beside etcd's Txn), merge patches beside inserts of documents
+/// of the same size, and many clients patching one key.
+fn transactions(md: &mut String, runs: &Runs) {
+    let of = |workload: &str| -> Vec<(&String, &Report)> {
+        runs.order
+            .iter()
+            .filter_map(|l| Some((l, runs.get(l)?)))
+            .filter(|(_, r)| r.workload == workload)
+            .collect()
+    };
+    let txns = of("txn");
+    let patches = of("patch");
+    let contend = of("patch-contend");
+    if txns.is_empty() && patches.is_empty() && contend.is_empty() {
+        return;
+    }
+    md.push_str(
+        "## Transactions and patches\n\nClosed loop, as for the unary requests; every jsonkv run \
+         on a fresh server (etcd's on the etcd of its round's unary runs). Latency in \
+         milliseconds. Of several rounds, the one with the most throughput is shown (every \
+         round's in the last column).\n\n",
+    );
+    if !txns.is_empty() {
+        let _ = write!(
+            md,
+            "### Transactions\n\nEvery transaction has the same shape on both: one comparison \
+             and {KEYS_PER_TXN} writes, at one revision. It picks {KEYS_PER_TXN} distinct keys at \
+             random, requires the first to exist (jsonkv: a `version` GREATER 0 comparison; etcd: \
+             version > 0) and then writes a document to each of the {KEYS_PER_TXN} (jsonkv: Insert \
+             operations; etcd: puts). Every key is written before the run, so every comparison \
+             holds (one that fails is an error). Durable jsonkv fsyncs before it answers \
+             (`--sync always`), as etcd does. Writes/s is {KEYS_PER_TXN} × transactions/s; \
+             × etcd compares with etcd-txn.\n\n\
+             | Run | Target | Conns × in flight | Keys | Value (bytes) | Txns/s | Writes/s | × etcd | p50 | p90 | p99 | max | Errors | Rounds (txns/s) |\n\
+             |---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        );
+        let etcd = runs.throughput("etcd-txn");
+        for (label, r) in &txns {
+            let ratio = etcd.map_or(String::new(), |e| {
+                format!("{:.2}", r.throughput / e.max(f64::MIN_POSITIVE))
+            });
+            let _ = writeln!(
+                md,
+                "| {label} | {} | {} × {} | {} | {} | {:.0} | {:.0} | {ratio} | {} | {} | {} |",
+                r.target,
+                r.connections,
+                r.concurrency,
+                r.keys,
+                r.value_size,
+                r.throughput,
+                r.throughput * KEYS_PER_TXN as f64,
+                latency_cells(&r.latency),
+                r.errors,
+                runs.rounds(label, |r| format!("{:.0}", r.throughput))
+            );
+        }
+        md.push('\n');
+    }
+    if !patches.is_empty() {
+        md.push_str(
+            "### Merge patches\n\nEach patch is a JSON merge patch (RFC 7396, sent as JSON text) \
+             that sets one member, `seq`, of the document at a key picked at random; every key \
+             holds a document of the run's value size, written before the run, and the number \
+             set always has nine digits, so the document keeps its size. The server reads the \
+             document, merges and writes the result at a new revision, and answers with the \
+             document. × insert compares with the run of inserts of documents of that size on \
+             a server of the same mode, at the same requests in flight (the `-insert` run of \
+             Unary requests).\n\n\
+             | Run | Conns × in flight | Keys | Document (bytes) | Patches/s | Insert run | Inserts/s | × insert | p50 | p90 | p99 | max | Errors | Rounds (patches/s) |\n\
+             |---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        );
+        for (label, r) in &patches {
+            let insert = label.replace("-patch", "-insert");
+            let (inserts, ratio) = match runs.get(&insert) {
+                Some(i) => (
+                    format!("{:.0}", i.throughput),
+                    format!("{:.2}", r.throughput / i.throughput.max(f64::MIN_POSITIVE)),
+                ),
+                None => ("not measured".into(), String::new()),
+            };
+            let _ = writeln!(
+                md,
+                "| {label} | {} × {} | {} | {} | {:.0} | {insert} | {inserts} | {ratio} | {} | {} | {} |",
+                r.connections,
+                r.concurrency,
+                r.keys,
+                r.value_size,
+                r.throughput,
+                latency_cells(&r.latency),
+                r.errors,
+                runs.rounds(label, |r| format!("{:.0}", r.throughput))
+            );
+        }
+        md.push('\n');
+    }
+    if !contend.is_empty() {
+        md.push_str(
+            "### Contending patches on one key\n\nMany clients, each with one patch in flight, \
+             patch the one document at one key. Each client owns a counter in it (`c0`, `c1`, \
+             ...) and each of its patches is a JSON Patch (RFC 6902) that tests that its counter \
+             still holds the value of its last acknowledged patch and replaces it with the next. \
+             Nobody else writes that counter, so a failed test (Tests failed) means the server \
+             lost an update it had acknowledged. At the end the document is read back: Kept, the \
+             sum of its counters, must equal the patches acknowledged (warm-up included), and \
+             every counter its own client's count (Counters off); otherwise the run fails.\n\n\
+             | Run | Clients | Conns | Patches/s | p50 | p90 | p99 | max | Acknowledged | Kept | Counters off | Tests failed | Errors | Rounds (patches/s) |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        );
+        for (label, r) in &contend {
+            let Some(c) = &r.contention else { continue };
+            let _ = writeln!(
+                md,
+                "| {label} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
+                c.clients,
+                r.connections,
+                r.throughput,
+                latency_cells(&r.latency),
+                c.acknowledged,
+                c.kept,
+                c.clients_off,
+                c.tests_failed,
+                r.errors,
+                runs.rounds(label, |r| format!("{:.0}", r.throughput))
+            );
+        }
+        md.push('\n');
+    }
+}
+
 /// The fraction of insert throughput lost with the watchers open (or the leases held).
 fn cost(with: f64, without: f64) -> f64 {
     1.0 - with / without.max(f64::MIN_POSITIVE)
@@ -811,6 +948,24 @@ fn targets(md: &mut String, runs: &Runs) {
             }),
             met: |p99_s| p99_s < 1.0,
         },
+        Check {
+            name: "Durable 4-op transaction vs etcd Txn, 64 in flight (durable-txn / etcd-txn)",
+            needs: "≥ 2×",
+            measured: ratio("durable-txn", "etcd-txn").map(|r| (r, format!("{r:.2}×"))),
+            met: |r| r >= 2.0,
+        },
+        Check {
+            name: "In-memory merge patch vs insert of a same-sized document (memory-patch / memory-insert)",
+            needs: "≥ 0.8×",
+            measured: ratio("memory-patch", "memory-insert").map(|r| (r, format!("{r:.2}×"))),
+            met: |r| r >= 0.8,
+        },
+        Check {
+            name: "Contending patches on one key, every acknowledged update kept (patch-contend runs)",
+            needs: "all kept",
+            measured: contention(runs),
+            met: |lost| lost == 0.0,
+        },
     ];
     md.push_str("## Targets\n\nComputed from the figures above.\n\n| Target | Needs | Measured | Met |\n|---|---|---|---|\n");
     for check in checks {
@@ -828,6 +983,29 @@ fn targets(md: &mut String, runs: &Runs) {
         );
     }
     md.push('\n');
+}
+
+/// The contention target: the updates lost (or, for a run with errors, at least 1) over every
+/// patch-contend run, and what each run kept at what rate; `None` when none ran.
+fn contention(runs: &Runs) -> Option<(f64, String)> {
+    let mut lost = 0.0;
+    let mut what = Vec::new();
+    for label in &runs.order {
+        let Some(r) = runs.get(label) else { continue };
+        let Some(c) = &r.contention else { continue };
+        let missing = c.acknowledged.abs_diff(c.kept) as f64;
+        // Errors in any round (a failed test, a counter off) count as a lost update.
+        lost += if missing > 0.0 || c.clients_off > 0 || r.errors > 0 {
+            missing.max(1.0)
+        } else {
+            0.0
+        };
+        what.push(format!(
+            "{label}: {} of {} kept, {} clients, {:.0} patches/s, {} error(s)",
+            c.kept, c.acknowledged, c.clients, r.throughput, r.errors
+        ));
+    }
+    (!what.is_empty()).then(|| (lost, what.join("; ")))
 }
 
 fn method(md: &mut String) {
@@ -869,7 +1047,7 @@ fn method(md: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{Expiry, Fanout, Handover, IdleLeases};
+    use crate::report::{Contention, Expiry, Fanout, Handover, IdleLeases};
 
     fn report(label: &str, throughput: f64, errors: u64) -> Report {
         Report {
@@ -1102,6 +1280,75 @@ mod tests {
             md.contains("| < 1 s | 0.400 s (1000 keys, 1000 of them seen deleted; etcd 2.000 s with 100 keys) | yes |"),
             "{md}"
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn transactions_and_patches_have_their_section_and_targets() {
+        let run = |label: &str, target: &str, workload: &str, throughput: f64| Report {
+            target: target.into(),
+            workload: workload.into(),
+            ..report(label, throughput, 0)
+        };
+        let contend = |label: &str, acknowledged: u64, kept: u64| Report {
+            contention: Some(Contention {
+                clients: 100,
+                acknowledged,
+                kept,
+                ..Contention::default()
+            }),
+            ..run(label, "jsonkv", "patch-contend", 500.0)
+        };
+        let dir = results(
+            "txn",
+            &[
+                (
+                    "memory-insert",
+                    run("memory-insert", "jsonkv", "insert", 100.0),
+                ),
+                ("memory-patch", run("memory-patch", "jsonkv", "patch", 90.0)),
+                ("durable-txn", run("durable-txn", "jsonkv", "txn", 300.0)),
+                ("etcd-txn", run("etcd-txn", "etcd", "txn", 100.0)),
+                (
+                    "memory-patch-contend",
+                    contend("memory-patch-contend", 1000, 1000),
+                ),
+                (
+                    "durable-patch-contend",
+                    contend("durable-patch-contend", 1000, 999),
+                ),
+            ],
+        );
+        let out = dir.join("BENCHMARKS.md");
+        write(&MarkdownArgs {
+            results: dir.clone(),
+            out: out.clone(),
+            versions: Vec::new(),
+            servers: None,
+            note: String::new(),
+        })
+        .unwrap();
+        let md = std::fs::read_to_string(&out).unwrap();
+        let (unary, rest) = md
+            .split_once("## Transactions and patches")
+            .expect("the section");
+        assert!(unary.contains("| memory-insert |"), "{unary}");
+        assert!(!unary.contains("| durable-txn |"), "{unary}");
+        assert!(
+            rest.contains("| durable-txn | jsonkv | 0 × 0 | 0 | 0 | 300 | 1200 | 3.00 |"),
+            "{rest}"
+        );
+        assert!(
+            rest.contains("| memory-patch | 0 × 0 | 0 | 0 | 90 | memory-insert | 100 | 0.90 |"),
+            "{rest}"
+        );
+        assert!(
+            rest.contains("| durable-patch-contend | 100 | 0 | 500 |"),
+            "{rest}"
+        );
+        assert!(md.contains("| ≥ 2× | 3.00× | yes |"), "{md}");
+        assert!(md.contains("| ≥ 0.8× | 0.90× | yes |"), "{md}");
+        assert!(md.contains("durable-patch-contend: 999 of 1000 kept, 100 clients, 500 patches/s, 0 error(s) | **no** |"), "{md}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

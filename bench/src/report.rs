@@ -160,6 +160,23 @@ pub struct Handover {
     pub revoke: Latency,
 }
 
+/// Many clients patching one key, each its own counter in the one document: whether the
+/// document kept every update the clients were told was made.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Contention {
+    pub clients: usize,
+    /// Patches acknowledged, warm-up included.
+    pub acknowledged: u64,
+    /// The sum of the counters in the document read back at the end: `acknowledged` when no
+    /// update was lost.
+    pub kept: u64,
+    /// Clients whose counter differs from their acknowledged patches.
+    pub clients_off: usize,
+    /// Patches refused because their test found the client's counter changed by someone
+    /// else: an update lost earlier in the run.
+    pub tests_failed: u64,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Report {
     pub label: String,
@@ -194,6 +211,7 @@ pub struct Report {
     pub idle_leases: Option<IdleLeases>,
     pub expiry: Option<Expiry>,
     pub handover: Option<Handover>,
+    pub contention: Option<Contention>,
 }
 
 impl Report {
@@ -328,6 +346,13 @@ impl Report {
         if let Some(h) = &self.handover {
             let _ = writeln!(out, "  hand-over   {}", h.latency.line());
             let _ = writeln!(out, "  revoke      {}", h.revoke.line());
+        }
+        if let Some(c) = &self.contention {
+            let _ = writeln!(
+                out,
+                "  one key     {} clients; {} patches acknowledged, {} kept in the document ({} client(s) off, {} test(s) failed)",
+                c.clients, c.acknowledged, c.kept, c.clients_off, c.tests_failed
+            );
         }
         if let Some(w) = &self.idle_watchers {
             let _ = writeln!(

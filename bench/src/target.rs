@@ -204,7 +204,8 @@ impl EtcdKeeper {
     }
 }
 
-fn status(status: tonic::Status) -> CallError {
+/// A failed jsonkv call as its code and message.
+pub fn status(status: tonic::Status) -> CallError {
     format!("{:?}: {}", status.code(), status.message())
 }
 
