@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use json_patch::PatchErrorKind;
-use serde_json::Value as Json;
+use serde_json::{Map, Value as Json};
 
 use crate::doc::Doc;
 use crate::error::Error;
@@ -93,17 +93,12 @@ fn keep_order(original: &Json, patched: &mut Json) {
     let (Json::Object(original), Json::Object(patched)) = (original, patched) else {
         return;
     };
-    let position: HashMap<&str, usize> = original
-        .keys()
-        .enumerate()
-        .map(|(i, key)| (key.as_str(), i))
-        .collect();
-    let mut last = None;
-    let in_order = patched
-        .keys()
-        .filter_map(|key| position.get(key.as_str()).copied())
-        .all(|index| last.replace(index).is_none_or(|before| before < index));
-    if !in_order {
+    if !in_original_order(original, patched) {
+        let position: HashMap<&str, usize> = original
+            .keys()
+            .enumerate()
+            .map(|(i, key)| (key.as_str(), i))
+            .collect();
         let mut members: Vec<(String, Json)> = std::mem::take(patched).into_iter().collect();
         // Stable: the new members stay in the order the patch left them.
         members.sort_by_key(|(key, _)| position.get(key.as_str()).copied().unwrap_or(usize::MAX));
@@ -114,6 +109,24 @@ fn keep_order(original: &Json, patched: &mut Json) {
             keep_order(before, value);
         }
     }
+}
+
+/// Whether `patched` already has `original`'s surviving members in their old order, and its
+/// new members after them. One pass, no allocation: the usual patch removes nothing.
+fn in_original_order(original: &Map<String, Json>, patched: &Map<String, Json>) -> bool {
+    let mut rest = original.keys();
+    let mut added = false;
+    for key in patched.keys() {
+        if !original.contains_key(key) {
+            added = true;
+            continue;
+        }
+        // An old member after a new one, or before an old one it used to follow.
+        if added || !rest.by_ref().any(|old| old == key) {
+            return false;
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -179,6 +192,15 @@ mod tests {
             )
             .unwrap(),
             r#"{"b":2,"c":3,"n":0}"#
+        );
+        // A member added before the removal, which moved it into the gap, goes after the old ones.
+        assert_eq!(
+            json_patch(
+                r#"{"a":1,"b":2}"#,
+                r#"[{"op":"add","path":"/n","value":0},{"op":"remove","path":"/a"}]"#
+            )
+            .unwrap(),
+            r#"{"b":2,"n":0}"#
         );
         assert_eq!(
             json_patch(
