@@ -285,12 +285,14 @@ pub fn event(event: &Event, form: EventForm, more_at_revision: bool) -> pb::Even
         more_at_revision,
         lease,
         cause: cause as i32,
-        prev_kv: event
-            .previous
-            .as_ref()
-            .filter(|_| form.prev_kv)
-            .map(|previous| key_value(&event.key, previous, encoding, true)),
+        prev_kv: previous(event, encoding, form.prev_kv),
     }
+}
+
+/// The key's entry before `event`, as a message, if `wanted` and the key existed.
+fn previous(event: &Event, encoding: ValueEncoding, wanted: bool) -> Option<pb::KeyValue> {
+    let previous = event.previous.as_ref().filter(|_| wanted)?;
+    Some(key_value(&event.key, previous, encoding, true))
 }
 
 /// The answer to an insert that made `event` (a put).
@@ -302,11 +304,7 @@ pub fn insert_response(
     let entry = event.entry.as_ref().expect("a put event has an entry");
     pb::InsertResponse {
         revision: event.revision,
-        previous: event
-            .previous
-            .as_ref()
-            .filter(|_| return_previous)
-            .map(|prev| key_value(&event.key, prev, encoding, true)),
+        previous: previous(event, encoding, return_previous),
         create_revision: entry.create_revision,
         version: entry.version,
     }
@@ -322,11 +320,7 @@ pub fn delete_response(
     match event {
         Some(event) => pb::DeleteResponse {
             revision: event.revision,
-            previous: event
-                .previous
-                .as_ref()
-                .filter(|_| return_previous)
-                .map(|prev| key_value(&event.key, prev, encoding, true)),
+            previous: previous(event, encoding, return_previous),
             deleted: true,
         },
         None => pb::DeleteResponse {
