@@ -23,6 +23,8 @@
 //! - `prev_kv` carries the previous value on every kind of event (a put that creates, one that
 //!   replaces, a delete, a transaction's writes, a lease's end), live and replayed from history:
 //!   `prev_kv_comes_with_every_event`.
+//! - A transaction that writes nothing answers only once what it read is applied, so it never
+//!   reports a write storage could still lose: `a_read_only_transaction_answers_only_applied_state`.
 //! - A transaction is one record in the log: cut anywhere, recovery has all of its writes or
 //!   none, and after a restart history replays it whole with previous values:
 //!   `a_transaction_is_one_logged_change`.
@@ -1036,4 +1038,43 @@ async fn a_transaction_is_one_logged_change() {
         }
     }
     assert_eq!(whole, 1, "only the whole log has the transaction");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_transaction_answers_only_applied_state() {
+    use jsonkv_server::txn::{Op as TxnOp, OpOutcome, Txn, TxnLimits};
+    let dir = tempfile::tempdir().unwrap();
+    // Every write waits for its fsync: a read can find it planned and not yet applied.
+    let store = Store::start(&disk(dir.path())).await.unwrap();
+    let read = || Txn {
+        compares: vec![],
+        success: vec![TxnOp::Get { key: "r".into() }],
+        failure: vec![],
+        limits: TxnLimits {
+            max_value_bytes: 1024,
+            max_txn_bytes: 4096,
+        },
+    };
+    for i in 0..50 {
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move { store.put("r".into(), serde_json::json!(i), None).await })
+        };
+        loop {
+            let outcome = store.txn(read()).await.unwrap();
+            match &outcome.results[0] {
+                OpOutcome::Get(Some(entry)) if *entry.value == serde_json::json!(i) => {
+                    let applied = store.revision();
+                    assert!(
+                        applied >= entry.mod_revision && applied >= outcome.revision,
+                        "write {i} answered at revision {} before it was applied (at {applied})",
+                        entry.mod_revision
+                    );
+                    break;
+                }
+                _ => tokio::task::yield_now().await,
+            }
+        }
+        writer.await.unwrap().unwrap();
+    }
 }
