@@ -526,6 +526,29 @@ async fn bad_transactions_change_nothing(backend: Backend) {
     }
 }
 
+/// Writes `key` on a new lease of an hour, which it returns.
+async fn put_leased(client: &mut Client, key: &str, json: &str) -> i64 {
+    let lease = client
+        .lease_grant(pb::LeaseGrantRequest {
+            ttl_seconds: 3600,
+            id: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    client
+        .insert(pb::InsertRequest {
+            key: key.into(),
+            new_value: Some(NewValue::ValueJson(json.into())),
+            lease,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    lease
+}
+
 async fn patch(
     client: &mut Client,
     request: pb::PatchRequest,
@@ -666,24 +689,7 @@ async fn patches_apply_on_the_server(backend: Backend) {
     .unwrap_err();
     assert_eq!(stale.code(), Code::FailedPrecondition);
     // A patch keeps the key's lease unless it names another.
-    let lease = client
-        .lease_grant(pb::LeaseGrantRequest {
-            ttl_seconds: 3600,
-            id: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .id;
-    client
-        .insert(pb::InsertRequest {
-            key: "p/leased".into(),
-            new_value: Some(NewValue::ValueJson("{}".into())),
-            lease,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let lease = put_leased(&mut client, "p/leased", "{}").await;
     let kept = patch(
         &mut client,
         patch_request("p/leased", Patch::MergeJson(r#"{"a":1}"#.into())),
@@ -906,24 +912,7 @@ async fn prev_kv_comes_with_every_event(backend: Backend) {
         assert_eq!(prev, want, "with prev_kv asked for: {with}");
     }
     // A lease's end: its delete carries the value it removed.
-    let lease = client
-        .lease_grant(pb::LeaseGrantRequest {
-            ttl_seconds: 3600,
-            id: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .id;
-    client
-        .insert(pb::InsertRequest {
-            key: "v/c".into(),
-            new_value: Some(NewValue::ValueJson("7".into())),
-            lease,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let lease = put_leased(&mut client, "v/c", "7").await;
     let mut leased = client
         .watch_key(pb::WatchKeyRequest {
             key: "v/c".into(),
