@@ -6,10 +6,13 @@
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors that reflection serves.
 //! - [`value`]: JSON <-> `google.protobuf.Value`, and lossless JSON text.
 //! - [`codec`]: the protobuf codec the generated code uses (prost's, with smaller buffers).
+//! - `proto_json` (feature `proto-json`): messages in the proto3 JSON mapping.
 //! - [`retry`]: for the server's etcd client and the jsonkv client: whether a failed call never
 //!   left, and the backoff between attempts.
 
 pub mod codec;
+#[cfg(feature = "proto-json")]
+pub mod proto_json;
 pub mod retry;
 pub mod value;
 

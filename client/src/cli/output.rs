@@ -59,7 +59,11 @@ impl From<io::Error> for Exit {
 
 /// One compact JSON line on stdout, flushed at once so that a watch is seen as it happens.
 pub fn print_line(line: &impl Serialize) -> Result<(), Exit> {
-    let text = serde_json::to_string(line).map_err(Exit::error)?;
+    print_text(&serde_json::to_string(line).map_err(Exit::error)?)
+}
+
+/// Prints `text`, one line of JSON already written, and flushes it.
+pub fn print_text(text: &str) -> Result<(), Exit> {
     let mut stdout = io::stdout().lock();
     writeln!(stdout, "{text}")?;
     stdout.flush()?;
