@@ -110,10 +110,12 @@ impl Doc {
         }
         let size = self.text.len();
         if size > max_bytes {
-            return Err(Error::invalid(
+            return Err(Error::TooLarge {
                 field,
-                format!("value is {size} bytes as JSON text, over the limit of {max_bytes} bytes"),
-            ));
+                reason: format!(
+                    "value is {size} bytes as JSON text, over the limit of {max_bytes} bytes"
+                ),
+            });
         }
         Ok(())
     }

@@ -21,6 +21,12 @@ pub enum Error {
     #[error("invalid {field}: {reason}")]
     InvalidArgument { field: &'static str, reason: String },
 
+    /// A value, or what a transaction writes, is over its size limit; nothing was changed.
+    /// INVALID_ARGUMENT as any bad field, with ErrorInfo VALUE_TOO_LARGE, so that the HTTP
+    /// API can answer 413.
+    #[error("invalid {field}: {reason}")]
+    TooLarge { field: &'static str, reason: String },
+
     #[error("key not found: {}", quoted(.0))]
     NotFound(String),
 
@@ -200,6 +206,11 @@ impl From<Error> for Status {
                 message,
                 ErrorDetails::with_bad_request_violation(field, reason),
             ),
+            Error::TooLarge { field, reason } => {
+                let mut details = ErrorDetails::with_bad_request_violation(field, reason);
+                details.set_error_info("VALUE_TOO_LARGE", ERROR_DOMAIN, HashMap::new());
+                Status::with_error_details(Code::InvalidArgument, message, details)
+            }
             Error::NotFound(_) | Error::LeaseNotFound(_) => Status::not_found(message),
             Error::LeaseExists(_) => Status::already_exists(message),
             Error::RevisionMismatch {

@@ -361,13 +361,13 @@ pub fn plan(
         if let Some(entry) = &event.entry {
             bytes += entry.value.text().len();
             if bytes > txn.limits.max_txn_bytes {
-                return Err(Error::invalid(
-                    "txn",
-                    format!(
+                return Err(Error::TooLarge {
+                    field: "txn",
+                    reason: format!(
                         "the transaction writes over {} bytes of JSON text, the limit (--max-txn-bytes)",
                         txn.limits.max_txn_bytes
                     ),
-                ));
+                });
             }
         }
         written.insert(key, event.entry.clone());

@@ -541,6 +541,12 @@ async fn limits_are_configurable(backend: Backend) {
         "{}",
         status.message()
     );
+    // An oversized value says so in a form a program reads (the HTTP API answers 413 on it);
+    // an oversized key is only a bad field.
+    let reason = |status: &tonic::Status| status.get_details_error_info().map(|i| i.reason);
+    assert_eq!(reason(&status).as_deref(), Some("VALUE_TOO_LARGE"));
+    let status = client.insert(insert_json("abcd", "1")).await.unwrap_err();
+    assert_eq!(reason(&status), None);
 }
 both_backends!(limits_are_configurable);
 
