@@ -49,7 +49,7 @@ impl ServerTls {
 
 /// The listener's TLS from `files`: its certificate and key, and with a client CA, mutual
 /// TLS (every client must present a certificate that CA signed). HTTP/2 is offered through
-/// ALPN, as gRPC clients require.
+/// ALPN, as gRPC clients require, and HTTP/1.1.
 fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, Error> {
     let bad = |what: &str, path: &Path, err: &dyn std::fmt::Display| {
         Error::Config(format!("{what} {}: {err}", path.display()))
@@ -87,7 +87,8 @@ fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, Error> {
             files.key.display()
         ))
     })?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    // HTTP/1.1 for the HTTP API's clients; gRPC clients ask for h2.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -1,6 +1,6 @@
-//! [`Connections`]: serves each accepted connection: TLS (if on) and the start of HTTP/2
-//! within the handshake deadline, then hyper under jsonkv's HTTP/2 settings, with the
-//! connection's request bodies counted against its budget.
+//! [`Connections`]: serves each accepted connection: TLS (if on) and the start of HTTP/2 (or
+//! an HTTP/1.1 request head) within the handshake deadline, then hyper under jsonkv's HTTP/2
+//! settings, with the connection's request bodies counted against its budget.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -41,7 +41,13 @@ impl Connections {
         buffers: RequestBuffers,
         counts: ConnectionCounts,
     ) -> Connections {
-        let mut http = auto::Builder::new(TokioExecutor::new()).http2_only();
+        // HTTP/1.1 as well as HTTP/2, for the HTTP API and its browsers and curl: hyper tells
+        // them apart by the HTTP/2 preface. A request head must arrive within the handshake
+        // timeout, as HTTP/2's start must (FirstBytes).
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        http.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.handshake_timeout);
         let keepalive = Some(config.keepalive_interval).filter(|d| !d.is_zero());
         http.http2()
             .timer(TokioTimer::new())

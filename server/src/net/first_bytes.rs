@@ -3,7 +3,8 @@
 //! hyper waits for a client's HTTP/2 preface as long as the client cares to take, and
 //! keepalive pings cannot start before it: a client that connects and sends half a preface
 //! would hold its socket forever. Wrapped in this, its next read fails once the deadline
-//! passes, and hyper closes the connection.
+//! passes, and hyper closes the connection. A connection that turns out to speak HTTP/1.1 is
+//! left to hyper's own deadline for the request head.
 
 use std::future::Future;
 use std::io;
@@ -19,6 +20,10 @@ use super::accept::ConnectionCounts;
 /// preface (24 bytes) and the header of its first frame (9), which must be SETTINGS.
 pub const HTTP2_START: usize = 24 + 9;
 
+/// How the HTTP/2 preface begins. A connection whose first bytes differ speaks HTTP/1.1,
+/// whose request head hyper itself must read within the same deadline.
+const PREFACE_START: &[u8] = b"PRI ";
+
 /// `io`, whose reads fail with `TimedOut` if fewer than `needed` bytes have arrived by the
 /// deadline. Once they have (or the client closed), it is `io` unchanged.
 #[derive(Debug)]
@@ -27,6 +32,8 @@ pub struct FirstBytes<IO> {
     /// `None` once the bytes arrived, or the deadline has been reported.
     deadline: Option<Pin<Box<Sleep>>>,
     needed: usize,
+    /// Bytes of [`PREFACE_START`] seen so far.
+    matched: usize,
     counts: ConnectionCounts,
 }
 
@@ -36,6 +43,7 @@ impl<IO> FirstBytes<IO> {
             io,
             deadline: Some(Box::pin(tokio::time::sleep_until(deadline))),
             needed,
+            matched: 0,
             counts,
         }
     }
@@ -56,8 +64,19 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FirstBytes<IO> {
             Poll::Ready(Ok(())) => {
                 let read = buf.filled().len() - before;
                 this.needed = this.needed.saturating_sub(read);
+                let mut http1 = false;
+                for byte in &buf.filled()[before..] {
+                    if this.matched == PREFACE_START.len() {
+                        break;
+                    }
+                    if *byte != PREFACE_START[this.matched] {
+                        http1 = true;
+                        break;
+                    }
+                    this.matched += 1;
+                }
                 // Zero bytes is the end of the stream: nothing more to wait for.
-                if this.needed == 0 || read == 0 {
+                if this.needed == 0 || read == 0 || http1 {
                     this.deadline = None;
                 }
                 Poll::Ready(Ok(()))
@@ -129,11 +148,39 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn too_few_bytes_by_the_deadline_fail_the_read() {
         let (mut io, mut client, counts) = wrapped(10, Duration::from_secs(5));
-        client.write_all(b"12345").await.unwrap();
+        client.write_all(b"PRI *").await.unwrap();
         let mut buf = [0; 16];
         assert_eq!(io.read(&mut buf).await.unwrap(), 5);
         let err = io.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(counts.timed_out(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_http1_request_is_left_to_hyper_after_its_first_bytes() {
+        let (mut io, mut client, counts) = wrapped(10, Duration::from_secs(5));
+        client.write_all(b"PUT").await.unwrap();
+        let mut buf = [0; 16];
+        assert_eq!(io.read(&mut buf).await.unwrap(), 3);
+        // "PUT" could still be "PRI": until it is not, the deadline holds.
+        client.write_all(b" ").await.unwrap();
+        assert_eq!(io.read(&mut buf).await.unwrap(), 1);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        client.write_all(b"/").await.unwrap();
+        assert_eq!(io.read(&mut buf).await.unwrap(), 1);
+        assert_eq!(counts.timed_out(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn half_an_http2_preface_still_times_out() {
+        let (mut io, mut client, counts) = wrapped(HTTP2_START, Duration::from_secs(5));
+        client.write_all(b"PRI * HTTP/2.0").await.unwrap();
+        let mut buf = [0; 64];
+        assert_eq!(io.read(&mut buf).await.unwrap(), 14);
+        assert_eq!(
+            io.read(&mut buf).await.unwrap_err().kind(),
+            io::ErrorKind::TimedOut
+        );
         assert_eq!(counts.timed_out(), 1);
     }
 

@@ -4,7 +4,9 @@
 //! - A connection that has not started HTTP/2 by the handshake deadline is closed, over TLS
 //!   too, while one that started may idle past it:
 //!   `half_preface_connections_are_closed_at_the_handshake_deadline`,
-//!   `a_tls_connection_that_stops_after_its_handshake_is_closed_at_the_deadline`.
+//!   `a_tls_connection_that_stops_after_its_handshake_is_closed_at_the_deadline`. So is an
+//!   HTTP/1.1 connection whose request head has not arrived by then:
+//!   `half_http1_request_heads_are_closed_at_the_handshake_deadline`.
 //! - Connections beyond the cap are closed as soon as they are accepted, and a freed place
 //!   serves again: `connections_beyond_the_cap_are_closed_at_once_and_a_freed_place_serves`.
 //! - Unfinished requests hold no more than their connection's budget; past it a request is
@@ -86,6 +88,30 @@ async fn half_preface_connections_are_closed_at_the_handshake_deadline() {
     // The client's connection started HTTP/2 long ago; idle past the deadline, it still works.
     tokio::time::sleep(Duration::from_secs(1)).await;
     put(&mut client, "k", "1").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn half_http1_request_heads_are_closed_at_the_handshake_deadline() {
+    let (server, _client) = start(with_metrics(Config {
+        handshake_timeout: Duration::from_millis(500),
+        ..config()
+    }))
+    .await;
+    let metrics = server.metrics_addr().unwrap();
+    let mut stalled = Vec::new();
+    for _ in 0..20 {
+        let mut stream = TcpStream::connect(server.addr()).await.unwrap();
+        stream
+            .write_all(b"GET /v1/kv/k HTTP/1.1\r\nHost: jsonkv\r\n")
+            .await
+            .unwrap();
+        stalled.push(stream);
+    }
+    for stream in &mut stalled {
+        closed("a half request head to be closed", stream).await;
+    }
+    prom::wait_for(metrics, "jsonkv_connections_open", |v| v == 1.0).await;
     server.shutdown().await;
 }
 
