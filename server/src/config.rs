@@ -51,6 +51,14 @@ pub struct Config {
     pub auth_tokens: Option<PathBuf>,
     /// Where to serve Prometheus metrics (`/metrics`, plain HTTP); `None` serves none.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where the HTTP/JSON API is served.
+    pub http: HttpPlacement,
+    /// Origins whose pages may call the HTTP API from a browser (CORS); empty: none but the
+    /// server's own.
+    pub http_cors_origins: Vec<String>,
+    /// How often a quiet server-sent-event watch gets a comment line, so that proxies do not
+    /// close it as idle.
+    pub http_heartbeat: Duration,
     /// HTTP/2 streams (calls in flight, watches included) one connection may have open. Clients
     /// are told in the connection settings and queue any call beyond it.
     pub max_concurrent_streams: u32,
@@ -87,6 +95,18 @@ pub struct Config {
     /// flow-control window the client advertises: what a stream the client does not read can
     /// hold, on top of one message.
     pub max_send_buffer_bytes: usize,
+}
+
+/// Where the HTTP API is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpPlacement {
+    /// On the gRPC listener, beside gRPC: HTTP/1.1 and h2c, and both through ALPN with TLS.
+    SharedPort,
+    /// On a listener of its own; the gRPC listener then answers HTTP requests with where it
+    /// went.
+    Own(SocketAddr),
+    /// Not at all.
+    Off,
 }
 
 /// The PEM files that turn TLS on.
@@ -220,6 +240,9 @@ impl Default for Config {
             tls: None,
             auth_tokens: None,
             metrics_listen: None,
+            http: HttpPlacement::SharedPort,
+            http_cors_origins: Vec::new(),
+            http_heartbeat: Duration::from_secs(15),
             max_concurrent_streams: 1024,
             max_watchers_per_connection: 512,
             max_watchers: 10_000,

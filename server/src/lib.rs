@@ -37,6 +37,9 @@
 //!   [`credentials`]: the tokens in force, reloadable, and what a call was granted. [`tls`]: the
 //!   TLS files. [`layers`]: the tower layers around every call (metrics, timeout, auth) and
 //!   around health (its watches counted).
+//! - [`http_api`]: the HTTP/JSON API (keys, lists, transactions, watches as server-sent
+//!   events), each request a call of [`service`] through the same token
+//!   checks; and the service that sends each request of a port to gRPC or to it.
 //! - [`net`]: connections accepted under a cap, their handshake deadline, TLS, the
 //!   request-buffer budget, and hyper serving each one.
 //! - [`metrics`]: the Prometheus registry and `/metrics`.
@@ -56,6 +59,7 @@ pub mod database;
 pub mod doc;
 pub mod error;
 pub mod history;
+pub mod http_api;
 pub mod hub;
 pub mod json_text;
 pub mod layers;

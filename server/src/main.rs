@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use jsonkv_server::config::{
-    BackendConfig, DiskConfig, EtcdConfig, EtcdTls, EtcdUser, SyncMode, TlsFiles,
+    BackendConfig, DiskConfig, EtcdConfig, EtcdTls, EtcdUser, HttpPlacement, SyncMode, TlsFiles,
 };
 use jsonkv_server::{serve, Config, Listeners, Reloader, Security, Store};
 use tokio::net::TcpListener;
@@ -127,6 +127,18 @@ struct Args {
     /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP; keep it private).
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Serve the HTTP/JSON API on ADDR instead of on --listen beside
+    /// gRPC; `off` serves neither.
+    #[arg(long, value_name = "ADDR|off", value_parser = http_placement)]
+    http_listen: Option<HttpPlacement>,
+    /// Let pages of this origin (`https://app.example.com`) call the HTTP API from a browser
+    /// (CORS); repeat for more. Off unless given.
+    #[arg(long, value_name = "ORIGIN", value_parser = origin)]
+    http_cors_origin: Vec<String>,
+    /// Seconds between the comment lines that keep a quiet HTTP watch (server-sent events)
+    /// open through proxies.
+    #[arg(long, value_name = "SECS", default_value_t = Config::default().http_heartbeat.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    http_heartbeat: u64,
     /// HTTP/2 streams (calls and watches in flight) one connection may have open; clients
     /// queue calls beyond it.
     #[arg(long, default_value_t = Config::default().max_concurrent_streams)]
@@ -255,6 +267,9 @@ impl TryFrom<Args> for Config {
             },
             auth_tokens: args.auth_tokens,
             metrics_listen: args.metrics_listen,
+            http: args.http_listen.unwrap_or(HttpPlacement::SharedPort),
+            http_cors_origins: args.http_cors_origin,
+            http_heartbeat: Duration::from_secs(args.http_heartbeat),
             max_concurrent_streams: args.max_concurrent_streams,
             max_watchers_per_connection: args.max_watchers_per_connection,
             max_watchers: args.max_watchers,
@@ -268,6 +283,35 @@ impl TryFrom<Args> for Config {
             max_request_buffer: args.max_request_buffer,
             max_send_buffer_bytes: Config::default().max_send_buffer_bytes,
         })
+    }
+}
+
+/// `--http-listen`: an address, or `off`.
+fn http_placement(text: &str) -> Result<HttpPlacement, String> {
+    if text == "off" {
+        return Ok(HttpPlacement::Off);
+    }
+    text.parse()
+        .map(HttpPlacement::Own)
+        .map_err(|e| format!("{text:?} is neither an address (127.0.0.1:8080) nor off: {e}"))
+}
+
+/// `--http-cors-origin`: a scheme, a host and maybe a port, exactly as a browser's `Origin`
+/// header says it; `*` is refused, since the API takes bearer tokens.
+fn origin(text: &str) -> Result<String, String> {
+    let valid = (text.starts_with("http://") || text.starts_with("https://"))
+        && !text.ends_with('/')
+        && text
+            .split("://")
+            .nth(1)
+            .is_some_and(|host| !host.is_empty() && !host.contains('/'))
+        && http::HeaderValue::from_str(text).is_ok();
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not an origin: scheme://host[:port], no path (such as https://app.example.com)"
+        ))
     }
 }
 
@@ -356,9 +400,20 @@ async fn run(config: Config, restore: Option<PathBuf>) {
         Err(err) => fail(format!("cannot listen on {}: {err}", config.listen)),
     };
     let addr = listener.local_addr().unwrap_or(config.listen);
-    let listeners = Listeners::with_metrics(&config, listener)
+    let listeners = Listeners::around(&config, listener)
         .await
         .unwrap_or_else(|err| fail(err));
+    let http_url = listeners
+        .http_addr(&config)
+        .unwrap_or_else(|err| fail(err))
+        .map(|addr| {
+            let scheme = if config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{addr}/")
+        });
     let store = Store::start(&config).await.unwrap_or_else(|err| fail(err));
     let tls = match &config.tls {
         None => "off",
@@ -378,6 +433,10 @@ async fn run(config: Config, restore: Option<PathBuf>) {
         BackendConfig::InMemory => {
             tracing::info!(%addr, tls, auth, ?metrics, "jsonkv-server listening (in memory: nothing is persisted)")
         }
+    }
+    match http_url {
+        Some(url) => tracing::info!("HTTP API at {url}"),
+        None => tracing::info!("the HTTP API is off (--http-listen off)"),
     }
     if let Err(err) = serve(config, security, listeners, store, shutdown_signal()).await {
         fail(err);

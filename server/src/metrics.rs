@@ -6,6 +6,8 @@
 //! |---|---|---|
 //! | `jsonkv_requests_total` | counter: calls by final status | `method`, `code` |
 //! | `jsonkv_request_duration_seconds` | histogram: unary calls until their status, watches until open | `method` |
+//! | `jsonkv_http_requests_total` | counter: HTTP API requests by status | `route`, `method`, `status` |
+//! | `jsonkv_http_request_duration_seconds` | histogram: HTTP API requests until the response starts | `route` |
 //! | `jsonkv_watchers_active` | gauge: open watch streams | |
 //! | `jsonkv_watch_events_delivered_total` | counter: events handed to watch streams | |
 //! | `jsonkv_watch_catch_ups_total` | counter: times a lagging watcher caught up from history | |
@@ -33,6 +35,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::doc;
+use crate::layers::http_metrics::HttpMetrics;
 use crate::layers::metrics::{CallMetrics, MetricsLayer};
 use crate::net::accept::ConnectionCounts;
 use crate::net::budget::RequestBuffers;
@@ -44,6 +47,7 @@ use crate::watcher_limits::WatcherLimits;
 pub struct Metrics {
     registry: Arc<Registry>,
     calls: CallMetrics,
+    http: HttpMetrics,
     watch: WatchCounters,
 }
 
@@ -79,6 +83,8 @@ impl Metrics {
         let watch = WatchCounters::default();
         let mut registry = Registry::default();
         calls.register(&mut registry);
+        let http = HttpMetrics::default();
+        http.register(&mut registry);
         registry.register(
             "jsonkv_watch_events_delivered",
             "Events handed to watch streams",
@@ -121,8 +127,14 @@ impl Metrics {
         Metrics {
             registry: Arc::new(registry),
             calls,
+            http,
             watch,
         }
+    }
+
+    /// What counts the HTTP API's requests.
+    pub fn http(&self) -> HttpMetrics {
+        self.http.clone()
     }
 
     /// The layer that counts and times every call through the gRPC server.

@@ -17,6 +17,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use http::HeaderValue;
 use jsonkv::pb::json_kv_server::JsonKvServer;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -25,9 +26,10 @@ use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tower::Layer;
 
-use crate::config::Config;
+use crate::config::{Config, HttpPlacement};
 use crate::credentials::TokenStore;
 use crate::error::Error;
+use crate::http_api;
 use crate::layers::auth::AuthLayer;
 use crate::layers::health_watch::HealthWatchLayer;
 use crate::layers::timeout::TimeoutLayer;
@@ -112,24 +114,45 @@ impl Reloader {
 
 /// The sockets a server serves on.
 pub struct Listeners {
+    /// gRPC, and the HTTP API unless it has a listener of its own.
     pub grpc: TcpListener,
     /// For `/metrics`; `None` serves no metrics.
     pub metrics: Option<TcpListener>,
+    /// The HTTP API's own (`--http-listen`); `None` serves it on `grpc`, or not at all.
+    pub http: Option<TcpListener>,
 }
 
 impl Listeners {
-    /// Binds `config.metrics_listen` (if set) next to the given gRPC listener.
-    pub async fn with_metrics(config: &Config, grpc: TcpListener) -> std::io::Result<Listeners> {
+    /// Binds `config.metrics_listen` and the HTTP API's own address (if set) next to the
+    /// given gRPC listener.
+    pub async fn around(config: &Config, grpc: TcpListener) -> std::io::Result<Listeners> {
+        let bind = |addr: SocketAddr, what: &'static str| async move {
+            TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {addr} for {what}: {e}"))
+            })
+        };
         let metrics = match config.metrics_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("cannot listen on {addr} for metrics: {e}"),
-                )
-            })?),
+            Some(addr) => Some(bind(addr, "metrics").await?),
             None => None,
         };
-        Ok(Listeners { grpc, metrics })
+        let http = match config.http {
+            HttpPlacement::Own(addr) => Some(bind(addr, "the HTTP API").await?),
+            HttpPlacement::SharedPort | HttpPlacement::Off => None,
+        };
+        Ok(Listeners {
+            grpc,
+            metrics,
+            http,
+        })
+    }
+
+    /// Where the HTTP API is served, if anywhere.
+    pub fn http_addr(&self, config: &Config) -> std::io::Result<Option<SocketAddr>> {
+        match (&self.http, config.http) {
+            (Some(own), _) => own.local_addr().map(Some),
+            (None, HttpPlacement::SharedPort) => self.grpc.local_addr().map(Some),
+            (None, _) => Ok(None),
+        }
     }
 }
 
@@ -142,7 +165,7 @@ pub async fn run(
     signal: impl Future<Output = ()>,
 ) -> Result<(), BoxError> {
     let security = Security::load(&config)?;
-    let listeners = Listeners::with_metrics(&config, listener).await?;
+    let listeners = Listeners::around(&config, listener).await?;
     serve(config, security, listeners, store, signal).await
 }
 
@@ -213,15 +236,22 @@ pub async fn serve(
         }))
     });
 
-    let jsonkv = JsonKvServer::new(JsonKvService::new(
-        store,
+    let service = JsonKvService::new(
+        store.clone(),
         &config,
         watch_shutdown,
         watchers.clone(),
         metrics.watch_counters(),
-    ))
-    .max_decoding_message_size(config.max_message_bytes)
-    .max_encoding_message_size(config.max_message_bytes);
+    );
+    let api = http_api::Api::new(
+        service.clone(),
+        store.id(),
+        security.tokens.clone(),
+        &config,
+    );
+    let jsonkv = JsonKvServer::new(service)
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes);
     // Health watches are open streams like any other watch, and need no token: counted the
     // same way, or they would be a way round the watcher limits.
     let health_service = HealthWatchLayer::new(watchers).layer(health_service);
@@ -230,10 +260,30 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(jsonkv)
         .prepare();
-    let service = metrics.layer().layer(
+    let grpc = metrics.layer().layer(
         TimeoutLayer::new(config.request_timeout)
             .layer(AuthLayer::new(security.tokens).layer(routes)),
     );
+    let origins = config
+        .http_cors_origins
+        .iter()
+        .map(|origin| HeaderValue::from_str(origin))
+        .collect::<Result<Vec<_>, _>>()?;
+    let api = http_api::router(api, metrics.http(), &origins);
+    // The API's own port serves it alone; the gRPC port serves it beside gRPC, or says where
+    // it went.
+    let http_port = listeners.http.map(|listener| {
+        let addr = listener.local_addr().ok();
+        (Acceptor::new(listener, counts.clone()), api.clone(), addr)
+    });
+    let beside_grpc = match (config.http, &http_port) {
+        (HttpPlacement::SharedPort, _) => api,
+        (_, Some((_, _, Some(addr)))) => http_api::elsewhere(format!(
+            "this port serves gRPC only; the HTTP API is on {addr}"
+        )),
+        _ => http_api::elsewhere("the HTTP API is off on this server (--http-listen off)".into()),
+    };
+    let service = http_api::GrpcOrHttp::new(grpc, beside_grpc);
 
     let local = listeners.grpc.local_addr()?;
     if security.tokens_without_tls && !local.ip().is_loopback() {
@@ -245,6 +295,10 @@ pub async fn serve(
     let connections = Connections::new(&config, security.tls, buffers, counts.clone());
     let (drain, draining) = shutdown::channel();
     let mut acceptor = Acceptor::new(listeners.grpc, counts);
+    let (mut http_acceptor, http_service) = match http_port {
+        Some((acceptor, api, _)) => (Some(acceptor), Some(api)),
+        None => (None, None),
+    };
     let mut open = JoinSet::new();
     tokio::pin!(signal);
     loop {
@@ -252,6 +306,20 @@ pub async fn serve(
             accepted = acceptor.next() => {
                 let (connections, service, draining) =
                     (connections.clone(), service.clone(), draining.clone());
+                open.spawn(async move { connections.serve(accepted, service, draining).await });
+            }
+            Some(accepted) = async {
+                match &mut http_acceptor {
+                    Some(acceptor) => Some(acceptor.next().await),
+                    None => None,
+                }
+            } => {
+                let (connections, draining) = (connections.clone(), draining.clone());
+                let service = http_service.clone().expect("an HTTP port has its router");
+                let service = tower::util::MapResponseLayer::new(
+                    |response: http::Response<axum::body::Body>| response.map(tonic::body::Body::new),
+                )
+                .layer(service);
                 open.spawn(async move { connections.serve(accepted, service, draining).await });
             }
             // Reaps closed connections' tasks as they end, so the set holds open ones only.
@@ -268,8 +336,9 @@ pub async fn serve(
         .set_not_serving::<JsonKvServer<JsonKvService>>()
         .await;
     trigger.trigger();
-    // Closes the listening socket: new clients are refused at once rather than queued.
+    // Closes the listening sockets: new clients are refused at once rather than queued.
     drop(acceptor);
+    drop(http_acceptor);
     drain.trigger();
     let drained = async { while open.join_next().await.is_some() {} };
     if tokio::time::timeout(config.shutdown_grace, drained)
@@ -299,6 +368,7 @@ pub struct RunningServer {
     addr: SocketAddr,
     reloader: Reloader,
     metrics_addr: Option<SocketAddr>,
+    http_addr: Option<SocketAddr>,
     tls: bool,
     store: Store,
     stop: Option<oneshot::Sender<()>>,
@@ -320,7 +390,8 @@ impl RunningServer {
         let reloader = security.reloader();
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
-        let listeners = Listeners::with_metrics(&config, listener).await?;
+        let listeners = Listeners::around(&config, listener).await?;
+        let http_addr = listeners.http_addr(&config)?;
         let metrics_addr = match &listeners.metrics {
             Some(listener) => Some(listener.local_addr()?),
             None => None,
@@ -335,6 +406,7 @@ impl RunningServer {
             addr,
             reloader,
             metrics_addr,
+            http_addr,
             tls,
             store,
             stop: Some(stop),
@@ -355,6 +427,17 @@ impl RunningServer {
     /// Re-reads the server's files, as SIGHUP does for the binary ([`Reloader`]).
     pub fn reload(&self) -> Result<(), Error> {
         self.reloader.reload()
+    }
+
+    /// Where the HTTP API is served (the gRPC address unless `config.http` says otherwise).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// The HTTP API's base URL, `http://IP:PORT` (or `https://` with TLS on), if served.
+    pub fn http_url(&self) -> Option<String> {
+        let scheme = if self.tls { "https" } else { "http" };
+        self.http_addr.map(|addr| format!("{scheme}://{addr}"))
     }
 
     /// Where `/metrics` is served, if `config.metrics_listen` was set.

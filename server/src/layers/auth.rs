@@ -14,6 +14,7 @@ use tonic::Status;
 use tower::{Layer, Service};
 
 use crate::credentials::TokenStore;
+use crate::error::Error;
 
 /// Wraps the gRPC services so that JsonKv calls are checked against `tokens`; with `None`,
 /// every call goes through.
@@ -58,41 +59,52 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let Some(tokens) = &self.tokens else {
             return Either::Right(self.inner.call(request));
         };
+        let (mut parts, body) = request.into_parts();
         // Only JsonKv is guarded: health checks and reflection stay open to probes and tools.
-        let Some(method) = jsonkv_method(request.uri().path()) else {
-            return Either::Right(self.inner.call(request));
+        let checked = match jsonkv_method(parts.uri.path()) {
+            Some(method) => authorize(tokens, method, &parts.headers, &mut parts.extensions),
+            None => Ok(()),
         };
-        let authorization = request
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .map(|v| v.as_bytes());
-        match tokens.check(method, authorization) {
-            Ok(grant) => {
-                // The service checks each key against the scope (see auth::Scope). A watch
-                // also gets a credential, to check its token again after each reload; a
-                // unary call ends before that could matter, and is spared building one.
-                let credential = LASTING
-                    .contains(&method)
-                    .then(|| tokens.credential(grant.clone(), method));
-                request.extensions_mut().insert(grant.scope);
-                if let Some(credential) = credential {
-                    request.extensions_mut().insert(credential);
-                }
-                Either::Right(self.inner.call(request))
+        match checked {
+            Ok(()) => Either::Right(self.inner.call(http::Request::from_parts(parts, body))),
+            Err(err) => Either::Left(future::ready(Ok(Status::from(err).into_http()))),
+        }
+    }
+}
+
+/// Checks the bearer token in `headers` for a call of `method` (a JsonKv method's name); if
+/// it may make the call, puts what it was granted into `extensions` for the service, else
+/// logs the refusal and says why. The HTTP API's calls pass here too.
+pub fn authorize(
+    tokens: &Arc<TokenStore>,
+    method: &str,
+    headers: &http::HeaderMap,
+    extensions: &mut http::Extensions,
+) -> Result<(), Error> {
+    let authorization = headers
+        .get(http::header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    match tokens.check(method, authorization) {
+        Ok(grant) => {
+            // The service checks each key against the scope (see auth::Scope). A watch also
+            // gets a credential, to check its token again after each reload; a unary call
+            // ends before that could matter, and is spared building one.
+            let credential = LASTING
+                .contains(&method)
+                .then(|| tokens.credential(grant.clone(), method));
+            extensions.insert(grant.scope);
+            if let Some(credential) = credential {
+                extensions.insert(credential);
             }
-            Err(err) => {
-                tracing::warn!(
-                    method,
-                    peer = ?peer_addr(request.extensions()),
-                    reason = %err,
-                    "call refused"
-                );
-                Either::Left(future::ready(Ok(Status::from(err).into_http())))
-            }
+            Ok(())
+        }
+        Err(err) => {
+            tracing::warn!(method, peer = ?peer_addr(extensions), reason = %err, "call refused");
+            Err(err)
         }
     }
 }

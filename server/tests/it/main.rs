@@ -24,6 +24,7 @@ mod cluster_tls;
 mod connections;
 mod crash;
 mod fuzz;
+mod http;
 mod leases;
 mod limits;
 mod metrics;

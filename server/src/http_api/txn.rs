@@ -1,0 +1,38 @@
+//! `POST /v1/txn`: a `TxnRequest` in the proto's JSON mapping, answered with its
+//! `TxnResponse` in the same mapping ([`jsonkv::proto_json`]): the gRPC call itself, with
+//! nothing renamed.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::request::Parts;
+use http::{header, HeaderValue, StatusCode};
+use jsonkv::pb::{self, json_kv_server::JsonKv};
+use jsonkv::proto_json;
+
+use super::call::Api;
+use super::problem::Problem;
+use crate::service::STORE_ID_HEADER;
+
+pub async fn txn(State(api): State<Api>, parts: Parts, body: Body) -> Result<Response, Problem> {
+    let text = api.body_text(body).await?;
+    let txn: pb::TxnRequest =
+        proto_json::decode("TxnRequest", &text).map_err(Problem::bad_request)?;
+    let request = api.request("Txn", &parts, txn)?;
+    let answer = api.unary(api.service.txn(request)).await?.into_inner();
+    let text = proto_json::encode("TxnResponse", &answer).map_err(|message| {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            tonic::Code::Internal,
+            message,
+        )
+    })?;
+    let mut response = (StatusCode::OK, text).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(STORE_ID_HEADER, api.store_id_header());
+    Ok(response)
+}
