@@ -51,10 +51,10 @@ pub struct Config {
     pub auth_tokens: Option<PathBuf>,
     /// Where to serve Prometheus metrics (`/metrics`, plain HTTP); `None` serves none.
     pub metrics_listen: Option<SocketAddr>,
-    /// Where the HTTP/JSON API is served.
+    /// Where the HTTP/JSON API and the web console are served.
     pub http: HttpPlacement,
     /// Origins whose pages may call the HTTP API from a browser (CORS); empty: none but the
-    /// server's own.
+    /// console's own.
     pub http_cors_origins: Vec<String>,
     /// How often a quiet server-sent-event watch gets a comment line, so that proxies do not
     /// close it as idle.

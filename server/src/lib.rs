@@ -38,7 +38,7 @@
 //!   TLS files. [`layers`]: the tower layers around every call (metrics, timeout, auth) and
 //!   around health (its watches counted).
 //! - [`http_api`]: the HTTP/JSON API (keys, lists, transactions, watches as server-sent
-//!   events), each request a call of [`service`] through the same token
+//!   events) and the web console, each request a call of [`service`] through the same token
 //!   checks; and the service that sends each request of a port to gRPC or to it.
 //! - [`net`]: connections accepted under a cap, their handshake deadline, TLS, the
 //!   request-buffer budget, and hyper serving each one.

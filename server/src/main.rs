@@ -127,7 +127,7 @@ struct Args {
     /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP; keep it private).
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
-    /// Serve the HTTP/JSON API on ADDR instead of on --listen beside
+    /// Serve the HTTP/JSON API and the web console on ADDR instead of on --listen beside
     /// gRPC; `off` serves neither.
     #[arg(long, value_name = "ADDR|off", value_parser = http_placement)]
     http_listen: Option<HttpPlacement>,
@@ -403,7 +403,7 @@ async fn run(config: Config, restore: Option<PathBuf>) {
     let listeners = Listeners::around(&config, listener)
         .await
         .unwrap_or_else(|err| fail(err));
-    let http_url = listeners
+    let console = listeners
         .http_addr(&config)
         .unwrap_or_else(|err| fail(err))
         .map(|addr| {
@@ -434,9 +434,9 @@ async fn run(config: Config, restore: Option<PathBuf>) {
             tracing::info!(%addr, tls, auth, ?metrics, "jsonkv-server listening (in memory: nothing is persisted)")
         }
     }
-    match http_url {
-        Some(url) => tracing::info!("HTTP API at {url}"),
-        None => tracing::info!("the HTTP API is off (--http-listen off)"),
+    match console {
+        Some(url) => tracing::info!("console and HTTP API at {url}"),
+        None => tracing::info!("the HTTP API and console are off (--http-listen off)"),
     }
     if let Err(err) = serve(config, security, listeners, store, shutdown_signal()).await {
         fail(err);

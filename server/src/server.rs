@@ -146,7 +146,7 @@ impl Listeners {
         })
     }
 
-    /// Where the HTTP API is served, if anywhere.
+    /// Where the HTTP API and the console are served, if anywhere.
     pub fn http_addr(&self, config: &Config) -> std::io::Result<Option<SocketAddr>> {
         match (&self.http, config.http) {
             (Some(own), _) => own.local_addr().map(Some),

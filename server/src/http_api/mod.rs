@@ -1,14 +1,16 @@
-//! The HTTP/JSON API, served beside gRPC. Layout:
+//! The HTTP/JSON API and the web console, served beside gRPC. Layout:
 //! - [`call`]: [`Api`], the routes' shared state, and how an HTTP request becomes a call of
 //!   the gRPC service (so the same checks, tokens, scopes and limits apply).
 //! - [`problem`]: errors as statuses and JSON bodies.
 //! - [`json`]: the JSON written for keys, pages and watch events.
 //! - [`kv`]: `/v1/kv`. [`txn`]: `/v1/txn`. [`watch`]: `/v1/watch`, server-sent events.
+//! - [`console`]: the embedded web console at `/`.
 //!
 //! [`router`] assembles them; [`GrpcOrHttp`] sends each request of a shared port to gRPC or
 //! to the API by its content type, as etcd's gateway shares 2379.
 
 pub mod call;
+pub mod console;
 pub mod json;
 pub mod kv;
 pub mod problem;
@@ -36,7 +38,7 @@ use problem::Problem;
 
 use crate::layers::http_metrics::HttpMetrics;
 
-/// The API's routes, counted by `metrics`; with `cors_origins`, browsers on
+/// The API's routes and the console, counted by `metrics`; with `cors_origins`, browsers on
 /// those origins may call it too (CORS is off otherwise).
 pub fn router(api: Api, metrics: HttpMetrics, cors_origins: &[HeaderValue]) -> Router {
     let router = Router::new()
@@ -51,6 +53,8 @@ pub fn router(api: Api, metrics: HttpMetrics, cors_origins: &[HeaderValue]) -> R
         )
         .route("/v1/txn", post(txn::txn))
         .route("/v1/watch", get(watch::watch))
+        .route("/", get(console::index))
+        .route("/console/{file}", get(console::asset))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(api);

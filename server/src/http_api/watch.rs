@@ -45,7 +45,7 @@ pub async fn watch(State(api): State<Api>, parts: Parts) -> Result<Response, Pro
     let q: WatchQuery = axum::extract::Query::try_from_uri(&parts.uri)
         .map(|axum::extract::Query(q)| q)
         .map_err(|e| Problem::bad_request(format!("bad query string: {}", e.body_text())))?;
-    // A reconnect's resume point wins over the URL's start: EventSource, say, keeps
+    // A reconnect's resume point wins over the URL's start: EventSource and the console keep
     // the URL they opened with and add the last id they saw.
     let start_revision = match parts.headers.get(LAST_EVENT_ID) {
         Some(id) => id

@@ -39,7 +39,15 @@ impl Default for HttpMetrics {
 }
 
 /// The API's routes, as labels; anything else is `other`.
-pub const ROUTES: [&str; 5] = ["/v1/kv/{*key}", "/v1/kv", "/v1/txn", "/v1/watch", "/v1/kv/"];
+pub const ROUTES: [&str; 7] = [
+    "/v1/kv/{*key}",
+    "/v1/kv",
+    "/v1/txn",
+    "/v1/watch",
+    "/",
+    "/console/{file}",
+    "/v1/kv/",
+];
 
 impl HttpMetrics {
     pub fn register(&self, registry: &mut Registry) {

@@ -27,6 +27,8 @@
 //! - CORS only for the origins named: `cors_answers_only_named_origins`.
 //! - Requests are counted by route, method and status:
 //!   `metrics_count_http_requests_by_route_and_status`.
+//! - The console is served from the binary under a strict Content-Security-Policy:
+//!   `the_console_is_served_with_a_strict_policy`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -1019,7 +1021,7 @@ async fn tokens_roles_and_scopes_hold_over_http() {
     put_with(&http, &server, "Bearer writer-7f3a9c2e41", "app/x", "1").await;
     put_with(&http, &server, "bearer writer-7f3a9c2e41", "secret", "2").await;
 
-    // Every route needs a token.
+    // Every route but the console needs a token.
     for path in [
         "/v1/kv/app/x",
         "/v1/kv?prefix=app/",
@@ -1049,6 +1051,10 @@ async fn tokens_roles_and_scopes_hold_over_http() {
         .await
         .unwrap();
     assert!(in_url.status().is_client_error());
+    assert_eq!(
+        http.get(url(&server, "/")).send().await.unwrap().status(),
+        StatusCode::OK
+    );
 
     // A read token reads and watches, and may not write.
     let reader = "Bearer reader-0b8d5e6f17";
@@ -1290,4 +1296,42 @@ async fn metrics_count_http_requests_by_route_and_status() {
         "made-up paths share one label"
     );
     assert!(text.contains("jsonkv_http_request_duration_seconds_count{route=\"/v1/kv/{*key}\"}"));
+}
+
+#[tokio::test]
+async fn the_console_is_served_with_a_strict_policy() {
+    let (server, _grpc) = crate::common::start(config()).await;
+    let http = http();
+    let page = http.get(url(&server, "/")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert_eq!(header(&page, "content-type"), "text/html; charset=utf-8");
+    let policy = header(&page, "content-security-policy").to_owned();
+    assert!(
+        policy.contains("script-src 'self'") && !policy.contains("unsafe"),
+        "{policy}"
+    );
+    assert_eq!(header(&page, "x-content-type-options"), "nosniff");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("/console/app.js") && html.contains("/console/style.css"));
+    for (asset, media_type) in [("app.js", "text/javascript"), ("style.css", "text/css")] {
+        let response = http
+            .get(url(&server, &format!("/console/{asset}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(header(&response, "content-type").starts_with(media_type));
+    }
+    let missing = http
+        .get(url(&server, "/console/../Cargo.toml"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let missing = http
+        .get(url(&server, "/console/nope.js"))
+        .send()
+        .await
+        .unwrap();
+    problem(missing, StatusCode::NOT_FOUND, "NOT_FOUND").await;
 }
