@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::response::{IntoResponse, Response};
 use http::request::Parts;
-use http::{HeaderValue, StatusCode};
+use http::{header, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use tonic::Code;
 
@@ -17,7 +18,7 @@ use super::problem::Problem;
 use crate::config::Config;
 use crate::credentials::TokenStore;
 use crate::layers::auth::authorize;
-use crate::service::JsonKvService;
+use crate::service::{JsonKvService, STORE_ID_HEADER};
 use crate::store_id::StoreId;
 
 /// The state of the HTTP API's routes. Cheap to clone.
@@ -77,6 +78,18 @@ impl Api {
 
     pub fn store_id_header(&self) -> HeaderValue {
         self.store_id.clone()
+    }
+
+    /// `body`, JSON text, as a 200 answer naming the store its revisions belong to.
+    pub fn json(&self, body: String) -> Response {
+        let mut response = (StatusCode::OK, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(STORE_ID_HEADER, self.store_id_header());
+        response
     }
 
     /// Runs a unary call within the request timeout (504 beyond, as gRPC's DEADLINE_EXCEEDED).

@@ -82,24 +82,14 @@ fn query<T: serde::de::DeserializeOwned>(parts: &Parts) -> Result<T, Problem> {
 }
 
 /// The document's JSON text with its metadata in headers, as GET and PATCH answer.
-fn document(kv: &pb::KeyValue, revision: i64, store_id: Option<&HeaderValue>) -> Response {
-    let mut response = (StatusCode::OK, kv.value_json.clone()).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    metadata(headers, kv, revision, store_id);
+fn document(api: &Api, kv: &pb::KeyValue, revision: i64) -> Response {
+    let mut response = api.json(kv.value_json.clone());
+    metadata(response.headers_mut(), kv, revision);
     response
 }
 
 /// ETag and the revisions, as headers.
-fn metadata(
-    headers: &mut HeaderMap,
-    kv: &pb::KeyValue,
-    revision: i64,
-    store_id: Option<&HeaderValue>,
-) {
+fn metadata(headers: &mut HeaderMap, kv: &pb::KeyValue, revision: i64) {
     headers.insert(header::ETAG, etag(kv.mod_revision));
     for (name, value) in [
         ("jsonkv-revision", revision),
@@ -110,9 +100,6 @@ fn metadata(
     ] {
         headers.insert(name, HeaderValue::from(value));
     }
-    if let Some(id) = store_id {
-        headers.insert(STORE_ID_HEADER, id.clone());
-    }
 }
 
 fn etag(revision: i64) -> HeaderValue {
@@ -120,27 +107,14 @@ fn etag(revision: i64) -> HeaderValue {
 }
 
 /// `{"revision":N}`, with the ETag a later If-Match sends back.
-fn written(revision: i64, mod_revision: Option<i64>, store_id: Option<&HeaderValue>) -> Response {
-    let mut response = (StatusCode::OK, format!("{{\"revision\":{revision}}}")).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+fn written(api: &Api, revision: i64, mod_revision: Option<i64>) -> Response {
+    let mut response = api.json(format!("{{\"revision\":{revision}}}"));
     if let Some(mod_revision) = mod_revision {
-        headers.insert(header::ETAG, etag(mod_revision));
-    }
-    if let Some(id) = store_id {
-        headers.insert(STORE_ID_HEADER, id.clone());
+        response
+            .headers_mut()
+            .insert(header::ETAG, etag(mod_revision));
     }
     response
-}
-
-fn store_id<T>(response: &tonic::Response<T>) -> Option<HeaderValue> {
-    response
-        .metadata()
-        .get(STORE_ID_HEADER)
-        .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok())
 }
 
 /// The key a path names: the rest of it after `/v1/kv/`, percent-decoded (400 if that is not
@@ -192,19 +166,19 @@ pub async fn get(State(api): State<Api>, Key(key): Key, parts: Parts) -> Result<
             store_id: store,
         },
     )?;
-    let response = api.unary(api.service.get(request)).await?;
-    let id = Some(api.store_id_header());
-    let answer = response.into_inner();
+    let answer = api.unary(api.service.get(request)).await?.into_inner();
     let kv = answer.kv.unwrap_or_default();
     if let Some(tags) = if_none_match {
         let current = format!("\"{}\"", kv.mod_revision);
         if tags == "*" || tags.split(',').any(|tag| tag.trim() == current) {
             let mut response = StatusCode::NOT_MODIFIED.into_response();
-            metadata(response.headers_mut(), &kv, answer.revision, id.as_ref());
+            let headers = response.headers_mut();
+            metadata(headers, &kv, answer.revision);
+            headers.insert(STORE_ID_HEADER, api.store_id_header());
             return Ok(response);
         }
     }
-    Ok(document(&kv, answer.revision, id.as_ref()))
+    Ok(document(&api, &kv, answer.revision))
 }
 
 #[derive(Deserialize)]
@@ -252,11 +226,7 @@ pub async fn put(
         if !response.succeeded {
             return Err(absent(&key));
         }
-        return Ok(written(
-            response.revision,
-            Some(response.revision),
-            Some(&api.store_id_header()),
-        ));
+        return Ok(written(&api, response.revision, Some(response.revision)));
     }
     let request = api.request("Insert", &parts, insert)?;
     let response =
@@ -266,9 +236,8 @@ pub async fn put(
                 Condition::Absent => exists(&key, problem),
                 _ => problem,
             })?;
-    let id = store_id(&response);
     let answer = response.into_inner();
-    Ok(written(answer.revision, Some(answer.revision), id.as_ref()))
+    Ok(written(&api, answer.revision, Some(answer.revision)))
 }
 
 /// A failed `If-None-Match: *` says so, rather than "expected mod revision 0".
@@ -327,12 +296,11 @@ pub async fn delete(
         },
     )?;
     let response = api.unary(api.service.delete(request)).await?;
-    let id = store_id(&response);
     let answer = response.into_inner();
     if !answer.deleted {
         return Err(absent(&key));
     }
-    Ok(written(answer.revision, None, id.as_ref()))
+    Ok(written(&api, answer.revision, None))
 }
 
 #[derive(Deserialize)]
@@ -394,12 +362,11 @@ pub async fn patch(
         },
     )?;
     let response = api.unary(api.service.patch(request)).await?;
-    let id = store_id(&response).or_else(|| Some(api.store_id_header()));
     let answer = response.into_inner();
     Ok(document(
+        &api,
         &answer.kv.unwrap_or_default(),
         answer.revision,
-        id.as_ref(),
     ))
 }
 
@@ -442,12 +409,5 @@ pub async fn list(State(api): State<Api>, parts: Parts) -> Result<Response, Prob
         },
     )?;
     let page = api.unary(api.service.list(request)).await?.into_inner();
-    let mut response = (StatusCode::OK, json::list(&page)).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(STORE_ID_HEADER, api.store_id_header());
-    Ok(response)
+    Ok(api.json(json::list(&page)))
 }

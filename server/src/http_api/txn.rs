@@ -4,15 +4,14 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use http::request::Parts;
-use http::{header, HeaderValue, StatusCode};
+use http::StatusCode;
 use jsonkv::pb::{self, json_kv_server::JsonKv};
 use jsonkv::proto_json;
 
 use super::call::Api;
 use super::problem::Problem;
-use crate::service::STORE_ID_HEADER;
 
 pub async fn txn(State(api): State<Api>, parts: Parts, body: Body) -> Result<Response, Problem> {
     let text = api.body_text(body).await?;
@@ -27,12 +26,5 @@ pub async fn txn(State(api): State<Api>, parts: Parts, body: Body) -> Result<Res
             message,
         )
     })?;
-    let mut response = (StatusCode::OK, text).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(STORE_ID_HEADER, api.store_id_header());
-    Ok(response)
+    Ok(api.json(text))
 }
