@@ -4,7 +4,9 @@
 # clients need (the Python venv from requirements.txt, `npm ci`), then runs the Python, Node,
 # grpcurl and browser (the web console in headless Chromium) suites, each against its own real
 # server.
-# Nothing is skipped: a missing tool is an error. Exits non-zero if anything failed.
+# The Python and Node suites build their package (wheel and sdist; npm tarball) and test it
+# installed outside the repository. Nothing is skipped: a missing tool is an error. Exits
+# non-zero if anything failed.
 set -euo pipefail
 CLIENTS=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$CLIENTS")

@@ -1,4 +1,4 @@
-// Black-box tests of the jsonkv contract from Node, through jsonkv-client.js and the raw stub,
+// Black-box tests of the jsonkv contract from Node, through the installed jsonkv-client
 // against the real server at $JSONKV_ADDR (../test.sh starts it). Each test works under its own
 // key prefix, so tests sharing a server never meet.
 'use strict';
@@ -9,7 +9,7 @@ const { randomUUID, randomInt } = require('node:crypto');
 const { setTimeout: sleep } = require('node:timers/promises');
 const { spawnSync } = require('node:child_process');
 const path = require('node:path');
-const jsonkv = require('../jsonkv-client');
+const jsonkv = require('jsonkv-client');
 
 const { grpc, compare, op } = jsonkv;
 // Bounds every watch stream of this suite, so a missing event fails instead of hanging.
@@ -474,7 +474,8 @@ test('List pages through the prefix in key order', async (t) => {
 });
 
 test('example.js runs to completion', () => {
-  const run = spawnSync(process.execPath, [path.join(__dirname, '..', 'example.js'), target], {
+  const example = path.join(__dirname, '..', 'examples', 'example.js');
+  const run = spawnSync(process.execPath, [example, target], {
     encoding: 'utf8',
     timeout: 60_000,
   });
@@ -492,16 +493,6 @@ test('example.js runs to completion', () => {
   assert.deepEqual(lines.slice(9), ['lock: released', 'done']);
 });
 
-// A stream of scripted messages, as a watch call delivers them after decoding.
-function scripted(messages) {
-  return {
-    on() {},
-    async *[Symbol.asyncIterator]() {
-      yield* messages;
-    },
-  };
-}
-
 function eventMessage(key, revision, more = false) {
   return {
     response: 'event',
@@ -514,19 +505,26 @@ function eventMessage(key, revision, more = false) {
   };
 }
 
+// The keys and revisions of what a watch at `resume` delivers of `messages`.
+function deliver(resume, messages) {
+  return messages
+    .map((message) => resume.receive(message))
+    .filter((item) => item !== null)
+    .map((event) => [event.entry.key, event.revision]);
+}
+
 // A change of several keys at one revision (another etcd client's transaction, on --etcd) comes
 // as events marked more_at_revision but the last. The server's side is tested in Rust; here the
-// Watch runs over scripted streams, as a resume would see them.
-test('a watch stopped inside a revision resumes at it without repeats', async () => {
-  const first = new jsonkv.Watch(
-    scripted([eventMessage('a', 4, true), eventMessage('b', 4, true)]),
-    4,
-  );
-  const firstKeys = [];
-  for await (const event of first) firstKeys.push(event.entry.key);
-  assert.deepEqual(firstKeys, ['a', 'b']);
-  assert.equal(first.resumeRevision, 4n);
-  assert.deepEqual([...first.resumeSeenKeys], ['a', 'b']);
+// watch's resume state takes scripted streams, as a resume would see them.
+test('a watch stopped inside a revision resumes at it without repeats', () => {
+  const first = new jsonkv.WatchResume(4);
+  const firstKeys = deliver(first, [eventMessage('a', 4, true), eventMessage('b', 4, true)]);
+  assert.deepEqual(firstKeys, [
+    ['a', '4'],
+    ['b', '4'],
+  ]);
+  assert.equal(first.startRevision, 4n);
+  assert.deepEqual([...first.seenKeys], ['a', 'b']);
 
   const replay = [
     eventMessage('a', 4, true),
@@ -534,15 +532,15 @@ test('a watch stopped inside a revision resumes at it without repeats', async ()
     eventMessage('c', 4),
     eventMessage('d', 5),
   ];
-  const second = new jsonkv.Watch(scripted(replay), first.resumeRevision, first.resumeSeenKeys);
-  const seen = [];
-  for await (const event of second) seen.push([event.entry.key, event.revision]);
-  assert.deepEqual(seen, [
-    ['c', '4'],
-    ['d', '5'],
-  ]);
-  assert.equal(second.resumeRevision, 6n);
-  assert.equal(second.resumeSeenKeys.size, 0);
+  // As resumed in another process, and as resumed by the same watch.
+  for (const second of [new jsonkv.WatchResume(first.startRevision, '', first.seenKeys), first]) {
+    assert.deepEqual(deliver(second, replay), [
+      ['c', '4'],
+      ['d', '5'],
+    ]);
+    assert.equal(second.startRevision, 6n);
+    assert.equal(second.seenKeys.size, 0);
+  }
 });
 
 test('lease grant, keep-alive, time to live, list and revoke', async (t) => {

@@ -1,10 +1,10 @@
-// Example: inserts, gets and watches a key with jsonkv-client.js, printing what the watch sees;
+// Example: inserts, gets and watches a key with jsonkv-client, printing what the watch sees;
 // it inserts a few values while the watch runs, and ends once the watch has seen them. Then a key
 // lives as long as a lease kept alive in the background, and a lock is taken and released.
 // Run: node example.js [ADDR]   (ADDR defaults to 127.0.0.1:50051)
 'use strict';
 
-const jsonkv = require('./jsonkv-client');
+const jsonkv = require('jsonkv-client');
 
 const KEY = 'example/greeting';
 const UPDATES = 3;
