@@ -1,13 +1,15 @@
 //! [`Api`]: what every route of the HTTP API shares, and how an HTTP request becomes a call of
 //! the gRPC service: the caller's token checked as gRPC checks it (the same roles and scopes),
-//! the connection's address attached (for the per-connection watch limit), the body read
-//! under the message-size limit, and a unary call bounded by the request timeout.
+//! the connection's address attached (for the per-connection watch limit), the query read
+//! strictly, the body read under the message-size limit, and a unary call bounded by the
+//! request timeout.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::extract::Query;
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{header, HeaderValue, StatusCode};
@@ -137,4 +139,12 @@ impl Api {
         String::from_utf8(bytes.into())
             .map_err(|_| Problem::bad_request("the request body is not UTF-8 text"))
     }
+}
+
+/// Strict query parameters: an unknown one is an error, not ignored (a misspelt `lease`
+/// would otherwise write a key without its lease).
+pub fn query<T: serde::de::DeserializeOwned>(parts: &Parts) -> Result<T, Problem> {
+    Query::<T>::try_from_uri(&parts.uri)
+        .map(|Query(q)| q)
+        .map_err(|e| Problem::bad_request(format!("bad query string: {}", e.body_text())))
 }

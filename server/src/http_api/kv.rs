@@ -5,14 +5,14 @@
 //! `value_json` path stores them.
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use jsonkv::pb::{self, json_kv_server::JsonKv, ValueEncoding};
 use serde::Deserialize;
 
-use super::call::Api;
+use super::call::{query, Api};
 use super::json;
 use super::problem::Problem;
 use crate::service::STORE_ID_HEADER;
@@ -71,14 +71,6 @@ fn entity_tag(tag: &str, header: &str) -> Result<i64, Problem> {
                 "{header} must be one entity tag, a quoted mod revision such as \"5\" (or *), not {tag:?}"
             ))
         })
-}
-
-/// Strict query parameters: an unknown one is an error, not ignored (a misspelt `lease`
-/// would otherwise write a key without its lease).
-fn query<T: serde::de::DeserializeOwned>(parts: &Parts) -> Result<T, Problem> {
-    Query::<T>::try_from_uri(&parts.uri)
-        .map(|Query(q)| q)
-        .map_err(|e| Problem::bad_request(format!("bad query string: {}", e.body_text())))
 }
 
 /// The document's JSON text with its metadata in headers, as GET and PATCH answer.

@@ -19,7 +19,7 @@ use http::{header, HeaderValue};
 use jsonkv::pb::{self, json_kv_server::JsonKv, watch_response, ValueEncoding};
 use serde::Deserialize;
 
-use super::call::Api;
+use super::call::{query, Api};
 use super::json;
 use super::problem::Problem;
 use crate::service::STORE_ID_HEADER;
@@ -42,9 +42,7 @@ struct WatchQuery {
 const LAST_EVENT_ID: &str = "last-event-id";
 
 pub async fn watch(State(api): State<Api>, parts: Parts) -> Result<Response, Problem> {
-    let q: WatchQuery = axum::extract::Query::try_from_uri(&parts.uri)
-        .map(|axum::extract::Query(q)| q)
-        .map_err(|e| Problem::bad_request(format!("bad query string: {}", e.body_text())))?;
+    let q: WatchQuery = query(&parts)?;
     // A reconnect's resume point wins over the URL's start: EventSource and the console keep
     // the URL they opened with and add the last id they saw.
     let start_revision = match parts.headers.get(LAST_EVENT_ID) {
