@@ -105,7 +105,8 @@ pub enum HttpPlacement {
     /// On a listener of its own; the gRPC listener then answers HTTP requests with where it
     /// went.
     Own(SocketAddr),
-    /// Not at all.
+    /// Not at all: the gRPC listener then serves HTTP/2 and gRPC alone, as it did before
+    /// there was an HTTP API.
     Off,
 }
 

@@ -271,17 +271,21 @@ pub async fn serve(
         .collect::<Result<Vec<_>, _>>()?;
     let api = http_api::router(api, metrics.http(), &origins);
     // The API's own port serves it alone; the gRPC port serves it beside gRPC, or says where
-    // it went.
+    // it went. With the API off, the gRPC port is HTTP/2 and gRPC alone, as before there was
+    // an API.
     let http_port = listeners.http.map(|listener| {
         let addr = listener.local_addr().ok();
         (Acceptor::new(listener, counts.clone()), api.clone(), addr)
     });
     let beside_grpc = match (config.http, &http_port) {
-        (HttpPlacement::SharedPort, _) => api,
-        (_, Some((_, _, Some(addr)))) => http_api::elsewhere(format!(
-            "this port serves gRPC only; the HTTP API is on {addr}"
-        )),
-        _ => http_api::elsewhere("the HTTP API is off on this server (--http-listen off)".into()),
+        (HttpPlacement::SharedPort, _) => Some(api),
+        (HttpPlacement::Off, _) => None,
+        (HttpPlacement::Own(own), port) => {
+            let addr = port.as_ref().and_then(|(_, _, addr)| *addr).unwrap_or(own);
+            Some(http_api::elsewhere(format!(
+                "this port serves gRPC only; the HTTP API is on {addr}"
+            )))
+        }
     };
     let service = http_api::GrpcOrHttp::new(grpc, beside_grpc);
 
@@ -292,7 +296,8 @@ pub async fn serve(
             "tokens are checked but travel in plaintext; anyone on the network path can read them (add --tls-cert and --tls-key)"
         );
     }
-    let connections = Connections::new(&config, security.tls, buffers, counts.clone());
+    let http1 = config.http != HttpPlacement::Off;
+    let connections = Connections::new(&config, security.tls, buffers, counts.clone(), http1);
     let (drain, draining) = shutdown::channel();
     let mut acceptor = Acceptor::new(listeners.grpc, counts);
     let (mut http_acceptor, http_service) = match http_port {

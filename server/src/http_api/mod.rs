@@ -151,15 +151,15 @@ pub fn elsewhere(message: String) -> Router {
 }
 
 /// One port's service: gRPC calls (content type `application/grpc…`) to `grpc`, every other
-/// request to `http`.
+/// request to `http`; with no `http`, every request to `grpc`, unlooked at.
 #[derive(Clone)]
 pub struct GrpcOrHttp<G> {
     grpc: G,
-    http: Router,
+    http: Option<Router>,
 }
 
 impl<G> GrpcOrHttp<G> {
-    pub fn new(grpc: G, http: Router) -> Self {
+    pub fn new(grpc: G, http: Option<Router>) -> Self {
         GrpcOrHttp { grpc, http }
     }
 }
@@ -182,25 +182,28 @@ where
     >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        match self.grpc.poll_ready(cx) {
-            Poll::Ready(Ok(())) => {
-                <Router as Service<http::Request<GrpcBody>>>::poll_ready(&mut self.http, cx)
+        match (self.grpc.poll_ready(cx), &mut self.http) {
+            (Poll::Ready(Ok(())), Some(http)) => {
+                <Router as Service<http::Request<GrpcBody>>>::poll_ready(http, cx)
             }
-            other => other,
+            (other, _) => other,
         }
     }
 
     fn call(&mut self, request: http::Request<GrpcBody>) -> Self::Future {
-        let grpc = request
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
-        if grpc {
-            Either::Left(self.grpc.call(request))
-        } else {
-            let into_grpc_body: fn(HttpAnswer) -> Result<http::Response<GrpcBody>, Infallible> =
-                |answer| answer.map(|response| response.map(GrpcBody::new));
-            Either::Right(self.http.call(request).map(into_grpc_body))
+        let http = self.http.as_mut().filter(|_| {
+            !request
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"))
+        });
+        match http {
+            None => Either::Left(self.grpc.call(request)),
+            Some(http) => {
+                let into_grpc_body: fn(HttpAnswer) -> Result<http::Response<GrpcBody>, Infallible> =
+                    |answer| answer.map(|response| response.map(GrpcBody::new));
+                Either::Right(http.call(request).map(into_grpc_body))
+            }
         }
     }
 }

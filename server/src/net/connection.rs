@@ -40,14 +40,19 @@ impl Connections {
         tls: Option<ServerTls>,
         buffers: RequestBuffers,
         counts: ConnectionCounts,
+        http1: bool,
     ) -> Connections {
-        // HTTP/1.1 as well as HTTP/2, for the HTTP API and its browsers and curl: hyper tells
-        // them apart by the HTTP/2 preface. A request head must arrive within the handshake
-        // timeout, as HTTP/2's start must (FirstBytes).
+        // With `http1`, HTTP/1.1 as well as HTTP/2, for the HTTP API and its browsers and curl:
+        // hyper tells them apart by the HTTP/2 preface. A request head must arrive within the
+        // handshake timeout, as HTTP/2's start must (FirstBytes).
         let mut http = auto::Builder::new(TokioExecutor::new());
-        http.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(config.handshake_timeout);
+        if http1 {
+            http.http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(config.handshake_timeout);
+        } else {
+            http = http.http2_only();
+        }
         let keepalive = Some(config.keepalive_interval).filter(|d| !d.is_zero());
         http.http2()
             .timer(TokioTimer::new())
