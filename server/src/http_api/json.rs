@@ -38,7 +38,7 @@ pub fn kvs(out: &mut String, kvs: &[pb::KeyValue]) {
 
 /// A page of `GET /v1/kv`.
 pub fn list(page: &pb::ListResponse) -> String {
-    let mut out = String::with_capacity(64 + page.kvs.len() * 64);
+    let mut out = String::with_capacity(64 + written_size(&page.kvs));
     out.push_str("{\"kvs\":");
     kvs(&mut out, &page.kvs);
     out.push_str(",\"next_page_token\":");
@@ -49,7 +49,7 @@ pub fn list(page: &pb::ListResponse) -> String {
 
 /// A snapshot part's data: `{"revision":R,"kvs":[…],"last":true}`.
 pub fn snapshot(snapshot: &pb::Snapshot) -> String {
-    let mut out = String::with_capacity(64 + snapshot.kvs.len() * 64);
+    let mut out = String::with_capacity(64 + written_size(&snapshot.kvs));
     let _ = write!(out, "{{\"revision\":{},\"kvs\":", snapshot.revision);
     kvs(&mut out, &snapshot.kvs);
     let _ = write!(out, ",\"last\":{}}}", snapshot.last);
@@ -60,7 +60,12 @@ pub fn snapshot(snapshot: &pb::Snapshot) -> String {
 /// and `revision`, with the lease and why it ended when a lease's end deleted it. Either may
 /// carry `prev` (the key before the change) and `more_at_revision`.
 pub fn event(event: &pb::Event) -> String {
-    let mut out = String::with_capacity(128);
+    let values = [&event.kv, &event.prev_kv]
+        .into_iter()
+        .flatten()
+        .map(|kv| kv.key.len() + kv.value_json.len())
+        .sum::<usize>();
+    let mut out = String::with_capacity(256 + values);
     let put = event.r#type() == pb::event::EventType::Put;
     match (&event.kv, put) {
         (Some(one), true) => {
@@ -90,6 +95,14 @@ pub fn event(event: &pb::Event) -> String {
     }
     out.push('}');
     out
+}
+
+/// About what `kvs` takes written, so that the text is allocated once: keys, values and the
+/// metadata's few dozen bytes each.
+fn written_size(kvs: &[pb::KeyValue]) -> usize {
+    kvs.iter()
+        .map(|kv| 128 + kv.key.len() + kv.value_json.len())
+        .sum()
 }
 
 /// `text` as a JSON string.
