@@ -3,7 +3,7 @@
 # BENCHMARKS.md: the machine, the versions, the exact commands, the figures and the issue's
 # targets checked against them.
 #
-#   bench/compare.sh            the full run (about 25 minutes after the build)
+#   bench/compare.sh            the full run (about 30 minutes after the build)
 #   bench/compare.sh --smoke    every run for about a second, few watchers, leases and keys,
 #                               report to a temp file; exits non-zero if any run fails or
 #                               reports an error (CI)
@@ -16,7 +16,12 @@
 # jsonkv-servers on one etcd (--etcd). Every load run is the same harness,
 # target/release/jsonkv-bench, at the same concurrency (but for the clients patching one key);
 # each is bounded by `timeout`. The lease and lock runs use etcd's own lease API as their
-# reference, each on a fresh etcd; the transaction runs, etcd's Txn.
+# reference, each on a fresh etcd; the transaction runs, etcd's Txn; the HTTP API's runs, etcd's
+# JSON gateway (on its client port). HTTP/1.1 carries one request at a time on a connection, so
+# the HTTP gets and puts open a connection per request in flight: the headline's 64 in flight
+# are 64 connections there, where gRPC multiplexes them on one. The HTTP watch fan-out opens a
+# connection per watcher, in the harness and in the server: the open-file limit is raised to
+# its hard limit for them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +33,7 @@ while [ $# -gt 0 ]; do
     --smoke) smoke=1 ;;
     --no-etcd) with_etcd=0 ;;
     --out) out="$2"; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -91,6 +96,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# The HTTP watch fan-out holds a connection per watcher open, in the harness and the server
+# (which inherit this limit); jsonkv-bench says so if the limit is still too low.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
 # Starts one server in the background (its log in $work), noting its command for the report.
 # The note gives paths relative to the repository (this script runs from its root): the report
 # is committed, and this machine's directories mean nothing on another.
@@ -132,6 +141,11 @@ if grep -q -- '--data-dir' <<<"$server_help"; then
   if grep -q -- '--sync' <<<"$server_help"; then durable_flags=(--sync always); fi
 fi
 
+# The HTTP API (on the gRPC port by default) is measured once the server's --help offers
+# --http-listen: beside gRPC, and gRPC beside a server with it off.
+http_api=0
+if grep -q -- '--http-listen' <<<"$server_help"; then http_api=1; fi
+
 # A server that caps watches in total (--max-watchers) is told to allow the idle-watchers run.
 watcher_flags=()
 if grep -q -- '--max-watchers ' <<<"$server_help"; then
@@ -145,7 +159,9 @@ port() { "$bench" free-port; }
 first() { grep -o "\"$1\":[0-9.]*" "$2" | awk -F: 'NR == 1 {print $2}'; }
 
 # Runs the harness with a label; its JSON report goes to $results/LABEL.json (LABEL~2.json for
-# the label's second round, and so on).
+# the label's second round, and so on). A run with reference=1 in its environment measures a
+# reference that may fall behind at full size: its missed events are figures in the report, not
+# a failure (a smoke run, small enough for any reference, still fails on them).
 run() {
   local label=$1
   shift
@@ -172,7 +188,9 @@ run() {
   else
     echo "$file failed" >>"$results/runs"
   fi
-  if [ "$status" != 0 ]; then
+  if [ "$status" = 1 ] && [ -s "$json" ] && [ "${reference:-0}" = 1 ] && [ "$smoke" = 0 ]; then
+    echo "   $file: the reference fell behind (its errors are in the report)" >&2
+  elif [ "$status" != 0 ]; then
     failures=$((failures + 1))
     echo "   $file: exit status $status" >&2
     tail -n 5 "$results/$file.err" >&2 || true
@@ -281,8 +299,28 @@ for round in $(seq "$rounds"); do
       run "$mode-$workload" --target jsonkv --addr "http://127.0.0.1:$p" --workload "$workload" \
         $headline "${times[@]}"
       stop_servers
+      # The same gRPC run on a server with the HTTP API off, right after it on the default
+      # server (the API on the gRPC port): what serving the API costs gRPC, if anything. (With the
+      # API off the port is HTTP/2 and gRPC alone, as before there was an API.)
+      if [ "$http_api" = 1 ] && [ "$mode" = memory ] && [[ $workload == get || $workload == insert ]]; then
+        jsonkv_server memory --http-listen off
+        run "memory-$workload-http-off" --target jsonkv --addr "http://127.0.0.1:$p" \
+          --workload "$workload" $headline "${times[@]}"
+        stop_servers
+      fi
     done
   done
+  if [ "$http_api" = 1 ]; then
+    echo "== round $round of $rounds: jsonkv's HTTP API (in memory)" >&2
+    # The headline's requests in flight, each on its own HTTP/1.1 connection (its
+    # --connections does not apply).
+    for workload in get put; do
+      jsonkv_server memory
+      run "memory-http-$workload" --target jsonkv --addr "http://127.0.0.1:$p" \
+        --workload "http-$workload" $headline "${times[@]}"
+      stop_servers
+    done
+  fi
   if [ "$with_etcd" = 1 ]; then
     echo "== round $round of $rounds: etcd" >&2
     etcd_server
@@ -291,6 +329,13 @@ for round in $(seq "$rounds"); do
       [ "$workload" = get ] && label=etcd-range
       [ "$workload" = insert ] && label=etcd-put
       run "$label" --target etcd --addr "http://127.0.0.1:$p" --workload "$workload" \
+        $headline "${times[@]}"
+    done
+    # etcd's JSON gateway, the peer of jsonkv's HTTP API.
+    for workload in get put; do
+      label=etcd-gateway-$workload
+      [ "$workload" = get ] && label=etcd-gateway-range
+      run "$label" --target etcd --addr "http://127.0.0.1:$p" --workload "http-$workload" \
         $headline "${times[@]}"
     done
     stop_servers
@@ -344,6 +389,21 @@ for round in $(seq "$rounds"); do
   run idle-keys --target jsonkv --addr "http://127.0.0.1:$p" --workload watch-keys \
     --watchers "$idle_watchers" --server-pid "$server_pid" $headline "${times[@]}"
   stop_servers
+  # The same fan-out over HTTP: a connection and a stream per watcher (jsonkv: server-sent
+  # events; etcd: its gateway's watch), the inserts over gRPC.
+  http_fanout=(--workload sse-fanout --watchers "$fan_watchers" --rate "$fan_rate" "${times[@]}")
+  if [ "$http_api" = 1 ]; then
+    jsonkv_server memory
+    run sse-fanout --target jsonkv --addr "http://127.0.0.1:$p" "${http_fanout[@]}"
+    stop_servers
+  fi
+  if [ "$with_etcd" = 1 ]; then
+    # etcd's gateway falls behind a thousand watchers long before a thousand changes a second.
+    etcd_server
+    reference=1 run etcd-gateway-fanout --target etcd --addr "http://127.0.0.1:$p" \
+      "${http_fanout[@]}"
+    stop_servers
+  fi
   if [ "$with_etcd" = 1 ]; then
     echo "== round $round of $rounds: jsonkv on etcd, watchers on B, inserts to A" >&2
     cluster_servers
@@ -439,6 +499,7 @@ versions=(
   --version-line "rustc: $(rustc --version)"
   --version-line "jsonkv: git $rev; $("$server" --version)"
   --version-line "tonic: $(awk -F'"' '/^name = "tonic"$/ {getline; print $2; exit}' Cargo.lock)"
+  --version-line "hyper (the HTTP load's client): $(awk -F'"' '/^name = "hyper"$/ {getline; print $2; exit}' Cargo.lock)"
   --version-line "data directories on: $(df -T "$work" | awk 'NR==2 {print $2}') ($(df "$work" | awk 'NR==2 {print $1}'))"
 )
 if [ "$with_etcd" = 1 ]; then

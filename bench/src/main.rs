@@ -7,6 +7,10 @@
 //! - [`load`]: the closed-loop get/insert/mixed workloads, the closed loop any workload's calls
 //!   can run in, and a run's setup calls (many at once).
 //! - [`watch`]: the watch workloads (one key to many watchers; many idle watchers).
+//! - [`http`]: HTTP/1.1 gets and puts against jsonkv's HTTP API or etcd's JSON gateway, and
+//!   the HTTP/1.1 connection the HTTP workloads use.
+//! - [`http_watch`]: one key to many watchers over HTTP streams (server-sent events; etcd's
+//!   gateway watch).
 //! - [`lease`]: the lease workloads (grants, keep-alives, many idle leases), and granting many.
 //! - [`expiry`]: many keys expiring with their lease(s), and how late their deletes arrive.
 //! - [`lock`]: a lock handed over between two contenders.
@@ -23,6 +27,8 @@
 
 mod echo;
 mod expiry;
+mod http;
+mod http_watch;
 mod lease;
 mod load;
 mod lock;
@@ -86,9 +92,20 @@ pub enum Workload {
     Txn,
     Patch,
     PatchContend,
+    HttpGet,
+    HttpPut,
+    SseFanout,
 }
 
 impl Workload {
+    /// The workloads over HTTP/1.1 (jsonkv's HTTP API; etcd's JSON gateway).
+    pub fn is_http(self) -> bool {
+        matches!(
+            self,
+            Workload::HttpGet | Workload::HttpPut | Workload::SseFanout
+        )
+    }
+
     /// The lease and lock workloads, which take --leases and --lease-ttl.
     pub fn is_lease(self) -> bool {
         matches!(
@@ -105,7 +122,8 @@ impl Workload {
 /// A load run (the default command).
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// What to drive. For echo, get and insert both send the empty Ping.
+    /// What to drive. For echo, get and insert both send the empty Ping. For etcd, the HTTP
+    /// workloads use its JSON gateway (on its client port).
     #[arg(long, value_enum, default_value = "jsonkv")]
     pub target: TargetKind,
     /// Server address, http://HOST:PORT.
@@ -115,6 +133,7 @@ pub struct RunArgs {
     pub workload: Workload,
     /// Requests in flight at once, over all connections (closed loop: each sends its next
     /// request when the previous one is answered). patch-contend: the contending clients.
+    /// http-get, http-put: also the connections (HTTP/1.1 has one request in flight on each).
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
     /// HTTP/2 connections; requests and watchers are spread over them round-robin.
@@ -144,14 +163,15 @@ pub struct RunArgs {
     /// mixed: the fraction of requests that are gets.
     #[arg(long, default_value_t = 0.9)]
     pub read_ratio: f64,
-    /// watch-fanout: watchers on the one key (default 1000); watch-keys: idle watchers, each on
-    /// its own key (default 10000).
+    /// watch-fanout, sse-fanout: watchers on the one key (default 1000); watch-keys: idle
+    /// watchers, each on its own key (default 10000).
     #[arg(long)]
     pub watchers: Option<usize>,
-    /// watch-fanout: inserts per second.
+    /// watch-fanout, sse-fanout: inserts per second.
     #[arg(long, default_value_t = 1000)]
     pub rate: u64,
-    /// watch-fanout: send the inserts to this server instead of --addr (the watchers' server),
+    /// watch-fanout, sse-fanout: send the inserts (over gRPC) to this server instead of --addr
+    /// (the watchers' server),
     /// e.g. another jsonkv server on the same etcd. Latency is still measured from the
     /// writer's acknowledgement, so an event the watchers' server delivers before the writer's
     /// server acknowledges counts as 0 (the report also gives latency from the send, and how
@@ -184,7 +204,7 @@ pub struct RunArgs {
     #[arg(long, default_value = "bench/")]
     pub key_prefix: String,
     /// Client runtime worker threads (default: get, insert and mixed use one per connection, up
-    /// to one per CPU; the watch workloads use one per CPU).
+    /// to one per CPU; http-get and http-put one; the watch workloads one per CPU).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Keep retrying the first connection for this many seconds (the server may be starting).
@@ -247,11 +267,20 @@ impl RunArgs {
         {
             return Err("the watch workloads run against --target jsonkv only".into());
         }
-        if self.workload == Workload::WatchFanout && self.rate == 0 {
+        let fanout = matches!(self.workload, Workload::WatchFanout | Workload::SseFanout);
+        if fanout && self.rate == 0 {
             return Err("--rate must be at least 1".into());
         }
-        if self.write_addr.is_some() && self.workload != Workload::WatchFanout {
-            return Err("--write-addr applies to --workload watch-fanout only".into());
+        if self.write_addr.is_some() && !fanout {
+            return Err(
+                "--write-addr applies to --workload watch-fanout or sse-fanout only".into(),
+            );
+        }
+        if self.slow_watchers > 0 && self.workload != Workload::WatchFanout {
+            return Err("--slow-watchers applies to --workload watch-fanout only".into());
+        }
+        if self.workload.is_http() && self.target == TargetKind::Echo {
+            return Err("the HTTP workloads run against --target jsonkv or etcd".into());
         }
         if self.workload.is_lease() && self.target == TargetKind::Echo {
             return Err("the lease workloads run against --target jsonkv or etcd".into());
@@ -311,8 +340,11 @@ impl RunArgs {
             | Workload::Txn
             | Workload::Patch
             | Workload::PatchContend => self.connections.min(cpus),
+            // A connection per request in flight, each with its own task: a second thread
+            // would only add wake-ups across threads, on the cores the server needs.
+            Workload::HttpGet | Workload::HttpPut => 1,
             // Thousands of streams over many connections, and latency measured at each.
-            Workload::WatchFanout | Workload::WatchKeys => cpus,
+            Workload::WatchFanout | Workload::WatchKeys | Workload::SseFanout => cpus,
             // A watcher's connection beside the writers'.
             Workload::LeaseExpiry => cpus,
             // Two contenders, a connection each.
@@ -360,6 +392,8 @@ fn run(args: RunArgs) -> ExitCode {
             Workload::Txn => txn::run(&args).await,
             Workload::Patch => patch::merge(&args).await,
             Workload::PatchContend => patch::contend(&args).await,
+            Workload::HttpGet | Workload::HttpPut => http::run(&args).await,
+            Workload::SseFanout => http_watch::fanout(&args).await,
         }
     });
     let report = match outcome {

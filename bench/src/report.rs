@@ -229,6 +229,13 @@ impl Report {
         self.keys = args.keys;
         self.value_size = args.value_size;
         self.read_ratio = (args.workload == crate::Workload::Mixed).then_some(args.read_ratio);
+        if matches!(
+            args.workload,
+            crate::Workload::HttpGet | crate::Workload::HttpPut
+        ) {
+            // A connection per request in flight (see `http`).
+            self.connections = args.concurrency;
+        }
         if args.workload == crate::Workload::LockHandover {
             // Two contenders, a connection each, one call in flight each.
             self.connections = 2;

@@ -4,25 +4,28 @@
 //!   etcd). Measures the latency from each insert to its delivery at every watcher, and checks
 //!   that every watcher got every event exactly once, in order. Optional slow watchers stop
 //!   reading until the last insert, to show that they hold nobody else up and still catch up
-//!   without a gap.
+//!   without a gap. The writer, the checks and the figures ([`FanoutPlan`], [`Seen`]) serve
+//!   the fan-out over HTTP streams too (`http_watch`).
 //! - `idle_keys`: W idle watchers, each on its own key. Measures insert throughput on other
 //!   keys before and while they are open, and the server's memory per watcher (VmRSS).
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jsonkv::pb::json_kv_client::JsonKvClient;
 use jsonkv::pb::watch_response::Response as Msg;
-use jsonkv::pb::{self, insert_request::NewValue, ValueEncoding};
+use jsonkv::pb::{self, ValueEncoding};
 use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tonic::Streaming;
 
 use crate::load::{self, Plan};
 use crate::progress::{Progress, Unit};
 use crate::report::{self, Fanout, IdleWatchers, Latency, Report};
-use crate::target::{self, Target};
+use crate::target::{self, Caller, Target};
 use crate::{RunArgs, TargetKind};
 
 /// Watch calls opened at once: enough to open thousands quickly, few enough not to queue
@@ -35,171 +38,218 @@ pub async fn fanout(args: &RunArgs) -> Result<Report, String> {
     let watchers = args.watchers.unwrap_or(1000);
     let progress = Progress::new(args.quiet);
     let target = connect(args, watcher_connections(args, watchers)).await?;
-    let endpoint = target::endpoint(&args.addr)?;
-    // The watchers' server is known to be up by now; another one may still be starting.
-    let (write_endpoint, patience) = match &args.write_addr {
-        Some(addr) => (target::endpoint(addr)?, args.connect_timeout()),
-        None => (endpoint.clone(), Duration::ZERO),
-    };
-    let writer = JsonKvClient::new(target::open(&write_endpoint, patience).await?);
+    let writer = writer(args, TargetKind::Jsonkv).await?;
     // A client that reads slowly: with a 64 KiB stream window, the server's sends to it stall
     // after a few hundred events instead of after megabytes. The connection window stays at
     // its default: h2 allows a connection only so many unread small DATA frames (half its
     // window's worth of framing), then the client closes it with ENHANCE_YOUR_CALM.
-    let slow_endpoint = endpoint.initial_stream_window_size(64 * 1024 - 1);
+    let slow_endpoint = target::endpoint(&args.addr)?.initial_stream_window_size(64 * 1024 - 1);
     let slow_channel = target::open(&slow_endpoint, Duration::ZERO).await?;
 
-    let key = format!("{}fanout", args.key_prefix);
-    let warm = (args.rate as f64 * args.warmup).round() as usize;
-    let measured = args
-        .count
-        .unwrap_or((args.rate as f64 * args.duration).round() as u64)
-        .max(1) as usize;
-    let total = warm + measured;
-    let clock = Arc::new(Clock::new(total));
-
-    let (stop, stopped) = watch::channel(false);
-    let (go, slow_may_read) = watch::channel(false);
-    let opened = Arc::new(Opened::default());
-    let gate = Arc::new(Semaphore::new(OPENING_AT_ONCE));
-    let spawn_watcher = |client: JsonKvClient<Channel>, wait: Option<watch::Receiver<bool>>| {
-        let (key, clock, stopped) = (key.clone(), Arc::clone(&clock), stopped.clone());
-        let (opened, gate) = (Arc::clone(&opened), Arc::clone(&gate));
+    let plan = FanoutPlan::new(args, &format!("{}fanout", args.key_prefix));
+    let opened = Arc::new(Opened::new());
+    let spawn_watcher = |client: JsonKvClient<Channel>, slow: bool| {
+        let (key, total, clock) = (plan.key.clone(), plan.total, Arc::clone(&plan.clock));
+        let (stopped, may_read) = (plan.stopped(), slow.then(|| plan.may_read()));
+        let opened = Arc::clone(&opened);
         tokio::spawn(async move {
-            let stream = opened.open(&gate, client, key).await?;
-            if let Some(mut go) = wait {
+            let (stream, _) = opened.open(open_watch(client, key)).await?;
+            if let Some(mut go) = may_read {
                 let _ = go.wait_for(|go| *go).await;
             }
             Ok::<_, String>(receive(stream, total, &clock, stopped).await)
         })
     };
     let fast: Vec<_> = (0..watchers)
-        .map(|i| spawn_watcher(jsonkv(&target, i), None))
+        .map(|i| spawn_watcher(jsonkv(&target, i), false))
         .collect();
     let slow: Vec<_> = (0..args.slow_watchers)
-        .map(|_| {
-            let client = JsonKvClient::new(slow_channel.clone());
-            spawn_watcher(client, Some(slow_may_read.clone()))
-        })
+        .map(|_| spawn_watcher(JsonKvClient::new(slow_channel.clone()), true))
         .collect();
     opened
         .wait_for(watchers + args.slow_watchers, &progress)
         .await?;
+    plan.run(args, writer, fast, slow, &progress).await
+}
 
-    // The writer: one insert per tick, each in its own task so that a slow acknowledgement
-    // does not delay the next send (an open loop at the asked rate).
-    progress.stage("inserting", total as u64, Unit::Items);
-    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate as f64));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut inserts = Vec::with_capacity(total);
-    for seq in 0..total {
-        ticker.tick().await;
-        let (mut writer, clock, key) = (writer.clone(), Arc::clone(&clock), key.clone());
-        let value = load::json_value(args.value_size, &format!("\"seq\":{seq},"));
-        inserts.push(tokio::spawn(async move {
-            clock.sent[seq].store(clock.now(), Ordering::Release);
-            let request = pb::InsertRequest {
-                key,
-                new_value: Some(NewValue::ValueJson(value)),
-                ..Default::default()
-            };
-            let outcome = writer.insert(request).await;
-            clock.acked[seq].store(clock.now(), Ordering::Release);
-            outcome.map(drop).map_err(|s| format!("insert: {s}"))
-        }));
-        if seq % 64 == 0 {
-            progress.set(seq as u64, String::new());
-        }
-    }
-    let mut errors = 0;
-    let mut first_error = None;
-    for insert in inserts {
-        if let Err(err) = insert.await.expect("an insert task panicked") {
-            errors += 1;
-            first_error.get_or_insert(err);
-        }
-    }
-
-    progress.stage("delivering", watchers as u64, Unit::Items);
-    let _ = go.send(true);
-    let deadline = Instant::now() + DRAIN_GRACE;
-    while Instant::now() < deadline && !fast.iter().chain(&slow).all(|w| w.is_finished()) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let done = fast.iter().filter(|w| w.is_finished()).count();
-        progress.set(done as u64, String::new());
-    }
-    let _ = stop.send(true);
-    progress.finish();
-
-    // Latency over the measured events, at every fast watcher. From the acknowledgement it is
-    // clamped at 0: a watcher may read the event before the writer reads its acknowledgement,
-    // often so when the write went to another server, which applies it to its own view in
-    // parallel with the watchers' server. Those deliveries are counted, and the latency from
-    // the send, which is never negative, is kept beside it.
-    let mut from_ack = report::histogram();
-    let mut from_send = report::histogram();
-    let mut fig = Fanout {
-        watchers,
-        slow_watchers: args.slow_watchers,
-        rate: args.rate,
-        ..Fanout::default()
+/// The writer of a fan-out run: a connection of its own to --write-addr, or else to --addr
+/// (writers and watchers are different clients).
+pub async fn writer(args: &RunArgs, kind: TargetKind) -> Result<Caller, String> {
+    // The watchers' server is known to be up by now; another one may still be starting.
+    let (addr, patience) = match &args.write_addr {
+        Some(addr) => (addr, args.connect_timeout()),
+        None => (&args.addr, Duration::ZERO),
     };
-    for watcher in fast {
-        let seen = watcher.await.expect("a watcher panicked")?;
-        if !seen.complete {
-            fig.incomplete_watchers += 1;
-            first_error.get_or_insert(seen.describe(total));
+    Ok(Target::connect(kind, addr, 1, patience).await?.caller(0))
+}
+
+/// A watcher of a fan-out run: it ends with what it received (or an error if it never opened).
+pub type Watcher = JoinHandle<Result<Seen, String>>;
+
+/// One fan-out run, whatever carries its watches: the key, the inserts (warm-up ones first),
+/// when each was sent and acknowledged, and the signals its watchers wait for.
+pub struct FanoutPlan {
+    pub key: String,
+    /// Inserts made before measuring.
+    pub warm: usize,
+    /// Every insert, warm-up included: what each watcher must receive.
+    pub total: usize,
+    pub clock: Arc<Clock>,
+    stop: watch::Sender<bool>,
+    go: watch::Sender<bool>,
+}
+
+impl FanoutPlan {
+    pub fn new(args: &RunArgs, key: &str) -> FanoutPlan {
+        let warm = (args.rate as f64 * args.warmup).round() as usize;
+        let measured = args
+            .count
+            .unwrap_or((args.rate as f64 * args.duration).round() as u64)
+            .max(1) as usize;
+        let total = warm + measured;
+        FanoutPlan {
+            key: key.to_owned(),
+            warm,
+            total,
+            clock: Arc::new(Clock::new(total)),
+            stop: watch::channel(false).0,
+            go: watch::channel(false).0,
         }
-        for seq in warm..total {
-            let Some(at) = seen.arrival(seq) else {
-                continue;
-            };
-            let acked = clock.acked[seq].load(Ordering::Acquire);
-            from_send.saturating_record(at.saturating_sub(clock.sent[seq].load(Ordering::Acquire)));
-            from_ack.saturating_record(at.saturating_sub(acked));
-            fig.before_ack += u64::from(at < acked);
-            fig.deliveries += 1;
-        }
-    }
-    for watcher in slow {
-        let seen = watcher.await.expect("a watcher panicked")?;
-        if seen.complete {
-            fig.slow_complete += 1;
-        } else {
-            fig.slow_failure.get_or_insert(seen.describe(total));
-        }
-    }
-    errors += fig.incomplete_watchers + (fig.slow_watchers - fig.slow_complete) as u64;
-    if let Some(failure) = &fig.slow_failure {
-        first_error.get_or_insert(format!("slow watcher: {failure}"));
     }
 
-    let mut insert = report::histogram();
-    for seq in warm..total {
-        let (sent, acked) = clock.span(seq);
-        insert.saturating_record(acked.saturating_sub(sent));
+    /// Turns true when the watchers must stop reading (the grace for the last events is over).
+    pub fn stopped(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
     }
-    let first_sent = clock.sent[warm].load(Ordering::Acquire);
-    let last_acked = (warm..total)
-        .map(|seq| clock.span(seq).1)
-        .max()
-        .unwrap_or(0);
-    let seconds = last_acked.saturating_sub(first_sent) as f64 / 1e9;
-    fig.events = measured as u64;
-    fig.achieved_rate = measured as f64 / seconds.max(f64::MIN_POSITIVE);
-    fig.from_ack = Latency::of(&from_ack);
-    fig.from_send = Latency::of(&from_send);
-    fig.insert = Latency::of(&insert);
-    Ok(Report {
-        seconds,
-        ops: measured as u64,
-        throughput: fig.achieved_rate,
-        latency: fig.from_ack.clone(),
-        errors,
-        first_error,
-        fanout: Some(fig),
-        ..Report::default()
-    })
+
+    /// Turns true when slow watchers may read again (the last insert is acknowledged).
+    pub fn may_read(&self) -> watch::Receiver<bool> {
+        self.go.subscribe()
+    }
+
+    /// Makes the inserts with `writer` while the watchers (open by now) receive them, waits
+    /// for the watchers to finish, and reports the latency of every measured delivery to the
+    /// `fast` ones, and whether the `slow` ones caught up.
+    pub async fn run(
+        self,
+        args: &RunArgs,
+        writer: Caller,
+        fast: Vec<Watcher>,
+        slow: Vec<Watcher>,
+        progress: &Progress,
+    ) -> Result<Report, String> {
+        let (warm, total, clock) = (self.warm, self.total, &self.clock);
+        // One insert per tick, each in its own task so that a slow acknowledgement does not
+        // delay the next send (an open loop at the asked rate).
+        progress.stage("inserting", total as u64, Unit::Items);
+        let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate as f64));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut inserts = Vec::with_capacity(total);
+        for seq in 0..total {
+            ticker.tick().await;
+            let (mut writer, clock, key) = (writer.clone(), Arc::clone(clock), self.key.clone());
+            let value = load::json_value(args.value_size, &format!("\"seq\":{seq},"));
+            inserts.push(tokio::spawn(async move {
+                clock.sent[seq].store(clock.now(), Ordering::Release);
+                let outcome = writer.insert(&key, &value).await;
+                clock.acked[seq].store(clock.now(), Ordering::Release);
+                outcome.map(drop).map_err(|err| format!("insert: {err}"))
+            }));
+            if seq % 64 == 0 {
+                progress.set(seq as u64, String::new());
+            }
+        }
+        let mut errors = 0;
+        let mut first_error = None;
+        for insert in inserts {
+            if let Err(err) = insert.await.expect("an insert task panicked") {
+                errors += 1;
+                first_error.get_or_insert(err);
+            }
+        }
+
+        progress.stage("delivering", fast.len() as u64, Unit::Items);
+        let _ = self.go.send(true);
+        let deadline = Instant::now() + DRAIN_GRACE;
+        while Instant::now() < deadline && !fast.iter().chain(&slow).all(|w| w.is_finished()) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let done = fast.iter().filter(|w| w.is_finished()).count();
+            progress.set(done as u64, String::new());
+        }
+        let _ = self.stop.send(true);
+        progress.finish();
+
+        // Latency over the measured events, at every fast watcher. From the acknowledgement it
+        // is clamped at 0: a watcher may read the event before the writer reads its
+        // acknowledgement, often so when the write went to another server, which applies it to
+        // its own view in parallel with the watchers' server. Those deliveries are counted,
+        // and the latency from the send, which is never negative, is kept beside it.
+        let mut from_ack = report::histogram();
+        let mut from_send = report::histogram();
+        let mut fig = Fanout {
+            watchers: fast.len(),
+            slow_watchers: slow.len(),
+            rate: args.rate,
+            ..Fanout::default()
+        };
+        for watcher in fast {
+            let seen = watcher.await.expect("a watcher panicked")?;
+            if !seen.complete {
+                fig.incomplete_watchers += 1;
+                first_error.get_or_insert(seen.describe(total));
+            }
+            for seq in warm..total {
+                let Some(at) = seen.arrival(seq) else {
+                    continue;
+                };
+                let (sent, acked) = clock.span(seq);
+                from_send.saturating_record(at.saturating_sub(sent));
+                from_ack.saturating_record(at.saturating_sub(acked));
+                fig.before_ack += u64::from(at < acked);
+                fig.deliveries += 1;
+            }
+        }
+        for watcher in slow {
+            let seen = watcher.await.expect("a watcher panicked")?;
+            if seen.complete {
+                fig.slow_complete += 1;
+            } else {
+                fig.slow_failure.get_or_insert(seen.describe(total));
+            }
+        }
+        errors += fig.incomplete_watchers + (fig.slow_watchers - fig.slow_complete) as u64;
+        if let Some(failure) = &fig.slow_failure {
+            first_error.get_or_insert(format!("slow watcher: {failure}"));
+        }
+
+        let mut insert = report::histogram();
+        for seq in warm..total {
+            let (sent, acked) = clock.span(seq);
+            insert.saturating_record(acked.saturating_sub(sent));
+        }
+        let first_sent = clock.sent[warm].load(Ordering::Acquire);
+        let last_acked = (warm..total)
+            .map(|seq| clock.span(seq).1)
+            .max()
+            .unwrap_or(0);
+        let seconds = last_acked.saturating_sub(first_sent) as f64 / 1e9;
+        let measured = total - warm;
+        fig.events = measured as u64;
+        fig.achieved_rate = measured as f64 / seconds.max(f64::MIN_POSITIVE);
+        fig.from_ack = Latency::of(&from_ack);
+        fig.from_send = Latency::of(&from_send);
+        fig.insert = Latency::of(&insert);
+        Ok(Report {
+            seconds,
+            ops: measured as u64,
+            throughput: fig.achieved_rate,
+            latency: fig.from_ack.clone(),
+            errors,
+            first_error,
+            fanout: Some(fig),
+            ..Report::default()
+        })
+    }
 }
 
 pub async fn idle_keys(args: &RunArgs) -> Result<Report, String> {
@@ -215,18 +265,16 @@ pub async fn idle_keys(args: &RunArgs) -> Result<Report, String> {
 
     let opening = Instant::now();
     let (stop, stopped) = watch::channel(false);
-    let opened = Arc::new(Opened::default());
+    let opened = Arc::new(Opened::new());
     let notices = Arc::new(AtomicU64::new(0));
-    let gate = Arc::new(Semaphore::new(OPENING_AT_ONCE));
     let idle: Vec<_> = (0..watchers)
         .map(|i| {
             let key = format!("{}idle/{i:08}", args.key_prefix);
             let client = jsonkv(&watching, i);
-            let (opened, notices, gate) =
-                (Arc::clone(&opened), Arc::clone(&notices), Arc::clone(&gate));
+            let (opened, notices) = (Arc::clone(&opened), Arc::clone(&notices));
             let stopped = stopped.clone();
             tokio::spawn(async move {
-                let stream = opened.open(&gate, client, key).await?;
+                let (stream, _) = opened.open(open_watch(client, key)).await?;
                 stay_idle(stream, &notices, stopped).await
             })
         })
@@ -299,28 +347,35 @@ fn jsonkv(target: &Target, i: usize) -> JsonKvClient<Channel> {
     target.caller(i).jsonkv().expect("a jsonkv target")
 }
 
-/// How many watchers have their snapshot, and why the first that could not open failed.
-#[derive(Default)]
-struct Opened {
+/// How many watchers are open (have their snapshot), and why the first that could not open
+/// failed; it lets only so many open at once.
+pub struct Opened {
     count: AtomicUsize,
     failure: std::sync::Mutex<Option<String>>,
+    gate: Semaphore,
 }
 
 impl Opened {
-    /// Opens a watch on `key` (at most OPENING_AT_ONCE at a time) and counts it, or notes why
-    /// it failed.
-    async fn open(
+    pub fn new() -> Opened {
+        Opened {
+            count: AtomicUsize::new(0),
+            failure: std::sync::Mutex::new(None),
+            gate: Semaphore::new(OPENING_AT_ONCE),
+        }
+    }
+
+    /// Runs `opening` (at most OPENING_AT_ONCE at a time) and counts the watcher it opens, or
+    /// notes why it failed.
+    pub async fn open<T>(
         &self,
-        gate: &Semaphore,
-        client: JsonKvClient<Channel>,
-        key: String,
-    ) -> Result<Streaming<pb::WatchResponse>, String> {
-        let permit = gate.acquire().await.expect("never closed");
-        match open_watch(client, key).await {
-            Ok((stream, _)) => {
+        opening: impl Future<Output = Result<T, String>>,
+    ) -> Result<T, String> {
+        let permit = self.gate.acquire().await.expect("never closed");
+        match opening.await {
+            Ok(opened) => {
                 drop(permit);
                 self.count.fetch_add(1, Ordering::Relaxed);
-                Ok(stream)
+                Ok(opened)
             }
             Err(err) => {
                 let mut failure = self.failure.lock().expect("not poisoned");
@@ -331,7 +386,7 @@ impl Opened {
     }
 
     /// Waits until `count` watchers are open, or fails with the first that could not open.
-    async fn wait_for(&self, count: usize, progress: &Progress) -> Result<(), String> {
+    pub async fn wait_for(&self, count: usize, progress: &Progress) -> Result<(), String> {
         progress.stage("watchers", count as u64, Unit::Items);
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
@@ -386,17 +441,16 @@ async fn receive(
     clock: &Clock,
     mut stopped: watch::Receiver<bool>,
 ) -> Seen {
-    let mut seen = Seen {
-        arrivals: vec![0; total],
-        received: 0,
-        complete: false,
-        fault: None,
-    };
-    let mut last_revision = 0;
-    while seen.received < total {
+    let mut seen = Seen::new(total);
+    // One wait for the stop, polled after each read rather than made anew for it: a watcher
+    // reads thousands of events a second, on the cores the server needs.
+    let stop = stopped.wait_for(|stop| *stop);
+    tokio::pin!(stop);
+    while seen.wants_more() {
         let message = tokio::select! {
+            biased;
             message = stream.message() => message,
-            _ = stopped.wait_for(|stop| *stop) => break,
+            _ = &mut stop => break,
         };
         let event = match message {
             Ok(Some(pb::WatchResponse {
@@ -404,47 +458,85 @@ async fn receive(
             })) => event,
             Ok(Some(_)) => continue,
             Ok(None) => {
-                seen.fault = Some("the stream ended".into());
+                seen.fail("the stream ended".into());
                 break;
             }
             Err(s) => {
-                seen.fault = Some(format!("{:?}: {}", s.code(), s.message()));
+                seen.fail(format!("{:?}: {}", s.code(), s.message()));
                 break;
             }
         };
-        let now = clock.now();
         let seq = event.kv.as_ref().and_then(|kv| parse_seq(&kv.value_json));
-        match seq {
-            Some(seq)
-                if seq < total && seen.arrivals[seq] == 0 && event.revision > last_revision =>
-            {
-                seen.arrivals[seq] = now;
-                seen.received += 1;
-                last_revision = event.revision;
-            }
-            _ => {
-                seen.fault = Some(format!(
-                    "unexpected event at revision {} (seq {seq:?}, after revision {last_revision})",
-                    event.revision
-                ));
-                break;
-            }
+        if !seen.note(seq, event.revision, clock.now()) {
+            break;
         }
     }
-    seen.complete = seen.received == total && seen.fault.is_none();
-    seen
+    seen.finish()
 }
 
 /// What one fan-out watcher received.
-struct Seen {
+pub struct Seen {
     /// Nanoseconds on the run's clock at which event `seq` arrived; 0 if it did not.
     arrivals: Vec<u64>,
     received: usize,
+    last_revision: i64,
     complete: bool,
     fault: Option<String>,
 }
 
 impl Seen {
+    /// Nothing yet, of `total` events.
+    pub fn new(total: usize) -> Seen {
+        Seen {
+            arrivals: vec![0; total],
+            received: 0,
+            last_revision: 0,
+            complete: false,
+            fault: None,
+        }
+    }
+
+    /// Whether some events are still to come.
+    pub fn wants_more(&self) -> bool {
+        self.received < self.arrivals.len()
+    }
+
+    /// Notes that the event of insert `seq` (`None`: its value had none), at `revision`,
+    /// arrived `now`. False, with the fault noted, unless it is an insert not seen before, at
+    /// a revision after every one seen before: a watcher must get each once, in order.
+    pub fn note(&mut self, seq: Option<usize>, revision: i64, now: u64) -> bool {
+        match seq {
+            Some(seq)
+                if seq < self.arrivals.len()
+                    && self.arrivals[seq] == 0
+                    && revision > self.last_revision =>
+            {
+                self.arrivals[seq] = now;
+                self.received += 1;
+                self.last_revision = revision;
+                true
+            }
+            _ => {
+                self.fail(format!(
+                    "unexpected event at revision {revision} (seq {seq:?}, after revision {})",
+                    self.last_revision
+                ));
+                false
+            }
+        }
+    }
+
+    /// Notes why the stream ended early.
+    pub fn fail(&mut self, fault: String) {
+        self.fault.get_or_insert(fault);
+    }
+
+    /// Done receiving: complete if every event came and nothing went wrong.
+    pub fn finish(mut self) -> Seen {
+        self.complete = !self.wants_more() && self.fault.is_none();
+        self
+    }
+
     fn arrival(&self, seq: usize) -> Option<u64> {
         Some(self.arrivals[seq]).filter(|&at| at != 0)
     }
@@ -459,7 +551,7 @@ impl Seen {
 }
 
 /// The `seq` of a fan-out value, `{"seq":N,...}`, without parsing the whole document.
-fn parse_seq(json: &str) -> Option<usize> {
+pub fn parse_seq(json: &str) -> Option<usize> {
     let digits = json.strip_prefix("{\"seq\":")?;
     let end = digits.find(|c: char| !c.is_ascii_digit())?;
     digits[..end].parse().ok()
@@ -492,7 +584,7 @@ async fn stay_idle(
 
 /// When each insert of a fan-out run was sent and acknowledged, in nanoseconds since the run
 /// began (0: not yet).
-struct Clock {
+pub struct Clock {
     epoch: Instant,
     sent: Vec<AtomicU64>,
     acked: Vec<AtomicU64>,
@@ -508,7 +600,7 @@ impl Clock {
     }
 
     /// Never 0, so that 0 can mean "not yet".
-    fn now(&self) -> u64 {
+    pub fn now(&self) -> u64 {
         self.epoch.elapsed().as_nanos() as u64 + 1
     }
 
