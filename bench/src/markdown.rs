@@ -230,6 +230,24 @@ fn ms(us: f64) -> String {
     format!("{:.2}", us / 1000.0)
 }
 
+/// `ours / reference` as a table cell (a reference of zero ops/s is read as the smallest
+/// positive number, so the cell is never NaN).
+fn times(ours: f64, reference: f64) -> String {
+    format!("{:.2}", ours / reference.max(f64::MIN_POSITIVE))
+}
+
+/// The reference run's ops/s and `r`'s throughput over it, as two cells; "not measured" and
+/// nothing without one.
+fn against(r: &Report, reference: Option<&Report>) -> (String, String) {
+    match reference {
+        Some(other) => (
+            format!("{:.0}", other.throughput),
+            times(r.throughput, other.throughput),
+        ),
+        None => ("not measured".into(), String::new()),
+    }
+}
+
 fn latency_cells(l: &Latency) -> String {
     format!(
         "{} | {} | {} | {}",
@@ -472,7 +490,7 @@ fn cluster(md: &mut String, runs: &Runs) {
                     format!("{:.0}", e.throughput),
                     ms(e.latency.p50_us),
                     ms(e.latency.p99_us),
-                    format!("{:.2}", r.throughput / e.throughput.max(f64::MIN_POSITIVE)),
+                    times(r.throughput, e.throughput),
                 ),
                 None => (
                     "not measured".into(),
@@ -577,9 +595,7 @@ fn leases(md: &mut String, runs: &Runs) {
                 .iter()
                 .find(|(_, e)| e.target == "etcd" && e.workload == r.workload)
                 .map(|(_, e)| e.throughput);
-            let ratio = etcd.map_or(String::new(), |e| {
-                format!("{:.2}", r.throughput / e.max(f64::MIN_POSITIVE))
-            });
+            let ratio = etcd.map_or(String::new(), |e| times(r.throughput, e));
             let leases = r.leases.map_or(String::new(), |n| n.to_string());
             let _ = writeln!(
                 md,
@@ -749,9 +765,7 @@ fn transactions(md: &mut String, runs: &Runs) {
         );
         let etcd = runs.throughput("etcd-txn");
         for (label, r) in &txns {
-            let ratio = etcd.map_or(String::new(), |e| {
-                format!("{:.2}", r.throughput / e.max(f64::MIN_POSITIVE))
-            });
+            let ratio = etcd.map_or(String::new(), |e| times(r.throughput, e));
             let _ = writeln!(
                 md,
                 "| {label} | {} | {} × {} | {} | {} | {:.0} | {:.0} | {ratio} | {} | {} | {} |",
@@ -784,13 +798,7 @@ fn transactions(md: &mut String, runs: &Runs) {
         );
         for (label, r) in &patches {
             let insert = label.replace("-patch", "-insert");
-            let (inserts, ratio) = match runs.get(&insert) {
-                Some(i) => (
-                    format!("{:.0}", i.throughput),
-                    format!("{:.2}", r.throughput / i.throughput.max(f64::MIN_POSITIVE)),
-                ),
-                None => ("not measured".into(), String::new()),
-            };
+            let (inserts, ratio) = against(r, runs.get(&insert));
             let _ = writeln!(
                 md,
                 "| {label} | {} × {} | {} | {} | {:.0} | {insert} | {inserts} | {ratio} | {} | {} | {} |",
@@ -901,13 +909,7 @@ fn http_api(md: &mut String, runs: &Runs) {
              |---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
         );
         for (label, r, grpc_label, grpc) in requests {
-            let (grpc_ops, ratio) = match grpc {
-                Some(g) => (
-                    format!("{:.0}", g.throughput),
-                    format!("{:.2}", r.throughput / g.throughput.max(f64::MIN_POSITIVE)),
-                ),
-                None => ("not measured".into(), String::new()),
-            };
+            let (grpc_ops, ratio) = against(r, grpc);
             let _ = writeln!(
                 md,
                 "| {label} | {} | {} × {} | {:.0} | {grpc_label} | {grpc_ops} | {ratio} | {} | {} | {} |",
@@ -938,10 +940,7 @@ fn http_api(md: &mut String, runs: &Runs) {
                 Some(s) => (
                     format!("{:.0}", s.throughput),
                     ms(s.latency.p99_us),
-                    format!(
-                        "{:.2}",
-                        s.throughput / off.throughput.max(f64::MIN_POSITIVE)
-                    ),
+                    times(s.throughput, off.throughput),
                 ),
                 None => ("not measured".into(), String::new(), String::new()),
             };
