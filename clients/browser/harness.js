@@ -153,7 +153,13 @@ function cli(addr, args, { token, input } = {}) {
           resolve(stdout.trim());
         }
       });
-    child.stdin.end(input ?? '');
+    // A command that takes no input may exit before its stdin is closed; that EPIPE is no
+    // failure (the exit status reports the command), so only a command given input must read it.
+    child.stdin.on('error', (e) => {
+      if (e.code !== 'EPIPE' || input !== undefined) reject(e);
+    });
+    if (input === undefined) child.stdin.end();
+    else child.stdin.end(input);
   });
 }
 
