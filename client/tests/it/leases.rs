@@ -110,7 +110,8 @@ async fn lock_holders_never_overlap() {
 async fn a_lost_lease_hands_the_lock_on() {
     let server = common::start().await;
     let client = Client::connect(server.url()).await.unwrap();
-    let first = client.lock("l", 60).await.unwrap();
+    // A short TTL: the holder learns of the loss at its next keep-alive, a third of it later.
+    let first = client.lock("l", 6).await.unwrap();
     let waiter = tokio::spawn({
         let client = client.clone();
         async move { client.lock("l", 60).await.unwrap() }
