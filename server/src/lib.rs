@@ -7,6 +7,7 @@
 //! - [`revision`]: `Revision` and `Start`. [`store_id`]: `StoreId`, which store revisions
 //!   belong to.
 //! - [`json_text`]: JSON text in the compact form stored. [`doc`]: `Doc`, a stored document.
+//!   [`filter`]: `Filter`, a live query's CEL predicate.
 //! - [`lease`]: `LeaseId`, `Ttl`, why a lease ended, and `Leases`, which leases exist and
 //!   which keys each holds.
 //! - [`database`]: the `Database`, a `BTreeMap` of key -> JSON document with revision
@@ -58,6 +59,7 @@ pub mod credentials;
 pub mod database;
 pub mod doc;
 pub mod error;
+pub mod filter;
 pub mod history;
 pub mod http_api;
 pub mod hub;
