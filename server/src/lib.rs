@@ -7,7 +7,8 @@
 //! - [`revision`]: `Revision` and `Start`. [`store_id`]: `StoreId`, which store revisions
 //!   belong to.
 //! - [`json_text`]: JSON text in the compact form stored. [`doc`]: `Doc`, a stored document.
-//!   [`filter`]: `Filter`, a live query's CEL predicate.
+//!   [`filter`]: `Filter`, a live query's CEL predicate. [`projection`]: `Fields`, the JSON
+//!   Pointers a response keeps.
 //! - [`lease`]: `LeaseId`, `Ttl`, why a lease ended, and `Leases`, which leases exist and
 //!   which keys each holds.
 //! - [`database`]: the `Database`, a `BTreeMap` of key -> JSON document with revision
@@ -72,6 +73,7 @@ pub mod metrics;
 pub mod net;
 pub mod patch;
 pub mod progress_clock;
+pub mod projection;
 pub mod revision;
 pub mod server;
 pub mod service;
