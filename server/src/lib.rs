@@ -13,7 +13,8 @@
 //!   which keys each holds.
 //! - [`database`]: the `Database`, a `BTreeMap` of key -> JSON document with revision
 //!   metadata; `Entry`, `Event`, `Precondition` and how a change is planned.
-//! - [`patch`]: `Patch`, an RFC 7396 merge patch or RFC 6902 JSON Patch. [`txn`]: `Txn`,
+//! - [`patch`]: `Patch`, an RFC 7396 merge patch or RFC 6902 JSON Patch. [`merge_diff`]: the
+//!   merge patch between two versions of a document. [`txn`]: `Txn`,
 //!   comparisons and two branches of operations, and how one is decided at one revision.
 //! - [`hub`]: `WatchHub`, per-key and per-prefix `broadcast` senders, and `WatchTarget`.
 //!   [`history`]: `HistoryRing`, the bounded window of recent events.
@@ -68,6 +69,7 @@ pub mod json_text;
 pub mod layers;
 pub mod lease;
 pub mod lease_rpc;
+pub mod merge_diff;
 pub mod method;
 pub mod metrics;
 pub mod net;
