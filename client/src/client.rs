@@ -445,6 +445,8 @@ impl Client {
                     min_revision: floor.revision,
                     store_id: floor.store_id,
                     linearizable: self.consistency.linearizable(),
+                    filter: String::new(),
+                    fields: Vec::new(),
                 };
                 self.servers.call(CallKind::Read, move |mut rpc| {
                     let request = request.clone();

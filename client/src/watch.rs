@@ -253,6 +253,9 @@ async fn open_watch(
                         min_revision,
                         store_id,
                         prev_kv,
+                        filter: String::new(),
+                        fields: Vec::new(),
+                        diff: false,
                     })
                     .await
                 }

@@ -26,6 +26,8 @@
 //!   implementations: `embedded` (plan, commit thread, apply; on `storage`) and `etcd` (etcd
 //!   is the source of truth, followed into the view).
 //! - [`subscription`]: `Subscription`, a watcher's gap-free, duplicate-free view of the events.
+//!   [`live_query`]: a filtered prefix watch as a view of the matching documents, each filter
+//!   evaluated once per event by a stage its watchers share.
 //! - [`store`]: `Store`, the cheap-to-clone handle: reads from the view, writes through the
 //!   backend, watches as subscriptions.
 //! - [`wire`]: request validation, proto fields into domain types, and response messages.
@@ -69,6 +71,7 @@ pub mod json_text;
 pub mod layers;
 pub mod lease;
 pub mod lease_rpc;
+pub mod live_query;
 pub mod merge_diff;
 pub mod method;
 pub mod metrics;

@@ -209,6 +209,12 @@ impl Collector for Live {
         )?;
         live(
             &mut encoder,
+            "jsonkv_live_query_stages",
+            "Live-query evaluation stages running: one per watched (prefix, filter)",
+            ConstGauge::new(self.store.live_query_stages().unwrap_or(0) as i64),
+        )?;
+        live(
+            &mut encoder,
             "jsonkv_leases",
             "Leases in force (embedded store; etcd keeps them on a cluster)",
             ConstGauge::new(self.store.leases().unwrap_or(0) as i64),

@@ -20,12 +20,13 @@ use crate::database::Precondition;
 use crate::error::Error;
 use crate::hub::WatchTarget;
 use crate::lease_rpc::{self, KeepAliveStream};
+use crate::live_query;
 use crate::metrics::WatchCounters;
 use crate::progress_clock::ProgressClock;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::txn_rpc;
-use crate::watch_stream::{watch_stream, WatchStream};
+use crate::watch_stream::{watch_stream, WatchStream, Watched};
 use crate::watcher_limits::WatcherLimits;
 use crate::wire::{self, Limits};
 
@@ -56,6 +57,10 @@ struct WatchAsk<'a> {
     value_encoding: i32,
     prev_kv: bool,
     store_id: &'a str,
+    /// A live query's filter, fields and diff (WatchPrefix only).
+    filter: &'a str,
+    fields: &'a [String],
+    diff: bool,
 }
 
 #[derive(Clone)]
@@ -187,31 +192,56 @@ impl JsonKvService {
         let encoding = wire::encoding(req.value_encoding)?;
         let page_size = wire::page_size(req.page_size)?;
         let after = wire::decode_page_token(&req.page_token, &req.prefix)?;
+        let filter = wire::filter(&req.filter)?;
+        let fields = wire::fields(&req.fields)?;
+        if req.keys_only && fields.is_some() {
+            return Err(Error::invalid(
+                "fields",
+                "fields selects parts of values, and keys_only sends none: set one or the other",
+            ));
+        }
+        // A filtered page reads more keys than it may send, and sends the matches among them.
+        let read = match filter {
+            Some(_) => wire::MAX_SCANNED_PER_PAGE,
+            None => page_size,
+        };
         let min_revision = wire::min_revision(req.min_revision)?;
         self.store
             .check_floor(wire::store_id(&req.store_id)?.as_ref(), min_revision)?;
         self.store.wait_for(min_revision).await?;
         let page = if req.linearizable {
             self.store
-                .list_linearizable(&req.prefix, after.as_deref(), page_size)
+                .list_linearizable(&req.prefix, after.as_deref(), read)
                 .await?
         } else {
-            self.store.list(&req.prefix, after.as_deref(), page_size)
+            self.store.list(&req.prefix, after.as_deref(), read)
         };
         // Cut the page short if its values are large, so it always fits in one message.
-        let mut kvs = Vec::with_capacity(page.entries.len());
+        let mut kvs = Vec::with_capacity(page.entries.len().min(page_size));
         let mut bytes = 0;
+        // How many of the page's entries were looked at; the next page starts after them.
+        let mut scanned = 0;
         for (key, entry) in &page.entries {
-            if bytes >= wire::RESPONSE_BUDGET_BYTES {
+            if bytes >= wire::RESPONSE_BUDGET_BYTES || kvs.len() == page_size {
                 break;
             }
-            let kv = wire::key_value(key, entry, encoding, !req.keys_only);
+            scanned += 1;
+            if filter
+                .as_deref()
+                .is_some_and(|filter| !live_query::matches(filter, key, entry))
+            {
+                continue;
+            }
+            let kv = match (&fields, req.keys_only) {
+                (Some(fields), _) => wire::projected_key_value(key, entry, encoding, Some(fields)),
+                (None, keys_only) => wire::key_value(key, entry, encoding, !keys_only),
+            };
             bytes += prost::Message::encoded_len(&kv);
             kvs.push(kv);
         }
-        let more = page.more || kvs.len() < page.entries.len();
-        let next_page_token = match kvs.last() {
-            Some(last) if more => wire::encode_page_token(&req.prefix, &last.key),
+        let more = page.more || scanned < page.entries.len();
+        let next_page_token = match page.entries.get(scanned.wrapping_sub(1)) {
+            Some((last, _)) if more => wire::encode_page_token(&req.prefix, last),
             _ => String::new(),
         };
         Ok(pb::ListResponse {
@@ -234,14 +264,20 @@ impl JsonKvService {
             value_encoding,
             prev_kv,
             store_id,
+            filter,
+            fields,
+            diff,
         } = ask;
         match &target {
             WatchTarget::Key(key) => self.limits.key(key)?,
             WatchTarget::Prefix(prefix) => self.limits.prefix(prefix)?,
         }
+        let filter = wire::filter(filter)?;
         let form = wire::EventForm {
             encoding: wire::encoding(value_encoding)?,
             prev_kv,
+            fields: wire::fields(fields)?,
+            diff,
         };
         let start = wire::start(start_revision)?;
         let min_revision = wire::min_revision(min_revision)?;
@@ -251,7 +287,12 @@ impl JsonKvService {
         self.store.check_floor(store_id.as_ref(), min_revision)?;
         let permit = self.watchers.acquire(caller.peer)?;
         self.store.wait_for(min_revision).await?;
-        let sub = self.store.watch(target, start)?;
+        let sub = match (target, filter) {
+            (WatchTarget::Prefix(prefix), Some(filter)) => {
+                Watched::View(self.store.watch_view(prefix, filter, start)?)
+            }
+            (target, _) => Watched::Keys(self.store.watch(target, start)?),
+        };
         Ok(self.naming_the_store(watch_stream(
             sub,
             permit,
@@ -377,6 +418,9 @@ impl JsonKv for JsonKvService {
                     value_encoding: req.value_encoding,
                     prev_kv: req.prev_kv,
                     store_id: &req.store_id,
+                    filter: "",
+                    fields: &[],
+                    diff: false,
                 },
             )
             .await?)
@@ -403,6 +447,9 @@ impl JsonKv for JsonKvService {
                     value_encoding: req.value_encoding,
                     prev_kv: req.prev_kv,
                     store_id: &req.store_id,
+                    filter: &req.filter,
+                    fields: &req.fields,
+                    diff: req.diff,
                 },
             )
             .await?)

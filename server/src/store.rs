@@ -16,8 +16,10 @@ use crate::config::Config;
 use crate::database::{Entry, Event, Precondition};
 use crate::doc::Doc;
 use crate::error::Error;
+use crate::filter::Filter;
 use crate::hub::WatchTarget;
 use crate::lease::{LeaseId, LeaseStatus, Ttl};
+use crate::live_query::{LiveQueries, ViewSubscription};
 use crate::revision::{Revision, Start};
 use crate::storage::{MemoryStorage, Storage};
 use crate::store_id::StoreId;
@@ -34,6 +36,8 @@ struct Shared {
     id: StoreId,
     view: Arc<View>,
     backend: Arc<dyn Backend>,
+    /// The running live-query stages.
+    live: LiveQueries,
     /// The commit thread's measurements, on the embedded store.
     commit_stats: Option<Arc<CommitStats>>,
     /// See [`Config::revision_wait`].
@@ -59,6 +63,11 @@ impl WeakStore {
     /// Leases in force, or `None` once the store is gone.
     pub fn leases(&self) -> Option<usize> {
         self.0.upgrade().map(|shared| shared.view.leases())
+    }
+
+    /// [`Store::live_query_stages`], or `None` once the store is gone.
+    pub fn live_query_stages(&self) -> Option<usize> {
+        self.0.upgrade().map(|shared| shared.live.len())
     }
 }
 
@@ -86,6 +95,7 @@ impl Store {
                 id: started.id,
                 view: started.view,
                 backend: started.backend,
+                live: LiveQueries::new(config.watch_buffer, config.progress_interval),
                 commit_stats: started.commit_stats,
                 revision_wait: config.revision_wait,
             }),
@@ -284,6 +294,29 @@ impl Store {
             target,
             start,
         )
+    }
+
+    /// Starts watching the documents under `prefix` that match `filter`, from `start`: a live
+    /// query.
+    pub fn watch_view(
+        &self,
+        prefix: String,
+        filter: Arc<Filter>,
+        start: Start,
+    ) -> Result<ViewSubscription, Error> {
+        ViewSubscription::open(
+            Arc::clone(&self.shared.view),
+            Arc::clone(&self.shared.backend),
+            &self.shared.live,
+            prefix,
+            filter,
+            start,
+        )
+    }
+
+    /// How many live-query stages are running; for tests and metrics.
+    pub fn live_query_stages(&self) -> usize {
+        self.shared.live.len()
     }
 
     /// A watch of every key from a snapshot, for a backup, with the leases in force at the

@@ -121,6 +121,31 @@ impl Subscription {
         start: Start,
         read: impl FnOnce(&ViewState) -> T,
     ) -> Result<(Subscription, T), Error> {
+        Subscription::open_inner(view, backend, target, start, true, read)
+    }
+
+    /// A subscription that reads its opening (snapshot, history, the backend's replay) but
+    /// takes no events from the broadcast: a live query's watcher takes those from its stage.
+    /// [`Subscription::next_events`] is an error on it; [`Subscription::next_owed`] and
+    /// [`Subscription::rewind`] serve what history owes.
+    pub fn open_detached<T>(
+        view: Arc<View>,
+        backend: Arc<dyn Backend>,
+        target: WatchTarget,
+        start: Start,
+        read: impl FnOnce(&ViewState) -> T,
+    ) -> Result<(Subscription, T), Error> {
+        Subscription::open_inner(view, backend, target, start, false, read)
+    }
+
+    fn open_inner<T>(
+        view: Arc<View>,
+        backend: Arc<dyn Backend>,
+        target: WatchTarget,
+        start: Start,
+        live: bool,
+        read: impl FnOnce(&ViewState) -> T,
+    ) -> Result<(Subscription, T), Error> {
         let state = view.read();
         let read = read(&state);
         let current = state.db.revision();
@@ -149,14 +174,14 @@ impl Subscription {
                 (Opening::Events(events), current.max(from - 1))
             }
         };
-        let rx = view.hub().subscribe(&target);
+        let rx = live.then(|| view.hub().subscribe(&target));
         let epoch = state.epoch;
         drop(state);
         let subscription = Subscription {
             view,
             backend,
             target,
-            rx: Some(rx),
+            rx,
             delivered,
             opening: Some(opening),
             snapshot,
@@ -173,6 +198,16 @@ impl Subscription {
 
     pub fn target(&self) -> &WatchTarget {
         &self.target
+    }
+
+    /// Every event with a revision up to this one has been handed out, or is owed by the
+    /// backend's replay.
+    pub fn delivered(&self) -> Revision {
+        self.delivered
+    }
+
+    pub fn view(&self) -> &Arc<View> {
+        &self.view
     }
 
     /// The next part of the opening snapshot, of about `budget` bytes of keys and values (a
@@ -289,7 +324,11 @@ impl Subscription {
                     None => self.replay = None,
                 }
             }
-            let rx = self.rx.as_mut().expect("receiver lives until drop");
+            let Some(rx) = self.rx.as_mut() else {
+                return Err(Error::Internal(
+                    "events asked of a detached subscription".into(),
+                ));
+            };
             match rx.recv().await {
                 // A batch is one revision's events, never empty.
                 Ok(batch) if batch[0].revision <= self.delivered => continue,
@@ -299,40 +338,11 @@ impl Subscription {
                     return Ok(batch);
                 }
                 Err(RecvError::Lagged(_)) => {
-                    self.view.count_catch_up();
-                    let state = self.view.read();
-                    if state.epoch != self.epoch {
-                        return Err(self.reset_error(state.history.oldest()));
-                    }
-                    let current = state.db.revision();
-                    let backlog = backlog(
-                        &state,
-                        self.backend.as_ref(),
-                        &self.target,
-                        self.delivered + 1,
-                    );
-                    let oldest = state.history.oldest();
-                    drop(state);
-                    // Events up to `current` that are still queued in `rx` will be skipped
-                    // above as already delivered.
-                    match backlog {
-                        Ok(Backlog::Events(events)) => {
-                            self.delivered = current;
-                            if !events.is_empty() {
-                                return Ok(events.into());
-                            }
-                        }
-                        Ok(Backlog::Replay(replay)) => {
-                            self.replay = Some(replay);
-                            self.delivered = current;
-                        }
-                        Err(Error::NotInHistory { .. }) => {
-                            return Err(Error::WatcherLagged {
-                                delivered: self.delivered,
-                                oldest,
-                            })
-                        }
-                        Err(err) => return Err(err),
+                    // Events up to the view's revision that are still queued in `rx` will be
+                    // skipped above as already delivered.
+                    let events = self.rewind()?;
+                    if !events.is_empty() {
+                        return Ok(events.into());
                     }
                 }
                 Err(RecvError::Closed) => {
@@ -346,6 +356,67 @@ impl Subscription {
                 }
             }
         }
+    }
+
+    /// After the watcher lagged: every event after `delivered` up to the view's revision, from
+    /// history (returned), or from the backend's replay (then served by the next calls of
+    /// [`Subscription::next_events`] or [`Subscription::next_owed`]). Counted as a catch-up.
+    /// [`Error::WatcherLagged`] when nothing reaches back that far.
+    pub fn rewind(&mut self) -> Result<Vec<Arc<Event>>, Error> {
+        self.view.count_catch_up();
+        let state = self.view.read();
+        if state.epoch != self.epoch {
+            return Err(self.reset_error(state.history.oldest()));
+        }
+        let current = state.db.revision();
+        let backlog = backlog(
+            &state,
+            self.backend.as_ref(),
+            &self.target,
+            self.delivered + 1,
+        );
+        let oldest = state.history.oldest();
+        drop(state);
+        match backlog {
+            Ok(Backlog::Events(events)) => {
+                self.delivered = current;
+                Ok(events)
+            }
+            Ok(Backlog::Replay(replay)) => {
+                self.replay = Some(replay);
+                self.delivered = current;
+                Ok(Vec::new())
+            }
+            Err(Error::NotInHistory { .. }) => Err(Error::WatcherLagged {
+                delivered: self.delivered,
+                oldest,
+            }),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The next events the backend's replay owes (from the opening or a [`Subscription::rewind`]),
+    /// whole revisions in order; `None` once it owes none.
+    pub async fn next_owed(&mut self) -> Result<Option<Batch>, Error> {
+        if let Some(replay) = self.replay.as_mut() {
+            match replay.next().await? {
+                Some(events) => return Ok(Some(events.into())),
+                None => self.replay = None,
+            }
+        }
+        Ok(None)
+    }
+
+    /// The revision every event up to which has been handed out, if none is still owed by
+    /// the snapshot or the backend's replay.
+    pub fn caught_up(&self) -> Option<Revision> {
+        (self.replay.is_none() && self.snapshot.is_none()).then_some(self.delivered)
+    }
+
+    /// Marks every event up to `revision` as handed out (a detached subscription's owner took
+    /// them from elsewhere).
+    pub fn set_delivered(&mut self, revision: Revision) {
+        self.delivered = self.delivered.max(revision);
     }
 
     fn reset_error(&self, oldest: Revision) -> Error {
@@ -364,7 +435,7 @@ impl Subscription {
         }
         let state = self.view.read();
         let current = state.db.revision();
-        let rx = self.rx.as_ref().expect("receiver lives until drop");
+        let rx = self.rx.as_ref()?;
         // Under the read lock no write is publishing, so an empty receiver means nothing with a
         // revision <= current is still on its way to us. After a reset, nothing is safe.
         if state.epoch == self.epoch
@@ -381,7 +452,8 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         // The receiver must be gone before release() counts the remaining ones.
-        drop(self.rx.take());
-        self.view.hub().release(&self.target);
+        if self.rx.take().is_some() {
+            self.view.hub().release(&self.target);
+        }
     }
 }

@@ -1,11 +1,13 @@
 //! The response stream of one WatchKey/WatchPrefix call: the snapshot (read from the store in
-//! parts as the client takes it, sent in messages of bounded size) or history replay, then events as the [`Subscription`] yields them, with
+//! parts as the client takes it, sent in messages of bounded size) or history replay, then
+//! events as the [`Subscription`] (or, for a live query, the [`ViewSubscription`]) yields them, with
 //! progress notices when idle (timed by the one [`ProgressClock`] all streams share). Ends with
 //! UNAVAILABLE on shutdown, or with the error that ended the subscription. Dropping the stream
 //! (the client went away) drops the subscription, which frees its broadcast sender if it was
 //! the last, and the watcher permit, which frees its place under the watcher limits.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::Stream;
 use jsonkv::pb::{self, watch_response::Response as Msg};
@@ -13,20 +15,88 @@ use prost::Message as _;
 use tonic::Status;
 
 use crate::credentials::Credential;
+use crate::database::Event;
 use crate::error::Error;
-use crate::hub::WatchTarget;
+use crate::hub::{Batch, WatchTarget};
+use crate::live_query::{ViewChange, ViewDelivery, ViewEvent, ViewOpening, ViewSubscription};
 use crate::metrics::WatchCounters;
 use crate::progress_clock::ProgressClock;
 use crate::revision::Revision;
 use crate::shutdown::Shutdown;
-use crate::subscription::{Opening, Subscription};
+use crate::subscription::{Opening, SnapshotPart, Subscription};
 use crate::watcher_limits::WatcherPermit;
 use crate::wire::{self, EventForm};
 
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
 
+/// What a stream watches: keys, or a live query's view.
+pub enum Watched {
+    Keys(Subscription),
+    View(ViewSubscription),
+}
+
+/// What the watched flow hands out next.
+enum Delivered {
+    Events(Batch),
+    View(Arc<[ViewEvent]>),
+    Progress(Revision),
+}
+
+/// How a watch begins, whichever flow it watches.
+enum Begin {
+    Snapshot(Revision),
+    Events(Delivered),
+}
+
+impl Watched {
+    fn target(&self) -> &WatchTarget {
+        match self {
+            Watched::Keys(sub) => sub.target(),
+            Watched::View(sub) => sub.prefix(),
+        }
+    }
+
+    fn take_opening(&mut self) -> Option<Begin> {
+        Some(match self {
+            Watched::Keys(sub) => match sub.take_opening()? {
+                Opening::Snapshot { revision } => Begin::Snapshot(revision),
+                Opening::Events(events) => Begin::Events(Delivered::Events(events.into())),
+            },
+            Watched::View(sub) => match sub.take_opening()? {
+                ViewOpening::Snapshot { revision } => Begin::Snapshot(revision),
+                ViewOpening::Events(events) => Begin::Events(Delivered::View(events.into())),
+            },
+        })
+    }
+
+    fn next_snapshot_part(&mut self, budget: usize) -> Option<Result<SnapshotPart, Error>> {
+        match self {
+            Watched::Keys(sub) => sub.next_snapshot_part(budget),
+            Watched::View(sub) => sub.next_snapshot_part(budget),
+        }
+    }
+
+    async fn next(&mut self) -> Result<Delivered, Error> {
+        match self {
+            Watched::Keys(sub) => sub.next_events().await.map(Delivered::Events),
+            Watched::View(sub) => sub.next().await.map(|d| match d {
+                ViewDelivery::Events(events) => Delivered::View(events),
+                ViewDelivery::Progress(revision) => Delivered::Progress(revision),
+            }),
+        }
+    }
+
+    /// A live query's progress notices come from its stage, in order with its events.
+    fn progress(&mut self) -> Option<Revision> {
+        match self {
+            Watched::Keys(sub) => sub.progress(),
+            Watched::View(_) => None,
+        }
+    }
+}
+
 pub fn watch_stream(
-    mut sub: Subscription,
+    mut sub: Watched,
     permit: WatcherPermit,
     form: EventForm,
     clock: &ProgressClock,
@@ -42,7 +112,7 @@ pub fn watch_stream(
         match sub.take_opening() {
             // One part is read from the store as the client takes the messages before it, so
             // a watcher that stops reading holds one part, never the whole snapshot.
-            Some(Opening::Snapshot { revision }) => {
+            Some(Begin::Snapshot(revision)) => {
                 let mut kvs = Vec::new();
                 let mut bytes = 0;
                 while let Some(part) = sub.next_snapshot_part(wire::RESPONSE_BUDGET_BYTES) {
@@ -55,7 +125,7 @@ pub fn watch_stream(
                         }
                     };
                     for (key, entry) in &part.entries {
-                        let kv = wire::key_value(key, entry, form.encoding, true);
+                        let kv = form.key_value(key, entry);
                         bytes += kv.encoded_len();
                         kvs.push(kv);
                         if bytes >= wire::RESPONSE_BUDGET_BYTES {
@@ -68,9 +138,8 @@ pub fn watch_stream(
                     }
                 }
             }
-            Some(Opening::Events(events)) => {
-                counters.delivered(events.len());
-                for message in event_messages(&events, form) {
+            Some(Begin::Events(events)) => {
+                for message in messages(&events, &form, &counters) {
                     yield Ok(message);
                 }
             }
@@ -88,10 +157,9 @@ pub fn watch_stream(
                     yield Err(revoked.into());
                     break;
                 }
-                next = sub.next_events() => match next {
-                    Ok(events) => {
-                        counters.delivered(events.len());
-                        for message in event_messages(&events, form) {
+                next = sub.next() => match next {
+                    Ok(delivered) => {
+                        for message in messages(&delivered, &form, &counters) {
                             yield Ok(message);
                         }
                     }
@@ -136,18 +204,42 @@ async fn revoked(credential: &mut Option<Credential>, target: &WatchTarget) -> E
     }
 }
 
+/// The messages for what the flow handed out, counted as delivered.
+fn messages(
+    delivered: &Delivered,
+    form: &EventForm,
+    counters: &WatchCounters,
+) -> Vec<pb::WatchResponse> {
+    match delivered {
+        Delivered::Events(events) => {
+            counters.delivered(events.len());
+            event_messages(events.iter().map(|e| (e, None)), form)
+        }
+        Delivered::View(events) => {
+            counters.delivered(events.len());
+            event_messages(events.iter().map(|e| (&e.event, Some(e.change))), form)
+        }
+        Delivered::Progress(revision) => vec![response(Msg::Progress(pb::Progress {
+            revision: *revision,
+        }))],
+    }
+}
+
 /// One message per event, of whole revisions: each but the last event of a revision says that
 /// more of it follows, so that a client that stops between them resumes at that revision.
-fn event_messages(
-    events: &[std::sync::Arc<crate::database::Event>],
-    form: EventForm,
-) -> impl Iterator<Item = pb::WatchResponse> + '_ {
-    events.iter().enumerate().map(move |(i, event)| {
+fn event_messages<'a>(
+    events: impl ExactSizeIterator<Item = (&'a Arc<Event>, Option<ViewChange>)>,
+    form: &EventForm,
+) -> Vec<pb::WatchResponse> {
+    let mut events = events.peekable();
+    let mut out = Vec::with_capacity(events.len());
+    while let Some((event, change)) = events.next() {
         let more = events
-            .get(i + 1)
-            .is_some_and(|next| next.revision == event.revision);
-        response(Msg::Event(wire::event(event, form, more)))
-    })
+            .peek()
+            .is_some_and(|(next, _)| next.revision == event.revision);
+        out.push(response(Msg::Event(wire::event(event, form, more, change))));
+    }
+    out
 }
 
 fn response(msg: Msg) -> pb::WatchResponse {

@@ -8,12 +8,18 @@ use base64::Engine as _;
 use jsonkv::pb::{self, insert_request::NewValue, ValueEncoding};
 use jsonkv::value;
 use prost::Message as _;
+use serde_json::Value as Json;
+use std::sync::Arc;
 
 use crate::config::Config;
 use crate::database::{Entry, Event, Precondition};
 use crate::doc::Doc;
 use crate::error::Error;
+use crate::filter::Filter;
 use crate::lease::{EndReason, LeaseEnd, LeaseId};
+use crate::live_query::ViewChange;
+use crate::merge_diff::merge_diff;
+use crate::projection::Fields;
 use crate::revision::{Revision, Start};
 use crate::store_id::StoreId;
 
@@ -158,10 +164,27 @@ pub fn min_revision(raw: i64) -> Result<Revision, Error> {
     Ok(raw)
 }
 
+/// A live query's `filter`: `None` when empty (every document).
+pub fn filter(raw: &str) -> Result<Option<Arc<Filter>>, Error> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    Filter::parse(raw).map(|filter| Some(Arc::new(filter)))
+}
+
+/// A response's `fields`: `None` when empty (whole documents).
+pub fn fields(raw: &[String]) -> Result<Option<Arc<Fields>>, Error> {
+    Ok(Fields::parse(raw)?.map(Arc::new))
+}
+
 /// Responses that carry many entries (List pages, watch snapshots) are cut once their entries
 /// reach about this many encoded bytes, well under the 4 MiB that gRPC clients accept by
 /// default. A single larger entry still travels alone.
 pub const RESPONSE_BUDGET_BYTES: usize = 1024 * 1024;
+
+/// The most keys a filtered List page reads; it sends the matches among them, so a page may
+/// hold fewer keys than asked for, or none, and still have a next page.
+pub const MAX_SCANNED_PER_PAGE: usize = 10_000;
 
 /// Default and maximum page sizes of List, as AIP-158 suggests.
 pub const DEFAULT_PAGE_SIZE: usize = 100;
@@ -220,7 +243,32 @@ pub fn key_value(
     encoding: ValueEncoding,
     with_value: bool,
 ) -> pb::KeyValue {
-    let mut kv = pb::KeyValue {
+    let mut kv = metadata(key, entry);
+    if with_value {
+        (kv.value, kv.value_json) = encoded(entry.value.text(), &entry.value.json(), encoding);
+    }
+    kv
+}
+
+/// A stored entry as a response message with only `fields` of its value (the whole value
+/// without them).
+pub fn projected_key_value(
+    key: impl Into<String>,
+    entry: &Entry,
+    encoding: ValueEncoding,
+    fields: Option<&Fields>,
+) -> pb::KeyValue {
+    let Some(fields) = fields else {
+        return key_value(key, entry, encoding, true);
+    };
+    let mut kv = metadata(key, entry);
+    let projected = fields.project(&entry.value.json());
+    (kv.value, kv.value_json) = encoded(&value::to_json_text(&projected), &projected, encoding);
+    kv
+}
+
+fn metadata(key: impl Into<String>, entry: &Entry) -> pb::KeyValue {
+    pb::KeyValue {
         key: key.into(),
         value: None,
         value_json: String::new(),
@@ -228,36 +276,68 @@ pub fn key_value(
         mod_revision: entry.mod_revision,
         version: entry.version,
         lease: entry.lease.map_or(0, LeaseId::get),
-    };
-    if with_value {
-        match encoding {
-            ValueEncoding::Json => kv.value_json = entry.value.text().to_owned(),
-            // A document the struct form cannot carry goes as text rather than as a
-            // different value (or one a client's protobuf runtime refuses to decode).
-            ValueEncoding::Unspecified | ValueEncoding::Struct => {
-                match value::to_struct_form(&entry.value.json()) {
-                    Some(form) => kv.value = Some(form),
-                    None => kv.value_json = entry.value.text().to_owned(),
-                }
-            }
-        }
     }
-    kv
 }
 
-/// How a watch sends its events: the values' encoding, and whether with the previous value.
-#[derive(Debug, Clone, Copy)]
+/// A document (its compact text and its tree) in `encoding`: as a `value`, or as `value_json`
+/// text.
+fn encoded(
+    text: &str,
+    json: &Json,
+    encoding: ValueEncoding,
+) -> (Option<prost_types::Value>, String) {
+    match encoding {
+        ValueEncoding::Json => (None, text.to_owned()),
+        // A document the struct form cannot carry goes as text rather than as a different
+        // value (or one a client's protobuf runtime refuses to decode).
+        ValueEncoding::Unspecified | ValueEncoding::Struct => match value::to_struct_form(json) {
+            Some(form) => (Some(form), String::new()),
+            None => (None, text.to_owned()),
+        },
+    }
+}
+
+/// How a watch sends its events: the values' encoding and projection, whether with the
+/// previous value, and whether with a merge patch from it.
+#[derive(Debug, Clone)]
 pub struct EventForm {
     pub encoding: ValueEncoding,
     pub prev_kv: bool,
+    pub fields: Option<Arc<Fields>>,
+    pub diff: bool,
 }
 
-/// `event` as a message; `more_at_revision`: the watcher's next event has the same revision.
-pub fn event(event: &Event, form: EventForm, more_at_revision: bool) -> pb::Event {
-    let encoding = form.encoding;
+impl EventForm {
+    pub fn new(encoding: ValueEncoding, prev_kv: bool) -> EventForm {
+        EventForm {
+            encoding,
+            prev_kv,
+            fields: None,
+            diff: false,
+        }
+    }
+
+    /// `entry` at `key` as this form sends it.
+    pub fn key_value(&self, key: impl Into<String>, entry: &Entry) -> pb::KeyValue {
+        projected_key_value(key, entry, self.encoding, self.fields.as_deref())
+    }
+}
+
+/// `event` as a message; `more_at_revision`: the watcher's next event has the same revision;
+/// `change`: how it changes a filtered watch's view.
+pub fn event(
+    event: &Event,
+    form: &EventForm,
+    more_at_revision: bool,
+    change: Option<ViewChange>,
+) -> pb::Event {
     use pb::event::EventType;
-    let (event_type, kv) = match &event.entry {
-        Some(entry) => (EventType::Put, key_value(&event.key, entry, encoding, true)),
+    let entry = event
+        .entry
+        .as_ref()
+        .filter(|_| change != Some(ViewChange::Left));
+    let (event_type, kv) = match entry {
+        Some(entry) => (EventType::Put, form.key_value(&event.key, entry)),
         None => (
             EventType::Delete,
             pb::KeyValue {
@@ -266,6 +346,10 @@ pub fn event(event: &Event, form: EventForm, more_at_revision: bool) -> pb::Even
                 ..Default::default()
             },
         ),
+    };
+    let (merge_patch, merge_patch_json) = match (entry, &event.previous) {
+        (Some(entry), Some(previous)) if form.diff => diff(previous, entry, form),
+        _ => (None, String::new()),
     };
     use pb::event::Cause;
     let (lease, cause) = match event.lease_end {
@@ -285,7 +369,32 @@ pub fn event(event: &Event, form: EventForm, more_at_revision: bool) -> pb::Even
         more_at_revision,
         lease,
         cause: cause as i32,
-        prev_kv: previous(event, encoding, form.prev_kv),
+        prev_kv: event
+            .previous
+            .as_ref()
+            .filter(|_| form.prev_kv)
+            .map(|previous| form.key_value(&event.key, previous)),
+        view_change: match change {
+            None => pb::ViewChange::Unspecified,
+            Some(ViewChange::Entered) => pb::ViewChange::Entered,
+            Some(ViewChange::Updated) => pb::ViewChange::Updated,
+            Some(ViewChange::Left) => pb::ViewChange::Left,
+        } as i32,
+        merge_patch,
+        merge_patch_json,
+    }
+}
+
+/// The merge patch from `before` to `after` (both projected), in the form's encoding; none
+/// where RFC 7396 cannot express the change.
+fn diff(before: &Entry, after: &Entry, form: &EventForm) -> (Option<prost_types::Value>, String) {
+    let project = |entry: &Entry| match form.fields.as_deref() {
+        Some(fields) => fields.project(&entry.value.json()),
+        None => Json::clone(&entry.value.json()),
+    };
+    match merge_diff(&project(before), &project(after)) {
+        Some(patch) => encoded(&value::to_json_text(&patch), &patch, form.encoding),
+        None => (None, String::new()),
     }
 }
 

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::Query;
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{header, HeaderValue, StatusCode};
@@ -142,9 +141,8 @@ impl Api {
 }
 
 /// Strict query parameters: an unknown one is an error, not ignored (a misspelt `lease`
-/// would otherwise write a key without its lease).
+/// would otherwise write a key without its lease). A parameter read into a list may repeat.
 pub fn query<T: serde::de::DeserializeOwned>(parts: &Parts) -> Result<T, Problem> {
-    Query::<T>::try_from_uri(&parts.uri)
-        .map(|Query(q)| q)
-        .map_err(|e| Problem::bad_request(format!("bad query string: {}", e.body_text())))
+    serde_html_form::from_str(parts.uri.query().unwrap_or_default())
+        .map_err(|e| Problem::bad_request(format!("bad query string: {e}")))
 }

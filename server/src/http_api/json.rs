@@ -90,6 +90,19 @@ pub fn event(event: &pb::Event) -> String {
         out.push_str(",\"prev\":");
         kv(&mut out, prev);
     }
+    let change = match event.view_change() {
+        pb::ViewChange::Unspecified => None,
+        pb::ViewChange::Entered => Some("entered"),
+        pb::ViewChange::Updated => Some("updated"),
+        pb::ViewChange::Left => Some("left"),
+    };
+    if let Some(change) = change {
+        let _ = write!(out, ",\"view_change\":\"{change}\"");
+    }
+    if !event.merge_patch_json.is_empty() {
+        out.push_str(",\"merge_patch\":");
+        out.push_str(&event.merge_patch_json);
+    }
     if event.more_at_revision {
         out.push_str(",\"more_at_revision\":true");
     }

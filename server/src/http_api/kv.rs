@@ -379,6 +379,10 @@ struct ListQuery {
     linearizable: bool,
     #[serde(default)]
     store_id: String,
+    #[serde(default)]
+    filter: String,
+    #[serde(default)]
+    fields: Vec<String>,
 }
 
 pub async fn list(State(api): State<Api>, parts: Parts) -> Result<Response, Problem> {
@@ -398,6 +402,8 @@ pub async fn list(State(api): State<Api>, parts: Parts) -> Result<Response, Prob
             min_revision: q.min_revision,
             linearizable: q.linearizable,
             store_id: q.store_id,
+            filter: q.filter,
+            fields: q.fields,
         },
     )?;
     let page = api.unary(api.service.list(request)).await?.into_inner();

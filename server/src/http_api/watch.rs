@@ -27,7 +27,10 @@ use crate::service::STORE_ID_HEADER;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WatchQuery {
+    #[serde(default, deserialize_with = "present")]
     key: Option<String>,
+    /// `prefix=` (empty) watches every key: present, not absent.
+    #[serde(default, deserialize_with = "present")]
     prefix: Option<String>,
     #[serde(default)]
     start_revision: i64,
@@ -37,6 +40,18 @@ struct WatchQuery {
     prev_kv: bool,
     #[serde(default)]
     store_id: String,
+    #[serde(default)]
+    filter: String,
+    #[serde(default)]
+    fields: Vec<String>,
+    #[serde(default)]
+    diff: bool,
+}
+
+/// A parameter that is there, even empty (the query reader takes an empty value of an
+/// `Option` as absent).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
 }
 
 const LAST_EVENT_ID: &str = "last-event-id";
@@ -60,6 +75,11 @@ pub async fn watch(State(api): State<Api>, parts: Parts) -> Result<Response, Pro
     let encoding = ValueEncoding::Json as i32;
     let stream = match (q.key, q.prefix) {
         (Some(key), None) => {
+            if !q.filter.is_empty() || !q.fields.is_empty() || q.diff {
+                return Err(Problem::bad_request(
+                    "filter, fields and diff apply to a prefix watch: use ?prefix=P",
+                ));
+            }
             let request = api.request(
                 "WatchKey",
                 &parts,
@@ -87,6 +107,9 @@ pub async fn watch(State(api): State<Api>, parts: Parts) -> Result<Response, Pro
                     min_revision: q.min_revision,
                     store_id: q.store_id,
                     prev_kv: q.prev_kv,
+                    filter: q.filter,
+                    fields: q.fields,
+                    diff: q.diff,
                 },
             )?;
             api.unary(api.service.watch_prefix(request))

@@ -841,6 +841,143 @@ async fn a_watch_is_an_event_stream_that_resumes_exactly(backend: Backend) {
 }
 both_backends!(a_watch_is_an_event_stream_that_resumes_exactly);
 
+async fn live_queries_take_the_same_filter_over_http(backend: Backend) {
+    let (server, _grpc) = start_on(backend, config()).await;
+    let http = Http::new();
+    put(
+        &http,
+        &server,
+        "q/1",
+        r#"{"status":"open","total":150,"who":"a"}"#,
+    )
+    .await;
+    put(
+        &http,
+        &server,
+        "q/2",
+        r#"{"status":"open","total":50,"who":"b"}"#,
+    )
+    .await;
+    let at = put(
+        &http,
+        &server,
+        "q/3",
+        r#"{"status":"closed","total":500,"who":"c"}"#,
+    )
+    .await;
+    let filter = "filter=value.status%20%3D%3D%20%22open%22%20%26%26%20value.total%20%3E%20100";
+
+    // A list: only the matches, with the fields asked for (the parameter repeats).
+    let response = http
+        .get(url(
+            &server,
+            &format!("/v1/kv?prefix=q/&{filter}&fields=/total&fields=/who"),
+        ))
+        .send()
+        .await
+        .unwrap();
+    let page = body(response).await;
+    assert_eq!(page["kvs"].as_array().unwrap().len(), 1, "{page}");
+    assert_eq!(page["kvs"][0]["key"], "q/1");
+    assert_eq!(page["kvs"][0]["value"], json!({"total": 150, "who": "a"}));
+
+    // A watch: a view of the matches, with the change each event makes and its merge patch.
+    let mut live = watch(
+        &http,
+        &server,
+        &format!("prefix=q/&{filter}&fields=/total&diff=true"),
+        None,
+    )
+    .await;
+    let snapshot = live.next().await.unwrap();
+    assert!(snapshot.id.unwrap() >= at);
+    assert_eq!(snapshot.data["kvs"].as_array().unwrap().len(), 1);
+    assert_eq!(snapshot.data["kvs"][0]["key"], "q/1");
+    assert_eq!(snapshot.data["kvs"][0]["value"], json!({"total": 150}));
+    let entered = put(
+        &http,
+        &server,
+        "q/2",
+        r#"{"status":"open","total":101,"who":"b"}"#,
+    )
+    .await;
+    put(
+        &http,
+        &server,
+        "q/3",
+        r#"{"status":"closed","total":501,"who":"c"}"#,
+    )
+    .await;
+    let updated = put(
+        &http,
+        &server,
+        "q/1",
+        r#"{"status":"open","total":151,"who":"a"}"#,
+    )
+    .await;
+    let left = put(
+        &http,
+        &server,
+        "q/1",
+        r#"{"status":"closed","total":151,"who":"a"}"#,
+    )
+    .await;
+    let events = live.until(left).await;
+    let seen: Vec<(&str, &str, &str, Option<i64>)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.event.as_str(),
+                e.data["key"].as_str().unwrap(),
+                e.data["view_change"].as_str().unwrap(),
+                e.id,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("put", "q/2", "entered", Some(entered)),
+            ("put", "q/1", "updated", Some(updated)),
+            ("delete", "q/1", "left", Some(left)),
+        ]
+    );
+    assert_eq!(events[1].data["value"], json!({"total": 151}));
+    assert_eq!(events[1].data["merge_patch"], json!({"total": 151}));
+
+    // Last-Event-ID resumes the same view.
+    let mut resumed = watch(
+        &http,
+        &server,
+        &format!("prefix=q/&{filter}"),
+        Some(entered),
+    )
+    .await;
+    let replay = resumed.until(left).await;
+    let kinds: Vec<(&str, Option<i64>)> = replay.iter().map(|e| (e.event.as_str(), e.id)).collect();
+    assert_eq!(kinds, [("put", Some(updated)), ("delete", Some(left))]);
+
+    // A bad filter is a 400 naming the place; a key watch takes no filter.
+    for bad in [
+        "/v1/kv?filter=value.total%20%3E",
+        "/v1/watch?prefix=q/&filter=value.total%20%3E",
+    ] {
+        let response = http.get(url(&server, bad)).send().await.unwrap();
+        let problem = problem(response, StatusCode::BAD_REQUEST, "INVALID_ARGUMENT").await;
+        assert!(
+            problem["message"].as_str().unwrap().contains("1:14"),
+            "{problem}"
+        );
+    }
+    let response = http
+        .get(url(&server, "/v1/watch?key=q/1&filter=true"))
+        .send()
+        .await
+        .unwrap();
+    problem(response, StatusCode::BAD_REQUEST, "INVALID_ARGUMENT").await;
+}
+both_backends!(live_queries_take_the_same_filter_over_http);
+
 fn tokens_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
     let path = dir.path().join("tokens");
     std::fs::write(

@@ -27,6 +27,7 @@ mod fuzz;
 mod http;
 mod leases;
 mod limits;
+mod live_query;
 mod metrics;
 mod process;
 mod service_consistency;
