@@ -101,6 +101,15 @@ impl InsertResult {
     }
 }
 
+/// What a live query's listing keeps: the documents matching `filter` (a CEL expression over
+/// `value` and `key`; `None`: every document), each with only `fields` (RFC 6901 JSON
+/// Pointers; empty: whole documents).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    pub filter: Option<String>,
+    pub fields: Vec<String>,
+}
+
 /// One page of a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListPage<T> {
@@ -433,6 +442,20 @@ impl Client {
         page_size: u32,
         page_token: Option<&str>,
     ) -> Result<ListPage<T>, Error> {
+        self.query_page(prefix, &ListQuery::default(), page_size, page_token)
+            .await
+    }
+
+    /// [`Client::list_page`] of a live query: only the documents matching `query.filter`,
+    /// each holding only `query.fields`. A filtered page holds the matches among the keys
+    /// the server read for it, so it may be short, or empty, and still have a next page.
+    pub async fn query_page<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+        query: &ListQuery,
+        page_size: u32,
+        page_token: Option<&str>,
+    ) -> Result<ListPage<T>, Error> {
         let response = self
             .read(|floor| {
                 let request = pb::ListRequest {
@@ -445,8 +468,8 @@ impl Client {
                     min_revision: floor.revision,
                     store_id: floor.store_id,
                     linearizable: self.consistency.linearizable(),
-                    filter: String::new(),
-                    fields: Vec::new(),
+                    filter: query.filter.clone().unwrap_or_default(),
+                    fields: query.fields.clone(),
                 };
                 self.servers.call(CallKind::Read, move |mut rpc| {
                     let request = request.clone();

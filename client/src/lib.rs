@@ -68,7 +68,7 @@ pub mod status;
 pub mod txn;
 pub mod watch;
 
-pub use client::{Client, InsertResult, ListPage, Precondition};
+pub use client::{Client, InsertResult, ListPage, ListQuery, Precondition};
 pub use connect::ClientBuilder;
 pub use entry::{Entry, LeaseCause, LeaseEnd};
 pub use error::{Error, PatchFailure};
@@ -77,4 +77,4 @@ pub use lock::{Election, Leadership, LockGuard};
 pub use patch::Patch;
 pub use status::{BackupInfo, ServerStatus};
 pub use txn::{Cmp, CmpNumber, CmpValue, Txn, TxnOp, TxnOpResult, TxnResult};
-pub use watch::{WatchEvent, WatchOptions, WatchStream, WatchTarget};
+pub use watch::{ViewChange, WatchEvent, WatchOptions, WatchStream, WatchTarget};

@@ -9,7 +9,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
 use jsonkv_client::{
-    Client, Entry, Error, Patch, PatchFailure, Precondition, WatchEvent, WatchOptions, WatchTarget,
+    Client, Entry, Error, ListQuery, Patch, PatchFailure, Precondition, ViewChange, WatchEvent,
+    WatchOptions, WatchTarget,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -140,6 +141,8 @@ enum Command {
         prefix: String,
         #[command(flatten)]
         read: ReadMode,
+        #[command(flatten)]
+        query: QueryArgs,
     },
     /// Print KEY's (or --prefix's) snapshot, then every change, one JSON line each.
     #[command(group = clap::ArgGroup::new("target").required(true))]
@@ -157,6 +160,13 @@ enum Command {
         /// "prev":{"value":V,"mod_revision":N}, or "prev":null if it did not exist.
         #[arg(long)]
         prev_kv: bool,
+        #[command(flatten)]
+        query: QueryArgs,
+        /// With --prefix: print with each put of a document that existed before the RFC 7396
+        /// merge patch from its previous version, "merge_patch":P (left out where none can say
+        /// the change).
+        #[arg(long, requires = "prefix")]
+        diff: bool,
     },
     /// Print the server's status as one JSON object: revision, keys, store_id, backend,
     /// version, data and disk bytes, history range, open watchers, uptime, live leases.
@@ -203,6 +213,19 @@ struct Condition {
     /// Write only if the key's mod revision is N.
     #[arg(long, value_name = "N")]
     if_mod_revision: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+struct QueryArgs {
+    /// A live query: only the documents for which the CEL expression EXPR is true, such as
+    /// 'value.status == "open" && value.total > 100' (`value` is the document, `key` its key).
+    /// A watch then prints "view_change":"entered"|"updated"|"left" on each event.
+    #[arg(long = "where", value_name = "EXPR")]
+    filter: Option<String>,
+    /// Print only these members of each value: JSON Pointers (RFC 6901), comma-separated or
+    /// repeated, such as --fields /name,/address/city.
+    #[arg(long, value_name = "POINTERS", value_delimiter = ',')]
+    fields: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -366,7 +389,17 @@ async fn run(cli: Cli) -> Result<(), Exit> {
                 None => Err(Exit::not_found(&key)),
             }
         }
-        Command::List { prefix, read } => list(&read.client(&client), &prefix).await,
+        Command::List {
+            prefix,
+            read,
+            query,
+        } => {
+            let query = ListQuery {
+                filter: query.filter,
+                fields: query.fields,
+            };
+            list(&read.client(&client), &prefix, &query).await
+        }
         Command::Status => print_line(&client.status().await?),
         Command::Backup { file } => print_line(&client.backup(&file).await?),
         Command::Lease(command) => lease::run(&client, command).await,
@@ -387,7 +420,14 @@ async fn run(cli: Cli) -> Result<(), Exit> {
             prefix,
             start_revision,
             prev_kv,
+            query,
+            diff,
         } => {
+            if key.is_some() && (query.filter.is_some() || !query.fields.is_empty()) {
+                return Err(Exit::error(
+                    "--where and --fields apply to a --prefix watch, not to a key",
+                ));
+            }
             let target = match (key, prefix) {
                 (_, Some(prefix)) => WatchTarget::Prefix(prefix),
                 (Some(key), None) => WatchTarget::Key(key),
@@ -397,6 +437,9 @@ async fn run(cli: Cli) -> Result<(), Exit> {
             let options = WatchOptions {
                 start_revision,
                 prev_kv,
+                filter: query.filter,
+                fields: query.fields,
+                diff,
                 ..WatchOptions::default()
             };
             watch(&client, target, options).await
@@ -442,11 +485,11 @@ fn patch_exit(error: Error) -> Exit {
 }
 
 /// Prints page by page, so a large store starts printing at once and is never all in memory.
-async fn list(client: &Client, prefix: &str) -> Result<(), Exit> {
+async fn list(client: &Client, prefix: &str, query: &ListQuery) -> Result<(), Exit> {
     let mut token: Option<String> = None;
     loop {
         let page = client
-            .list_page::<Value>(prefix, 0, token.as_deref())
+            .query_page::<Value>(prefix, query, 0, token.as_deref())
             .await?;
         for entry in &page.entries {
             print_line(&EntryLine::from(entry))?;
@@ -473,10 +516,14 @@ async fn watch(client: &Client, target: WatchTarget, options: WatchOptions) -> R
                 entry,
                 revision,
                 previous,
+                change,
+                merge_patch,
             } => EventLine::Put {
                 key: &entry.key,
                 value: &entry.value,
                 revision: *revision,
+                view_change: change.map(change_name),
+                merge_patch: merge_patch.as_ref(),
                 prev: prev_kv.then(|| PrevKv::of(previous)),
             },
             WatchEvent::Delete {
@@ -484,11 +531,13 @@ async fn watch(client: &Client, target: WatchTarget, options: WatchOptions) -> R
                 revision,
                 lease_end,
                 previous,
+                change,
             } => EventLine::Delete {
                 key: key.as_str(),
                 revision: *revision,
                 lease: lease_end.map(|end| end.lease),
                 cause: lease_end.map(|end| end.cause.as_str()),
+                view_change: change.map(change_name),
                 prev: prev_kv.then(|| PrevKv::of(previous)),
             },
         };
@@ -564,6 +613,12 @@ enum EventLine<'a> {
         key: &'a str,
         value: &'a Value,
         revision: i64,
+        /// With --where: entered or updated.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        view_change: Option<&'static str>,
+        /// With --diff: the merge patch from the previous version.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        merge_patch: Option<&'a Value>,
         /// With --prev-kv: the key before the change, or null if it did not exist.
         #[serde(skip_serializing_if = "Option::is_none")]
         prev: Option<Option<PrevKv<'a>>>,
@@ -576,10 +631,22 @@ enum EventLine<'a> {
         lease: Option<i64>,
         #[serde(skip_serializing_if = "Option::is_none")]
         cause: Option<&'static str>,
+        /// With --where: left.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        view_change: Option<&'static str>,
         /// With --prev-kv: the key as it was deleted.
         #[serde(skip_serializing_if = "Option::is_none")]
         prev: Option<Option<PrevKv<'a>>>,
     },
+}
+
+/// How a live query's event changes its view, as the output says it.
+fn change_name(change: ViewChange) -> &'static str {
+    match change {
+        ViewChange::Entered => "entered",
+        ViewChange::Updated => "updated",
+        ViewChange::Left => "left",
+    }
 }
 
 /// A key's value before a change, and the revision that had written it. An object, so that a

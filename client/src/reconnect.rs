@@ -62,13 +62,23 @@ pub(crate) enum Delivery {
         kv: pb::KeyValue,
         revision: i64,
         prev: Option<pb::KeyValue>,
+        view: View,
     },
     Delete {
         key: String,
         revision: i64,
         lease_end: Option<LeaseEnd>,
         prev: Option<pb::KeyValue>,
+        view: View,
     },
+}
+
+/// What a live query's event says beyond a plain one: how it changes the view, and the merge
+/// patch from the previous version (as JSON text) when asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct View {
+    pub(crate) change: pb::ViewChange,
+    pub(crate) merge_patch_json: String,
 }
 
 /// Where a watch stands: what to ask for when (re)connecting, and which messages are news.
@@ -207,17 +217,23 @@ impl Resume {
         }
         let kind = EventType::try_from(event.r#type).unwrap_or(EventType::Unspecified);
         let lease_end = LeaseEnd::from_wire(&event);
+        let view = View {
+            change: event.view_change(),
+            merge_patch_json: event.merge_patch_json,
+        };
         let delivery = match (kind, event.kv) {
             (EventType::Put, Some(kv)) => Delivery::Put {
                 kv,
                 revision: event.revision,
                 prev: event.prev_kv,
+                view,
             },
             (EventType::Delete, Some(kv)) => Delivery::Delete {
                 key: kv.key,
                 revision: event.revision,
                 lease_end,
                 prev: event.prev_kv,
+                view,
             },
             (kind, kv) => {
                 return Err(Error::Protocol(format!(

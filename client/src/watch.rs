@@ -52,14 +52,57 @@ pub struct WatchOptions {
     /// just before the change (`previous`). The server serves it from history, at no extra
     /// read; a resumed watch asks for it again.
     pub prev_kv: bool,
+    /// A live query (prefix watches only): a CEL expression over the document (`value`) and
+    /// its key (`key`), such as `value.status == "open"`. The watch is then a view of the
+    /// matching documents: the snapshot holds only matches, a document entering or changing
+    /// within the match comes as a [`WatchEvent::Put`], one leaving it (changed, or deleted)
+    /// as a [`WatchEvent::Delete`], each with its [`ViewChange`]; other changes send nothing.
+    /// A resumed watch asks for the same view again.
+    pub filter: Option<String>,
+    /// RFC 6901 JSON Pointers: each value sent holds only these members. Empty: whole values.
+    pub fields: Vec<String>,
+    /// Whether each put of a document that existed before carries the RFC 7396 merge patch
+    /// from its previous version ([`WatchEvent::Put`]'s `merge_patch`). Prefix watches only.
+    pub diff: bool,
 }
 
 impl WatchOptions {
+    /// These options, watching only the documents that match `filter`
+    /// ([`WatchOptions::filter`]).
+    pub fn with_filter(self, filter: impl Into<String>) -> WatchOptions {
+        WatchOptions {
+            filter: Some(filter.into()),
+            ..self
+        }
+    }
+
     /// These options, asking for each event's previous entry ([`WatchOptions::prev_kv`]).
     pub fn with_prev_kv(self) -> WatchOptions {
         WatchOptions {
             prev_kv: true,
             ..self
+        }
+    }
+}
+
+/// How an event of a live query ([`WatchOptions::filter`]) changes its view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewChange {
+    /// A put: the document matches now and did not before.
+    Entered,
+    /// A put: the document matched before and still does.
+    Updated,
+    /// A delete: the document matched before and no longer does (it may still exist).
+    Left,
+}
+
+impl ViewChange {
+    fn from_wire(change: pb::ViewChange) -> Option<ViewChange> {
+        match change {
+            pb::ViewChange::Unspecified => None,
+            pb::ViewChange::Entered => Some(ViewChange::Entered),
+            pb::ViewChange::Updated => Some(ViewChange::Updated),
+            pb::ViewChange::Left => Some(ViewChange::Left),
         }
     }
 }
@@ -80,6 +123,12 @@ pub enum WatchEvent<T> {
         entry: Entry<T>,
         revision: i64,
         previous: Option<Entry<T>>,
+        /// On a live query: entered or updated. `None` on a plain watch.
+        change: Option<ViewChange>,
+        /// With [`WatchOptions::diff`]: the RFC 7396 merge patch from the previous version
+        /// (both projected to [`WatchOptions::fields`]); `None` for a new document, or where
+        /// RFC 7396 cannot express the change (a member set to null).
+        merge_patch: Option<serde_json::Value>,
     },
     /// A key was deleted at `revision`; `lease_end` says which lease's end deleted it, and
     /// why, when one did (a server on etcd cannot tell, and says nothing). With
@@ -89,6 +138,8 @@ pub enum WatchEvent<T> {
         revision: i64,
         lease_end: Option<LeaseEnd>,
         previous: Option<Entry<T>>,
+        /// On a live query: left. `None` on a plain watch.
+        change: Option<ViewChange>,
     },
 }
 
@@ -167,6 +218,23 @@ impl Client {
     ) -> WatchStream<T> {
         let client = self.clone();
         let prev_kv = options.prev_kv;
+        if matches!(target, WatchTarget::Key(_))
+            && (options.filter.is_some() || !options.fields.is_empty() || options.diff)
+        {
+            let refused = Error::InvalidArgument(
+                "filter, fields and diff apply to prefix watches, not to a key".into(),
+            );
+            return WatchStream {
+                events: Box::pin(futures::stream::iter([Err(refused)])),
+                store_id: Arc::default(),
+                _type: PhantomData,
+            };
+        }
+        let query = Query {
+            filter: options.filter.unwrap_or_default(),
+            fields: options.fields,
+            diff: options.diff,
+        };
         let open = move |start_revision: i64, store_id: Option<String>| {
             let client = client.clone();
             let target = target.clone();
@@ -174,6 +242,7 @@ impl Client {
                 revision: start_revision,
                 store_id,
                 prev_kv,
+                query: query.clone(),
             };
             // Read at every (re)issue: the floor may have risen since the watch began. A server of
             // another store refuses it like any read's; a resume it refused is refused again, and
@@ -208,6 +277,15 @@ struct Start {
     /// The store `revision` belongs to, when resuming.
     store_id: Option<String>,
     prev_kv: bool,
+    query: Query,
+}
+
+/// A live query's parts of a watch request, sent again on every reissue.
+#[derive(Debug, Clone)]
+struct Query {
+    filter: String,
+    fields: Vec<String>,
+    diff: bool,
 }
 
 /// Opens one watch stream on the client's servers: from `start.revision` of the store
@@ -232,6 +310,7 @@ async fn open_watch(
     let open_on = |mut rpc: Rpc| {
         let target = target.clone();
         let store_id = store_id.clone();
+        let query = start.query.clone();
         async move {
             let response = match target {
                 WatchTarget::Key(key) => {
@@ -253,9 +332,9 @@ async fn open_watch(
                         min_revision,
                         store_id,
                         prev_kv,
-                        filter: String::new(),
-                        fields: Vec::new(),
-                        diff: false,
+                        filter: query.filter,
+                        fields: query.fields,
+                        diff: query.diff,
                     })
                     .await
                 }
@@ -275,21 +354,35 @@ fn decode_delivery<T: DeserializeOwned>(delivery: Delivery) -> Result<WatchEvent
             revision,
             entries: decode_all(kvs)?,
         },
-        Delivery::Put { kv, revision, prev } => WatchEvent::Put {
+        Delivery::Put {
+            kv,
+            revision,
+            prev,
+            view,
+        } => WatchEvent::Put {
             entry: Entry::from_wire(kv)?,
             revision,
             previous: prev.map(Entry::from_wire).transpose()?,
+            change: ViewChange::from_wire(view.change),
+            merge_patch: match view.merge_patch_json.as_str() {
+                "" => None,
+                text => Some(jsonkv::value::parse_json_text(text).map_err(|e| {
+                    Error::Protocol(format!("a merge patch that is not JSON: {e}"))
+                })?),
+            },
         },
         Delivery::Delete {
             key,
             revision,
             lease_end,
             prev,
+            view,
         } => WatchEvent::Delete {
             key,
             revision,
             lease_end,
             previous: prev.map(Entry::from_wire).transpose()?,
+            change: ViewChange::from_wire(view.change),
         },
     })
 }

@@ -1024,3 +1024,72 @@ async fn watch_prev_kv_prints_what_each_change_replaced() {
         r#"{"type":"delete","key":"w","revision":3,"prev":{"value":{"v":2},"mod_revision":2}}"#
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_and_watch_take_a_live_query() {
+    let server = common::start().await;
+    let addr = server.url();
+    let client = Client::connect(server.url()).await.unwrap();
+    let doc = |status: &str, total: u64| serde_json::json!({"status": status, "total": total, "who": "x"});
+    client.insert("o/1", &doc("open", 150)).await.unwrap(); // 1
+    client.insert("o/2", &doc("open", 50)).await.unwrap(); // 2
+    client.insert("o/3", &doc("closed", 500)).await.unwrap(); // 3
+
+    let filter = r#"value.status == "open" && value.total > 100"#;
+    let listed = ok(jsonkv(
+        &addr,
+        &[
+            "list",
+            "o/",
+            "--where",
+            filter,
+            "--fields",
+            "/total,/status",
+        ],
+        None,
+    ));
+    assert_eq!(
+        listed,
+        "{\"key\":\"o/1\",\"value\":{\"status\":\"open\",\"total\":150},\"create_revision\":1,\"mod_revision\":1,\"version\":1}\n"
+    );
+
+    let watch = WatchChild::spawn(
+        &addr,
+        &[
+            "--prefix", "o/", "--where", filter, "--fields", "/total", "--diff",
+        ],
+    );
+    assert_eq!(
+        watch.next_line(),
+        r#"{"type":"snapshot","revision":3,"kvs":[{"key":"o/1","value":{"total":150},"mod_revision":1}]}"#
+    );
+    client.insert("o/2", &doc("open", 101)).await.unwrap(); // 4: enters
+    client.insert("o/3", &doc("closed", 501)).await.unwrap(); // 5: outside the view
+    client.insert("o/1", &doc("open", 151)).await.unwrap(); // 6: updated
+    client.insert("o/1", &doc("closed", 151)).await.unwrap(); // 7: leaves
+    assert_eq!(
+        watch.next_line(),
+        r#"{"type":"put","key":"o/2","value":{"total":101},"revision":4,"view_change":"entered","merge_patch":{"total":101}}"#
+    );
+    assert_eq!(
+        watch.next_line(),
+        r#"{"type":"put","key":"o/1","value":{"total":151},"revision":6,"view_change":"updated","merge_patch":{"total":151}}"#
+    );
+    assert_eq!(
+        watch.next_line(),
+        r#"{"type":"delete","key":"o/1","revision":7,"view_change":"left"}"#
+    );
+
+    // A bad expression: one line naming the place, and a non-zero exit.
+    for args in [
+        &["list", "o/", "--where", "value.total >"][..],
+        &["watch", "--prefix", "o/", "--where", "value.total >"][..],
+    ] {
+        let out = jsonkv(&addr, args, None);
+        assert_one_line_error(&out);
+        assert!(stderr(&out).contains("1:14"), "{}", stderr(&out));
+    }
+    let out = jsonkv(&addr, &["list", "o/", "--fields", "total"], None);
+    assert_one_line_error(&out);
+    assert!(stderr(&out).contains("fields"), "{}", stderr(&out));
+}
