@@ -49,7 +49,22 @@ export interface WatchEvent {
   cause: 'expired' | 'revoked' | null;
   /** The key before the change, on a watch asked for with `prev_kv`. */
   prevEntry: Entry | null;
+  /**
+   * On a filtered watch (a live query), how the event changes the view of matching documents:
+   * 'entered' (a put: it matches now and did not before), 'updated' (a put: it matched and still
+   * does) or 'left' (a delete: deleted, or changed to no longer match). Null when unfiltered.
+   */
+  viewChange: ViewChange | null;
+  /**
+   * With `diff`: the RFC 7396 merge patch from the document's previous version to this one.
+   * Null when there is none (a delete, a new document, a member set to null).
+   */
+  mergePatch: Json | null;
+  /** The exact JSON text of `mergePatch` (JSON.parse rounds integers beyond 2^53), or null. */
+  mergePatchJson: string | null;
 }
+
+export type ViewChange = 'entered' | 'updated' | 'left';
 
 export type WatchItem = Snapshot | WatchEvent;
 
@@ -110,6 +125,10 @@ export interface PatchOptions extends WriteOptions {
 export interface ListOptions {
   page_size?: number;
   min_revision?: Int64;
+  /** A CEL expression over the document `value` and its `key`: only matches are listed. */
+  filter?: string;
+  /** RFC 6901 JSON Pointers: each value holds only these members, at their paths. */
+  fields?: readonly string[];
 }
 
 export interface WatchOptions {
@@ -122,6 +141,16 @@ export interface WatchOptions {
   prev_kv?: boolean;
   /** Bounds the whole watch, reconnects included. */
   deadlineMs?: number;
+}
+
+/** watchPrefix's options: a watch's, and those of a live query. */
+export interface WatchPrefixOptions extends WatchOptions {
+  /** A CEL expression, as in ListOptions: the watch is a view of the matching documents. */
+  filter?: string;
+  /** RFC 6901 JSON Pointers, as in ListOptions, applied to every value sent. */
+  fields?: readonly string[];
+  /** Each put of a document that existed before carries `mergePatch`. */
+  diff?: boolean;
 }
 
 export interface CompareTarget {
@@ -237,7 +266,7 @@ export declare class Client {
   list(prefix?: string, options?: ListOptions): Promise<Entry[]>;
   status(): Promise<StatusResponse>;
   watchKey(key: string, options?: WatchOptions): Watch;
-  watchPrefix(prefix: string, options?: WatchOptions): Watch;
+  watchPrefix(prefix: string, options?: WatchPrefixOptions): Watch;
   leaseGrant(ttlSeconds: Int64, options?: { id?: Int64 }): Promise<LeaseGrantResponse>;
   leaseKeepAlive(id: Int64, options?: { timeoutMs?: number }): Promise<string>;
   leaseRevoke(id: Int64): Promise<string>;

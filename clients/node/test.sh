@@ -2,8 +2,8 @@
 # Runs the Node client's checks against the installed package, never the source folder: packs
 # it (`npm pack`, which bundles the proto), installs the tarball into an empty project in a
 # temporary folder, and from there checks the version against the server's, type-checks the
-# TypeScript example (tsc --noEmit), then starts jsonkv-server on a free port and runs the smoke
-# program, the TypeScript example and the `node --test` suite. Needs node_modules (`npm ci`,
+# TypeScript examples (tsc --noEmit), then starts jsonkv-server on a free port and runs the smoke
+# program, the TypeScript examples and the `node --test` suite. Needs node_modules (`npm ci`,
 # which ../run-tests.sh runs).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -54,9 +54,10 @@ npx --no-install tsc --noEmit -p examples
 start_server
 rc=0
 node test/smoke.js "$JSONKV_ADDR" || rc=1
-# The TypeScript example runs too, compiled by the same tsc.
+# The TypeScript examples run too, compiled by the same tsc.
 npx --no-install tsc -p examples --noEmit false --outDir example-ts &&
-  node example-ts/example.js "$JSONKV_ADDR" || rc=1
+  node example-ts/example.js "$JSONKV_ADDR" &&
+  node example-ts/live-query.js "$JSONKV_ADDR" || rc=1
 (($# > 0)) || set -- test/*.test.js
 node --test --test-timeout=60000 "$@" || rc=1
 stop_server || rc=1

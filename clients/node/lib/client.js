@@ -23,9 +23,19 @@ const DEFAULT_TARGET = '127.0.0.1:50051';
 // Every unary call gets a deadline by default, so no call can hang for ever.
 const DEFAULT_TIMEOUT_MS = 10_000;
 
-// What a watch watches, and the request that (re)opens it from a revision of a store.
-function watchTarget(method, field, value, { prev_kv = false }) {
+// What a watch watches, and the request that (re)opens it from a revision of a store: every
+// time with the live query's filter, fields and diff (WatchPrefix only), so that a resumed watch
+// is the same view.
+function watchTarget(method, field, value, { prev_kv = false, filter, fields, diff }) {
   requests.checkKey(value, field);
+  const query = {};
+  if (method === 'WatchPrefix') {
+    query.filter = requests.checkFilter(filter);
+    query.fields = requests.checkFields(fields);
+    query.diff = Boolean(diff);
+  } else if (filter || fields?.length || diff) {
+    throw new TypeError('filter, fields and diff are options of watchPrefix, not of watchKey');
+  }
   return {
     method,
     request: (start_revision, store_id) => ({
@@ -34,6 +44,7 @@ function watchTarget(method, field, value, { prev_kv = false }) {
       store_id,
       prev_kv,
       value_encoding: 'VALUE_ENCODING_JSON',
+      ...query,
     }),
   };
 }
@@ -176,6 +187,13 @@ class Client {
 
   // Every key under `prefix` in key order, fetching a page at a time. With `min_revision`, each
   // page is read once the server has applied that revision.
+  //
+  // A live query: with `filter`, a CEL expression over the document `value` and its `key`
+  // ('value.status == "open" && value.total > 100'), only the documents it matches; with
+  // `fields`, RFC 6901 JSON Pointers (['/status', '/customer/name']), each value holds only those
+  // members, at their paths. A bad filter or pointer rejects with INVALID_ARGUMENT, its message
+  // naming where ('invalid filter: 1:10: ...'). A filtered page may hold few keys, or none: the
+  // listing goes on until the server says it is complete.
   async list(prefix = '', options = {}) {
     const entries = [];
     let token = '';
@@ -201,7 +219,17 @@ class Client {
     return this.watch(watchTarget('WatchKey', 'key', key, options), options);
   }
 
-  // The options are as in watchKey().
+  // Watches every key under `prefix`; the options are as in watchKey(), and three more make it
+  // a live query. With `filter` (as in list()) the watch is a view of the matching documents: the
+  // snapshot holds only matches; a document that starts to match, or changes while it matches,
+  // comes as a put; one that stops matching, or is deleted while it matched, as a delete; a
+  // change to a document that matches neither before nor after sends nothing. Each event's
+  // `viewChange` says which: 'entered', 'updated' or 'left'. `fields` (as in list()) applies to
+  // every value sent, `prevEntry` included. With `diff`, a put of a document that existed before
+  // carries `mergePatch`, the RFC 7396 merge patch from its previous version (and
+  // `mergePatchJson`, its exact text). A resumed watch (by itself, or from `resumeRevision`) is
+  // the same view: nothing missed or repeated. A bad filter or pointer rejects the first next()
+  // with INVALID_ARGUMENT.
   watchPrefix(prefix, options = {}) {
     return this.watch(watchTarget('WatchPrefix', 'prefix', prefix, options), options);
   }

@@ -87,7 +87,29 @@ function patchRequest(key, patch = {}) {
   return request;
 }
 
-function listRequest(prefix, { page_size = 0, min_revision = 0 }, page_token) {
+// A live query's filter, a CEL expression ('' or none: every document).
+function checkFilter(filter = '') {
+  if (typeof filter !== 'string') {
+    throw new TypeError(`a filter is a string (a CEL expression), not ${typeof filter}`);
+  }
+  return filter;
+}
+
+// JSON Pointers, each value holding only those members (none: the whole document). A string
+// is refused: it is one pointer, not a list of them.
+function checkFields(fields = []) {
+  if (!Array.isArray(fields)) {
+    throw new TypeError(`fields is an array of JSON Pointers, not ${typeof fields} ${fields}`);
+  }
+  for (const pointer of fields) {
+    if (typeof pointer !== 'string') {
+      throw new TypeError(`a field is a string (a JSON Pointer), not ${typeof pointer}`);
+    }
+  }
+  return [...fields];
+}
+
+function listRequest(prefix, { page_size = 0, min_revision = 0, filter, fields }, page_token) {
   if (!Number.isInteger(page_size) || page_size < 0) {
     throw new RangeError(`page_size is 0 (the server's default) or more, not ${page_size}`);
   }
@@ -97,6 +119,8 @@ function listRequest(prefix, { page_size = 0, min_revision = 0 }, page_token) {
     page_token,
     min_revision: int64(min_revision, 'min_revision'),
     value_encoding: 'VALUE_ENCODING_JSON',
+    filter: checkFilter(filter),
+    fields: checkFields(fields),
   };
 }
 
@@ -175,6 +199,8 @@ module.exports = {
   toEntry,
   toEntryOrNull,
   checkKey,
+  checkFilter,
+  checkFields,
   int64,
   getRequest,
   insertRequest,

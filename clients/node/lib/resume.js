@@ -18,6 +18,11 @@ const { toEntry, toEntryOrNull } = require('./requests');
 
 const EVENT_TYPES = { EVENT_TYPE_PUT: 'put', EVENT_TYPE_DELETE: 'delete' };
 const CAUSES = { CAUSE_EXPIRED: 'expired', CAUSE_REVOKED: 'revoked' };
+const VIEW_CHANGES = {
+  VIEW_CHANGE_ENTERED: 'entered',
+  VIEW_CHANGE_UPDATED: 'updated',
+  VIEW_CHANGE_LEFT: 'left',
+};
 
 function protocolError(message) {
   return new JsonKvError(`protocol error: ${message}`, { code: grpc.status.INTERNAL });
@@ -140,6 +145,10 @@ class WatchResume {
       lease: event.lease,
       cause: CAUSES[event.cause] ?? null,
       prevEntry: toEntryOrNull(event.prev_kv),
+      viewChange: VIEW_CHANGES[event.view_change] ?? null,
+      // Asked for as VALUE_ENCODING_JSON, the patch comes as text; '' is no patch.
+      mergePatch: event.merge_patch_json ? JSON.parse(event.merge_patch_json) : null,
+      mergePatchJson: event.merge_patch_json || null,
     };
   }
 }

@@ -12,21 +12,31 @@ const STORE_ID_HEADER = 'jsonkv-store-id';
 
 // One logical watch: next() resolves to a snapshot ({ type: 'snapshot', revision, entries }),
 // unless the watch started from a revision, then to events ({ type: 'put' | 'delete', revision,
-// entry, lease, cause, prevEntry }): a delete that a lease's end caused names the `lease` and the
-// `cause`, 'expired' or 'revoked'; any other event has `lease` '0' and `cause` null. `prevEntry`
-// is the key just before the change on a watch asked for with `prev_kv`. A snapshot sent in
-// several messages comes out as one; progress notices only move the resume point.
+// entry, lease, cause, prevEntry, viewChange, mergePatch, mergePatchJson }): a delete that a
+// lease's end caused names the `lease` and the `cause`, 'expired' or 'revoked'; any other event
+// has `lease` '0' and `cause` null. `prevEntry` is the key just before the change on a watch
+// asked for with `prev_kv`. On a filtered watch (a live query) `viewChange` is 'entered' (a put:
+// the document matches now and did not before), 'updated' (a put: it matched and still does) or
+// 'left' (a delete: deleted, or changed to no longer match; `entry` holds only the key and
+// `mod_revision`); null on an unfiltered watch. With `diff`, `mergePatch` is the RFC 7396 merge
+// patch from the document's previous version (parsed: JSON.parse rounds integers beyond 2^53, so
+// `mergePatchJson` keeps its exact text); both null when there is none: a delete, a document
+// that did not exist before, or a change a merge patch cannot express (a member set to null).
+// A snapshot sent in several messages comes out as one; progress notices only move the resume
+// point.
 //
 // When the stream breaks (the server went away, restarted or shut down; the connection broke)
 // the watch opens it again by itself, on the next server if there are several, after a short
 // backoff, from the revision after the last it delivered and naming the store those revisions
-// belong to: nothing is missed or repeated. A server that cannot resume it that way ends it with
+// belong to: nothing is missed or repeated. A live query's filter, fields and diff are asked for
+// again, so the view goes on as it was. A server that cannot resume it that way ends it with
 // an error: FAILED_PRECONDITION (STORE_MISMATCH, STORE_BEHIND) or OUT_OF_RANGE; start a new
 // watch from a snapshot then. `deadlineMs` ends it with DEADLINE_EXCEEDED. next() rejects with
 // that JsonKvError, and resolves to null once cancel() was called.
 //
 // To resume in a later process, keep `resumeRevision` (a BigInt), `storeId` and
-// `resumeSeenKeys`, and pass them as start_revision, store_id and seen_keys.
+// `resumeSeenKeys`, and pass them as start_revision, store_id and seen_keys (with the same
+// filter, fields and diff, for the same view).
 class Watch {
   constructor(client, target, resume, deadlineMs) {
     this.client = client;

@@ -155,6 +155,69 @@ test('a watch resumes by itself across a server restart', async (t) => {
   });
 });
 
+test('a filtered watch resumes by itself across a restart as the same view', async (t) => {
+  const server = await startServer(t);
+  await using(jsonkv.connect(server.addr), async (kv) => {
+    await kv.insert('o/a', { status: 'open', n: 1, secret: 'x' });
+    await kv.insert('o/b', { status: 'closed', n: 2, secret: 'y' });
+    const watch = kv.watchPrefix('o/', {
+      filter: 'value.status == "open"',
+      fields: ['/status', '/n'],
+      diff: true,
+      deadlineMs: WATCH_DEADLINE_MS,
+    });
+    const revs = {};
+    const events = [];
+    try {
+      assert.deepEqual(
+        (await watch.next()).entries.map((e) => [e.key, e.value]),
+        [['o/a', { status: 'open', n: 1 }]],
+      );
+      const entered = (await kv.merge('o/b', { status: 'open' })).mod_revision;
+      const first = await watch.next();
+      assert.deepEqual(
+        [first.revision, first.viewChange, first.mergePatch],
+        [entered, 'entered', { status: 'open' }],
+      );
+
+      await server.restart(); // durable: the same store and history, resumed from its log
+      // Written before the watch notices the restart: it gets them from history.
+      revs.updated = (await kv.merge('o/a', { n: 10, secret: 'z' })).mod_revision;
+      await kv.insert('o/c', { status: 'closed', n: 3 }); // outside the view: nothing
+      revs.left = (await kv.merge('o/b', { status: 'closed' })).mod_revision;
+      revs.again = (await kv.insert('o/c', { status: 'open', n: 3 })).revision;
+      events.push(await watch.next(), await watch.next(), await watch.next());
+      assert.equal(watch.resumeRevision, BigInt(revs.again) + 1n);
+      // The view goes on exactly: what came last before the restart is not sent again, and the
+      // next live change follows.
+      revs.live = (await kv.merge('o/c', { n: 4 })).mod_revision;
+      events.push(await watch.next());
+    } finally {
+      watch.cancel();
+    }
+
+    assert.deepEqual(
+      events.map((e) => [e.type, e.entry.key, e.revision, e.viewChange]),
+      [
+        ['put', 'o/a', revs.updated, 'updated'],
+        ['delete', 'o/b', revs.left, 'left'],
+        ['put', 'o/c', revs.again, 'entered'],
+        ['put', 'o/c', revs.live, 'updated'],
+      ],
+    );
+    // The fields and the diff were asked for again too.
+    assert.deepEqual(
+      events.map((e) => [e.entry.value, e.mergePatch]),
+      [
+        [{ status: 'open', n: 10 }, { n: 10 }],
+        [null, null],
+        [{ status: 'open', n: 3 }, { status: 'open' }],
+        [{ status: 'open', n: 4 }, { n: 4 }],
+      ],
+    );
+  });
+});
+
 test('a watch never resumes on another store', async (t) => {
   const first = await startServer(t, '--in-memory');
   const other = await startServer(t, '--in-memory');

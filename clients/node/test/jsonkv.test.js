@@ -1193,3 +1193,266 @@ for (const kind of ['watchKey', 'watchPrefix']) {
     }
   });
 }
+
+// Live queries: List and WatchPrefix with a filter (CEL), fields (JSON Pointers) and diff.
+const OPEN = 'value.status == "open"';
+
+test('a filtered list with fields pages through the projected matches', async (t) => {
+  const prefix = freshPrefix(t);
+  const documents = {
+    a: `{"status":"open","total":150,"customer":{"name":"ada","tier":1}}`,
+    b: `{"status":"closed","total":500,"customer":{"name":"bob"}}`,
+    c: `{"status":"open","total":50,"customer":{"name":"cy"}}`,
+    d: `{"status":"open","total":${BIG},"customer":{"name":"dee"},"items":[1,2]}`,
+    e: `{"status":"open","total":101}`, // no customer: that pointer names nothing
+    f: `"not an object"`, // the filter errors on it: no match
+    g: `{"status":"open","total":1000,"customer":{"name":"gus","tier":2}}`,
+  };
+  const revs = {};
+  for (const [name, json] of Object.entries(documents)) {
+    revs[name] = (await kv.insertJson(`${prefix}${name}`, json)).revision;
+  }
+  const filter = 'value.status == "open" && value.total > 100';
+  const fields = ['/total', '/customer/name'];
+
+  const listed = await kv.list(prefix, { page_size: 2, filter, fields });
+  assert.deepEqual(
+    listed.map((e) => [e.key, e.json, e.create_revision, e.mod_revision, e.version]),
+    [
+      [`${prefix}a`, '{"total":150,"customer":{"name":"ada"}}', revs.a, revs.a, '1'],
+      [`${prefix}d`, `{"total":${BIG},"customer":{"name":"dee"}}`, revs.d, revs.d, '1'],
+      [`${prefix}e`, '{"total":101}', revs.e, revs.e, '1'],
+      [`${prefix}g`, '{"total":1000,"customer":{"name":"gus"}}', revs.g, revs.g, '1'],
+    ],
+  );
+  assert.deepEqual(listed[0].value, { total: 150, customer: { name: 'ada' } });
+  // Four matches at two a page: the listing took more than one page.
+  const first = await kv.unary('List', { prefix, page_size: 2, filter, fields });
+  assert.ok(first.kvs.length <= 2 && first.next_page_token);
+
+  // The filter sees the key too; fields alone project every document.
+  const byKey = await kv.list(prefix, {
+    filter: 'key.endsWith("/b") || key.endsWith("/e")',
+    fields: ['/total'],
+  });
+  assert.deepEqual(
+    byKey.map((e) => [e.key, e.value]),
+    [
+      [`${prefix}b`, { total: 500 }],
+      [`${prefix}e`, { total: 101 }],
+    ],
+  );
+  const tier = await kv.list(prefix, { filter: 'value.customer.tier == 2' });
+  assert.deepEqual(
+    tier.map((e) => e.json),
+    [documents.g],
+  );
+});
+
+test('a filtered list goes on past a page with no match', async (t) => {
+  const prefix = freshPrefix(t);
+  // The server reads a bounded number of keys for a page (10 000 today): two matches this far
+  // apart leave a page between them that holds none, yet has a next page.
+  const filler = 10_100;
+  for (let start = 0; start < filler; start += 128) {
+    const ops = [];
+    for (let n = start; n < Math.min(start + 128, filler); n++) {
+      ops.push(op.insert(`${prefix}m/${String(n).padStart(5, '0')}`, { match: false }));
+    }
+    await kv.txn({ success: ops });
+  }
+  await kv.insert(`${prefix}a`, { match: true, n: 1 });
+  await kv.insert(`${prefix}z`, { match: true, n: 2 });
+
+  const pages = [];
+  let page_token = '';
+  do {
+    const request = { prefix, page_size: 1, page_token, filter: 'value.match' };
+    const page = await kv.unary('List', request);
+    pages.push(page.kvs.map((e) => e.key));
+    page_token = page.next_page_token;
+  } while (page_token);
+  assert.ok(
+    pages.slice(0, -1).some((keys) => keys.length === 0),
+    `no empty page to go past: ${JSON.stringify(pages)}`,
+  );
+
+  const listed = await kv.list(prefix, { page_size: 1, filter: 'value.match', fields: ['/n'] });
+  assert.deepEqual(
+    listed.map((e) => [e.key, e.value]),
+    [
+      [`${prefix}a`, { n: 1 }],
+      [`${prefix}z`, { n: 2 }],
+    ],
+  );
+});
+
+test('a filtered watch sees documents enter, change in and leave its view', async (t) => {
+  const prefix = freshPrefix(t);
+  const [a, b, c, d] = ['a', 'b', 'c', 'd'].map((name) => `${prefix}${name}`);
+  await kv.insert(a, { status: 'open', n: 1 });
+  await kv.insert(b, { status: 'closed', n: 2 });
+  const watch = kv.watchPrefix(prefix, {
+    filter: OPEN,
+    fields: ['/n'],
+    deadlineMs: WATCH_DEADLINE_MS,
+  });
+  const plain = kv.watchPrefix(prefix, { deadlineMs: WATCH_DEADLINE_MS });
+  let events;
+  let everything;
+  const revs = {};
+  try {
+    const snapshot = await watch.next();
+    assert.equal(snapshot.type, 'snapshot');
+    assert.deepEqual(
+      snapshot.entries.map((e) => [e.key, e.value]),
+      [[a, { n: 1 }]],
+    );
+    assert.deepEqual(
+      (await plain.next()).entries.map((e) => e.key),
+      [a, b],
+    );
+
+    await kv.insert(b, { status: 'closed', n: 3 }); // matches neither before nor after
+    revs.enteredNew = (await kv.insert(c, { status: 'open', n: 4 })).revision;
+    revs.entered = (await kv.merge(b, { status: 'open', n: 5 })).mod_revision;
+    revs.updated = (await kv.merge(a, { n: 6 })).mod_revision;
+    revs.leftByChange = (await kv.merge(a, { status: 'closed' })).mod_revision;
+    revs.leftByDelete = (await kv.delete(b)).revision;
+    await kv.insert(d, { status: 'closed' }); // never in the view
+    await kv.delete(d);
+    revs.back = (await kv.insert(a, { status: 'open', n: 7 })).revision;
+    // The changes outside the view come between these: had any been sent, it would be here.
+    events = await take(watch, 6);
+    everything = await take(plain, 9);
+  } finally {
+    watch.cancel();
+    plain.cancel();
+  }
+
+  assert.deepEqual(
+    events.map((e) => [e.type, e.entry.key, e.revision, e.viewChange, e.entry.value]),
+    [
+      ['put', c, revs.enteredNew, 'entered', { n: 4 }],
+      ['put', b, revs.entered, 'entered', { n: 5 }],
+      ['put', a, revs.updated, 'updated', { n: 6 }],
+      ['delete', a, revs.leftByChange, 'left', null],
+      ['delete', b, revs.leftByDelete, 'left', null],
+      ['put', a, revs.back, 'entered', { n: 7 }],
+    ],
+  );
+  // A document that left is named by its key and the change's revision alone.
+  assert.deepEqual(
+    [events[3].entry.mod_revision, events[3].entry.version],
+    [revs.leftByChange, '0'],
+  );
+  assert.deepEqual(
+    events.map((e) => [e.mergePatch, e.mergePatchJson]),
+    Array(6).fill([null, null]), // not asked for
+  );
+  assert.deepEqual(
+    everything.map((e) => e.viewChange),
+    Array(9).fill(null),
+  );
+  assert.deepEqual(
+    everything.slice(0, 3).map((e) => e.entry.key),
+    [b, c, b],
+  );
+});
+
+test('diff carries the merge patch from the previous version', async (t) => {
+  const prefix = freshPrefix(t);
+  const key = `${prefix}k`;
+  const fresh = `${prefix}new`;
+  const fields = ['/status', '/n', '/tags', '/sub'];
+  await kv.insert(key, { status: 'closed', n: 1, tags: ['x'] });
+  const watch = kv.watchPrefix(prefix, {
+    filter: OPEN,
+    fields,
+    diff: true,
+    deadlineMs: WATCH_DEADLINE_MS,
+  });
+  const without = kv.watchPrefix(prefix, { filter: OPEN, fields, deadlineMs: WATCH_DEADLINE_MS });
+  let events;
+  let plain;
+  try {
+    assert.deepEqual((await watch.next()).entries, []);
+    assert.deepEqual((await without.next()).entries, []);
+    // From the version before, which this view never sent.
+    await kv.merge(key, { status: 'open' });
+    await kv.mergeJson(key, `{"n":${BIG},"sub":{"a":1.5}}`);
+    await kv.merge(key, { tags: null }); // a member removed: null in the patch
+    // A member set to null: RFC 7396 cannot say that, so there is no patch.
+    await kv.insertJson(key, `{"status":"open","n":${BIG},"sub":{"a":null}}`);
+    await kv.insert(fresh, { status: 'open', n: 1 }); // nothing before it
+    await kv.delete(key);
+    events = await take(watch, 6);
+    plain = await take(without, 6);
+  } finally {
+    watch.cancel();
+    without.cancel();
+  }
+
+  assert.deepEqual(
+    events.map((e) => [e.entry.key, e.viewChange]),
+    [
+      [key, 'entered'],
+      [key, 'updated'],
+      [key, 'updated'],
+      [key, 'updated'],
+      [fresh, 'entered'],
+      [key, 'left'],
+    ],
+  );
+  assert.deepEqual(
+    events.map((e) => e.mergePatchJson),
+    ['{"status":"open"}', `{"n":${BIG},"sub":{"a":1.5}}`, '{"tags":null}', null, null, null],
+  );
+  assert.deepEqual(
+    events.map((e) => e.mergePatch),
+    [{ status: 'open' }, { n: Number(BIG), sub: { a: 1.5 } }, { tags: null }, null, null, null],
+  );
+  assert.deepEqual(
+    plain.map((e) => [e.revision, e.entry]),
+    events.map((e) => [e.revision, e.entry]),
+  );
+  assert.deepEqual(
+    plain.map((e) => e.mergePatch),
+    Array(6).fill(null),
+  );
+});
+
+test('a bad filter or pointer is INVALID_ARGUMENT naming where', async (t) => {
+  const prefix = freshPrefix(t);
+  await kv.insert(`${prefix}k`, { status: 'open' });
+  for (const [filter, where] of [
+    ['value.status ==', '1:16'],
+    ['value.a == "x" &&\n  value.(', '2:9'],
+  ]) {
+    const err = await failure(kv.list(prefix, { filter }));
+    assert.equal(err.code, grpc.status.INVALID_ARGUMENT);
+    assert.ok(err.details.includes(`invalid filter: ${where}: Syntax error`), err.details);
+    assert.deepEqual(
+      err.fieldViolations.map((v) => v.field),
+      ['filter'],
+    );
+  }
+
+  const bad = kv.watchPrefix(prefix, { filter: 'value.status ==', deadlineMs: WATCH_DEADLINE_MS });
+  const err = await withWatch(bad, (watch) => failure(watch.next()));
+  assert.equal(err.code, grpc.status.INVALID_ARGUMENT);
+  assert.ok(err.details.includes('invalid filter: 1:16: Syntax error'), err.details);
+
+  const badPointer = await failure(kv.list(prefix, { fields: ['/status', 'n'] }));
+  assert.equal(badPointer.code, grpc.status.INVALID_ARGUMENT);
+  assert.ok(badPointer.details.includes('invalid fields: [1] "n"'), badPointer.details);
+  const pointerWatch = kv.watchPrefix(prefix, { fields: ['/a~2'], deadlineMs: WATCH_DEADLINE_MS });
+  const badWatch = await withWatch(pointerWatch, (watch) => failure(watch.next()));
+  assert.equal(badWatch.code, grpc.status.INVALID_ARGUMENT);
+  assert.ok(badWatch.details.includes('invalid fields: [0] "/a~2"'), badWatch.details);
+
+  // What is not a filter or a list of pointers is refused before anything is sent.
+  await assert.rejects(kv.list(prefix, { fields: '/status' }), /array of JSON Pointers/);
+  assert.throws(() => kv.watchPrefix(prefix, { filter: true }), /a filter is a string/);
+  assert.throws(() => kv.watchKey(`${prefix}k`, { filter: OPEN }), /options of watchPrefix/);
+});

@@ -5,7 +5,7 @@ requests of List and the watches."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
@@ -242,7 +242,36 @@ def txn_result(response: pb.TxnResponse) -> TxnResult:
     )
 
 
-def list_request(prefix: str, page_size: int, page_token: str, min_revision: int) -> pb.ListRequest:
+def check_filter(filter: str | None) -> str:
+    """A live query's filter as the request field takes it ("": none)."""
+    if filter is None:
+        return ""
+    if not isinstance(filter, str):
+        raise TypeError(f"a filter is a str (a CEL expression), not {type(filter).__name__}")
+    return filter
+
+
+def check_fields(fields: Sequence[str] | None) -> tuple[str, ...]:
+    """JSON Pointers as the request field takes them (none: the whole document)."""
+    if fields is None:
+        return ()
+    # A str is a sequence too: "/a" would be sent as the pointers "/" and "a".
+    if isinstance(fields, str | bytes):
+        raise TypeError(f"fields is a sequence of JSON Pointers: give [{fields!r}], not {fields!r}")
+    for pointer in fields:
+        if not isinstance(pointer, str):
+            raise TypeError(f"a field is a str (a JSON Pointer), not {type(pointer).__name__}")
+    return tuple(fields)
+
+
+def list_request(
+    prefix: str,
+    page_size: int,
+    page_token: str,
+    min_revision: int,
+    filter: str | None = None,
+    fields: Sequence[str] | None = None,
+) -> pb.ListRequest:
     _check_key(prefix, "prefix")
     if page_size < 0:
         raise ValueError(f"page_size is 0 (the server's default) or more, not {page_size}")
@@ -252,17 +281,25 @@ def list_request(prefix: str, page_size: int, page_token: str, min_revision: int
         page_token=page_token,
         value_encoding=_JSON,
         min_revision=min_revision,
+        filter=check_filter(filter),
+        fields=check_fields(fields),
     )
 
 
 @dataclass(frozen=True)
 class WatchTarget:
     """What a watch watches: one key, or every key under a prefix, and whether each event
-    carries the key's previous value. `request` makes the request that (re)opens it."""
+    carries the key's previous value; for a prefix, also the live query's `filter` ("": none),
+    the `fields` each value holds (none: all) and whether puts carry a merge patch (`diff`).
+    `request` makes the request that (re)opens it, every time with all of these, so that a
+    resumed watch is the same view."""
 
     key: str
     prefix: bool
     prev_kv: bool
+    filter: str = ""
+    fields: tuple[str, ...] = ()
+    diff: bool = False
 
     def __post_init__(self) -> None:
         _check_key(self.key, "prefix" if self.prefix else "key")
@@ -281,6 +318,9 @@ class WatchTarget:
                 value_encoding=_JSON,
                 store_id=store_id,
                 prev_kv=self.prev_kv,
+                filter=self.filter,
+                fields=self.fields,
+                diff=self.diff,
             )
         return pb.WatchKeyRequest(
             key=self.key,

@@ -36,6 +36,8 @@ from ._requests import (
     Patch,
     TxnResult,
     WatchTarget,
+    check_fields,
+    check_filter,
     list_request,
     txn_request,
     txn_result,
@@ -220,12 +222,17 @@ class AsyncClient:
         return txn_result(await self._call(CallKind.WRITE, "Txn", request))
 
     async def list(
-        self, prefix: str = "", page_size: int = 0, min_revision: int = 0
+        self,
+        prefix: str = "",
+        page_size: int = 0,
+        min_revision: int = 0,
+        filter: str | None = None,
+        fields: Sequence[str] | None = None,
     ) -> AsyncIterator[Entry]:
-        """As Client.list: `async for entry in kv.list(prefix)`."""
+        """As Client.list: `async for entry in kv.list(prefix, filter='value.open')`."""
         token = ""
         while True:
-            request = list_request(prefix, page_size, token, min_revision)
+            request = list_request(prefix, page_size, token, min_revision, filter, fields)
             response = await self._call(CallKind.READ, "List", request)
             for kv in response.kvs:
                 yield Entry.from_pb(kv)
@@ -259,9 +266,19 @@ class AsyncClient:
         store_id: str = "",
         seen_keys: Iterable[str] = (),
         prev_kv: bool = False,
+        filter: str | None = None,
+        fields: Sequence[str] | None = None,
+        diff: bool = False,
     ) -> AsyncWatch:
-        """As Client.watch_prefix."""
-        target = WatchTarget(prefix, prefix=True, prev_kv=prev_kv)
+        """As Client.watch_prefix, live queries (`filter`, `fields`, `diff`) included."""
+        target = WatchTarget(
+            prefix,
+            prefix=True,
+            prev_kv=prev_kv,
+            filter=check_filter(filter),
+            fields=check_fields(fields),
+            diff=diff,
+        )
         return AsyncWatch(self, target, WatchResume(start_revision, store_id, seen_keys), timeout)
 
     async def lease_grant(self, ttl_seconds: int, id: int | None = None) -> pb.LeaseGrantResponse:

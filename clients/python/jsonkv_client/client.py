@@ -26,6 +26,8 @@ from ._requests import (
     Patch,
     TxnResult,
     WatchTarget,
+    check_fields,
+    check_filter,
     list_request,
     txn_request,
     txn_result,
@@ -228,12 +230,26 @@ class Client:
         request = txn_request(compare, success, failure)
         return txn_result(self._call(CallKind.WRITE, "Txn", request))
 
-    def list(self, prefix: str = "", page_size: int = 0, min_revision: int = 0) -> Iterator[Entry]:
+    def list(
+        self,
+        prefix: str = "",
+        page_size: int = 0,
+        min_revision: int = 0,
+        filter: str | None = None,
+        fields: Sequence[str] | None = None,
+    ) -> Iterator[Entry]:
         """Every key under `prefix` in key order, fetching a page at a time as it is iterated.
-        With `min_revision`, each page is read once the server has applied that revision."""
+        With `min_revision`, each page is read once the server has applied that revision.
+
+        A live query: with `filter`, a CEL expression over the document `value` and its `key`
+        (`'value.status == "open" && value.total > 100'`), only the documents it matches; with
+        `fields`, RFC 6901 JSON Pointers (`["/status", "/customer/name"]`), each value holds only
+        those members, at their paths. A bad filter or pointer is InvalidArgumentError, its
+        message naming where (`invalid filter: 1:10: ...`). A filtered page may hold few keys,
+        or none: the listing goes on until the server says it is complete."""
         token = ""
         while True:
-            request = list_request(prefix, page_size, token, min_revision)
+            request = list_request(prefix, page_size, token, min_revision, filter, fields)
             response = self._call(CallKind.READ, "List", request)
             yield from (Entry.from_pb(kv) for kv in response.kvs)
             token = response.next_page_token
@@ -270,9 +286,30 @@ class Client:
         store_id: str = "",
         seen_keys: Iterable[str] = (),
         prev_kv: bool = False,
+        filter: str | None = None,
+        fields: Sequence[str] | None = None,
+        diff: bool = False,
     ) -> Watch:
-        """Watches every key under `prefix`; the arguments are as in `watch_key`."""
-        target = WatchTarget(prefix, prefix=True, prev_kv=prev_kv)
+        """Watches every key under `prefix`; the arguments are as in `watch_key`.
+
+        A live query: with `filter` (as in `list`) the watch is a view of the matching
+        documents. The Snapshot holds only matches; a document that starts to match, or changes
+        while it matches, comes as a put; one that stops matching, or is deleted while it
+        matched, as a delete; a change to a document that matches neither before nor after
+        sends nothing. Each Event's `view_change` says which: "entered", "updated" or "left".
+        `fields` (as in `list`) applies to every value sent, `prev_entry` included. With
+        `diff`, a put of a document that existed before carries `merge_patch`, the RFC 7396
+        merge patch from its previous version. A resumed watch (by itself, or from
+        `resume_revision`) is the same view: nothing missed or repeated. A bad filter or
+        pointer fails the first `next()` with InvalidArgumentError."""
+        target = WatchTarget(
+            prefix,
+            prefix=True,
+            prev_kv=prev_kv,
+            filter=check_filter(filter),
+            fields=check_fields(fields),
+            diff=diff,
+        )
         return Watch(self, target, WatchResume(start_revision, store_id, seen_keys), timeout)
 
     def lease_grant(self, ttl_seconds: int, id: int | None = None) -> pb.LeaseGrantResponse:
@@ -374,14 +411,15 @@ class Watch:
     When the stream breaks (the server went away, restarted or shut down; the connection
     broke), the watch opens it again by itself, on the next server if there are several, after
     a short backoff, from the revision after the last it delivered and naming the store those
-    revisions belong to: nothing is missed or repeated. A server that cannot resume it that way
+    revisions belong to: nothing is missed or repeated. A live query's filter, fields and diff
+    are asked for again, so the view goes on as it was. A server that cannot resume it that way
     ends it with an error: FailedPreconditionError (STORE_MISMATCH, STORE_BEHIND: another
     store, or one that lost changes) or OutOfRangeError (history no longer reaches back); start
     a new watch from a snapshot then. The watch's `timeout` ends it with DeadlineExceededError.
 
     To resume in a later process, keep `resume_revision`, `store_id` and `resume_seen_keys`
-    and pass them to `watch_key`/`watch_prefix`. `cancel()` (or leaving a `with` block) ends
-    the iteration.
+    and pass them to `watch_key`/`watch_prefix` (with the same filter, fields and diff, for the
+    same view). `cancel()` (or leaving a `with` block) ends the iteration.
     """
 
     def __init__(

@@ -265,3 +265,88 @@ def test_the_async_example_runs_to_completion(target):
     assert lines[6].startswith("resumed after ") and ": delete at revision " in lines[6]
     assert lines[-3:] == [lines[-3], "lock: released", "done"]
     assert lines[-3].startswith("lock: holding example/async-lock/")
+
+
+OPEN = 'value.status == "open"'
+
+
+@in_loop
+async def test_live_queries_filter_project_and_diff(target, prefix):
+    a, b, c = prefix + "a", prefix + "b", prefix + "c"
+    async with jsonkv_client.aio.connect(target) as kv:
+        await kv.insert(a, {"status": "open", "n": 1, "secret": "x"})
+        await kv.insert(b, {"status": "closed", "n": BIG})
+        await kv.insert(c, {"status": "open", "n": 3})
+        listed = [e async for e in kv.list(prefix, page_size=1, filter=OPEN, fields=["/n"])]
+        assert [(e.key, e.value) for e in listed] == [(a, {"n": 1}), (c, {"n": 3})]
+
+        async with kv.watch_prefix(
+            prefix, filter=OPEN, fields=["/status", "/n"], diff=True, timeout=WATCH_DEADLINE
+        ) as watch:
+            snapshot = await anext(watch)
+            assert isinstance(snapshot, Snapshot)
+            assert [e.key for e in snapshot.entries] == [a, c]
+            await kv.merge(b, {"n": 2})  # outside the view: nothing
+            entered = (await kv.merge(b, {"status": "open"})).mod_revision
+            updated = (await kv.merge(a, {"n": BIG, "secret": "y"})).mod_revision
+            events = [await anext(watch) for _ in range(2)]
+            resume, store = watch.resume_revision, watch.store_id
+        assert [(e.type, e.entry.key, e.revision, e.view_change) for e in events] == [
+            ("put", b, entered, "entered"),
+            ("put", a, updated, "updated"),
+        ]
+        assert [e.entry.value for e in events] == [
+            {"status": "open", "n": 2},
+            {"status": "open", "n": BIG},
+        ]
+        assert [e.merge_patch for e in events] == [{"status": "open"}, {"n": BIG}]
+
+        # Resumed from where it stopped, with the same query: the same view.
+        left = (await kv.delete(c)).revision
+        await kv.insert(prefix + "d", {"status": "closed"})  # outside the view: nothing
+        again = (await kv.merge(a, {"n": 5})).mod_revision
+        async with kv.watch_prefix(
+            prefix,
+            start_revision=resume,
+            store_id=store,
+            filter=OPEN,
+            fields=["/status", "/n"],
+            diff=True,
+            timeout=WATCH_DEADLINE,
+        ) as resumed:
+            replayed = [await anext(resumed) for _ in range(2)]
+        assert [(e.type, e.entry.key, e.revision, e.view_change) for e in replayed] == [
+            ("delete", c, left, "left"),
+            ("put", a, again, "updated"),
+        ]
+        assert replayed[1].merge_patch == {"n": 5}
+
+        with pytest.raises(jsonkv_client.InvalidArgumentError) as bad:
+            [e async for e in kv.list(prefix, filter="value.status ==")]
+        assert "invalid filter: 1:16: Syntax error" in bad.value.details
+        async with kv.watch_prefix(prefix, filter="value.(", timeout=WATCH_DEADLINE) as watch:
+            with pytest.raises(jsonkv_client.InvalidArgumentError) as bad:
+                await anext(watch)
+        assert "invalid filter: 1:7: Syntax error" in bad.value.details
+
+
+@in_loop
+async def test_a_filtered_watch_resumes_by_itself_across_a_server_restart(start_server):
+    server = start_server()
+    async with jsonkv_client.aio.connect(server.addr) as kv:
+        await kv.insert("o/a", {"status": "open", "n": 1, "secret": "x"})
+        async with kv.watch_prefix(
+            "o/", filter=OPEN, fields=["/n"], diff=True, timeout=WATCH_DEADLINE
+        ) as watch:
+            assert [e.value for e in (await anext(watch)).entries] == [{"n": 1}]
+            first = (await kv.merge("o/a", {"n": 2})).mod_revision
+            assert (await anext(watch)).revision == first
+            await asyncio.to_thread(server.restart)
+            await kv.insert("o/b", {"status": "closed", "n": 9})  # outside the view: nothing
+            updated = (await kv.merge("o/a", {"n": 3, "secret": "y"})).mod_revision
+            left = (await kv.merge("o/a", {"status": "closed"})).mod_revision
+            events = [await anext(watch) for _ in range(2)]
+    assert [(e.revision, e.view_change, e.entry.value, e.merge_patch) for e in events] == [
+        (updated, "updated", {"n": 3}, {"n": 3}),
+        (left, "left", None, None),
+    ]

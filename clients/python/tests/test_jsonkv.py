@@ -916,3 +916,212 @@ def test_json_patch_values_beyond_64_bits_are_exact(kv, prefix, number):
     patched = kv.patch(key, json_patch=[{"op": "add", "path": "/n", "value": number}])
     assert patched.value == {"n": number}
     assert type(patched.value["n"]) is int
+
+
+# Live queries: List and WatchPrefix with a filter (CEL), fields (JSON Pointers) and diff.
+OPEN = 'value.status == "open"'
+
+
+def test_a_filtered_list_with_fields_pages_through_the_projected_matches(kv, prefix):
+    documents = {
+        "a": {"status": "open", "total": 150, "customer": {"name": "ada", "tier": 1}},
+        "b": {"status": "closed", "total": 500, "customer": {"name": "bob"}},
+        "c": {"status": "open", "total": 50, "customer": {"name": "cy"}},
+        "d": {"status": "open", "total": BIG, "customer": {"name": "dee"}, "items": [1, 2]},
+        "e": {"status": "open", "total": 101},  # no customer: that pointer names nothing
+        "f": "not an object",  # the filter errors on it: no match
+        "g": {"status": "open", "total": 1000, "customer": {"name": "gus", "tier": 2}},
+    }
+    revisions = {name: kv.insert(prefix + name, doc).revision for name, doc in documents.items()}
+    query = 'value.status == "open" && value.total > 100'
+    fields = ["/total", "/customer/name"]
+
+    listed = list(kv.list(prefix, page_size=2, filter=query, fields=fields))
+    assert listed == [
+        Entry(prefix + "a", {"total": 150, "customer": {"name": "ada"}}, *[revisions["a"]] * 2, 1),
+        Entry(prefix + "d", {"total": BIG, "customer": {"name": "dee"}}, *[revisions["d"]] * 2, 1),
+        Entry(prefix + "e", {"total": 101}, *[revisions["e"]] * 2, 1),
+        Entry(prefix + "g", {"total": 1000, "customer": {"name": "gus"}}, *[revisions["g"]] * 2, 1),
+    ]
+    assert str(BIG) in listed[1].json  # every digit, through the projection too
+    # Four matches at two a page: the listing took more than one page.
+    first = kv.stub.List(pb.ListRequest(prefix=prefix, page_size=2, filter=query, fields=fields))
+    assert len(first.kvs) <= 2 and first.next_page_token
+
+    # The filter sees the key too; fields alone project every document.
+    by_key = kv.list(prefix, filter='key.endsWith("/b") || key.endsWith("/e")', fields=["/total"])
+    assert [(e.key, e.value) for e in by_key] == [
+        (prefix + "b", {"total": 500}),
+        (prefix + "e", {"total": 101}),
+    ]
+    assert [e.value for e in kv.list(prefix, filter='value.customer.tier == 2')] == [documents["g"]]
+
+
+def test_a_filtered_list_goes_on_past_a_page_with_no_match(kv, prefix):
+    # The server reads a bounded number of keys for a page (10 000 today): two matches this far
+    # apart leave a page between them that holds none, yet has a next page.
+    filler = 10_100
+    for start in range(0, filler, 128):
+        numbers = range(start, min(start + 128, filler))
+        kv.txn(success=[Insert(f"{prefix}m/{n:05}", {"match": False}) for n in numbers])
+    kv.insert(prefix + "a", {"match": True, "n": 1})
+    kv.insert(prefix + "z", {"match": True, "n": 2})
+
+    pages, token = [], ""
+    while True:
+        request = pb.ListRequest(prefix=prefix, page_size=1, page_token=token, filter="value.match")
+        page = kv.stub.List(request)
+        pages.append([kv_pb.key for kv_pb in page.kvs])
+        token = page.next_page_token
+        if not token:
+            break
+    assert [] in pages[:-1], f"no empty page to go past: {pages}"
+
+    listed = kv.list(prefix, page_size=1, filter="value.match", fields=["/n"])
+    assert [(e.key, e.value) for e in listed] == [
+        (prefix + "a", {"n": 1}),
+        (prefix + "z", {"n": 2}),
+    ]
+
+
+def test_a_filtered_watch_sees_documents_enter_change_and_leave_its_view(kv, prefix):
+    a, b, c, d = (prefix + name for name in "abcd")
+    kv.insert(a, {"status": "open", "n": 1})
+    kv.insert(b, {"status": "closed", "n": 2})
+    with (
+        kv.watch_prefix(prefix, filter=OPEN, fields=["/n"], timeout=WATCH_DEADLINE) as watch,
+        kv.watch_prefix(prefix, timeout=WATCH_DEADLINE) as plain,
+    ):
+        snapshot = next(watch)
+        assert isinstance(snapshot, Snapshot)
+        assert [(e.key, e.value) for e in snapshot.entries] == [(a, {"n": 1})]
+        assert [e.key for e in next(plain).entries] == [a, b]
+
+        kv.insert(b, {"status": "closed", "n": 3})  # matches neither before nor after
+        entered_new = kv.insert(c, {"status": "open", "n": 4}).revision
+        entered = kv.merge(b, {"status": "open", "n": 5}).mod_revision
+        updated = kv.merge(a, {"n": 6}).mod_revision
+        left_by_change = kv.merge(a, {"status": "closed"}).mod_revision
+        left_by_delete = kv.delete(b).revision
+        kv.insert(d, {"status": "closed"})  # never in the view
+        kv.delete(d)
+        back = kv.insert(a, {"status": "open", "n": 7}).revision
+        # The changes outside the view come between these: had any been sent, it would be here.
+        events = [next(watch) for _ in range(6)]
+        everything = [next(plain) for _ in range(9)]
+
+    assert [(e.type, e.entry.key, e.revision, e.view_change) for e in events] == [
+        ("put", c, entered_new, "entered"),
+        ("put", b, entered, "entered"),
+        ("put", a, updated, "updated"),
+        ("delete", a, left_by_change, "left"),
+        ("delete", b, left_by_delete, "left"),
+        ("put", a, back, "entered"),
+    ]
+    assert [e.entry.value for e in events] == [{"n": 4}, {"n": 5}, {"n": 6}, None, None, {"n": 7}]
+    # A document that left is named by its key and the change's revision alone.
+    assert (events[3].entry.mod_revision, events[3].entry.version) == (left_by_change, 0)
+    assert [e.merge_patch for e in events] == [None] * 6  # not asked for
+    assert [e.view_change for e in everything] == [None] * 9
+    assert [e.entry.key for e in everything][:3] == [b, c, b]
+
+
+def test_diff_carries_the_merge_patch_from_the_previous_version(kv, prefix):
+    key, new = prefix + "k", prefix + "new"
+    fields = ["/status", "/n", "/tags", "/sub"]
+    kv.insert(key, {"status": "closed", "n": 1, "tags": ["x"]})
+    with (
+        kv.watch_prefix(
+            prefix, filter=OPEN, fields=fields, diff=True, timeout=WATCH_DEADLINE
+        ) as watch,
+        kv.watch_prefix(prefix, filter=OPEN, fields=fields, timeout=WATCH_DEADLINE) as without,
+    ):
+        assert next(watch).entries == [] and next(without).entries == []
+        # From the version before, which this view never sent.
+        kv.merge(key, {"status": "open"})
+        kv.merge(key, {"n": BIG, "sub": {"a": 1.5}})
+        kv.merge(key, {"tags": None})  # a member removed: null in the patch
+        # A member set to null: RFC 7396 cannot say that, so there is no patch.
+        kv.insert(key, {"status": "open", "n": BIG, "sub": {"a": None}})
+        kv.insert(new, {"status": "open", "n": 1})  # nothing before it
+        kv.delete(key)
+        events = [next(watch) for _ in range(6)]
+        plain = [next(without) for _ in range(6)]
+
+    assert [(e.entry.key, e.view_change) for e in events] == [
+        (key, "entered"),
+        (key, "updated"),
+        (key, "updated"),
+        (key, "updated"),
+        (new, "entered"),
+        (key, "left"),
+    ]
+    assert [e.merge_patch for e in events] == [
+        {"status": "open"},
+        {"n": BIG, "sub": {"a": 1.5}},
+        {"tags": None},
+        None,
+        None,
+        None,
+    ]
+    assert type(events[1].merge_patch["n"]) is int
+    assert events[1].merge_patch_json is not None and str(BIG) in events[1].merge_patch_json
+    assert events[2].merge_patch_json == '{"tags":null}'
+    assert [e.merge_patch_json for e in events[3:]] == [None] * 3
+    assert [(e.revision, e.entry) for e in plain] == [(e.revision, e.entry) for e in events]
+    assert [e.merge_patch for e in plain] == [None] * 6
+
+
+def test_a_bad_filter_or_pointer_is_invalid_argument_naming_where(kv, prefix):
+    kv.insert(prefix + "k", {"status": "open"})
+    for query, where in [("value.status ==", "1:16"), ('value.a == "x" &&\n  value.(', "2:9")]:
+        with pytest.raises(jsonkv_client.InvalidArgumentError) as failed:
+            list(kv.list(prefix, filter=query))
+        assert failed.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert f"invalid filter: {where}: Syntax error" in failed.value.details
+        assert bad_request_fields(failed.value) == ["filter"]
+
+    with (
+        kv.watch_prefix(prefix, filter="value.status ==", timeout=WATCH_DEADLINE) as watch,
+        pytest.raises(jsonkv_client.InvalidArgumentError) as failed,
+    ):
+        next(watch)
+    assert "invalid filter: 1:16: Syntax error" in failed.value.details
+
+    with pytest.raises(jsonkv_client.InvalidArgumentError) as failed:
+        list(kv.list(prefix, fields=["/status", "n"]))
+    assert 'invalid fields: [1] "n"' in failed.value.details
+    with (
+        kv.watch_prefix(prefix, fields=["/a~2"], timeout=WATCH_DEADLINE) as watch,
+        pytest.raises(jsonkv_client.InvalidArgumentError) as failed,
+    ):
+        next(watch)
+    assert 'invalid fields: [0] "/a~2"' in failed.value.details
+
+    # What is not a filter or a list of pointers is refused before anything is sent.
+    with pytest.raises(TypeError, match="sequence of JSON Pointers"):
+        list(kv.list(prefix, fields="/status"))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="a filter is a str"):
+        kv.watch_prefix(prefix, filter=True)  # type: ignore[arg-type]
+
+
+def test_the_live_query_example_runs_to_completion(target):
+    example = Path(__file__).resolve().parent.parent / "examples" / "example_live_query.py"
+    done = subprocess.run(
+        [sys.executable, str(example), target],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines == [
+        "list: example/orders/1 {'status': 'open', 'total': 250}",
+        "watch: snapshot ['example/orders/1']",
+        "watch: entered example/orders/2 {'status': 'open', 'total': 120} "
+        "patch {'status': 'open'}",
+        "watch: updated example/orders/1 {'status': 'open', 'total': 300} patch {'total': 300}",
+        "watch: left example/orders/2",
+        "done",
+    ]
