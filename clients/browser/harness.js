@@ -13,6 +13,10 @@ const { chromium } = require('playwright-core');
 const CHROMIUM_BIN = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const SERVER_BIN = process.env.JSONKV_SERVER_BIN;
 const CLI_BIN = process.env.JSONKV_CLI_BIN;
+// For work on the console without rebuilding the server (which embeds it): its files are served
+// from this directory (server/console) instead, under the server's own response headers (CSP).
+const CONSOLE_DIR = process.env.JSONKV_CONSOLE_DIR;
+const CONSOLE_FILES = { '/': 'index.html', '/console/index.html': 'index.html', '/console/app.js': 'app.js', '/console/style.css': 'style.css' };
 const ARTIFACTS = path.join(__dirname, 'artifacts');
 const START_TIMEOUT_MS = 30000;
 const STOP_TIMEOUT_MS = 15000;
@@ -198,6 +202,7 @@ async function get(addr, key, opts) {
 async function openConsole(browser, baseUrl, { viewport = { width: 1280, height: 900 }, hash = '' } = {}) {
   const context = await browser.newContext({ viewport });
   context.setDefaultTimeout(15000);
+  if (CONSOLE_DIR) await serveConsoleFrom(context, CONSOLE_DIR);
   const page = await context.newPage();
   const problems = [];
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
@@ -208,6 +213,17 @@ async function openConsole(browser, baseUrl, { viewport = { width: 1280, height:
   await page.goto(baseUrl + hash);
   await page.waitForSelector('body[data-ready="true"]');
   return { context, page, problems };
+}
+
+/** Answers the console's own files from dir, keeping the headers the server sent with its copy. */
+async function serveConsoleFrom(context, dir) {
+  const fileFor = (url) => CONSOLE_FILES[new URL(url).pathname];
+  await context.route((url) => fileFor(url.href) !== undefined, async (route) => {
+    const response = await route.fetch();
+    const headers = { ...response.headers() };
+    delete headers['content-length'];
+    await route.fulfill({ response, headers, body: fs.readFileSync(path.join(dir, fileFor(route.request().url()))) });
+  });
 }
 
 async function screenshot(page, name) {

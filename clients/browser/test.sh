@@ -4,6 +4,8 @@
 # the tests that restart a server or need tokens start their own. Needs node_modules (`npm ci`)
 # and Chromium ($CHROMIUM_BIN, default /usr/bin/chromium; Debian's `chromium` package).
 # UPDATE_DOCS_SCREENSHOT=1 also refreshes docs/console.png.
+# JSONKV_CONSOLE_DIR=DIR (such as ../../server/console) serves the console's files from DIR instead of
+# the copy embedded in the server binary, to try console changes without rebuilding the server.
 set -euo pipefail
 cd "$(dirname "$0")"
 # shellcheck source=../server.sh

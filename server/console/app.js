@@ -230,28 +230,82 @@ function sayError(context, err) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// CEL filters. The server checks them (the console does not parse CEL): a bad one is an HTTP 400
+// whose message names the place as line:column, counted in characters from 1.
+
+/** True if err is the server refusing a filter that was sent with the request. */
+function isFilterError(err) {
+  return err instanceof ApiError && err.status === 400 && err.code === 'INVALID_ARGUMENT';
+}
+
+/** The offset in text (in UTF-16 units, as an input's selection counts) of the error's line:column. */
+function filterErrorOffset(err, text) {
+  const m = /invalid filter: (\d+):(\d+)/.exec(err.message);
+  if (!m) return null;
+  const lines = text.split('\n');
+  const line = Number(m[1]) - 1;
+  if (line < 0 || line >= lines.length) return null;
+  let offset = 0;
+  for (let i = 0; i < line; i += 1) offset += lines[i].length + 1;
+  // The server counts characters (code points), which an emoji makes differ from UTF-16 units.
+  return offset + Array.from(lines[line]).slice(0, Math.max(0, Number(m[2]) - 1)).join('').length;
+}
+
+/** Marks a filter field as refused, described by the element that shows why. */
+function markFilterInvalid(input, describedBy, err, { focus }) {
+  input.setAttribute('aria-invalid', 'true');
+  input.dataset.describedby ??= input.getAttribute('aria-describedby') ?? '';
+  input.setAttribute('aria-describedby', `${describedBy} ${input.dataset.describedby}`.trim());
+  if (focus) input.focus();
+  const at = filterErrorOffset(err, input.value);
+  if (at !== null && document.activeElement === input) input.setSelectionRange(at, Math.min(at + 1, input.value.length));
+}
+
+function clearFilterInvalid(input) {
+  if (input.getAttribute('aria-invalid') !== 'true') return;
+  input.removeAttribute('aria-invalid');
+  if (input.dataset.describedby !== undefined) {
+    input.setAttribute('aria-describedby', input.dataset.describedby);
+    delete input.dataset.describedby;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Key list: one page at a time. The server hands out a token for the next page only, so the
 // tokens of the pages already passed are kept on a stack to go back.
 
-const list = { prefix: '', pageSize: 50, token: '', back: [], next: '', loaded: 0 };
+const list = { prefix: '', where: '', pageSize: 50, token: '', back: [], next: '', loaded: 0 };
 
 async function loadKeys() {
   const ticket = (list.loaded += 1);
   const params = new URLSearchParams({ prefix: list.prefix, limit: String(list.pageSize), keys_only: 'true' });
   if (list.token) params.set('page_token', list.token);
+  if (list.where) params.set('filter', list.where);
   let body;
   try {
     const res = await request('GET', `/v1/kv?${params}`);
     body = await res.json();
   } catch (err) {
-    if (ticket === list.loaded) {
+    if (ticket !== list.loaded) return;
+    if (list.where && isFilterError(err)) {
+      // A list that does not answer the filter asked for would mislead: show none.
+      $('key-list').replaceChildren();
+      list.next = '';
+      $('prev-page').disabled = true;
+      $('next-page').disabled = true;
+      $('keys-summary').textContent = `The server refused the where filter: ${err.message}`;
+      $('keys-summary').dataset.kind = 'error';
+      markFilterInvalid($('where'), 'keys-summary', err, { focus: false });
+    } else {
       sayError('Could not list the keys', err);
       $('keys-summary').textContent = 'The list could not be loaded.';
+      $('keys-summary').dataset.kind = 'error';
     }
     return;
   }
   // A slower answer to an older filter must not overwrite a newer one.
   if (ticket !== list.loaded) return;
+  clearFilterInvalid($('where'));
   list.next = body.next_page_token ?? '';
   renderKeys(body.kvs ?? [], body.revision);
 }
@@ -284,10 +338,15 @@ function renderKeys(kvs, revision) {
     if (kv.key === focused) button.focus();
   }
   const page = list.back.length + 1;
-  const where = list.prefix ? `under “${list.prefix}”` : 'in the store';
-  $('keys-summary').textContent = kvs.length === 0
-    ? (page === 1 ? `No keys ${where}.` : 'No more keys.')
-    : `${kvs.length} key${kvs.length === 1 ? '' : 's'} ${where}${list.next || page > 1 ? `, page ${page}` : ''}.`;
+  const where = (list.prefix ? `under “${list.prefix}”` : 'in the store') + (list.where ? ` where ${list.where}` : '');
+  const noun = list.where ? 'matching key' : 'key';
+  // With a where filter the server may end a page early, even empty, and still have more.
+  let summary;
+  if (kvs.length > 0) summary = `${kvs.length} ${noun}${kvs.length === 1 ? '' : 's'} ${where}${list.next || page > 1 ? `, page ${page}` : ''}.`;
+  else if (list.next) summary = `No ${noun}s ${where} on page ${page}; there may be more on the next.`;
+  else summary = page === 1 ? `No ${noun}s ${where}.` : `No more ${noun}s.`;
+  $('keys-summary').textContent = summary;
+  delete $('keys-summary').dataset.kind;
   $('page-number').textContent = `Page ${page}`;
   $('prev-page').disabled = list.back.length === 0;
   $('next-page').disabled = !list.next;
@@ -310,8 +369,10 @@ function markCurrentKey() {
   }
 }
 
-function filterKeys() {
+/** Lists from the first page again; the where filter is taken from its field only when asked. */
+function filterKeys({ applyWhere = true } = {}) {
   list.prefix = $('prefix').value;
+  if (applyWhere) list.where = $('where').value.trim();
   list.pageSize = Number($('page-size').value);
   list.token = '';
   list.back = [];
@@ -325,11 +386,20 @@ function setUpKeyList() {
     clearTimeout(typing);
     filterKeys();
   });
+  // The prefix applies as it is typed; a where filter half typed is not valid CEL, so it
+  // applies on Enter (or at once when the field is emptied).
   $('prefix').addEventListener('input', () => {
     clearTimeout(typing);
-    typing = setTimeout(filterKeys, 250);
+    typing = setTimeout(() => filterKeys({ applyWhere: false }), 250);
   });
-  $('page-size').addEventListener('change', filterKeys);
+  $('where').addEventListener('input', () => {
+    clearFilterInvalid($('where'));
+    if ($('where').value.trim() === '' && list.where !== '') {
+      clearTimeout(typing);
+      filterKeys();
+    }
+  });
+  $('page-size').addEventListener('change', () => filterKeys({ applyWhere: false }));
   $('next-page').addEventListener('click', () => {
     if (!list.next) return;
     list.back.push(list.token);
@@ -723,9 +793,12 @@ class StreamError extends Error {
 }
 
 class LiveWatch {
-  constructor(mode, target, view) {
+  constructor(mode, target, view, filter = '') {
     this.mode = mode;
     this.target = target;
+    // A live query: the server sends only the documents that match, and says of each change
+    // whether the document entered, changed inside or left the match (view_change).
+    this.filter = mode === 'prefix' ? filter : '';
     this.view = view;
     this.lastId = null;
     this.storeId = null;
@@ -745,12 +818,15 @@ class LiveWatch {
 
   url() {
     const params = new URLSearchParams({ [this.mode]: this.target });
+    // Kept on every reconnect: Last-Event-ID resumes the same live query, not an unfiltered one.
+    if (this.filter) params.set('filter', this.filter);
     if (this.storeId) params.set('store_id', this.storeId);
     return `/v1/watch?${params}`;
   }
 
   async run() {
-    const what = this.mode === 'key' ? `key “${this.target}”` : (this.target ? `prefix “${this.target}”` : 'all keys');
+    const what = (this.mode === 'key' ? `key “${this.target}”` : (this.target ? `prefix “${this.target}”` : 'all keys'))
+      + (this.filter ? ` where ${this.filter}` : '');
     let failures = 0;
     let lostAt = null;
     while (!this.stopped) {
@@ -781,6 +857,12 @@ class LiveWatch {
         // Held-back events of a revision not finished are sent again after the resume point.
         this.pending = [];
         this.snapshot = [];
+        if (this.filter && isFilterError(err)) {
+          // Stopped first, so that the filter field is enabled again when it takes the focus.
+          this.view.stopped();
+          this.view.filterRefused(err);
+          return;
+        }
         if (!retryable) {
           this.view.state('error', `Watch ended: ${describe(err)}${err instanceof StreamError ? ` (${code})` : ''}`);
           this.view.notice('error', `Watch ended: ${err.message}`);
@@ -849,7 +931,7 @@ class LiveWatch {
     if (type === 'snapshot') {
       this.snapshot.push(...(payload.kvs ?? []));
       if (id !== null) {
-        this.view.snapshot(payload.revision ?? id, this.snapshot);
+        this.view.snapshot(payload.revision ?? id, this.snapshot, this.filter);
         this.snapshot = [];
         this.lastId = id;
       }
@@ -892,16 +974,24 @@ const liveView = {
     this.append(li);
   },
 
-  snapshot(revision, kvs) {
+  filterRefused(err) {
+    this.state('error', `Watch not started: ${err.message}`);
+    markFilterInvalid($('watch-filter'), 'live-state', err, { focus: true });
+  },
+
+  snapshot(revision, kvs, filter) {
     const li = document.createElement('li');
     li.className = 'event snapshot';
     li.dataset.type = 'snapshot';
     li.dataset.revision = String(revision);
     li.dataset.testid = 'live-snapshot';
+    if (filter) li.dataset.filter = filter;
     const head = document.createElement('div');
     head.className = 'event-head';
+    const noun = filter ? 'matching key' : 'key';
     head.append(badge('snapshot'), text('ev-rev', `r${revision}`),
-      text('ev-summary', `${kvs.length} key${kvs.length === 1 ? '' : 's'}`));
+      text('ev-summary', `${kvs.length} ${noun}${kvs.length === 1 ? '' : 's'}`));
+    if (filter) head.append(text('ev-filter', `where ${filter}`));
     li.append(head);
     if (kvs.length > 0) {
       const ul = document.createElement('ul');
@@ -930,12 +1020,19 @@ const liveView = {
     li.dataset.key = ev.key;
     li.dataset.revision = String(ev.revision ?? ev.mod_revision);
     li.dataset.testid = 'live-event';
+    const view = VIEW_CHANGES[ev.view_change];
+    if (view) li.dataset.viewChange = ev.view_change;
     const head = document.createElement('div');
     head.className = 'event-head';
-    head.append(badge(ev.type), text('ev-rev', `r${li.dataset.revision}`), keyButton(ev.key));
+    head.append(badge(ev.type));
+    if (view) head.append(viewBadge(ev.view_change, view));
+    head.append(text('ev-rev', `r${li.dataset.revision}`), keyButton(ev.key));
     if (ev.type === 'put' && ev.version !== undefined) head.append(text('ev-version', `v${ev.version}`));
     li.append(head);
-    const detail = ev.type === 'put' ? preview(ev.value) : ev.cause ? `lease ${ev.cause}` : 'deleted';
+    // A document that left a filtered watch may have been changed or deleted: the event says not which.
+    const detail = ev.type === 'put' ? preview(ev.value)
+      : ev.cause ? `lease ${ev.cause}`
+        : ev.view_change === 'left' ? 'no longer matches (changed or deleted)' : 'deleted';
     li.append(text('ev-preview', detail));
     this.append(li);
     keyChanged(ev.key);
@@ -943,7 +1040,9 @@ const liveView = {
       const el = $('doc-changed');
       el.textContent = ev.type === 'put'
         ? `Changed on the server at revision ${li.dataset.revision}. Reload to see it; a save now would conflict.`
-        : `Deleted on the server at revision ${li.dataset.revision}.`;
+        : ev.view_change === 'left'
+          ? `Changed or deleted on the server at revision ${li.dataset.revision} (it left the live filter). Reload to see it.`
+          : `Deleted on the server at revision ${li.dataset.revision}.`;
       el.hidden = false;
     }
   },
@@ -952,6 +1051,23 @@ const liveView = {
     setWatching(null);
   },
 };
+
+// What each view change of a filtered watch is called in the panel.
+const VIEW_CHANGES = {
+  entered: 'entered',
+  updated: 'updated',
+  left: 'left',
+};
+
+function viewBadge(change, label) {
+  const span = document.createElement('span');
+  span.className = `ev-view ev-view-${change}`;
+  span.dataset.testid = 'live-view-change';
+  span.textContent = label;
+  span.title = change === 'entered' ? 'Now matches the filter'
+    : change === 'left' ? 'No longer matches the filter' : 'Changed, and still matches the filter';
+  return span;
+}
 
 function badge(type) {
   const span = document.createElement('span');
@@ -985,11 +1101,18 @@ function setWatching(w) {
   $('watch-toggle').classList.toggle('primary', !w);
   $('watch-target').disabled = Boolean(w);
   for (const r of document.querySelectorAll('input[name="watch-mode"]')) r.disabled = Boolean(w);
+  syncFilterField();
 }
 
-function startWatch(mode, target) {
+/** The filter applies to prefix watches only (the server refuses one on a key), and not mid-watch. */
+function syncFilterField() {
+  const key = $('watch-mode-key').checked;
+  $('watch-filter').disabled = Boolean(watch) || key;
+}
+
+function startWatch(mode, target, filter = '') {
   if (watch) watch.stop();
-  const w = new LiveWatch(mode, target, liveView);
+  const w = new LiveWatch(mode, target, liveView, filter);
   setWatching(w);
   w.run().catch((err) => {
     liveView.state('error', `Watch failed: ${describe(err)}`);
@@ -1013,8 +1136,13 @@ function setUpLive() {
       $('watch-target').focus();
       return;
     }
-    startWatch(mode, target);
+    clearFilterInvalid($('watch-filter'));
+    startWatch(mode, target, mode === 'prefix' ? $('watch-filter').value.trim() : '');
   });
+  for (const r of document.querySelectorAll('input[name="watch-mode"]')) r.addEventListener('change', syncFilterField);
+  // A reload may restore the Key choice: the field follows it from the start.
+  syncFilterField();
+  $('watch-filter').addEventListener('input', () => clearFilterInvalid($('watch-filter')));
   $('live-clear').addEventListener('click', () => $('live-events').replaceChildren());
   $('live-events').addEventListener('click', (e) => {
     const b = e.target.closest('.ev-key');

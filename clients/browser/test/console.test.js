@@ -71,9 +71,15 @@ async function waitForLiveCount(page, n) {
   await page.waitForFunction((want) => document.querySelectorAll('[data-testid=live-event]').length >= want, n);
 }
 
-async function startWatch(page, prefix) {
+/** The live panel's changes as [type, key, revision, view change] rows, in the order shown. */
+const liveViewRows = (page) => page.locator('[data-testid=live-event]').evaluateAll((els) =>
+  els.map((e) => [e.dataset.type, e.dataset.key, Number(e.dataset.revision),
+    e.dataset.viewChange ?? null, e.querySelector('[data-testid=live-view-change]')?.textContent ?? null]));
+
+async function startWatch(page, prefix, filter = '') {
   await page.check('#watch-mode-prefix');
   await page.fill('#watch-target', prefix);
+  await page.fill('#watch-filter', filter);
   await page.click('#watch-toggle');
   await page.waitForSelector('[data-testid=live-snapshot]');
   await page.waitForSelector('#live-state[data-state="live"]');
@@ -267,6 +273,115 @@ test('the live panel shows every change to a prefix, in order, after its snapsho
   });
 });
 
+test('a filtered watch shows documents entering, changing inside and leaving its match, and nothing else', async () => {
+  await h.put(shared.addr, 'orders/seed-open', { status: 'open', total: 1 });
+  await h.put(shared.addr, 'orders/seed-closed', { status: 'closed', total: 2 });
+  await withConsole('watch-filter', shared.url, {}, async (page) => {
+    await startWatch(page, 'orders/', 'value.status == "open"');
+    assert.match(await page.textContent('#live-state'), /^Watching prefix “orders\/” where value\.status == "open"\.$/);
+    // The snapshot holds the matching documents only.
+    const snap = page.locator('[data-testid=live-snapshot]');
+    assert.equal(await snap.getAttribute('data-filter'), 'value.status == "open"');
+    assert.deepEqual(await snap.locator('li[data-key]').evaluateAll((els) => els.map((e) => e.dataset.key)),
+      ['orders/seed-open']);
+
+    const expected = [];
+    const row = (type, key, revision, change) => expected.push([type, key, revision, change, change]);
+    row('put', 'orders/a', await h.put(shared.addr, 'orders/a', { status: 'open', total: 10 }), 'entered');
+    row('put', 'orders/a', await h.put(shared.addr, 'orders/a', { status: 'open', total: 20 }), 'updated');
+    // Changed so that it no longer matches: it leaves, as a delete of the view.
+    row('delete', 'orders/a', await h.put(shared.addr, 'orders/a', { status: 'closed', total: 20 }), 'left');
+    // Neither a document that never matched, nor its change, nor its deletion shows.
+    await h.put(shared.addr, 'orders/b', { status: 'closed', total: 5 });
+    await h.put(shared.addr, 'orders/b', { status: 'shipped', total: 5 });
+    await h.del(shared.addr, 'orders/seed-closed');
+    // Deleting a matching document makes it leave too.
+    row('delete', 'orders/seed-open', await h.del(shared.addr, 'orders/seed-open'), 'left');
+    // A last match after the others proves they were passed over, not merely late.
+    row('put', 'orders/z', await h.put(shared.addr, 'orders/z', { status: 'open', total: 3 }), 'entered');
+    await waitForLiveCount(page, expected.length);
+    assert.deepEqual(await liveViewRows(page), expected);
+    assert.equal(await page.locator('[data-testid=live-event][data-key="orders/b"]').count(), 0);
+    assert.equal(await page.textContent('[data-testid=live-event][data-view-change=left] .ev-preview'),
+      'no longer matches (changed or deleted)');
+    // The filter cannot be changed mid-watch, and Stop gives it back.
+    assert.equal(await page.isDisabled('#watch-filter'), true);
+    await page.click('#watch-toggle');
+    await page.waitForSelector('#live-state[data-state="idle"]');
+    assert.equal(await page.isDisabled('#watch-filter'), false);
+    // A key watch takes no filter (the server refuses one): the field is off for it.
+    await page.check('#watch-mode-key');
+    assert.equal(await page.isDisabled('#watch-filter'), true);
+    await page.check('#watch-mode-prefix');
+    assert.equal(await page.isDisabled('#watch-filter'), false);
+  });
+});
+
+test('a filter the server refuses shows its message and position, and the page goes on working', async () => {
+  await h.put(shared.addr, 'tickets/1', { status: 'open' });
+  await h.put(shared.addr, 'tickets/2', { status: 'closed' });
+  await withConsole('watch-filter-error', shared.url, {}, async (page) => {
+    await page.check('#watch-mode-prefix');
+    await page.fill('#watch-target', 'tickets/');
+    await page.fill('#watch-filter', 'value.status ==');
+    await page.press('#watch-filter', 'Enter');
+    await page.waitForSelector('#live-state[data-state="error"]');
+    // The server's own message, with the line:column of the fault: the end of the expression.
+    assert.match(await page.textContent('#live-state'), /^Watch not started: invalid filter: 1:16: /);
+    assert.equal(await page.getAttribute('#live-state', 'aria-live'), 'polite');
+    assert.equal(await page.getAttribute('#watch-filter', 'aria-invalid'), 'true');
+    assert.match(await page.getAttribute('#watch-filter', 'aria-describedby'), /\blive-state\b/);
+    // Focus is back in the field, at the place the server named.
+    assert.equal(await page.evaluate(() => document.activeElement.id), 'watch-filter');
+    assert.equal(await page.evaluate(() => document.getElementById('watch-filter').selectionStart), 15);
+    assert.equal(await page.textContent('#watch-toggle'), 'Watch');
+    assert.equal(await page.locator('[data-testid=live-snapshot]').count(), 0);
+    await h.screenshot(page, 'watch-filter-refused');
+
+    // After an emoji the server's column (in characters) and the field's offset (in UTF-16 units)
+    // differ: the mark still lands on the fault, the lone `=`.
+    await page.fill('#watch-filter', 'key == "😀" && value.x = 1');
+    assert.equal(await page.getAttribute('#watch-filter', 'aria-invalid'), null, 'typing clears the mark');
+    await page.click('#watch-toggle');
+    await page.waitForFunction(() => / 1:23: /.test(document.getElementById('live-state').textContent));
+    assert.equal(await page.getAttribute('#live-state', 'data-state'), 'error');
+    assert.match(await page.textContent('#live-state'), /^Watch not started: invalid filter: 1:23: Syntax error: /);
+    assert.equal(await page.evaluate(() => {
+      const f = document.getElementById('watch-filter');
+      return f.value.slice(f.selectionStart, f.selectionEnd);
+    }), '=');
+
+    // Corrected, the same form watches.
+    await page.fill('#watch-filter', 'value.status == "open"');
+    await page.click('#watch-toggle');
+    await page.waitForSelector('[data-testid=live-snapshot]');
+    await page.waitForSelector('#live-state[data-state="live"]');
+    assert.equal(await page.getAttribute('#watch-filter', 'aria-invalid'), null);
+    assert.deepEqual(await page.locator('[data-testid=live-snapshot] li[data-key]').evaluateAll((els) => els.map((e) => e.dataset.key)),
+      ['tickets/1']);
+
+    // The key list's where filter: refused with its position, then applied.
+    await filter(page, 'tickets/');
+    await waitForKeys(page, ['tickets/1', 'tickets/2']);
+    await page.fill('#where', 'value.status == "open" || nosuch');
+    await page.press('#where', 'Enter');
+    await page.waitForFunction(() => document.getElementById('keys-summary').dataset.kind === 'error');
+    assert.match(await page.textContent('#keys-summary'),
+      /^The server refused the where filter: invalid filter: 1:27: unknown name "nosuch"/);
+    assert.equal(await page.evaluate(() => document.getElementById('where').selectionStart), 26);
+    assert.equal(await page.getAttribute('#where', 'aria-invalid'), 'true');
+    assert.equal(await page.locator('[data-testid=key-item]').count(), 0);
+    await page.fill('#where', 'value.status == "closed"');
+    await page.press('#where', 'Enter');
+    await waitForKeys(page, ['tickets/2']);
+    assert.equal(await page.getAttribute('#where', 'aria-invalid'), null);
+    assert.match(await page.textContent('#keys-summary'), /^1 matching key under “tickets\/” where value\.status == "closed"\.$/);
+    // Emptying the field lists every key again.
+    await page.fill('#where', '');
+    await waitForKeys(page, ['tickets/1', 'tickets/2']);
+  });
+});
+
 test('a watch resumes after the server restarts, losing and repeating nothing', async () => {
   const server = await h.Server.start();
   try {
@@ -303,6 +418,48 @@ test('a watch resumes after the server restarts, losing and repeating nothing', 
       assert.equal(await page.locator('[data-testid=live-snapshot]').count(), 1, 'no second snapshot');
       const notices = await page.locator('[data-testid=live-notice]').evaluateAll((els) => els.map((e) => e.dataset.kind));
       assert.deepEqual(notices, ['lost', 'resumed']);
+    });
+  } finally {
+    await server.dispose();
+  }
+});
+
+test('a filtered watch resumes after a restart with its filter, still showing only matches', async () => {
+  const server = await h.Server.start();
+  try {
+    await withConsole('resume-filter', server.url, {}, async (page) => {
+      const watches = [];
+      page.on('request', (r) => {
+        const u = new URL(r.url());
+        if (u.pathname === '/v1/watch') watches.push([u.searchParams.get('filter'), r.headers()['last-event-id'] ?? null]);
+      });
+      await startWatch(page, 'rf/', 'value.keep');
+      const expected = [];
+      const write = async (i) => {
+        expected.push(['put', `rf/${i}`, await h.put(server.addr, `rf/${i}`, { keep: true }), 'entered', 'entered']);
+        await h.put(server.addr, `rf/skip-${i}`, { keep: false });
+      };
+      await write(0);
+      await waitForLiveCount(page, 1);
+      const lastSeen = expected.at(-1)[2];
+
+      await server.stop();
+      await page.waitForSelector('#live-state[data-state="reconnecting"]');
+      await server.run();
+      await write(1);
+      await page.waitForFunction(() => [...document.querySelectorAll('[data-testid=live-notice]')]
+        .some((e) => e.dataset.kind === 'resumed'));
+      await write(2);
+      await waitForLiveCount(page, expected.length);
+      assert.deepEqual(await liveViewRows(page), expected);
+      // Every connection asked for the same live query; the resumes, from an id no older than the
+      // last event shown (a progress event may have moved it on past writes that did not match).
+      assert.ok(watches.length >= 2, `${watches.length} watch requests`);
+      assert.deepEqual(watches[0], ['value.keep', null]);
+      for (const [filter, lastId] of watches.slice(1)) {
+        assert.equal(filter, 'value.keep');
+        assert.ok(Number(lastId) >= lastSeen, `resumed after ${lastId}, not before ${lastSeen}`);
+      }
     });
   } finally {
     await server.dispose();
