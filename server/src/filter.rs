@@ -13,7 +13,7 @@
 //! (a fraction, an exponent, a bigger integer) a double. Ints and uints compare exactly with
 //! each other; against a double they are converted to one, so exactly only up to 2^53.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue};
@@ -65,6 +65,11 @@ const FUNCTIONS: &[&str] = &[
 pub struct Filter {
     text: String,
     program: Program,
+    /// The document's top-level members the filter reads, when it reads the document only
+    /// through them (`value.a`, `has(value.a)`): only those are made into CEL values, so a
+    /// filter on one member of a large document does not convert all of it. `None`: the
+    /// whole document.
+    members: Option<Vec<Key>>,
 }
 
 /// What a node of the expression is known to evaluate to, for the type check.
@@ -101,9 +106,13 @@ impl Filter {
             let message = first.map_or("cannot parse".into(), |e| e.msg.clone());
             Error::invalid("filter", format!("{position}{message}"))
         })?;
+        let mut read = BTreeSet::new();
+        let members = members_read(program.expression(), &mut read)
+            .then(|| read.into_iter().map(|m| Key::String(Arc::new(m))).collect());
         let filter = Filter {
             text: text.to_owned(),
             program,
+            members,
         };
         let mut nodes = 0;
         let root = filter.check(filter.program.expression(), 0, &mut nodes)?;
@@ -123,9 +132,28 @@ impl Filter {
 
     /// Whether the document `value` at `key` matches.
     pub fn matches(&self, key: &str, value: &serde_json::Value) -> bool {
+        let value = match (&self.members, value) {
+            // A member the document lacks is left out, as it is in the whole document: `has()`
+            // is false on it, and selecting it is the same error.
+            (Some(members), serde_json::Value::Object(object)) => Value::Map(Map {
+                map: Arc::new(
+                    members
+                        .iter()
+                        .filter_map(|member| {
+                            let Key::String(name) = member else {
+                                return None;
+                            };
+                            let found = object.get(name.as_str())?;
+                            Some((member.clone(), cel_value(found)))
+                        })
+                        .collect(),
+                ),
+            }),
+            (_, value) => cel_value(value),
+        };
         BASE.with(|base| {
             let mut scope = base.new_inner_scope();
-            scope.add_variable_from_value("value", cel_value(value));
+            scope.add_variable_from_value("value", value);
             scope.add_variable_from_value("key", key);
             matches!(self.program.execute(&scope), Ok(Value::Bool(true)))
         })
@@ -381,6 +409,34 @@ thread_local! {
 
 /// A JSON document as a CEL value, built by hand: cel's serde route would see the workspace's
 /// arbitrary-precision numbers as maps.
+/// Collects into `read` the members of `value` that `expr` selects; false if it reads `value`
+/// any other way (whole, by index, in a call), which needs the whole document.
+fn members_read(expr: &IdedExpr, read: &mut BTreeSet<String>) -> bool {
+    match &expr.expr {
+        Expr::Select(select) => match &select.operand.expr {
+            Expr::Ident(name) if name == "value" => {
+                read.insert(select.field.clone());
+                true
+            }
+            _ => members_read(&select.operand, read),
+        },
+        Expr::Ident(name) => name != "value",
+        Expr::Literal(_) => true,
+        Expr::List(list) => list.elements.iter().all(|e| members_read(e, read)),
+        Expr::Map(map) => map.entries.iter().all(|entry| match &entry.expr {
+            EntryExpr::MapEntry(e) => members_read(&e.key, read) && members_read(&e.value, read),
+            EntryExpr::StructField(_) => false,
+        }),
+        Expr::Call(call) => call
+            .target
+            .iter()
+            .map(|t| t.as_ref())
+            .chain(&call.args)
+            .all(|e| members_read(e, read)),
+        Expr::Comprehension(_) | Expr::Struct(_) | Expr::Unspecified => false,
+    }
+}
+
 fn cel_value(json: &serde_json::Value) -> Value {
     match json {
         serde_json::Value::Null => Value::Null,
@@ -416,7 +472,70 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
+    fn member_names(filter: &str) -> Option<Vec<String>> {
+        let filter = Filter::parse(filter).unwrap();
+        filter.members.map(|members| {
+            members
+                .iter()
+                .map(|m| match m {
+                    Key::String(s) => s.to_string(),
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        })
+    }
+
+    #[test]
+    fn only_the_members_a_filter_selects_are_converted() {
+        assert_eq!(
+            member_names(r#"value.a > 1 && has(value.b.c) || key == "k""#),
+            Some(vec!["a".to_owned(), "b".to_owned()])
+        );
+        assert_eq!(member_names("size(value) > 1"), None);
+        assert_eq!(member_names(r#"value["a"] == 1"#), None);
+        assert_eq!(member_names(r#""a" in value"#), None);
+    }
+
+    /// Any small JSON document: members from a few names, so filters find some of them.
+    fn document() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            (-5i64..5).prop_map(serde_json::Value::from),
+            "[ab]{0,2}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("[abc]", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
     proptest! {
+        /// Converting only the selected members decides exactly as the whole document does.
+        #[test]
+        fn selected_members_decide_as_the_whole_document(
+            doc in document(),
+            filter in proptest::sample::select(vec![
+                "value.a == 1",
+                "has(value.a) && !has(value.b)",
+                "value.a.b == \"a\" || value.c > 0",
+                "size(value.a) > 1",
+                "value.b in [true, null, 1]",
+                "\"a\" in value.c",
+                "value.a == value.b",
+                "!(value.c == 1)",
+            ]),
+        ) {
+            let selected = Filter::parse(filter).unwrap();
+            prop_assert!(selected.members.is_some(), "{filter}");
+            let mut whole = Filter::parse(filter).unwrap();
+            whole.members = None;
+            prop_assert_eq!(selected.matches("k", &doc), whole.matches("k", &doc), "{} on {}", filter, doc);
+        }
+
         /// Whatever a client sends is a filter or INVALID_ARGUMENT, never a panic or a crash,
         /// and what parses evaluates on any document without one.
         #[test]
