@@ -120,6 +120,11 @@ impl Doc {
         Ok(())
     }
 
+    /// This document's identity: unique for the life of the process, never reused.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// Compact JSON text, exactly as `serde_json` writes it.
     pub fn text(&self) -> &str {
         &self.text

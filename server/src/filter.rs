@@ -70,6 +70,8 @@ pub struct Filter {
     /// filter on one member of a large document does not convert all of it. `None`: the
     /// whole document.
     members: Option<Vec<Key>>,
+    /// Whether the filter reads `key`; if not, a document's verdict is the same at any key.
+    reads_key: bool,
 }
 
 /// What a node of the expression is known to evaluate to, for the type check.
@@ -109,10 +111,12 @@ impl Filter {
         let mut read = BTreeSet::new();
         let members = members_read(program.expression(), &mut read)
             .then(|| read.into_iter().map(|m| Key::String(Arc::new(m))).collect());
+        let reads_key = reads_key(program.expression());
         let filter = Filter {
             text: text.to_owned(),
             program,
             members,
+            reads_key,
         };
         let mut nodes = 0;
         let root = filter.check(filter.program.expression(), 0, &mut nodes)?;
@@ -128,6 +132,12 @@ impl Filter {
     /// The text it was parsed from.
     pub fn text(&self) -> &str {
         &self.text
+    }
+
+    /// Whether the filter reads the key: if not, whether a document matches does not depend
+    /// on where it is stored.
+    pub fn reads_key(&self) -> bool {
+        self.reads_key
     }
 
     /// Whether the document `value` at `key` matches.
@@ -437,6 +447,26 @@ fn members_read(expr: &IdedExpr, read: &mut BTreeSet<String>) -> bool {
     }
 }
 
+/// Whether `expr` mentions `key` anywhere.
+fn reads_key(expr: &IdedExpr) -> bool {
+    match &expr.expr {
+        Expr::Ident(name) => name == "key",
+        Expr::Select(select) => reads_key(&select.operand),
+        Expr::List(list) => list.elements.iter().any(reads_key),
+        Expr::Map(map) => map.entries.iter().any(|entry| match &entry.expr {
+            EntryExpr::MapEntry(e) => reads_key(&e.key) || reads_key(&e.value),
+            EntryExpr::StructField(f) => reads_key(&f.value),
+        }),
+        Expr::Call(call) => call
+            .target
+            .iter()
+            .map(|t| t.as_ref())
+            .chain(&call.args)
+            .any(reads_key),
+        Expr::Literal(_) | Expr::Comprehension(_) | Expr::Struct(_) | Expr::Unspecified => false,
+    }
+}
+
 fn cel_value(json: &serde_json::Value) -> Value {
     match json {
         serde_json::Value::Null => Value::Null,
@@ -494,6 +524,10 @@ mod tests {
         assert_eq!(member_names("size(value) > 1"), None);
         assert_eq!(member_names(r#"value["a"] == 1"#), None);
         assert_eq!(member_names(r#""a" in value"#), None);
+        assert!(Filter::parse(r#"value.a == 1 && key.startsWith("x")"#)
+            .unwrap()
+            .reads_key());
+        assert!(!Filter::parse(r#"value.key == "key""#).unwrap().reads_key());
     }
 
     /// Any small JSON document: members from a few names, so filters find some of them.

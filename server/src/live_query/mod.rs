@@ -45,14 +45,23 @@ pub fn matches(filter: &Filter, key: &str, entry: &Entry) -> bool {
 /// How `event` changes the view of `filter`; `None` when the document is in the view neither
 /// before nor after it.
 pub fn classify(filter: &Filter, event: &Event) -> Option<ViewChange> {
+    classify_with(event, |key, entry, _| matches(filter, key, entry))
+}
+
+/// [`classify`], deciding whether an entry is in the view with `matches(key, entry, is_new)`,
+/// where `is_new` says the entry is the event's new one rather than its previous one.
+pub fn classify_with(
+    event: &Event,
+    mut matches: impl FnMut(&str, &Entry, bool) -> bool,
+) -> Option<ViewChange> {
     let before = event
         .previous
         .as_ref()
-        .is_some_and(|e| matches(filter, &event.key, e));
+        .is_some_and(|e| matches(&event.key, e, false));
     let after = event
         .entry
         .as_ref()
-        .is_some_and(|e| matches(filter, &event.key, e));
+        .is_some_and(|e| matches(&event.key, e, true));
     match (before, after) {
         (false, true) => Some(ViewChange::Entered),
         (true, true) => Some(ViewChange::Updated),

@@ -18,8 +18,9 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::{broadcast, oneshot};
 
-use super::{view_events, ViewEvent};
+use super::{classify_with, matches, ViewChange, ViewEvent};
 use crate::backend::Backend;
+use crate::database::Event;
 use crate::error::Error;
 use crate::filter::Filter;
 use crate::hub::WatchTarget;
@@ -180,13 +181,20 @@ async fn run(
     });
     // The revision the last progress notice reported.
     let mut reported = 0;
+    let mut verdicts = Verdicts::default();
     loop {
         tokio::select! {
             biased;
             _ = &mut stopped => return,
             next = input.next_events() => match next {
                 Ok(batch) => {
-                    let events: Vec<ViewEvent> = view_events(&filter, batch.iter()).collect();
+                    let events: Vec<ViewEvent> = batch
+                        .iter()
+                        .filter_map(|event| {
+                            let change = verdicts.classify(&filter, event)?;
+                            Some(ViewEvent { event: Arc::clone(event), change })
+                        })
+                        .collect();
                     // An error only means no watcher is receiving now; the handles decide
                     // when the stage stops.
                     if !events.is_empty() {
@@ -211,6 +219,42 @@ async fn run(
                 }
             }
         }
+    }
+}
+
+/// Whether each document version the stage has seen matched, by the document's identity: an
+/// event's previous entry is an earlier event's new one, so each version is evaluated once,
+/// not again when it is replaced. Only for filters that do not read the key: a document's
+/// verdict then holds wherever it is stored.
+#[derive(Default)]
+struct Verdicts {
+    by_doc: HashMap<u64, bool>,
+}
+
+/// Verdicts kept at most: past it they are forgotten and evaluated again when needed, so a
+/// stage on a prefix of many keys holds a bounded table.
+const MAX_VERDICTS: usize = 1 << 16;
+
+impl Verdicts {
+    fn classify(&mut self, filter: &Filter, event: &Event) -> Option<ViewChange> {
+        if filter.reads_key() {
+            return classify_with(event, |key, entry, _| matches(filter, key, entry));
+        }
+        classify_with(event, |key, entry, is_new| {
+            let id = entry.value.id();
+            // A version is replaced once: its verdict is needed once more, then never.
+            if let Some(verdict) = (!is_new).then(|| self.by_doc.remove(&id)).flatten() {
+                return verdict;
+            }
+            let verdict = matches(filter, key, entry);
+            if is_new {
+                if self.by_doc.len() >= MAX_VERDICTS {
+                    self.by_doc.clear();
+                }
+                self.by_doc.insert(id, verdict);
+            }
+            verdict
+        })
     }
 }
 
