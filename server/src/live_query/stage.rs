@@ -179,8 +179,10 @@ async fn run(
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker
     });
-    // The revision the last progress notice reported.
-    let mut reported = 0;
+    // The revision everything the stage has sent covers: every watcher has delivered at least
+    // this much once it has read what was sent.
+    let mut sent = 0;
+    let min_lag = input.view().progress_min_lag().max(1);
     let mut verdicts = Verdicts::default();
     loop {
         tokio::select! {
@@ -197,7 +199,8 @@ async fn run(
                         .collect();
                     // An error only means no watcher is receiving now; the handles decide
                     // when the stage stops.
-                    if !events.is_empty() {
+                    if let Some(last) = events.last() {
+                        sent = last.event.revision;
                         let _ = tx.send(StageItem::Events(events.into()));
                     }
                 }
@@ -210,11 +213,12 @@ async fn run(
                 }
             },
             // The input's own events move its progress too, so events that matched nothing
-            // still let the watchers report the revision they reached.
+            // still let the watchers report the revision they reached. A notice no watcher
+            // would pass on (less than the minimum lag past what was sent) wakes none.
             _ = tick(&mut ticker) => {
                 let through = input.progress().or_else(|| input.caught_up());
-                if let Some(revision) = through.filter(|r| *r > reported) {
-                    reported = revision;
+                if let Some(revision) = through.filter(|r| *r - sent >= min_lag) {
+                    sent = revision;
                     let _ = tx.send(StageItem::Progress(revision));
                 }
             }
