@@ -3,12 +3,14 @@
 # BENCHMARKS.md: the machine, the versions, the exact commands, the figures and the issue's
 # targets checked against them.
 #
-#   bench/compare.sh            the full run (about 30 minutes after the build)
+#   bench/compare.sh            the full run (about 40 minutes after the build)
 #   bench/compare.sh --smoke    every run for about a second, few watchers, leases and keys,
 #                               report to a temp file; exits non-zero if any run fails or
 #                               reports an error (CI)
 #   --no-etcd                   skip etcd (and its install), and so jsonkv on etcd too
 #   --out FILE                  write the report there instead
+#   --only live                 only the live-query runs (about 9 minutes at full size, half a
+#                               minute with --smoke); the report goes to --out, or to a temp file
 #
 # It starts everything itself on free loopback ports and stops it on exit: the echo server
 # (the transport's limit), jsonkv-server in memory, jsonkv-server durable when its --help offers
@@ -17,7 +19,8 @@
 # target/release/jsonkv-bench, at the same concurrency (but for the clients patching one key);
 # each is bounded by `timeout`. The lease and lock runs use etcd's own lease API as their
 # reference, each on a fresh etcd; the transaction runs, etcd's Txn; the HTTP API's runs, etcd's
-# JSON gateway (on its client port). HTTP/1.1 carries one request at a time on a connection, so
+# JSON gateway (on its client port); the live queries (filtered watches), etcd's own prefix
+# watch with the filtering done by the client, as etcd cannot filter values. HTTP/1.1 carries one request at a time on a connection, so
 # the HTTP gets and puts open a connection per request in flight: the headline's 64 in flight
 # are 64 connections there, where gRPC multiplexes them on one. The HTTP watch fan-out opens a
 # connection per watcher, in the harness and in the server: the open-file limit is raised to
@@ -28,11 +31,17 @@ cd "$(dirname "$0")/.."
 smoke=0
 with_etcd=1
 out=""
+only=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) smoke=1 ;;
     --no-etcd) with_etcd=0 ;;
     --out) out="$2"; shift ;;
+    --only)
+      only="${2:-}"
+      [ "$only" = live ] || { echo "--only takes: live" >&2; exit 2; }
+      shift
+      ;;
     -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -48,6 +57,9 @@ if [ "$smoke" = 1 ]; then
   # outlasts granting them and writing the keys), hand-overs.
   keepalive_leases=100; idle_leases=1000; expiry_keys=1000; expiry_ttl=2; expiry_small=300
   expiry_many=200; expiry_many_ttl=3; handovers=20
+  # Live queries: watchers of one filter and their inserts per second, watchers whose filter
+  # never matches, documents a filtered List pages through.
+  live_watchers=20; live_rate=200; live_cost_watchers=200; live_documents=5000; live_texts=10
   out=${out:-$(mktemp -t jsonkv-benchmarks.XXXXXX.md)}
 else
   duration=5; warmup=1; rounds=2; sweep="1 16 256"; fan_watchers=1000; fan_rate=1000
@@ -55,8 +67,17 @@ else
   run_timeout=180
   keepalive_leases=1000; idle_leases=100000; expiry_keys=100000; expiry_ttl=5; expiry_small=10000
   expiry_many=100000; expiry_many_ttl=45; handovers=200
-  out=${out:-BENCHMARKS.md}
+  live_watchers=1000; live_rate=1000; live_cost_watchers=10000; live_documents=1000000
+  live_texts=100
+  if [ -n "$only" ]; then
+    out=${out:-$(mktemp -t jsonkv-benchmarks.XXXXXX.md)}
+  else
+    out=${out:-BENCHMARKS.md}
+  fi
 fi
+# --only live: the rounds of every other section run zero times.
+main_rounds=$rounds
+[ -z "$only" ] || main_rounds=0
 # The headline: one connection, 64 requests in flight, for every target.
 headline="--connections 1 --concurrency 64"
 # Clients patching one key at once.
@@ -146,10 +167,12 @@ fi
 http_api=0
 if grep -q -- '--http-listen' <<<"$server_help"; then http_api=1; fi
 
-# A server that caps watches in total (--max-watchers) is told to allow the idle-watchers run.
+# A server that caps watches in total (--max-watchers) is told to allow the idle-watchers run
+# and the live-query watchers whose filter never matches.
 watcher_flags=()
 if grep -q -- '--max-watchers ' <<<"$server_help"; then
-  watcher_flags=(--max-watchers $((idle_watchers + 1000)))
+  most_watchers=$((idle_watchers > live_cost_watchers ? idle_watchers : live_cost_watchers))
+  watcher_flags=(--max-watchers $((most_watchers + 1000)))
 fi
 
 port() { "$bench" free-port; }
@@ -285,7 +308,7 @@ cluster_servers() {
 modes=(memory)
 [ "$durable" = 1 ] && modes+=(durable)
 # The headline runs, in interleaved rounds (the best round of each counts, see BENCHMARKS.md).
-for round in $(seq "$rounds"); do
+for round in $(seq "$main_rounds"); do
   echo "== round $round of $rounds: echo (the empty RPC)" >&2
   p=$(port)
   start_server echo "$bench" echo-server --listen "127.0.0.1:$p"
@@ -350,7 +373,7 @@ for round in $(seq "$rounds"); do
 done
 
 # The other runs, also in rounds.
-for round in $(seq "$rounds"); do
+for round in $(seq "$main_rounds"); do
   if [ "$durable" = 1 ]; then
     echo "== round $round of $rounds: writers in flight, jsonkv durable and etcd" >&2
     for c in $sweep; do
@@ -413,9 +436,54 @@ for round in $(seq "$rounds"); do
   fi
 done
 
+# Live queries, in rounds too, every run on a fresh server (in memory): one filter's fan-out
+# (the same filter text for every watcher: the stage they share on the server), the same
+# watchers unfiltered with the filtering done by the client (as with etcd, which cannot filter
+# values: also against etcd's own watch), and watchers whose filter never matches beside no
+# watcher and one unfiltered watcher (with one filter text, then with several).
+live_fanout=(--workload live-fanout --watchers "$live_watchers" --rate "$live_rate" "${times[@]}")
+for round in $(seq "$rounds"); do
+  echo "== round $round of $rounds: live queries, jsonkv (in memory)" >&2
+  jsonkv_server memory
+  run live-fanout --target jsonkv --addr "http://127.0.0.1:$p" "${live_fanout[@]}"
+  stop_servers
+  jsonkv_server memory
+  run live-fanout-client --target jsonkv --addr "http://127.0.0.1:$p" "${live_fanout[@]}" \
+    --client-filter
+  stop_servers
+  jsonkv_server memory "${watcher_flags[@]}"
+  run live-insert-cost --target jsonkv --addr "http://127.0.0.1:$p" --workload live-insert-cost \
+    --watchers "$live_cost_watchers" --server-pid "$server_pid" $headline "${times[@]}"
+  stop_servers
+  # The same watchers with distinct filter texts (each text a stage of its own, evaluated for
+  # every insert): what the shared stage saves.
+  jsonkv_server memory "${watcher_flags[@]}"
+  run live-insert-cost-texts --target jsonkv --addr "http://127.0.0.1:$p" \
+    --workload live-insert-cost --watchers "$live_cost_watchers" --filters "$live_texts" \
+    --server-pid "$server_pid" $headline "${times[@]}"
+  stop_servers
+  if [ "$with_etcd" = 1 ]; then
+    echo "== round $round of $rounds: live queries, etcd (filtered by the client)" >&2
+    etcd_server
+    reference=1 run etcd-live-fanout-client --target etcd --addr "http://127.0.0.1:$p" \
+      "${live_fanout[@]}" --client-filter
+    stop_servers
+  fi
+done
+# A filtered List through many documents (and the unfiltered one beside it), once: loading a
+# million documents takes a while.
+echo "== a filtered List through $live_documents documents" >&2
+short_timeout=$run_timeout
+run_timeout=$((run_timeout + 240))
+jsonkv_server memory
+run live-list --target jsonkv --addr "http://127.0.0.1:$p" --workload live-list \
+  --keys "$live_documents" $headline "${times[@]}"
+stop_servers
+run_timeout=$short_timeout
+
 # Leases and locks, in rounds too. Every run gets a fresh server: leases granted by one run
 # would otherwise expire (or be kept) during the next.
-for round in $(seq "$rounds"); do
+for round in $(seq "$main_rounds"); do
   echo "== round $round of $rounds: leases and locks, jsonkv" >&2
   for mode in "${modes[@]}"; do
     jsonkv_server "$mode"
@@ -476,19 +544,21 @@ done
 
 # The same expiry with a lease per key, once: etcd ends expired leases a thousand a second, so
 # its run takes minutes at full size (jsonkv-bench waits for them, a millisecond a lease).
-echo "== keys expiring on a lease each" >&2
-many=(--workload lease-expiry --keys "$expiry_many" --leases "$expiry_many" --lease-ttl "$expiry_many_ttl" $headline)
-short_timeout=$run_timeout
-run_timeout=$((run_timeout + 240))
-jsonkv_server memory
-run memory-lease-expiry-many --target jsonkv --addr "http://127.0.0.1:$p" "${many[@]}"
-stop_servers
-if [ "$with_etcd" = 1 ]; then
-  etcd_server
-  run etcd-lease-expiry-many --target etcd --addr "http://127.0.0.1:$p" "${many[@]}"
+if [ -z "$only" ]; then
+  echo "== keys expiring on a lease each" >&2
+  many=(--workload lease-expiry --keys "$expiry_many" --leases "$expiry_many" --lease-ttl "$expiry_many_ttl" $headline)
+  short_timeout=$run_timeout
+  run_timeout=$((run_timeout + 240))
+  jsonkv_server memory
+  run memory-lease-expiry-many --target jsonkv --addr "http://127.0.0.1:$p" "${many[@]}"
   stop_servers
+  if [ "$with_etcd" = 1 ]; then
+    etcd_server
+    run etcd-lease-expiry-many --target etcd --addr "http://127.0.0.1:$p" "${many[@]}"
+    stop_servers
+  fi
+  run_timeout=$short_timeout
 fi
-run_timeout=$short_timeout
 
 echo "== writing $out" >&2
 rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -515,6 +585,9 @@ fi
 note=""
 if [ "$smoke" = 1 ]; then
   note="**Smoke run**: every figure below comes from about a second of load and few watchers; it only shows that the benchmarks still run."
+fi
+if [ -n "$only" ]; then
+  note="${note:+$note }**Only the $only runs** (\`bench/compare.sh --only $only\`): every other figure and target is not measured here."
 fi
 "$bench" markdown --results "$results" --out "$out" --servers "$work/servers" --note "$note" \
   "${versions[@]}"

@@ -13,6 +13,9 @@
 //!   gateway watch).
 //! - [`lease`]: the lease workloads (grants, keep-alives, many idle leases), and granting many.
 //! - [`expiry`]: many keys expiring with their lease(s), and how late their deletes arrive.
+//! - [`live`]: live queries (filtered watches and lists): one filter's fan-out to many watchers
+//!   beside an unfiltered watch filtered by the client (jsonkv or etcd), what watchers whose
+//!   filter never matches cost the writers, and a filtered List through many documents.
 //! - [`lock`]: a lock handed over between two contenders.
 //! - [`txn`]: the 4-op transaction (one comparison, four inserts), against etcd's Txn.
 //! - [`patch`]: merge patches on many keys, and many clients patching one key with every
@@ -30,6 +33,7 @@ mod expiry;
 mod http;
 mod http_watch;
 mod lease;
+mod live;
 mod load;
 mod lock;
 mod markdown;
@@ -95,6 +99,9 @@ pub enum Workload {
     HttpGet,
     HttpPut,
     SseFanout,
+    LiveFanout,
+    LiveInsertCost,
+    LiveList,
 }
 
 impl Workload {
@@ -115,6 +122,15 @@ impl Workload {
                 | Workload::LeaseIdle
                 | Workload::LeaseExpiry
                 | Workload::LockHandover
+        )
+    }
+
+    /// The live-query workloads, which take --filter, --match-every, --filters,
+    /// --client-filter and --page-size.
+    pub fn is_live(self) -> bool {
+        matches!(
+            self,
+            Workload::LiveFanout | Workload::LiveInsertCost | Workload::LiveList
         )
     }
 }
@@ -164,10 +180,12 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 0.9)]
     pub read_ratio: f64,
     /// watch-fanout, sse-fanout: watchers on the one key (default 1000); watch-keys: idle
-    /// watchers, each on its own key (default 10000).
+    /// watchers, each on its own key (default 10000); live-fanout: watchers on the one prefix
+    /// (default 1000); live-insert-cost: filtered watchers on the prefix written (default
+    /// 10000).
     #[arg(long)]
     pub watchers: Option<usize>,
-    /// watch-fanout, sse-fanout: inserts per second.
+    /// watch-fanout, sse-fanout, live-fanout: inserts per second.
     #[arg(long, default_value_t = 1000)]
     pub rate: u64,
     /// watch-fanout, sse-fanout: send the inserts (over gRPC) to this server instead of --addr
@@ -200,6 +218,29 @@ pub struct RunArgs {
     /// lock-handover, and for the others an hour, so that none expires during the run).
     #[arg(long)]
     pub lease_ttl: Option<i64>,
+    /// live-*: the live query's filter, a CEL expression over `value` and `key`. The live
+    /// runs write documents whose `kind` is "hit" or "miss" (live-insert-cost: only "miss", so
+    /// that this filter never matches).
+    #[arg(long, default_value = r#"value.kind == "hit""#)]
+    pub filter: String,
+    /// live-fanout, live-list: one document in this many is a hit (default: 10 for
+    /// live-fanout, 10% of the inserts; 100 for live-list, 1% of the documents).
+    #[arg(long)]
+    pub match_every: Option<u64>,
+    /// live-fanout, live-insert-cost: distinct filter texts among the watchers, handed out
+    /// round-robin. The first is --filter; the others are `(FILTER) && key != "#N"`, which
+    /// match the same documents but are each a stage of their own on the server. 1 (the
+    /// default): every watcher has the same text and they share one stage.
+    #[arg(long, default_value_t = 1)]
+    pub filters: usize,
+    /// live-fanout: watch the prefix unfiltered and filter each event in the harness instead
+    /// (what an etcd client has to do); latency is still measured over the matching events
+    /// only. Needed with --target etcd.
+    #[arg(long)]
+    pub client_filter: bool,
+    /// live-list: keys asked for per page (the server sends at most 1000).
+    #[arg(long, default_value_t = 1000)]
+    pub page_size: i32,
     /// Prefix of every key this run touches.
     #[arg(long, default_value = "bench/")]
     pub key_prefix: String,
@@ -245,6 +286,15 @@ impl RunArgs {
         Some(self.leases.unwrap_or(default))
     }
 
+    /// --match-every, or the workload's default (see its help).
+    pub fn match_every(&self) -> u64 {
+        let default = match self.workload {
+            Workload::LiveList => 100,
+            _ => 10,
+        };
+        self.match_every.unwrap_or(default).max(1)
+    }
+
     /// --lease-ttl, or the workload's default (see its help).
     pub fn lease_ttl(&self) -> i64 {
         let default = match self.workload {
@@ -267,13 +317,48 @@ impl RunArgs {
         {
             return Err("the watch workloads run against --target jsonkv only".into());
         }
-        let fanout = matches!(self.workload, Workload::WatchFanout | Workload::SseFanout);
+        if self.workload.is_live() {
+            let etcd_fanout = self.workload == Workload::LiveFanout
+                && self.target == TargetKind::Etcd
+                && self.client_filter;
+            if self.target != TargetKind::Jsonkv && !etcd_fanout {
+                return Err(
+                    "the live workloads run against --target jsonkv (live-fanout \
+                            also against etcd, with --client-filter)"
+                        .into(),
+                );
+            }
+            if self.filter.is_empty() || self.filters == 0 || self.page_size < 1 {
+                return Err(
+                    "--filter must not be empty; --filters and --page-size must be at least 1"
+                        .into(),
+                );
+            }
+        } else if self.match_every.is_some()
+            || self.filters != 1
+            || self.client_filter
+            || self.page_size != 1000
+        {
+            return Err(
+                "--match-every, --filters, --client-filter and --page-size apply to \
+                        the live workloads only"
+                    .into(),
+            );
+        }
+        if self.client_filter && self.workload != Workload::LiveFanout {
+            return Err("--client-filter applies to --workload live-fanout only".into());
+        }
+        let fanout = matches!(
+            self.workload,
+            Workload::WatchFanout | Workload::SseFanout | Workload::LiveFanout
+        );
         if fanout && self.rate == 0 {
             return Err("--rate must be at least 1".into());
         }
         if self.write_addr.is_some() && !fanout {
             return Err(
-                "--write-addr applies to --workload watch-fanout or sse-fanout only".into(),
+                "--write-addr applies to --workload watch-fanout, sse-fanout or live-fanout only"
+                    .into(),
             );
         }
         if self.slow_watchers > 0 && self.workload != Workload::WatchFanout {
@@ -344,7 +429,13 @@ impl RunArgs {
             // would only add wake-ups across threads, on the cores the server needs.
             Workload::HttpGet | Workload::HttpPut => 1,
             // Thousands of streams over many connections, and latency measured at each.
-            Workload::WatchFanout | Workload::WatchKeys | Workload::SseFanout => cpus,
+            Workload::WatchFanout
+            | Workload::WatchKeys
+            | Workload::SseFanout
+            | Workload::LiveFanout
+            | Workload::LiveInsertCost => cpus,
+            // One listing client, one call at a time (the load before it over --connections).
+            Workload::LiveList => self.connections.min(cpus),
             // A watcher's connection beside the writers'.
             Workload::LeaseExpiry => cpus,
             // Two contenders, a connection each.
@@ -394,6 +485,9 @@ fn run(args: RunArgs) -> ExitCode {
             Workload::PatchContend => patch::contend(&args).await,
             Workload::HttpGet | Workload::HttpPut => http::run(&args).await,
             Workload::SseFanout => http_watch::fanout(&args).await,
+            Workload::LiveFanout => live::fanout(&args).await,
+            Workload::LiveInsertCost => live::insert_cost(&args).await,
+            Workload::LiveList => live::list(&args).await,
         }
     });
     let report = match outcome {

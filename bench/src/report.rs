@@ -177,6 +177,106 @@ pub struct Contention {
     pub tests_failed: u64,
 }
 
+/// Live queries, one filter to many watchers: the latency of the matching events, whether the
+/// server filtered them (a filtered watch) or the client did (an unfiltered prefix watch).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LiveFanout {
+    pub watchers: usize,
+    /// The filter (the first, with several texts), and how many distinct texts the watchers
+    /// had.
+    pub filter: String,
+    pub filters: usize,
+    /// "server" (a filtered watch) or "client" (an unfiltered watch, filtered by the harness).
+    pub filtered_at: String,
+    /// One insert in this many matches the filter.
+    pub match_every: u64,
+    /// Inserts per second asked for, and achieved over the measured inserts.
+    pub rate: u64,
+    pub achieved_rate: f64,
+    /// Inserts measured (after the warm-up ones), and the matching ones among them.
+    pub events: u64,
+    pub matching: u64,
+    /// Matching deliveries measured: matching events x watchers, when none was missed.
+    pub deliveries: u64,
+    /// Events the watchers received in all, warm-up included: what the server sent.
+    pub received: u64,
+    /// From the writer's receipt of the insert's acknowledgement to a watcher's receipt of the
+    /// matching event (0 when the event came first), and from the send.
+    pub from_ack: Latency,
+    pub from_send: Latency,
+    /// Matching deliveries that arrived before the writer had its acknowledgement.
+    pub before_ack: u64,
+    /// The writer's own insert latency.
+    pub insert: Latency,
+    /// Watchers that missed, repeated or reordered an event, or got one they should not have
+    /// (each counts as an error).
+    pub incomplete_watchers: u64,
+}
+
+/// Live queries whose filter never matches: what they cost the writers, beside no watcher and
+/// one unfiltered watcher on the same prefix.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LiveInsertCost {
+    pub watchers: usize,
+    pub filter: String,
+    pub filters: usize,
+    /// Insert throughput on the watched prefix: with no watcher (before any, and after the
+    /// filtered ones closed) and with one unfiltered watcher on it. The report's own throughput
+    /// is the one with the filtered watchers.
+    pub none_throughput: f64,
+    pub none_latency: Latency,
+    pub unfiltered_throughput: f64,
+    pub unfiltered_latency: Latency,
+    pub after_throughput: f64,
+    /// Events the unfiltered watcher received while its inserts ran.
+    pub unfiltered_events: u64,
+    /// Seconds to open every filtered watcher.
+    pub open_seconds: f64,
+    /// Server VmRSS in KiB before the filtered watchers and with them; per watcher.
+    pub rss_before_kib: Option<u64>,
+    pub rss_with_kib: Option<u64>,
+    pub bytes_per_watcher: Option<f64>,
+    /// Progress notices the filtered watchers received (an event would be an error: their
+    /// filter matches nothing written).
+    pub progress_notices: u64,
+}
+
+/// Passes through every document under a prefix with List, one page after the other.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ListScan {
+    /// Measured passes, and their seconds in all.
+    pub passes: u64,
+    pub seconds: f64,
+    /// Documents under the prefix times passes, over the seconds.
+    pub scanned_per_second: f64,
+    /// Pages, empty pages, documents received and bytes of responses in one pass (the last).
+    pub pages: u64,
+    pub empty_pages: u64,
+    pub received: u64,
+    pub bytes: u64,
+    /// Documents that matched the filter in one pass (filtered by the server, or, unfiltered,
+    /// by the client).
+    pub matches: u64,
+    /// Each pass's wall time, and each page call's.
+    pub pass: Latency,
+    pub page: Latency,
+}
+
+/// A filtered List through many documents, beside the unfiltered List a client filters itself.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LiveList {
+    pub documents: usize,
+    pub filter: String,
+    /// One document in this many matches the filter.
+    pub match_every: u64,
+    pub page_size: i32,
+    /// Documents written per transaction while loading, and the seconds it took.
+    pub batch: usize,
+    pub load_seconds: f64,
+    pub filtered: ListScan,
+    pub unfiltered: ListScan,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Report {
     pub label: String,
@@ -212,6 +312,13 @@ pub struct Report {
     pub expiry: Option<Expiry>,
     pub handover: Option<Handover>,
     pub contention: Option<Contention>,
+    /// The live-query workloads.
+    #[serde(default)]
+    pub live_fanout: Option<LiveFanout>,
+    #[serde(default)]
+    pub live_insert_cost: Option<LiveInsertCost>,
+    #[serde(default)]
+    pub live_list: Option<LiveList>,
 }
 
 impl Report {
@@ -254,7 +361,7 @@ impl Report {
 
     pub fn to_text(&self) -> String {
         let mut out = String::new();
-        if self.fanout.is_some() {
+        if self.fanout.is_some() || self.live_fanout.is_some() {
             let writes = match &self.write_addr {
                 Some(addr) => format!(", inserts to {addr}"),
                 None => String::new(),
@@ -360,6 +467,87 @@ impl Report {
                 "  one key     {} clients; {} patches acknowledged, {} kept in the document ({} client(s) off, {} test(s) failed)",
                 c.clients, c.acknowledged, c.kept, c.clients_off, c.tests_failed
             );
+        }
+        if let Some(f) = &self.live_fanout {
+            let filter = if f.filtered_at == "server" {
+                format!("{} filter text(s): {}", f.filters, f.filter)
+            } else {
+                "unfiltered watches, the harness keeping the hits".into()
+            };
+            let _ = writeln!(
+                out,
+                "  live query  {} watchers on one prefix, filtered by the {} ({filter}); {} inserts at {:.0}/s (asked {}), 1 in {} matching ({} measured)",
+                f.watchers,
+                f.filtered_at,
+                f.events,
+                f.achieved_rate,
+                f.rate,
+                f.match_every,
+                f.matching
+            );
+            let _ = writeln!(out, "  inserts     {}", f.insert.line());
+            let _ = writeln!(out, "  from ack    {}", f.from_ack.line());
+            let _ = writeln!(out, "  from send   {}", f.from_send.line());
+            let _ = writeln!(
+                out,
+                "  {} of {} matching deliveries arrived before the insert's acknowledgement; {} events received in all; {} incomplete watcher(s)",
+                f.before_ack, f.deliveries, f.received, f.incomplete_watchers
+            );
+        }
+        if let Some(c) = &self.live_insert_cost {
+            let pct =
+                |with: f64, without: f64| 100.0 * (1.0 - with / without.max(f64::MIN_POSITIVE));
+            let _ = writeln!(
+                out,
+                "  inserts/s   {:.0} with no watcher, {:.0} with one unfiltered watcher, {:.0} with {} filtered ones ({} filter text(s): {}), {:.0} after they closed",
+                c.none_throughput,
+                c.unfiltered_throughput,
+                self.throughput,
+                c.watchers,
+                c.filters,
+                c.filter,
+                c.after_throughput
+            );
+            let _ = writeln!(
+                out,
+                "  cost        {:.1}% vs no watcher, {:.1}% vs one unfiltered watcher",
+                pct(self.throughput, c.none_throughput),
+                pct(self.throughput, c.unfiltered_throughput)
+            );
+            let kib = |v: Option<u64>| v.map_or("?".into(), |v| format!("{v} KiB"));
+            let _ = writeln!(
+                out,
+                "  server RSS  {} before, {} with the filtered watchers; {} per watcher; opened in {:.2} s; {} progress notices; the unfiltered watcher got {} events",
+                kib(c.rss_before_kib),
+                kib(c.rss_with_kib),
+                c.bytes_per_watcher
+                    .map_or("?".into(), |b| format!("{b:.0} bytes")),
+                c.open_seconds,
+                c.progress_notices,
+                c.unfiltered_events
+            );
+        }
+        if let Some(l) = &self.live_list {
+            let _ = writeln!(
+                out,
+                "  documents   {} (1 in {} matching {}), loaded in {:.2} s, {} a transaction",
+                l.documents, l.match_every, l.filter, l.load_seconds, l.batch
+            );
+            for (name, scan) in [("filtered", &l.filtered), ("unfiltered", &l.unfiltered)] {
+                let _ = writeln!(
+                    out,
+                    "  {name:<11} {:.0} documents scanned/s over {} pass(es); a pass: {} pages ({} empty), {} documents, {} bytes received, {} matches",
+                    scan.scanned_per_second,
+                    scan.passes,
+                    scan.pages,
+                    scan.empty_pages,
+                    scan.received,
+                    scan.bytes,
+                    scan.matches
+                );
+                let _ = writeln!(out, "  {:<11} pass {}", "", scan.pass.line());
+                let _ = writeln!(out, "  {:<11} page {}", "", scan.page.line());
+            }
         }
         if let Some(w) = &self.idle_watchers {
             let _ = writeln!(

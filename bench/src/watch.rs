@@ -32,7 +32,7 @@ use crate::{RunArgs, TargetKind};
 /// thousands of snapshots on the server at the same moment.
 const OPENING_AT_ONCE: usize = 256;
 /// How long watchers get to receive the last events after the writer is done.
-const DRAIN_GRACE: Duration = Duration::from_secs(15);
+pub const DRAIN_GRACE: Duration = Duration::from_secs(15);
 
 pub async fn fanout(args: &RunArgs) -> Result<Report, String> {
     let watchers = args.watchers.unwrap_or(1000);
@@ -336,14 +336,14 @@ async fn connect(args: &RunArgs, connections: usize) -> Result<Target, String> {
 /// per connection (jsonkv-server's --max-watchers-per-connection is 512 by default).
 const WATCHERS_PER_CONNECTION: usize = 256;
 
-fn watcher_connections(args: &RunArgs, watchers: usize) -> usize {
+pub fn watcher_connections(args: &RunArgs, watchers: usize) -> usize {
     let needed = watchers.div_ceil(WATCHERS_PER_CONNECTION);
     args.watcher_connections
         .unwrap_or(args.connections.max(needed))
         .max(1)
 }
 
-fn jsonkv(target: &Target, i: usize) -> JsonKvClient<Channel> {
+pub fn jsonkv(target: &Target, i: usize) -> JsonKvClient<Channel> {
     target.caller(i).jsonkv().expect("a jsonkv target")
 }
 
@@ -559,7 +559,7 @@ pub fn parse_seq(json: &str) -> Option<usize> {
 
 /// Keeps an idle watch open and read until stopped; counts its progress notices. An event is
 /// an error: nobody writes an idle watcher's key.
-async fn stay_idle(
+pub async fn stay_idle(
     mut stream: Streaming<pb::WatchResponse>,
     notices: &AtomicU64,
     mut stopped: watch::Receiver<bool>,
@@ -591,7 +591,7 @@ pub struct Clock {
 }
 
 impl Clock {
-    fn new(events: usize) -> Clock {
+    pub fn new(events: usize) -> Clock {
         Clock {
             epoch: Instant::now(),
             sent: (0..events).map(|_| AtomicU64::new(0)).collect(),
@@ -604,7 +604,18 @@ impl Clock {
         self.epoch.elapsed().as_nanos() as u64 + 1
     }
 
-    fn span(&self, seq: usize) -> (u64, u64) {
+    /// Notes that insert `seq` is being sent now.
+    pub fn mark_sent(&self, seq: usize) {
+        self.sent[seq].store(self.now(), Ordering::Release);
+    }
+
+    /// Notes that insert `seq` was acknowledged (or failed) now.
+    pub fn mark_acked(&self, seq: usize) {
+        self.acked[seq].store(self.now(), Ordering::Release);
+    }
+
+    /// When insert `seq` was sent and acknowledged.
+    pub fn span(&self, seq: usize) -> (u64, u64) {
         (
             self.sent[seq].load(Ordering::Acquire),
             self.acked[seq].load(Ordering::Acquire),
