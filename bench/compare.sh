@@ -591,6 +591,11 @@ if [ -n "$only" ]; then
 fi
 "$bench" markdown --results "$results" --out "$out" --servers "$work/servers" --note "$note" \
   "${versions[@]}"
+# Each run's command is the harness's own, as it was started: under a CARGO_TARGET_DIR elsewhere
+# that names this machine's directories. The report names it target/release/, as the servers.
+if [ "$release" != target/release ]; then
+  sed -i "s#${release}/#target/release/#g" "$out"
+fi
 echo "wrote $out" >&2
 
 if [ "$failures" != 0 ]; then
