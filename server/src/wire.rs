@@ -388,9 +388,10 @@ pub fn event(
 /// The merge patch from `before` to `after` (both projected), in the form's encoding; none
 /// where RFC 7396 cannot express the change.
 fn diff(before: &Entry, after: &Entry, form: &EventForm) -> (Option<prost_types::Value>, String) {
+    // Without fields, the documents as they are: no copy of either per watcher.
     let project = |entry: &Entry| match form.fields.as_deref() {
-        Some(fields) => fields.project(&entry.value.json()),
-        None => Json::clone(&entry.value.json()),
+        Some(fields) => Arc::new(fields.project(&entry.value.json())),
+        None => entry.value.json(),
     };
     match merge_diff(&project(before), &project(after)) {
         Some(patch) => encoded(&value::to_json_text(&patch), &patch, form.encoding),
