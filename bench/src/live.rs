@@ -125,36 +125,14 @@ pub async fn fanout(args: &RunArgs) -> Result<Report, String> {
         .collect();
     opened.wait_for(watchers, &progress).await?;
 
-    // One insert per tick, each in its own task so that a slow acknowledgement does not delay
-    // the next send (an open loop at the asked rate), each to a key of its own: a document
-    // enters the view (a hit) or never concerns it (a miss).
-    progress.stage("inserting", total as u64, Unit::Items);
-    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate as f64));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut inserts = Vec::with_capacity(total);
-    for seq in 0..total {
-        ticker.tick().await;
-        let (mut writer, clock) = (writer.clone(), Arc::clone(&clock));
-        let key = format!("{prefix}{seq:08}");
-        let value = document(args.value_size, seq, seq % every == 0);
-        inserts.push(tokio::spawn(async move {
-            clock.mark_sent(seq);
-            let outcome = writer.insert(&key, &value).await;
-            clock.mark_acked(seq);
-            outcome.map(drop).map_err(|err| format!("insert: {err}"))
-        }));
-        if seq % 64 == 0 {
-            progress.set(seq as u64, String::new());
-        }
-    }
-    let mut errors = 0;
-    let mut first_error = None;
-    for insert in inserts {
-        if let Err(err) = insert.await.expect("an insert task panicked") {
-            errors += 1;
-            first_error.get_or_insert(err);
-        }
-    }
+    // Each insert to a key of its own: a document enters the view (a hit) or never concerns
+    // it (a miss).
+    let (mut errors, mut first_error) =
+        watch::insert_paced(&writer, args.rate, total, &clock, &progress, |seq| {
+            let value = document(args.value_size, seq, seq % every == 0);
+            (format!("{prefix}{seq:08}"), value)
+        })
+        .await;
 
     progress.stage("delivering", watchers as u64, Unit::Items);
     let deadline = Instant::now() + watch::DRAIN_GRACE;

@@ -34,6 +34,47 @@ const OPENING_AT_ONCE: usize = 256;
 /// How long watchers get to receive the last events after the writer is done.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(15);
 
+/// Inserts `total` documents with `writer`, one per tick at `rate` a second, each in its own
+/// task so that a slow acknowledgement does not delay the next send (an open loop at the asked
+/// rate), noting on `clock` when each was sent and acknowledged. `document(seq)` is insert
+/// `seq`'s key and value. Returns how many inserts failed, and the first failure.
+pub async fn insert_paced(
+    writer: &Caller,
+    rate: u64,
+    total: usize,
+    clock: &Arc<Clock>,
+    progress: &Progress,
+    document: impl Fn(usize) -> (String, String),
+) -> (u64, Option<String>) {
+    progress.stage("inserting", total as u64, Unit::Items);
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut inserts = Vec::with_capacity(total);
+    for seq in 0..total {
+        ticker.tick().await;
+        let (mut writer, clock) = (writer.clone(), Arc::clone(clock));
+        let (key, value) = document(seq);
+        inserts.push(tokio::spawn(async move {
+            clock.mark_sent(seq);
+            let outcome = writer.insert(&key, &value).await;
+            clock.mark_acked(seq);
+            outcome.map(drop).map_err(|err| format!("insert: {err}"))
+        }));
+        if seq % 64 == 0 {
+            progress.set(seq as u64, String::new());
+        }
+    }
+    let mut errors = 0;
+    let mut first_error = None;
+    for insert in inserts {
+        if let Err(err) = insert.await.expect("an insert task panicked") {
+            errors += 1;
+            first_error.get_or_insert(err);
+        }
+    }
+    (errors, first_error)
+}
+
 pub async fn fanout(args: &RunArgs) -> Result<Report, String> {
     let watchers = args.watchers.unwrap_or(1000);
     let progress = Progress::new(args.quiet);
@@ -139,34 +180,12 @@ impl FanoutPlan {
         progress: &Progress,
     ) -> Result<Report, String> {
         let (warm, total, clock) = (self.warm, self.total, &self.clock);
-        // One insert per tick, each in its own task so that a slow acknowledgement does not
-        // delay the next send (an open loop at the asked rate).
-        progress.stage("inserting", total as u64, Unit::Items);
-        let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate as f64));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let mut inserts = Vec::with_capacity(total);
-        for seq in 0..total {
-            ticker.tick().await;
-            let (mut writer, clock, key) = (writer.clone(), Arc::clone(clock), self.key.clone());
-            let value = load::json_value(args.value_size, &format!("\"seq\":{seq},"));
-            inserts.push(tokio::spawn(async move {
-                clock.sent[seq].store(clock.now(), Ordering::Release);
-                let outcome = writer.insert(&key, &value).await;
-                clock.acked[seq].store(clock.now(), Ordering::Release);
-                outcome.map(drop).map_err(|err| format!("insert: {err}"))
-            }));
-            if seq % 64 == 0 {
-                progress.set(seq as u64, String::new());
-            }
-        }
-        let mut errors = 0;
-        let mut first_error = None;
-        for insert in inserts {
-            if let Err(err) = insert.await.expect("an insert task panicked") {
-                errors += 1;
-                first_error.get_or_insert(err);
-            }
-        }
+        let (mut errors, mut first_error) =
+            insert_paced(&writer, args.rate, total, clock, progress, |seq| {
+                let value = load::json_value(args.value_size, &format!("\"seq\":{seq},"));
+                (self.key.clone(), value)
+            })
+            .await;
 
         progress.stage("delivering", fast.len() as u64, Unit::Items);
         let _ = self.go.send(true);
